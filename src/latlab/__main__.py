@@ -1,0 +1,5 @@
+"""``python -m latlab`` runs the CLI."""
+
+from latlab.cli import main
+
+main()

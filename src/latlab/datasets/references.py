@@ -1,0 +1,156 @@
+"""Network references: the strings that name networks everywhere in latlab.
+
+A reference is ``SCHEME:BODY`` -- ``onnx:PATH``, ``nb201:ARCH``, ``fcnn:IN-H1-...-OUT``,
+``zoo:NAME[@RES]``, ``bnn-fcnn:...`` and whatever else a module registers. Datasets, CLIs,
+bundles and services pass references around; :func:`resolve` turns one into a
+:class:`~latlab.encoders.ir.NetworkGraph`.
+
+Each scheme registers a :class:`Scheme` (a resolver, and optionally a cheap validator used by
+:func:`parse_reference`). Spaces register themselves when :mod:`latlab.datasets` is imported.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from threading import Lock
+
+from latlab.encoders.ir import NetworkGraph
+from latlab.errors import NetworkReferenceError
+
+Resolver = Callable[[str, "ResolveOptions"], NetworkGraph]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveOptions:
+    """How to materialise a reference: batch size and, for dynamic inputs, the input shape."""
+
+    batch: int = 1
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    """A reference scheme: how to validate a body cheaply and how to build its graph."""
+
+    name: str
+    resolve: Resolver
+    validate: Callable[[str], None] | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A parsed reference."""
+
+    scheme: str
+    body: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.body}"
+
+
+SCHEMES: dict[str, Scheme] = {}
+
+
+def register_scheme(scheme: Scheme) -> None:
+    """Make ``scheme.name:`` references resolvable."""
+    SCHEMES[scheme.name] = scheme
+
+
+def parse_reference(ref: str) -> Reference:
+    """Split and validate a reference; raises :class:`NetworkReferenceError` naming it."""
+    if not isinstance(ref, str):
+        raise NetworkReferenceError(f"a network reference must be a string, got {ref!r}")
+    scheme, sep, body = ref.strip().partition(":")
+    if not sep or not scheme or not body:
+        raise NetworkReferenceError(
+            f"malformed network reference {ref!r}: expected SCHEME:BODY, e.g. 'zoo:resnet18'"
+        )
+    _ensure_registered()
+    entry = SCHEMES.get(scheme)
+    if entry is None:
+        known = ", ".join(sorted(SCHEMES))
+        raise NetworkReferenceError(
+            f"unknown network reference scheme {scheme!r} in {ref!r} (known: {known})"
+        )
+    if entry.validate is not None:
+        entry.validate(body)
+    return Reference(scheme, body)
+
+
+class _LRU:
+    """A small thread-safe LRU cache of resolved graphs (they are immutable by convention)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[tuple[str, ResolveOptions], NetworkGraph] = OrderedDict()
+        self.lock = Lock()
+
+    def get(self, key: tuple[str, ResolveOptions]) -> NetworkGraph | None:
+        with self.lock:
+            graph = self.data.get(key)
+            if graph is not None:
+                self.data.move_to_end(key)
+            return graph
+
+    def put(self, key: tuple[str, ResolveOptions], graph: NetworkGraph) -> None:
+        with self.lock:
+            self.data[key] = graph
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+_CACHE = _LRU(4096)
+
+
+def resolve(
+    ref: str | NetworkGraph,
+    *,
+    batch: int = 1,
+    input_shape: Sequence[int] | None = None,
+) -> NetworkGraph:
+    """The IR of a reference (graphs pass through unchanged). Results are cached.
+
+    ``onnx:`` files are not cached by path alone: their modification time is part of the key.
+    """
+    if isinstance(ref, NetworkGraph):
+        return ref
+    parsed = parse_reference(ref)
+    opts = ResolveOptions(batch, tuple(int(d) for d in input_shape) if input_shape else None)
+    key_ref = str(parsed)
+    if parsed.scheme == "onnx":
+        import os
+
+        try:
+            key_ref += f"@{os.stat(parsed.body).st_mtime_ns}"
+        except OSError:
+            pass  # the resolver reports the missing file
+    cached = _CACHE.get((key_ref, opts))
+    if cached is not None:
+        return cached
+    graph = SCHEMES[parsed.scheme].resolve(parsed.body, opts)
+    graph.meta.setdefault("reference", str(parsed))
+    graph.meta.setdefault("family", parsed.scheme)
+    _CACHE.put((key_ref, opts), graph)
+    return graph
+
+
+def resolve_many(
+    refs: Sequence[str | NetworkGraph], *, batch: int = 1, input_shape: Sequence[int] | None = None
+) -> list[NetworkGraph]:
+    """:func:`resolve` over a sequence."""
+    return [resolve(r, batch=batch, input_shape=input_shape) for r in refs]
+
+
+def reference_of(network: str | NetworkGraph) -> str:
+    """The reference string of a network given as a reference or a graph."""
+    return network if isinstance(network, str) else network.reference
+
+
+def _ensure_registered() -> None:
+    # Importing the package registers the built-in schemes (spaces, zoo, onnx files).
+    if not SCHEMES:
+        import latlab.datasets  # noqa: F401

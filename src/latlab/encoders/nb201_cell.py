@@ -1,0 +1,60 @@
+"""The NAS-Bench-201 cell: operation vocabulary, edge order and arch-string parsing.
+
+It lives with the encoders because the nb201 one-hot and cell-graph encoders read it; the
+nb201 search space (:mod:`latlab.datasets.spaces.nb201`) builds networks from it.
+
+An arch string lists the six edges of the 4-node cell in the order
+``|node1<-0|+|node2<-0|node2<-1|+|node3<-0|node3<-1|node3<-2|``, each as ``op~source``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from latlab.errors import NetworkReferenceError
+
+#: Operations in NAS-Bench-201's canonical order (one-hot position).
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: (target node, source node) of each of the six edges, in arch-string order.
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+N_NODES = 4
+
+
+def parse_arch(arch: str) -> tuple[str, ...]:
+    """The six edge operations of an arch string; raises naming the string when malformed."""
+    text = arch.strip()
+    groups = [g for g in text.strip("|").split("|+|")] if text.startswith("|") else []
+    ops: list[str] = []
+    try:
+        if len(groups) != 3:
+            raise ValueError("expected three node groups separated by '|+|'")
+        for node, group in enumerate(groups, start=1):
+            edges = group.split("|")
+            if len(edges) != node:
+                raise ValueError(f"node {node} must have {node} incoming edge(s)")
+            for src, edge in enumerate(edges):
+                op, _, source = edge.partition("~")
+                if op not in OPS:
+                    raise ValueError(f"unknown operation {op!r}")
+                if source != str(src):
+                    raise ValueError(f"edge {edge!r} must come from node {src}")
+                ops.append(op)
+    except ValueError as exc:
+        raise NetworkReferenceError(f"malformed NAS-Bench-201 arch {arch!r}: {exc}") from None
+    return tuple(ops)
+
+
+def format_arch(ops: tuple[str, ...] | list[str]) -> str:
+    """Inverse of :func:`parse_arch`."""
+    if len(ops) != len(EDGES) or any(op not in OPS for op in ops):
+        raise NetworkReferenceError(f"an nb201 cell needs six ops from {OPS}, got {ops!r}")
+    parts, k = [], 0
+    for node in range(1, N_NODES):
+        parts.append("|".join(f"{ops[k + s]}~{s}" for s in range(node)))
+        k += node
+    return "|" + "|+|".join(parts) + "|"
+
+
+def all_archs() -> list[str]:
+    """All 15,625 arch strings, in a fixed order (op index base 5, first edge slowest)."""
+    return [format_arch(ops) for ops in itertools.product(OPS, repeat=len(EDGES))]
