@@ -4,6 +4,7 @@ Importing this package registers the built-in network reference schemes. Heavy l
 (torch, onnxruntime) are imported lazily by the modules that need them.
 """
 
+from latlab.datasets import spaces
 from latlab.datasets.references import (
     Reference,
     Scheme,
@@ -13,4 +14,12 @@ from latlab.datasets.references import (
     resolve_many,
 )
 
-__all__ = ["Reference", "Scheme", "parse_reference", "register_scheme", "resolve", "resolve_many"]
+__all__ = [
+    "Reference",
+    "Scheme",
+    "parse_reference",
+    "register_scheme",
+    "resolve",
+    "resolve_many",
+    "spaces",
+]

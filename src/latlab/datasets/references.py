@@ -11,6 +11,8 @@ Each scheme registers a :class:`Scheme` (a resolver, and optionally a cheap vali
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ class Scheme:
 
     name: str
     resolve: Resolver
-    validate: Callable[[str], None] | None = None
+    validate: Callable[[str], object] | None = None
     help: str = ""
 
 
@@ -122,12 +124,8 @@ def resolve(
     opts = ResolveOptions(batch, tuple(int(d) for d in input_shape) if input_shape else None)
     key_ref = str(parsed)
     if parsed.scheme == "onnx":
-        import os
-
-        try:
+        with contextlib.suppress(OSError):  # a missing file is reported by the resolver
             key_ref += f"@{os.stat(parsed.body).st_mtime_ns}"
-        except OSError:
-            pass  # the resolver reports the missing file
     cached = _CACHE.get((key_ref, opts))
     if cached is not None:
         return cached

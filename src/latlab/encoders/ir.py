@@ -297,16 +297,16 @@ class LazyNetworkGraph(NetworkGraph):
         """The full graph (built on first access)."""
         return self._build()
 
-    @property  # type: ignore[override]
-    def layers(self) -> list[Layer]:
+    @property
+    def layers(self) -> list[Layer]:  # type: ignore[override]
         return self.built.layers
 
-    @property  # type: ignore[override]
-    def inputs(self) -> dict[str, Shape]:
+    @property
+    def inputs(self) -> dict[str, Shape]:  # type: ignore[override]
         return self.built.inputs
 
-    @property  # type: ignore[override]
-    def outputs(self) -> list[str]:
+    @property
+    def outputs(self) -> list[str]:  # type: ignore[override]
         return self.built.outputs
 
     @cached_property
