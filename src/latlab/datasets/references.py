@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from threading import Lock
+from typing import Any
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
@@ -40,6 +41,8 @@ class Scheme:
     resolve: Resolver
     validate: Callable[[str], object] | None = None
     help: str = ""
+    #: For schemes whose networks exist as files (``onnx:``): the executable model itself.
+    model: Callable[[str, ResolveOptions], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +155,29 @@ def _ensure_registered() -> None:
     # Importing the package registers the built-in schemes (spaces, zoo, onnx files).
     if not SCHEMES:
         import latlab.datasets  # noqa: F401
+
+
+def onnx_model(
+    network: str | NetworkGraph,
+    *,
+    batch: int = 1,
+    input_shape: Sequence[int] | None = None,
+    seed: int = 0,
+) -> Any:
+    """The ``onnx.ModelProto`` to run for a network.
+
+    A scheme with its own executable (an ``onnx:`` file) returns that model; any other network
+    is exported from its IR with seeded weights (:func:`latlab.encoders.onnx_export.to_onnx`).
+    """
+    from latlab.encoders.onnx_export import to_onnx
+
+    if isinstance(network, str):
+        parsed = parse_reference(network)
+        scheme = SCHEMES[parsed.scheme]
+        if scheme.model is not None:
+            opts = ResolveOptions(
+                batch, tuple(int(d) for d in input_shape) if input_shape else None
+            )
+            return scheme.model(parsed.body, opts)
+    graph = resolve(network, batch=batch, input_shape=input_shape)
+    return to_onnx(graph, seed=seed)
