@@ -3,6 +3,7 @@
 Importing the package registers every predictor by name (see :data:`PREDICTORS`).
 """
 
+from latlab.predictors import flops
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -14,6 +15,7 @@ from latlab.predictors.base import (
 __all__ = [
     "PREDICTORS",
     "LatencyPredictor",
+    "flops",
     "load_predictor",
     "make_predictor",
     "register_predictor",
