@@ -87,7 +87,7 @@ def _conv(layer: Layer) -> nn.Module:
         cout,
         tuple(a["kernel"]),
         stride=tuple(a.get("stride", (1, 1))),
-        padding=padding,
+        padding=padding,  # type: ignore[arg-type]
         dilation=tuple(a.get("dilation", (1, 1))),
         groups=groups,
         bias=len(layer.weight_shapes) > 1,
