@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
+from latlab.errors import FeatureError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
 
 
@@ -21,6 +22,11 @@ def macs_bytes(networks: list[Network]) -> np.ndarray:
     rows = []
     for g in as_graphs(networks):
         t = g.totals
+        if t.unknown_ops:
+            raise FeatureError(
+                f"network {g.reference!r} has ops without cost rules "
+                f"({', '.join(t.unknown_ops)}): its MACs and bytes are unknown"
+            )
         rows.append((t.macs / 1e6, (t.bytes_read + t.bytes_written + t.weight_bytes) / 1e6))
     return np.asarray(rows, dtype=float)
 
