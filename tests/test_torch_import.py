@@ -173,3 +173,31 @@ def test_imported_graphs_export_and_run_again():
         back = from_onnx(model)
         assert back.totals == g.totals
         assert [layer.op for layer in back.layers] == [layer.op for layer in g.layers]
+
+
+class ClassToken(nn.Module):
+    """ViT's prologue: a learned token expanded to the batch and concatenated to the tokens."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        token = self.cls.expand(x.shape[0], -1, -1)
+        return self.proj(torch.cat([token, x], dim=1))
+
+
+def test_weights_computed_at_run_time_count_their_stored_values():
+    # cls.expand(batch, -1, -1) is a constant subgraph (Expand of a weight to a shape read
+    # with Shape): the Concat reads a (batch, 1, d) weight, whose parameters are the d values
+    # of the token, whatever the batch.
+    model = torch_to_onnx(ClassToken(), (1, 4, 8), dynamic_batch=True)
+    for batch in (1, 3):
+        g = from_onnx(model, batch=batch)
+        assert [layer.op for layer in g.layers] == ["Concat", "MatMul", "Add"]
+        cat = g.layers[0]
+        assert cat.weight_shapes == ((batch, 1, 8),)
+        assert cat.output_shape == (batch, 5, 8)
+        assert cat.params == 8 and cat.weight_bytes == batch * 8 * 4
+        assert g.totals.params == sum(p.numel() for p in ClassToken().parameters())
