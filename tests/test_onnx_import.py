@@ -573,3 +573,32 @@ def test_control_flow_reading_activations_is_an_unknown_layer():
     assert [layer.op for layer in g.layers] == ["If", "Relu"]
     assert g.unknown_ops == ("If",)
     assert g.layers[0].output_shape == (1, 4)
+
+
+def test_quantize_dequantize_and_mask_ops_have_cost_rules():
+    # int8 QDQ around a conv, and a transformer-style mask: x where x > 0 else -1e4.
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        helper.make_node("Conv", ["dq", "cw"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Greater", ["c", "zero"], ["mask"]),
+        helper.make_node("Where", ["mask", "c", "neg"], ["y"]),
+    ]
+    inits = [
+        floats("s", 0.1),
+        numpy_helper.from_array(np.int8(0), "z"),
+        w("cw", 4, 2, 1, 1),
+        floats("zero", 0.0),
+        floats("neg", -1e4),
+    ]
+    m = model(nodes, [vi("x", [1, 2, 3, 3])], [vi("y", None)], inits)
+    g = from_onnx(m)
+    assert g.unknown_ops == ()
+    q, dq, conv, gt, where = g.layers
+    assert q.kind == dq.kind == "act" and q.flops == 2 * 18 and q.params == 0
+    assert conv.macs == 4 * 9 * 2 and conv.input_shape == (1, 2, 3, 3)
+    assert q.attrs["y_scale"] == pytest.approx(0.1)
+    assert gt.kind == where.kind == "eltwise" and where.flops == 36 and where.params == 0
+    assert where.inputs == ("mask", "c") and where.attrs["scalar_inputs"] == ((2, -1e4),)
+    (y,) = run_ort(m, {"x": np.ones((1, 2, 3, 3), np.float32)})
+    assert y.shape == where.output_shape == (1, 4, 3, 3)

@@ -116,6 +116,7 @@ SCALAR_CONFIG = frozenset(
     {
         "min", "max", "k", "ratio", "training_mode", "axis", "depth", "constant_value", "start",
         "limit", "delta", "max_output_boxes_per_class", "iou_threshold", "score_threshold",
+        "x_scale", "y_scale", "x_zero_point", "y_zero_point",
     }
 )  # fmt: skip
 
@@ -129,7 +130,10 @@ ATTR_KEYS = {
 
 #: Arithmetic ops whose scalar constant operands are kept in ``attrs["scalar_inputs"]`` as
 #: ``(input position, value)`` rather than counted as weights.
-ELTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"})
+ELTWISE_OPS = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Mod", "Where", "Equal",
+     "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor"}
+)  # fmt: skip
 
 WINDOW_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"})
 
