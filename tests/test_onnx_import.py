@@ -602,3 +602,21 @@ def test_quantize_dequantize_and_mask_ops_have_cost_rules():
     assert where.inputs == ("mask", "c") and where.attrs["scalar_inputs"] == ((2, -1e4),)
     (y,) = run_ort(m, {"x": np.ones((1, 2, 3, 3), np.float32)})
     assert y.shape == where.output_shape == (1, 4, 3, 3)
+
+
+def test_registering_the_onnx_scheme_does_not_import_onnx():
+    # `import latlab.datasets` (CLI startup) must stay light: onnx loads only on use.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import latlab
+
+    src = str(Path(latlab.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src}
+    code = "import sys, latlab.datasets; print('onnx' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split() == ["False", "False"]
