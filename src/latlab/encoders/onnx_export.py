@@ -238,3 +238,7 @@ def to_onnx(graph: NetworkGraph, seed: int = 0, opset: int = OPSET) -> onnx.Mode
     )
     model.ir_version = min(model.ir_version, 9)
     return model
+
+
+# Binary layers (float emulation); imported last because it registers through this module.
+from latlab.encoders import binary_onnx  # noqa: E402, F401
