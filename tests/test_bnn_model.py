@@ -32,7 +32,7 @@ def test_counts_by_hand():
     assert c.fp_macs == 784 * 512 + 512 * 10
     # BN (2/elt) + Sign (1/elt) after the first layer, the two Gemm biases
     assert c.other_flops == 2 * 512 + 512 + 512 + 10
-    assert c.steps == 5  # Gemm, BN, Sign, fused binary+BN+Sign, Gemm
+    assert c.steps == 3  # Gemm+BN+Sign, BinaryGemm+BN+Sign (both fused), Gemm
     cnn = count_network(CNN, 64)
     # c64->c64 at 32x32 (9 words), c64->c128 at 16x16 (9 words), 8192->256 FC (128 words)
     assert cnn.xnorops == 64 * 1024 * 9 + 128 * 256 * 9 + 256 * 128
@@ -43,14 +43,17 @@ def test_memory_formula_by_hand():
     m = model_memory(MLP)
     weights = (784 * 512 + 512) * 4 + 512 * 512 // 8 + (512 * 10 + 10) * 4
     assert m.weights_bytes == weights
-    # unfused BN after the first layer: 2 floats/channel; fused BN+Sign: one int32 threshold
-    assert m.other_bytes == 2 * 512 * 4 + 512 * 4
-    # peak at the first Gemm: float input (784·4) + float output (512·4)
-    assert m.activations_bytes == 784 * 4 + 512 * 4
-    assert m.total_bytes == weights + 6144 + 5184
+    # both BN+Sign pairs fuse into one int32 threshold per channel
+    assert m.other_bytes == 512 * 4 + 512 * 4
+    # peak at the first (fused) layer: float input (784·4) + its 512 output bits
+    assert m.activations_bytes == 784 * 4 + 512 // 8
+    assert m.total_bytes == weights + 4096 + 3200
     cnn = model_memory(CNN)
-    # peak: BN output (64x32x32 float) while its float input is alive
-    assert cnn.activations_bytes == 2 * 64 * 1024 * 4
+    # peak at the first conv: float 3x32x32 input + 64x32x32 output bits
+    assert cnn.activations_bytes == 3 * 1024 * 4 + 64 * 1024 // 8
+    assert cnn.other_bytes == 4 * (64 + 64 + 128 + 256)
+    nofuse = model_memory("bnn-cnn:1x8x8-c4-10")  # Conv+BN+Sign fused, then Flatten, Gemm
+    assert nofuse.activations_bytes == 8 * 8 * 4 + 4 * 64 // 8
 
 
 def test_forward_on_catalog_target_by_hand():

@@ -31,11 +31,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from latlab.encoders.builder import NetBuilder, _tuple, same_pads
-from latlab.encoders.ir import Layer, Shape, numel
+from latlab.encoders.ir import Layer, NetworkGraph, Shape, numel
 from latlab.encoders.ops import OpRule, infer_shapes, register_op
 
 #: Op types of binary layers and their kinds.
 BINARY_OPS: dict[str, str] = {"BinaryGemm": "binfc", "BinaryConv": "binconv"}
+#: Compute ops whose BatchNormalization + Sign successors fuse into one threshold step.
+FUSABLE_OPS = frozenset({"BinaryGemm", "BinaryConv", "Gemm", "Conv", "MatMul"})
 #: Bus widths (bits per machine word) the XNOROP model accepts.
 BUS_WIDTHS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
 
@@ -73,6 +75,36 @@ def operand_bits(layer: Layer) -> int:
     channels = layer.weight_shapes[0][0]
     positions = numel(layer.output_shape) // channels
     return positions * fan_in(layer)
+
+
+def _sole_successor(graph: NetworkGraph, i: int) -> int | None:
+    succ = graph.successors[i]
+    if len(succ) != 1 or graph.layers[i].outputs[0] in graph.outputs:
+        return None
+    return succ[0]
+
+
+def fused_tail(graph: NetworkGraph, i: int) -> tuple[int, ...]:
+    """Indices of the BN and/or Sign that a BNN engine fuses with compute layer ``i``.
+
+    ``compute → Sign`` and ``compute → BN → Sign`` (each intermediate tensor with a single
+    consumer, not a network output) are one step: every output is compared with a per-channel
+    threshold and stored as a bit, so the pre-activation never exists as a tensor. Shared by
+    the bit-packed backend and the memory/cost model so that both see the same steps.
+    """
+    if graph.layers[i].op not in FUSABLE_OPS:
+        return ()
+    nxt = _sole_successor(graph, i)
+    if nxt is None:
+        return ()
+    op = graph.layers[nxt].op
+    if op == "Sign":
+        return (nxt,)
+    if op == "BatchNormalization":
+        after = _sole_successor(graph, nxt)
+        if after is not None and graph.layers[after].op == "Sign":
+            return (nxt, after)
+    return ()
 
 
 # --------------------------------------------------------------------------- cost rules

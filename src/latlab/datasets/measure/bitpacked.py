@@ -39,7 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from latlab.datasets.measure.backends import register_backend
 from latlab.datasets.references import resolve
-from latlab.encoders.binary import BINARY_OPS, fan_in, words
+from latlab.encoders.binary import BINARY_OPS, fan_in, fused_tail, words
 from latlab.encoders.ir import Layer, NetworkGraph
 from latlab.errors import MeasurementError
 
@@ -350,39 +350,22 @@ class BinaryProgram:
                     f"the bitpacked backend cannot run op {layer.op!r} (layer {layer.name!r} of "
                     f"{g.reference}); it runs binary MLPs/CNNs: {', '.join(sorted(_SUPPORTED))}"
                 )
-        outputs = set(g.outputs)
         skip: set[int] = set()
         for i, layer in enumerate(g.layers):
             if i in skip:
                 continue
+            tail = fused_tail(g, i) if self.mode == "bitpacked" else ()
+            skip.update(tail)
+            bn = next((j for j in tail if g.layers[j].op == "BatchNormalization"), None)
+            sg = next((j for j in tail if g.layers[j].op == "Sign"), None)
             if layer.op in BINARY_OPS and self.mode == "bitpacked":
-                bn, sg = self._fusable(i, outputs)
-                skip.update(j for j in (bn, sg) if j is not None)
                 self.steps.append(self._binary_step(layer, bn, sg))
+            elif tail:
+                fns = [self._plain_step(g.layers[j]) for j in (i, *tail)]
+                self.steps.append((_chain_steps(fns), layer.inputs))
             else:
                 self.steps.append((self._plain_step(layer), layer.inputs))
         self._last_use = self._liveness()
-
-    def _fusable(self, i: int, outputs: set[str]) -> tuple[int | None, int | None]:
-        """Indices of a BN and a Sign that follow binary layer ``i`` alone (else None)."""
-        g = self.graph
-
-        def only_successor(j: int) -> int | None:
-            succ = g.successors[j]
-            if len(succ) != 1 or g.layers[j].outputs[0] in outputs:
-                return None
-            return succ[0]
-
-        nxt = only_successor(i)
-        if nxt is None:
-            return None, None
-        if g.layers[nxt].op == "Sign":
-            return None, nxt
-        if g.layers[nxt].op == "BatchNormalization":
-            after = only_successor(nxt)
-            if after is not None and g.layers[after].op == "Sign":
-                return nxt, after
-        return None, None
 
     def _binary_step(
         self, layer: Layer, bn: int | None, sg: int | None
@@ -482,6 +465,18 @@ class BinaryProgram:
                 for t in free:
                     env.pop(t, None)
         return {name: env[name] for name in self.graph.outputs}
+
+
+def _chain_steps(
+    fns: list[Callable[[dict[str, np.ndarray]], None]],
+) -> Callable[[dict[str, np.ndarray]], None]:
+    """One step running a float layer and its BN and Sign (the same operations, one dispatch)."""
+
+    def step(env: dict[str, np.ndarray]) -> None:
+        for fn in fns:
+            fn(env)
+
+    return step
 
 
 @functools.cache

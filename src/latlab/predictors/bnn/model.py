@@ -46,9 +46,10 @@ in its binary layers, ``N_LXNOROPs → N_XNOROPs``: the paper's model.
 **Memory of the model.** ``Memory_M = weights + peak activations + other``: 1 bit per binary
 weight (packed per layer), full size (their ``weight_bits``) for other weights and biases;
 the peak over the execution of the bytes of live activation tensors (binarised tensors 1 bit
-per element, others 4 bytes; reshapes alias their input; no in-place reuse); other = one
-32-bit threshold per channel of a BN+Sign pair fused into a binary layer, two float32 per
-channel (folded scale and shift) for any other BatchNormalization.
+per element, others 4 bytes; reshapes alias their input; no in-place reuse; a compute layer
+fused with the BN and Sign after it, as BNN engines run it, never materialises its
+pre-activation); other = one 32-bit threshold per channel of each fused BN+Sign, two float32
+per channel (folded scale and shift) for any other BatchNormalization.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from latlab.datasets.references import resolve
-from latlab.encoders.binary import BINARY_OPS, fan_in, operand_bits, words
+from latlab.encoders.binary import BINARY_OPS, fan_in, fused_tail, operand_bits, words
 from latlab.encoders.ir import Layer, NetworkGraph, numel
 from latlab.predictors.bnn.targets import Target, check_bus
 
@@ -153,46 +154,22 @@ class CostBreakdown:
 # --------------------------------------------------------------------------- steps
 
 
-def _sole_successor(graph: NetworkGraph, i: int) -> int | None:
-    succ = graph.successors[i]
-    if len(succ) != 1 or graph.layers[i].outputs[0] in graph.outputs:
-        return None
-    return succ[0]
-
-
-def fused_tail(graph: NetworkGraph, i: int) -> tuple[int, ...]:
-    """Indices of the BN and/or Sign that fuse with binary layer ``i`` into one threshold step.
-
-    Same rule as the bit-packed backend: ``binary → Sign`` or ``binary → BN → Sign`` where each
-    intermediate tensor has a single consumer and is not a network output.
-    """
-    nxt = _sole_successor(graph, i)
-    if nxt is None:
-        return ()
-    op = graph.layers[nxt].op
-    if op == "Sign":
-        return (nxt,)
-    if op == "BatchNormalization":
-        after = _sole_successor(graph, nxt)
-        if after is not None and graph.layers[after].op == "Sign":
-            return (nxt, after)
-    return ()
-
-
 def steps_of(graph: NetworkGraph, bus_width: int) -> list[Step]:
-    """The executed steps of ``graph`` (binary layers fused with their BN+Sign), in order."""
+    """The executed steps of ``graph``, in order: compute layers fused with the BN and Sign
+    after them (:func:`~latlab.encoders.binary.fused_tail`), other layers alone."""
     skip: set[int] = set()
     steps: list[Step] = []
     for i, layer in enumerate(graph.layers):
         if i in skip:
             continue
+        tail = fused_tail(graph, i)
+        skip.update(tail)
+        last = graph.layers[tail[-1]] if tail else layer
+        names = (layer.name, *(graph.layers[j].name for j in tail))
         if layer.op in BINARY_OPS:
-            tail = fused_tail(graph, i)
-            skip.update(tail)
-            last = graph.layers[tail[-1]] if tail else layer
             steps.append(
                 Step(
-                    layers=(layer.name, *(graph.layers[j].name for j in tail)),
+                    layers=names,
                     op=layer.op,
                     binary=True,
                     fused=bool(tail),
@@ -208,17 +185,18 @@ def steps_of(graph: NetworkGraph, bus_width: int) -> list[Step]:
         else:
             steps.append(
                 Step(
-                    layers=(layer.name,),
+                    layers=names,
                     op=layer.op,
                     binary=False,
-                    fused=False,
+                    fused=bool(tail),
                     inputs=layer.inputs,
-                    output=layer.outputs[0],
+                    output=last.outputs[0],
                     xnorops=0,
                     im2col=_fp_im2col(layer),
                     outputs=0,
                     macs=layer.macs,
-                    flops=layer.flops,
+                    # a float pre-activation is normalised and compared element by element
+                    flops=sum(graph.layers[j].flops for j in (i, *tail)),
                 )
             )
     return steps
@@ -285,14 +263,12 @@ def model_memory(network: str | NetworkGraph) -> MemoryBreakdown:
     weights = other = 0
     for s in steps:
         first = layers[s.layers[0]]
-        if s.binary:
-            weights += first.weight_bytes
-            if s.fused:
-                other += 4 * first.weight_shapes[0][0]
-        elif first.op == "BatchNormalization":
+        if first.op == "BatchNormalization":
             other += 2 * first.weight_shapes[0][0] * 4
-        elif first.kind in _FP_COMPUTE_KINDS or first.weight_shapes:
+        elif first.kind in _FP_COMPUTE_KINDS or s.binary or first.weight_shapes:
             weights += first.weight_bytes
+        if s.fused:  # BN+Sign as one 32-bit threshold per output channel
+            other += 4 * first.weight_shapes[0][0]
     return MemoryBreakdown(weights, _peak_activations(graph, steps, layers), other)
 
 
@@ -320,9 +296,7 @@ def _peak_activations(graph: NetworkGraph, steps: list[Step], layers: dict[str, 
             continue
         produced[s.output] = k
         in_bits = bool(ins) and all(is_bits.get(t, False) for t in ins)
-        is_bits[s.output] = (
-            (s.binary and s.fused) or first.op == "Sign" or (first.kind == "pool" and in_bits)
-        )
+        is_bits[s.output] = s.fused or first.op == "Sign" or (first.kind == "pool" and in_bits)
     end = len(steps)
     for t in graph.outputs:
         last_use[root(t)] = end
