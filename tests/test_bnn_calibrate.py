@@ -14,8 +14,10 @@ from latlab.predictors.bnn.calibrate import (
     _conv,
     _eltwise,
     _fc,
+    benchmark_suite,
     bitpacked_time_ms,
     calibrate,
+    composition_weights,
     fit_clocks,
 )
 
@@ -77,6 +79,23 @@ def test_fit_clocks_solves_consistent_systems():
     assert fit_clocks(x, x @ c)[1] == 0
     with pytest.raises(DataError, match="finite and > 0"):
         fit_clocks(x, np.r_[x[:-1] @ c, -1.0])
+
+
+def test_suites_and_composition_weights():
+    quick, full = benchmark_suite(True), benchmark_suite(False)
+    assert len(full) > len(quick) >= len(TERMS)
+    names = {g.reference for g in full}
+    assert len(names) == len(full) and all(n.startswith("bnn-bench:") for n in names)
+    w = composition_weights(quick)
+    whole = np.array([g.meta.get("role") == "network" for g in quick])
+    assert 0 < whole.sum() < len(quick)
+    assert w[whole].sum() == pytest.approx(w[~whole].sum())
+    assert np.all(composition_weights(SMALL_SUITE) == 1)  # no whole networks: plain fit
+    x = np.random.default_rng(1).uniform(1, 10, (6, 2))
+    y = x @ np.array([1.0, 2.0]) * np.r_[1, 1, 1, 1, 1.5, 1.5]
+    light = fit_clocks(x, y, np.r_[1, 1, 1, 1, 0.01, 0.01])
+    heavy = fit_clocks(x, y, np.r_[0.01, 0.01, 0.01, 0.01, 1, 1])
+    assert (x[4:] @ heavy - y[4:]).std() < (x[4:] @ light - y[4:]).std() + 1e-12
 
 
 def test_calibration_input_errors():

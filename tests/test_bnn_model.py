@@ -32,7 +32,7 @@ def test_counts_by_hand():
     assert c.fp_macs == 784 * 512 + 512 * 10
     # BN (2/elt) + Sign (1/elt) after the first layer, the two Gemm biases
     assert c.other_flops == 2 * 512 + 512 + 512 + 10
-    assert c.steps == 3  # Gemm+BN+Sign, BinaryGemm+BN+Sign (both fused), Gemm
+    assert c.layers == 7  # executed layers: 2 fused blocks of 3 and the classifier
     cnn = count_network(CNN, 64)
     # c64->c64 at 32x32 (9 words), c64->c128 at 16x16 (9 words), 8192->256 FC (128 words)
     assert cnn.xnorops == 64 * 1024 * 9 + 128 * 256 * 9 + 256 * 128

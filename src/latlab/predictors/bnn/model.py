@@ -99,7 +99,7 @@ class BnnCounts:
     fp_weight_bytes: int
     weights_bytes: int
     other_flops: int
-    steps: int
+    layers: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -244,7 +244,7 @@ def count_network(network: str | NetworkGraph, bus_width: int = 64) -> BnnCounts
             if lay.op in BINARY_OPS or lay.kind in _FP_COMPUTE_KINDS
         ),
         other_flops=max(other, 0) // batch,
-        steps=len(steps),
+        layers=sum(len(s.layers) for s in steps),
     )
 
 
@@ -330,5 +330,5 @@ def cost_of(counts: BnnCounts, target: Target) -> CostBreakdown:
         fp=counts.fp_macs * target.clocks_mac
         + counts.fp_weight_bytes * target.weight_byte_for(w)
         + counts.other_flops * target.clocks_flop,
-        overhead=counts.steps * target.clocks_layer + target.clocks_inference,
+        overhead=counts.layers * target.clocks_layer + target.clocks_inference,
     )

@@ -16,12 +16,16 @@ import numpy as np
 
 from latlab.datasets.references import resolve
 from latlab.predictors.base import LatencyPredictor, Network, register_predictor
-from latlab.predictors.bnn.calibrate import features, fit_clocks, target_from_fit
+from latlab.predictors.bnn.calibrate import (
+    effective_cache_bytes,
+    features,
+    fit_clocks,
+    target_from_fit,
+)
 from latlab.predictors.bnn.targets import (
     Target,
     detect_host,
     get_target,
-    host_cache_bytes,
     target_from_dict,
 )
 from latlab.predictors.bnn.tasks import forward
@@ -31,7 +35,7 @@ from latlab.predictors.bnn.tasks import forward
 class LxnoropPredictor(LatencyPredictor):
     """Latency from XNOROP/LXNOROP counts and a target's clock constants.
 
-    ``target``: ``host`` (this machine with ``threads`` cores and its L2 as cache level), a
+    ``target``: ``host`` (this machine with ``threads`` cores, half its L2 as cache level), a
     catalog name or a target file. ``fit_constants``: fit the clocks on the training data
     (True) or keep the target's (False: training data only validated).
     """
@@ -46,7 +50,7 @@ class LxnoropPredictor(LatencyPredictor):
 
     def _base(self) -> Target:
         if self.target == "host":
-            return replace(detect_host(cores=self.threads), cache_bytes=host_cache_bytes(2))
+            return replace(detect_host(cores=self.threads), cache_bytes=effective_cache_bytes())
         return get_target(self.target)
 
     def _fit(self, networks: list[Network], y: np.ndarray, eval_set: Any) -> None:
@@ -55,7 +59,7 @@ class LxnoropPredictor(LatencyPredictor):
             self.target_ = base
             return
         x = np.stack([features(resolve(n), base.cache_bytes, base.bus_width) for n in networks])
-        coef = fit_clocks(x, y * 1e-3 * base.cp_hz)
+        coef = fit_clocks(x, y * 1e-3 * base.cp_hz)  # any networks: equal weights
         self.target_ = target_from_fit(base, coef, base.cache_bytes, name=f"{base.name}-fitted")
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
