@@ -318,6 +318,9 @@ def target_from_fit(host: Target, coef: np.ndarray, cache_bytes: int | None, **k
     lxnorop = far if far > 0 else near
     return replace(
         host,
+        clocks_xnor=0.0,  # only their fitted sum is known
+        clocks_popcount=0.0,
+        clocks_accumulate=0.0,
         xnorop_override=xnorop,
         speed_clocks=max(0.0, (lxnorop - xnorop) / 2),
         cache_bytes=cache_bytes,

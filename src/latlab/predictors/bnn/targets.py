@@ -143,10 +143,12 @@ class Target:
         freq: float | list[float] = (
             self.freq_hz[0] if len(set(self.freq_hz)) == 1 else list(self.freq_hz)
         )
-        clocks: dict[str, float] = {
-            "xnor": self.clocks_xnor,
-            "popcount": self.clocks_popcount,
-            "accumulate": self.clocks_accumulate,
+        clocks: dict[str, float] = {}
+        if self.xnorop_override is None:
+            clocks["xnor"] = self.clocks_xnor
+            clocks["popcount"] = self.clocks_popcount
+            clocks["accumulate"] = self.clocks_accumulate
+        clocks |= {
             "mac": self.clocks_mac,
             "flop": self.clocks_flop,
             "pack": self.clocks_pack,
