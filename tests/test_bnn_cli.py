@@ -26,6 +26,7 @@ def test_forward_json(capsys):
     assert d["target"] == "stm32h743" and d["xnorops"] == 512 * 16 and d["fits"] is True
     for key in ("fps", "lxnorops", "memory_bytes"):
         assert key in d
+    assert [r["op"] for r in d["layers"]] == ["Gemm", "BinaryGemm", "Gemm"]
 
 
 def test_forward_human_and_target_file(capsys, tmp_path):
@@ -35,6 +36,9 @@ def test_forward_human_and_target_file(capsys, tmp_path):
     code, out, _ = run(capsys, "bnn", "forward", "bnn-cnn:1x28x28-c16-p-c32-p-f128-10",
                        "--target", str(path))  # fmt: skip
     assert code == 0 and "fps" in out and "fits" in out
+    code, out, _ = run(capsys, "bnn", "forward", "bnn-cnn:1x28x28-c16-p-c32-p-f128-10",
+                       "--target", "rpi5", "--layers")  # fmt: skip
+    assert code == 0 and "BinaryConv" in out and "share" in out
 
 
 def test_inverse_json_sorted(capsys):

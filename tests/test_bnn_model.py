@@ -78,6 +78,19 @@ def test_forward_on_catalog_target_by_hand():
     assert wide.xnorops == 512 * 64 and wide.fps < res.fps
 
 
+def test_per_layer_costs_add_up():
+    res = forward(CNN, "rpi4b")
+    # conv+BN+Sign, binconv block, pool, binconv block, pool, flatten, binfc block, classifier
+    assert [r["op"] for r in res.layers] == [
+        "Conv", "BinaryConv", "MaxPool", "BinaryConv", "MaxPool", "Flatten", "BinaryGemm", "Gemm"
+    ]  # fmt: skip
+    assert sum(r["clocks"] for r in res.layers) == pytest.approx(res.clocks.total)
+    assert sum(r["xnorops"] for r in res.layers) == res.xnorops
+    assert sum(r["share"] for r in res.layers) == pytest.approx(1.0)
+    binary = [r for r in res.layers if r["binary"]]
+    assert all(len(r["layers"]) == 3 and r["layers"][2].startswith("sign") for r in binary)
+
+
 def test_forward_json_keys_and_cores():
     d = forward(CNN, "rpi4b").as_dict()
     for key in ("fps", "xnorops", "lxnorops", "memory_bytes", "fits"):

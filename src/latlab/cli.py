@@ -74,7 +74,8 @@ def bnn_forward(
     target: str = typer.Option(..., "--target", "-t", help="catalog name, 'host' or a target file"),
     bus: int | None = typer.Option(None, "--bus", help="override the bus width (8..256 bits)"),
     catalog: Path | None = typer.Option(None, "--catalog", help="device catalog JSON"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    layers: bool = typer.Option(False, "--layers", help="also print the cost of every layer"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (per-layer costs included)"),
 ) -> None:
     """Forward task: the inference rate of NETWORK on a target, and whether it fits in memory."""
     from latlab.predictors.bnn import forward
@@ -99,6 +100,22 @@ def bnn_forward(
         f"of {limit}: {'fits' if res.fits else '[red]does not fit[/]'}",
         highlight=False,
     )
+    if layers:
+        from rich.table import Table
+
+        table = Table()
+        for col in ("layers", "op", "XNOROPs", "MACs", "clocks", "share"):
+            table.add_column(col, justify="left" if col in ("layers", "op") else "right")
+        for r in res.layers:
+            table.add_row(
+                " + ".join(r["layers"]),
+                r["op"],
+                f"{r['xnorops']:,}",
+                f"{r['macs']:,}",
+                f"{r['clocks']:,.0f}",
+                f"{100 * r['share']:.1f} %",
+            )
+        console.print(table)
 
 
 @bnn_app.command("inverse")

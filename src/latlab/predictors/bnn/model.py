@@ -82,6 +82,7 @@ class Step:
     outputs: int
     macs: int
     flops: int
+    weight_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def steps_of(graph: NetworkGraph, bus_width: int) -> list[Step]:
                     im2col=operand_bits(layer),
                     outputs=numel(layer.output_shape),
                     macs=layer.macs,
+                    weight_bytes=layer.weight_bytes,
                     flops=0,  # a fused BN+Sign is the threshold of each output
                 )
             )
@@ -195,6 +197,7 @@ def steps_of(graph: NetworkGraph, bus_width: int) -> list[Step]:
                     im2col=_fp_im2col(layer),
                     outputs=0,
                     macs=layer.macs,
+                    weight_bytes=layer.weight_bytes if layer.kind in _FP_COMPUTE_KINDS else 0,
                     # a float pre-activation is normalised and compared element by element
                     flops=sum(graph.layers[j].flops for j in (i, *tail)),
                 )
@@ -332,3 +335,42 @@ def cost_of(counts: BnnCounts, target: Target) -> CostBreakdown:
         + counts.other_flops * target.clocks_flop,
         overhead=counts.layers * target.clocks_layer + target.clocks_inference,
     )
+
+
+def layer_costs(network: str | NetworkGraph, target: Target) -> list[dict[str, Any]]:
+    """Per executed step (a layer, or a layer fused with its BN and Sign): counts at the
+    target's bus width and clocks per frame. Their clocks plus ``clocks_inference`` sum to
+    :func:`cost_of`'s total."""
+    graph = resolve(network)
+    batch = _batch(graph)
+    w = count_network(graph, target.bus_width).weights_bytes
+    lx, wbyte = target.lxnorop_for(w), target.weight_byte_for(w)
+    rows: list[dict[str, Any]] = []
+    clocks_of: list[float] = []
+    for s in steps_of(graph, target.bus_width):
+        fp_macs = 0 if s.binary else s.macs
+        clocks = (
+            s.xnorops * lx
+            + s.outputs * target.clocks_threshold
+            + s.im2col * target.clocks_pack
+            + fp_macs * target.clocks_mac
+            + (0 if s.binary else s.weight_bytes * wbyte)
+            + max(s.flops - 2 * fp_macs, 0) * target.clocks_flop
+            + len(s.layers) * target.clocks_layer * batch
+        ) / batch
+        clocks_of.append(clocks)
+        rows.append(
+            {
+                "layers": list(s.layers),
+                "op": s.op,
+                "binary": s.binary,
+                "xnorops": s.xnorops // batch,
+                "macs": s.macs // batch,
+                "clocks": clocks,
+                "share": 0.0,
+            }
+        )
+    total = sum(clocks_of) + target.clocks_inference
+    for r, c in zip(rows, clocks_of, strict=True):
+        r["share"] = c / total if total else 0.0
+    return rows

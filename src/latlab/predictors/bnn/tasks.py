@@ -22,6 +22,7 @@ from latlab.predictors.bnn.model import (
     MemoryBreakdown,
     cost_of,
     count_network,
+    layer_costs,
     model_memory,
 )
 from latlab.predictors.bnn.targets import Target, check_bus, get_target, load_catalog
@@ -50,6 +51,7 @@ class ForwardResult:
     storage_limit_bytes: int | None
     fits: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    layers: tuple[dict[str, Any], ...] = ()
 
     @property
     def memory_bytes(self) -> int:
@@ -75,6 +77,7 @@ class ForwardResult:
             "fits": self.fits,
             "counts": self.counts.as_dict(),
             "clocks": self.clocks.as_dict(),
+            "layers": list(self.layers),
             "warnings": list(self.warnings),
         }
 
@@ -142,6 +145,7 @@ def forward(
         storage_limit_bytes=t.storage_bytes,
         fits=fits_in(memory, t),
         warnings=tuple(warnings),
+        layers=tuple(layer_costs(graph, t)),
     )
 
 
