@@ -348,3 +348,7 @@ def _required_opset(graph: NetworkGraph, opset: int) -> int:
         if first is not None:
             needed = max(needed, first)
     return needed
+
+
+# Binary layers (float emulation); imported last because it registers through this module.
+from latlab.encoders import binary_onnx  # noqa: E402, F401

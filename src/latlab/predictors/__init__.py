@@ -11,12 +11,14 @@ from latlab.predictors.base import (
     make_predictor,
     register_predictor,
 )
+from latlab.predictors.bnn import predictor as lxnorop
 
 __all__ = [
     "PREDICTORS",
     "LatencyPredictor",
     "flops",
     "load_predictor",
+    "lxnorop",
     "make_predictor",
     "register_predictor",
 ]
