@@ -14,6 +14,7 @@ from latlab.predictors.base import (
     make_predictor,
     register_predictor,
 )
+from latlab.predictors.bnn import predictor as lxnorop
 
 __all__ = [
     "PREDICTORS",
@@ -24,6 +25,7 @@ __all__ = [
     "gbm",
     "gcn",
     "load_predictor",
+    "lxnorop",
     "make_predictor",
     "register_predictor",
 ]

@@ -50,4 +50,5 @@ def sample(name: str, count: int, seed: int = 0) -> list[str]:
 
 
 # Registration: importing the space modules registers their schemes and samplers.
+import latlab.datasets.spaces.bnn  # noqa: E402, F401
 from latlab.datasets.spaces import fcnn  # noqa: E402, F401
