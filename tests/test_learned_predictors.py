@@ -31,9 +31,10 @@ FAST: dict[str, dict] = {
     "rf": {"n_estimators": 60},
     "gcn": {
         "hidden": 64,
-        "max_epochs": 40,
+        "max_epochs": 60,
+        "batch_size": 16,
         "warmup_epochs": 5,
-        "patience": 8,
+        "patience": 15,
         "learning_rate": 2e-3,
         "num_threads": 1,
     },
@@ -181,9 +182,10 @@ def test_fit_leaves_torch_state_alone(nb201_data):
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-# Thresholds: measured ±10 % accuracy on 1000 held-out networks after 300 training networks
-# (1080ti_1, seed 0 sample) minus a margin; the FLOPs proxy is the floor they must beat.
-SIGNAL = {"flops": 80.0, "fcnn": 93.0, "gbm": 95.0, "rf": 95.0, "gcn": 93.0}
+# Thresholds: ±10 % accuracy on 1000 held-out networks after 300 training networks (1080ti_1,
+# the fixture's sample), as measured with the FAST settings (flops 92.7, fcnn 99.3, gbm 99.2,
+# rf 99.5, gcn 96.5) minus a margin for other BLAS builds; the FLOPs proxy is the floor.
+SIGNAL = {"flops": 88.0, "fcnn": 96.0, "gbm": 97.0, "rf": 97.0, "gcn": 92.0}
 
 
 @pytest.mark.parametrize("name", ["flops", *LEARNED])
