@@ -322,8 +322,15 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         fail(f"{exc.strerror}: {exc.filename}")
     except KeyboardInterrupt:
-        err_console.print("interrupted; completed work is saved and a re-run resumes it")
+        err_console.print(_INTERRUPTED)
         raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130:  # click turns Ctrl-C into exit code 130 before we see it
+            err_console.print(_INTERRUPTED)
+        raise
+
+
+_INTERRUPTED = "interrupted; completed work is saved and a re-run resumes it"
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def normalise_url(url: str | os.PathLike[str]) -> URL:
         raw = "postgresql://" + raw[len("postgres://") :]
     try:
         parsed = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise StoreError(f"malformed store URL {raw!r}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql":
@@ -256,8 +256,11 @@ class Store:
     def _insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any]) -> bool:
         """Insert a row unless it violates a unique key; True when a row was written."""
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
-        return bool(result.rowcount)
+        stmt = insert(table).values(**values).on_conflict_do_nothing()
+        # RETURNING tells reliably whether a row was written (rowcount does not on every
+        # driver once SQLAlchemy adds its own RETURNING for the primary key).
+        result = conn.execute(stmt.returning(*table.primary_key.columns))
+        return result.first() is not None
 
     def _write(self, table: Table, values: dict[str, Any]) -> bool:
         try:
@@ -483,13 +486,15 @@ class Store:
         if networks is not None:
             wanted = list(dict.fromkeys(networks))
             long = long[long["network"].isin(set(wanted))]
-        long = long.sort_values("id").drop_duplicates(["device", "network"], keep="last")
+        long = long.sort_values("id")
+        first_seen = list(dict.fromkeys(long["network"]))
+        long = long.drop_duplicates(["device", "network"], keep="last")
         columns = list(devices) if devices is not None else list(self.devices()["name"])
         columns = [c for c in columns if c in set(long["device"])] if len(long) else []
         if networks is not None:
             order = [n for n in wanted if n in set(long["network"])]
         else:
-            order = list(dict.fromkeys(long.sort_values("id")["network"]))
+            order = first_seen
         wide = long.pivot(index="network", columns="device", values="median_ms")
         wide = wide.reindex(index=order, columns=columns)
         out = wide.reset_index()
