@@ -47,7 +47,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from latlab.errors import StoreError
 
@@ -222,6 +228,18 @@ class Store:
         return create_engine(self.url, pool_pre_ping=True)
 
     def _create_schema(self) -> None:
+        # Workers starting together race on CREATE TABLE. PostgreSQL serialises them with an
+        # advisory lock; SQLite has none, so a loser ("already exists") simply tries again and
+        # then finds the tables.
+        for attempt in range(5):
+            try:
+                self._create_schema_once()
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
+
+    def _create_schema_once(self) -> None:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
