@@ -1,0 +1,356 @@
+"""Vector encoders: one fixed-length row of numbers per network, as scikit-learn transformers.
+
+* :class:`SummaryEncoder` -- network summary (MACs, FLOPs, parameters, bytes, layers, depth,
+  per-kind layer counts and MACs); works for any network and reads only ``graph.totals``, so it
+  is fast on lazy nb201 graphs.
+* :class:`LayerWidthEncoder` -- the padded vector of layer widths of fully connected networks,
+  the input of the FCNN estimator (Beglaryan & Ringhofer).
+* :class:`Nb201OneHotEncoder` -- the 6 edges x 5 operations one-hot of a NAS-Bench-201 cell.
+
+Concatenate them with scikit-learn: ``make_union(SummaryEncoder(), Nb201OneHotEncoder())`` (or
+:func:`make_vector_encoder`), and save any of them, or such a union, as JSON with
+:func:`latlab.encoders.base.encoder_to_state`.
+
+Every encoder takes a sequence of :class:`NetworkGraph` and returns a float64 array of shape
+``(n_networks, n_features)``; a network whose features cannot be computed raises
+:class:`latlab.errors.FeatureError` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from latlab.encoders.base import (
+    KINDS,
+    MAC_KINDS,
+    EncoderStateMixin,
+    canonical_kind,
+    check_graphs,
+    feature_names,
+)
+from latlab.encoders.ir import NetworkGraph
+from latlab.encoders.layer_features import layer_geometry
+from latlab.encoders.nb201_cell import EDGES, OPS, parse_arch
+from latlab.errors import FeatureError, NetworkReferenceError
+
+# --------------------------------------------------------------------------- summary
+
+#: Whole-network totals of :class:`SummaryEncoder`, in order (``layers`` = number of layers,
+#: ``depth`` = compute layers on the longest path, see ``NetworkGraph.totals``).
+SUMMARY_TOTALS: tuple[str, ...] = (
+    "macs",
+    "flops",
+    "params",
+    "bytes_read",
+    "bytes_written",
+    "weight_bytes",
+    "layers",
+    "depth",
+)
+
+#: The full, fixed feature list of :class:`SummaryEncoder` (27 features).
+SUMMARY_FEATURES: tuple[str, ...] = (
+    *SUMMARY_TOTALS,
+    *(f"count_{k}" for k in KINDS),
+    *(f"macs_{k}" for k in MAC_KINDS),
+)
+
+_KIND_POS = {k: i for i, k in enumerate(KINDS)}
+_MAC_POS = {k: i for i, k in enumerate(MAC_KINDS)}
+
+
+def summary_vector(graph: NetworkGraph) -> np.ndarray:
+    """The raw (unscaled) :data:`SUMMARY_FEATURES` of one network, from ``graph.totals``."""
+    t = graph.totals
+    row = np.zeros(len(SUMMARY_FEATURES), dtype=np.float64)
+    row[:8] = (
+        t.macs,
+        t.flops,
+        t.params,
+        t.bytes_read,
+        t.bytes_written,
+        t.weight_bytes,
+        t.n_layers,
+        t.depth,
+    )
+    base = len(SUMMARY_TOTALS)
+    for kind, n in t.op_counts.items():
+        row[base + _KIND_POS[canonical_kind(kind)]] += n
+    base += len(KINDS)
+    for kind, m in t.op_macs.items():
+        pos = _MAC_POS.get(kind)
+        if pos is not None:
+            row[base + pos] += m
+    return row
+
+
+class SummaryEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
+    """Network summary: totals, per-kind layer counts and per-kind MACs.
+
+    Features (:data:`SUMMARY_FEATURES`, 27 columns): ``macs, flops, params, bytes_read,
+    bytes_written, weight_bytes, layers, depth``, then ``count_<kind>`` for the 14 kinds of
+    :data:`latlab.encoders.base.KINDS` (kinds outside it are counted as ``other``), then
+    ``macs_<kind>`` for ``conv, dwconv, fc, binconv, binfc`` (the only kinds with MACs).
+
+    Parameters
+    ----------
+    log1p:
+        Return ``log(1 + value)``: counts span many orders of magnitude (a 10-MAC MLP and a
+        4-GMAC ResNet), which distance- and gradient-based models handle badly. Default True.
+    allow_unknown:
+        Networks with ops that have no cost rule (``graph.unknown_ops``) raise
+        :class:`FeatureError` unless True: their MACs/FLOPs would be silently undercounted.
+
+    Stateless (nothing is fitted); usable without ``fit``. Reads only ``graph.totals``.
+    """
+
+    def __init__(self, log1p: bool = True, allow_unknown: bool = False) -> None:
+        self.log1p = log1p
+        self.allow_unknown = allow_unknown
+
+    def fit(self, graphs: Sequence[NetworkGraph], y: Any = None) -> SummaryEncoder:
+        check_graphs(graphs, type(self).__name__)
+        return self
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return feature_names(SUMMARY_FEATURES)
+
+    def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
+        gs = check_graphs(graphs, type(self).__name__)
+        out = np.zeros((len(gs), len(SUMMARY_FEATURES)), dtype=np.float64)
+        for i, g in enumerate(gs):
+            if not self.allow_unknown and g.totals.unknown_ops:
+                raise FeatureError(
+                    f"SummaryEncoder: network {g.reference!r} has ops without cost rules "
+                    f"({', '.join(g.totals.unknown_ops)}), so its MACs/FLOPs are unknown "
+                    "(pass allow_unknown=True to count them as zero)"
+                )
+            out[i] = summary_vector(g)
+        return np.log1p(out) if self.log1p else out
+
+
+# --------------------------------------------------------------------------- layer widths
+
+_MLP_KINDS = frozenset({"fc", "binfc", "act", "softmax", "norm", "data", "eltwise"})
+_FC = frozenset({"fc", "binfc"})
+
+
+def mlp_widths(graph: NetworkGraph, use_meta: bool = True) -> tuple[int, ...]:
+    """Layer widths ``(IN, H1, ..., OUT)`` of a multilayer perceptron.
+
+    ``IN`` is the first fully connected layer's input features, then one width per fully
+    connected layer (its output features), in order. With ``use_meta`` the ``widths`` that
+    FCNN-space graphs carry in ``meta`` are used directly (no layer walk). Otherwise the IR must
+    be a chain (every layer one activation input, fed by the layer before it) of fully connected
+    layers with activations, normalisation, data-movement and single-input element-wise layers
+    between them; anything else raises :class:`FeatureError` naming the network and layer.
+    """
+    if use_meta and "widths" in graph.meta:
+        given = tuple(int(w) for w in graph.meta["widths"])
+        if len(given) < 2 or min(given) < 1:
+            raise FeatureError(f"network {graph.reference!r} has invalid meta widths {given}")
+        return given
+    ref = graph.reference
+    widths: list[int] = []
+    prev_out: tuple[str, ...] = tuple(graph.inputs)
+    for layer in graph.layers:
+        if layer.kind not in _MLP_KINDS or len(layer.inputs) != 1:
+            raise FeatureError(
+                f"network {ref!r} is not a multilayer perceptron: layer {layer.name!r} "
+                f"({layer.op}, kind {layer.kind}, {len(layer.inputs)} activation inputs)"
+            )
+        if layer.inputs[0] not in prev_out:
+            raise FeatureError(
+                f"network {ref!r} is not a multilayer perceptron: layer {layer.name!r} does not "
+                "consume the previous layer's output (branches are not supported)"
+            )
+        prev_out = layer.outputs
+        if layer.kind in _FC:
+            _, _, c, f, *_ = layer_geometry(layer)
+            if not widths:
+                widths.append(c)
+            elif widths[-1] != c:
+                raise FeatureError(
+                    f"network {ref!r}: layer {layer.name!r} takes {c} features but the previous "
+                    f"fully connected layer gives {widths[-1]}"
+                )
+            widths.append(f)
+    if not widths:
+        raise FeatureError(f"network {ref!r} has no fully connected layer: no widths to encode")
+    return tuple(widths)
+
+
+class LayerWidthEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
+    """The padded layer-width vector of the FCNN estimator paper.
+
+    Row = ``(IN, H1, ..., OUT)`` of :func:`mlp_widths` followed by zeros up to
+    ``max_layers + 1`` entries (``max_layers`` fully connected layers plus the input width).
+    Feature names: ``width_in, width_1, ..., width_<max_layers>``.
+
+    Parameters
+    ----------
+    max_layers:
+        Number of fully connected layers the vector holds. ``None`` (default) fits it as the
+        largest count in the training networks. A network with more layers raises
+        :class:`FeatureError` naming it (the model has never seen such a depth).
+    """
+
+    _fitted_attrs = ("max_layers_",)
+
+    def __init__(self, max_layers: int | None = None) -> None:
+        self.max_layers = max_layers
+
+    def fit(self, graphs: Sequence[NetworkGraph], y: Any = None) -> LayerWidthEncoder:
+        gs = check_graphs(graphs, type(self).__name__)
+        if self.max_layers is not None:
+            if int(self.max_layers) < 1:
+                raise FeatureError(
+                    f"LayerWidthEncoder: max_layers must be >= 1, got {self.max_layers}"
+                )
+            self.max_layers_ = int(self.max_layers)
+            for g in gs:
+                self._row(g)  # validates every training network
+        else:
+            if not gs:
+                raise FeatureError("LayerWidthEncoder: cannot fit max_layers on no networks")
+            self.max_layers_ = max(len(mlp_widths(g)) - 1 for g in gs)
+        return self
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        self._require_fitted()
+        names = ["width_in", *(f"width_{i}" for i in range(1, self.max_layers_ + 1))]
+        return feature_names(names)
+
+    def _row(self, g: NetworkGraph) -> tuple[int, ...]:
+        widths = mlp_widths(g)
+        if len(widths) - 1 > self.max_layers_:
+            raise FeatureError(
+                f"LayerWidthEncoder: network {g.reference!r} has {len(widths) - 1} fully "
+                f"connected layers, more than max_layers={self.max_layers_}"
+            )
+        return widths
+
+    def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
+        self._require_fitted()
+        gs = check_graphs(graphs, type(self).__name__)
+        out = np.zeros((len(gs), self.max_layers_ + 1), dtype=np.float64)
+        for i, g in enumerate(gs):
+            widths = self._row(g)
+            out[i, : len(widths)] = widths
+        return out
+
+
+# --------------------------------------------------------------------------- nb201 one-hot
+
+_OP_INDEX = {op: i for i, op in enumerate(OPS)}
+
+
+def nb201_ops(graph: NetworkGraph) -> tuple[str, ...]:
+    """The six edge operations of an nb201 network, from ``meta["ops"]`` or ``meta["arch"]``.
+
+    Never touches ``graph.layers`` (nb201 graphs are lazy: building 15,625 networks' layers
+    would take minutes). Raises :class:`FeatureError` naming a network that is not an nb201 cell.
+    """
+    meta = graph.meta
+    ops = meta.get("ops")
+    if ops is not None:
+        ops = tuple(ops)
+        if len(ops) == len(EDGES) and all(op in _OP_INDEX for op in ops):
+            return ops
+        raise FeatureError(f"network {graph.reference!r} has invalid nb201 ops {ops!r}")
+    arch = meta.get("arch")
+    if arch is None and graph.reference.startswith("nb201:"):
+        arch = graph.reference[len("nb201:") :]
+    if arch is None:
+        raise FeatureError(
+            f"network {graph.reference!r} is not a NAS-Bench-201 network "
+            "(no meta 'ops'/'arch'): the nb201 encoders only encode nb201 cells"
+        )
+    try:
+        return parse_arch(str(arch))
+    except NetworkReferenceError as exc:
+        raise FeatureError(f"network {graph.reference!r}: {exc}") from None
+
+
+def nb201_op_indices(graphs: Sequence[NetworkGraph]) -> np.ndarray:
+    """``(n, 6)`` int array of op positions in :data:`OPS` for each network's six edges."""
+    out = np.empty((len(graphs), len(EDGES)), dtype=np.int64)
+    cache: dict[tuple[str, ...], tuple[int, ...]] = {}
+    for i, g in enumerate(graphs):
+        ops = nb201_ops(g)
+        idx = cache.get(ops)
+        if idx is None:
+            idx = cache[ops] = tuple(_OP_INDEX[op] for op in ops)
+        out[i] = idx
+    return out
+
+
+#: Feature names of :class:`Nb201OneHotEncoder`: ``"<dst><-<src>=<op>"``, edge-major.
+NB201_ONEHOT_FEATURES: tuple[str, ...] = tuple(
+    f"{dst}<-{src}={op}" for dst, src in EDGES for op in OPS
+)
+
+
+class Nb201OneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
+    """One-hot of the NAS-Bench-201 cell: 6 edges x 5 operations = 30 binary features.
+
+    Column ``5·e + j`` is 1 when edge ``e`` (arch-string order: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1,
+    3<-2) has operation ``OPS[j]`` (none, skip_connect, nor_conv_1x1, nor_conv_3x3,
+    avg_pool_3x3). Reads ``meta["ops"]``/``meta["arch"]`` only. Stateless; usable without fit.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def fit(self, graphs: Sequence[NetworkGraph], y: Any = None) -> Nb201OneHotEncoder:
+        check_graphs(graphs, type(self).__name__)
+        return self
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return feature_names(NB201_ONEHOT_FEATURES)
+
+    def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
+        gs = check_graphs(graphs, type(self).__name__)
+        idx = nb201_op_indices(gs)
+        out = np.zeros((len(gs), len(EDGES) * len(OPS)), dtype=np.float64)
+        cols = idx + np.arange(len(EDGES)) * len(OPS)
+        out[np.arange(len(gs))[:, None], cols] = 1.0
+        return out
+
+
+# --------------------------------------------------------------------------- by name
+
+#: Vector encoders by the names configs and bundles use.
+VECTOR_ENCODERS: dict[str, type] = {
+    "summary": SummaryEncoder,
+    "widths": LayerWidthEncoder,
+    "nb201-onehot": Nb201OneHotEncoder,
+}
+
+
+def make_vector_encoder(spec: str | Sequence[str], **params: dict[str, Any]) -> Any:
+    """An encoder from names: ``"summary"``, ``"summary+nb201-onehot"``, ``["widths"]``.
+
+    Several names give a :class:`sklearn.pipeline.FeatureUnion` (``make_union``) whose columns
+    are the encoders' in the given order. ``params`` maps a name to its constructor arguments,
+    e.g. ``make_vector_encoder("summary", summary={"log1p": False})``.
+    """
+    from sklearn.pipeline import make_union
+
+    names = spec.split("+") if isinstance(spec, str) else list(spec)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise FeatureError("an encoder spec needs at least one encoder name")
+    encoders = []
+    for n in names:
+        cls = VECTOR_ENCODERS.get(n)
+        if cls is None:
+            raise FeatureError(
+                f"unknown vector encoder {n!r}; known: {', '.join(sorted(VECTOR_ENCODERS))}"
+            )
+        encoders.append(cls(**params.get(n, {})))
+    return encoders[0] if len(encoders) == 1 else make_union(*encoders)

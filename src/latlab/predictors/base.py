@@ -1,0 +1,208 @@
+"""The one contract every latency predictor follows.
+
+``fit(networks, latencies_ms)``, ``predict(networks) -> ms``, where networks are references or
+:class:`~latlab.encoders.ir.NetworkGraph` objects. Predictors are scikit-learn estimators
+(``get_params``/``set_params`` from constructor arguments, no work in ``__init__``) so that
+Optuna, conformal wrappers and pipelines treat them alike, and deterministic given
+``random_state``.
+
+Persistence never uses pickle: :meth:`LatencyPredictor.save` writes ``predictor.json`` (class,
+constructor parameters and JSON state) plus model files in portable formats (LightGBM text,
+safetensors, skops), and :func:`load_predictor` rebuilds an identical predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from latlab.datasets.references import resolve
+from latlab.encoders.ir import NetworkGraph
+from latlab.errors import BundleError, DataError, NotFittedError
+
+Network = str | NetworkGraph
+PREDICTOR_FILE = "predictor.json"
+
+#: name -> predictor class; filled by :func:`register_predictor`.
+PREDICTORS: dict[str, type[LatencyPredictor]] = {}
+
+
+def register_predictor(cls: type[LatencyPredictor]) -> type[LatencyPredictor]:
+    """Class decorator: make ``cls`` available by its ``name`` (``latlab train --predictor``)."""
+    PREDICTORS[cls.name] = cls
+    return cls
+
+
+def as_graphs(networks: Sequence[Network], batch: int = 1) -> list[NetworkGraph]:
+    """Resolve references (graphs pass through); errors name the offending reference."""
+    return [resolve(n, batch=batch) for n in networks]
+
+
+def check_training_data(
+    networks: Sequence[Network], latencies_ms: Any, *, min_rows: int = 2
+) -> np.ndarray:
+    """Validate a training set; returns latencies as a float array.
+
+    Raises :class:`DataError` for empty or too small sets, mismatched lengths and invalid
+    latencies (non-finite or <= 0), naming the first offending row.
+    """
+    y = np.asarray(latencies_ms, dtype=float).reshape(-1)
+    if len(networks) != len(y):
+        raise DataError(f"{len(networks)} networks but {len(y)} latencies: lengths must match")
+    if len(y) < min_rows:
+        raise DataError(f"need at least {min_rows} training rows, got {len(y)}")
+    bad = np.flatnonzero(~np.isfinite(y) | (y <= 0))
+    if bad.size:
+        i = int(bad[0])
+        net = networks[i]
+        name = net if isinstance(net, str) else net.reference
+        raise DataError(
+            f"invalid latency {y[i]!r} ms for {name} (row {i}); latencies must be finite and > 0"
+            f" ({bad.size} invalid rows)"
+        )
+    return y
+
+
+class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
+    """Base class: subclasses implement ``_fit``, ``_predict``, ``_state`` and ``_restore``."""
+
+    #: Registry name (``flops``, ``fcnn``, ``gbm``, ...).
+    name: ClassVar[str] = "base"
+    #: Minimum number of training rows the predictor can learn from.
+    min_train_rows: ClassVar[int] = 2
+
+    # ------------------------------------------------------------------ public contract
+
+    def fit(
+        self,
+        networks: Sequence[Network],
+        latencies_ms: Any,
+        *,
+        eval_set: tuple[Sequence[Network], Any] | None = None,
+    ) -> LatencyPredictor:
+        """Fit on networks and their measured latencies (ms).
+
+        ``eval_set`` is a validation split used for early stopping (never test data).
+        """
+        y = check_training_data(networks, latencies_ms, min_rows=self.min_train_rows)
+        ev = None
+        if eval_set is not None:
+            ev_y = check_training_data(eval_set[0], eval_set[1], min_rows=1)
+            ev = (list(eval_set[0]), ev_y)
+        self._fit(list(networks), y, ev)
+        self.fitted_ = True
+        return self
+
+    def predict(self, networks: Sequence[Network]) -> np.ndarray:
+        """Predicted latency in ms, one value per network."""
+        self._check_fitted()
+        if len(networks) == 0:
+            return np.zeros(0)
+        return np.asarray(self._predict(list(networks)), dtype=float).reshape(-1)
+
+    def score(self, X: Sequence[Network], y: Any, sample_weight: Any = None) -> float:
+        """Negative mean absolute percentage error (higher is better), for model selection."""
+        pred = self.predict(X)
+        t = np.asarray(y, dtype=float)
+        return -float(np.mean(np.abs(pred - t) / t))
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``predictor.json`` and model files into ``directory`` (created)."""
+        self._check_fitted()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = self._state(d)
+        doc = {
+            "predictor": self.name,
+            "params": _jsonable(self.get_params(deep=False)),
+            "state": _jsonable(state),
+        }
+        (d / PREDICTOR_FILE).write_text(json.dumps(doc, indent=1, allow_nan=False))
+        return d
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def _fit(
+        self,
+        networks: list[Network],
+        y: np.ndarray,
+        eval_set: tuple[list[Network], np.ndarray] | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def _predict(self, networks: list[Network]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _state(self, directory: Path) -> dict[str, Any]:
+        """JSON-able fitted state; write large arrays/models as files into ``directory``."""
+        raise NotImplementedError
+
+    def _restore(self, directory: Path, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`_state`."""
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(
+                f"{type(self).__name__} ({self.name}) is not fitted: call fit() before predict()"
+            )
+
+
+def load_predictor(directory: str | Path) -> LatencyPredictor:
+    """Rebuild a saved predictor (no pickle); raises :class:`BundleError` naming the problem."""
+    d = Path(directory)
+    path = d / PREDICTOR_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"no {PREDICTOR_FILE} in {d}") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"corrupt {path}: {exc}") from None
+    _ensure_registered()
+    cls = PREDICTORS.get(doc.get("predictor", ""))
+    if cls is None:
+        raise BundleError(f"{path} names unknown predictor {doc.get('predictor')!r}")
+    model = cls(**doc.get("params", {}))
+    model._restore(d, doc.get("state", {}))
+    model.fitted_ = True
+    return model
+
+
+def make_predictor(name: str, **params: Any) -> LatencyPredictor:
+    """A new predictor by registry name; raises :class:`DataError` listing the known names."""
+    _ensure_registered()
+    cls = PREDICTORS.get(name)
+    if cls is None:
+        known = ", ".join(sorted(PREDICTORS))
+        raise DataError(f"unknown predictor {name!r} (known: {known})")
+    return cls(**params)
+
+
+def _ensure_registered() -> None:
+    import latlab.predictors  # noqa: F401  (the package imports every predictor module)
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples to JSON types; NaN/inf become None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
