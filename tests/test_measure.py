@@ -72,7 +72,7 @@ def test_torch_measures_tiny_fcnn():
     m = measure("fcnn:16-32-8", cfg)
     _check_measurement(m, cfg)
     assert m.backend_info["backend"] == "torch"
-    assert m.backend_info["converter"] == "onnx2torch"
+    assert m.backend_info["converter"] == "latlab.encoders.torch_export"
 
 
 def test_bigger_network_is_slower_on_both_backends():

@@ -49,7 +49,7 @@ ISA_FLAGS = (
 )
 
 #: Packages whose versions are recorded (those that change measured latencies).
-LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "onnx2torch")
+LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch")
 
 #: Short names of the measurement backends, used in default device names.
 BACKEND_ABBREV = {

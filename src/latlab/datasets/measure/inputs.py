@@ -102,3 +102,13 @@ def fixed_inputs(
     reference = network if isinstance(network, str) else network.reference
     shapes = ir_input_shapes(network, batch, input_shape) if has_dynamic_inputs(model) else None
     return model_inputs(model, batch, shapes, input_shape, seed, reference)
+
+
+def graph_inputs(graph: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs for the IR's inputs: the same values :func:`model_inputs` gives
+    the exported ONNX model (same generator, same order), so both backends run the same data."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.standard_normal(size=list(shape)).astype(np.float32)
+        for name, shape in graph.inputs.items()
+    }

@@ -1,9 +1,11 @@
 """torch eager backends: ``torch`` (CPU) and ``torch-cuda``.
 
-The network's ONNX model is converted to a ``torch.nn.Module`` with ``onnx2torch`` (so every
-reference that has an ONNX model runs in torch too), and called under
-``torch.inference_mode()`` on fixed seeded inputs. ``torch.set_num_threads(threads)`` sets the
-intra-op thread count; note that it is process-wide and stays set after the measurement.
+The network's IR is turned into an eager ``torch.nn.Module`` by
+:func:`latlab.encoders.torch_export.to_torch` (``nn.Conv2d``, ``nn.Linear``, ... as a PyTorch
+user writes them; see that module for why not onnx2torch) and called under
+``torch.inference_mode()`` on fixed seeded inputs, the same values the onnxruntime backend
+feeds. ``torch.set_num_threads(threads)`` sets the intra-op thread count; it is process-wide
+and stays set after the measurement.
 
 ``torch-cuda`` moves module and inputs to the GPU and calls ``torch.cuda.synchronize()`` after
 each run, because CUDA kernels are launched asynchronously: without it the timer would stop
@@ -16,14 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from latlab.datasets.measure.backends import register_backend
-from latlab.datasets.measure.inputs import fixed_inputs
+from latlab.datasets.measure.inputs import graph_inputs
 from latlab.datasets.measure.onnxruntime_backend import Runner
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import MeasurementError
 
 
 class TorchBackend:
-    """Runs the network as a torch eager module converted from its ONNX model."""
+    """Runs the network as an eager torch module built from its IR."""
 
     def __init__(self, cuda: bool = False, device_id: int = 0) -> None:
         import torch
@@ -44,7 +46,7 @@ class TorchBackend:
             "backend": self.name,
             "library": "torch",
             "version": torch.__version__,
-            "converter": "onnx2torch",
+            "converter": "latlab.encoders.torch_export",
             "device": f"cuda:{self.device_id}" if self.cuda else "cpu",
             "providers": ["cuda" if self.cuda else "cpu"],
         }
@@ -60,17 +62,15 @@ class TorchBackend:
         threads: int,
         input_shape: Sequence[int] | None = None,
     ) -> Runner:
-        import onnx2torch
-
-        from latlab.datasets.references import onnx_model
+        from latlab.datasets.references import resolve
+        from latlab.encoders.torch_export import to_torch
 
         torch = self._torch
-        model = onnx_model(network, batch=batch, input_shape=input_shape)
-        feeds = fixed_inputs(network, model, batch, input_shape, seed=0)
+        graph = resolve(network, batch=batch, input_shape=input_shape)
         torch.set_num_threads(threads)
-        module = onnx2torch.convert(model).eval()
         device = torch.device(f"cuda:{self.device_id}" if self.cuda else "cpu")
-        module = module.to(device)
+        module = to_torch(graph, seed=0).to(device)
+        feeds = graph_inputs(graph, seed=0)
         inputs = [torch.from_numpy(arr).to(device) for arr in feeds.values()]
         details = {"threads": torch.get_num_threads(), "device": str(device)}
 
