@@ -29,7 +29,8 @@ Exporter = Callable[[Layer, list[str], "ExportContext"], list[onnx.NodeProto]]
 class ExportContext:
     """Initializers collected while exporting, with seeded weight generation."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, opset: int = OPSET) -> None:
+        self.opset = opset
         self.rng = np.random.default_rng(seed)
         self.initializers: list[onnx.TensorProto] = []
         self.names: set[str] = set()
@@ -118,6 +119,59 @@ def _export_plain(mapping: dict[str, str] | None = None) -> Exporter:
     return export
 
 
+#: IR attribute keys that differ from the ONNX attribute names.
+ONNX_ATTR_NAMES = {
+    "kernel": "kernel_shape",
+    "stride": "strides",
+    "dilation": "dilations",
+    "groups": "group",
+}
+
+
+def _schema_attrs(op: str, opset: int) -> frozenset[str]:
+    try:
+        return frozenset(onnx.defs.get_schema(op, opset).attributes)
+    except Exception:
+        return frozenset()
+
+
+def _export_generic(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    """Any op with an ONNX schema: activations then weights as inputs, and every IR attribute
+    that is an attribute of the op's schema at the export opset (IR keys mapped back)."""
+    allowed = _schema_attrs(layer.op, ctx.opset)
+    attrs: dict[str, Any] = {}
+    for key, value in layer.attrs.items():
+        onnx_key = ONNX_ATTR_NAMES.get(key, key)
+        if onnx_key in allowed and value is not None:
+            attrs[onnx_key] = list(value) if isinstance(value, tuple) else value
+    return [_node(layer, _with_scalars(layer, [*layer.inputs, *w], ctx), **attrs)]
+
+
+def _with_scalars(layer: Layer, inputs: list[str], ctx: ExportContext) -> list[str]:
+    """Put back the scalar constant operands an import recorded (``x * 0.5``) at their
+    positions; an unknown value becomes 1 (latency does not depend on it)."""
+    scalars = layer.attrs.get("scalar_inputs")
+    if not scalars:
+        return inputs
+    out = list(inputs)
+    for k, (pos, value) in enumerate(sorted(scalars)):
+        name = ctx.floats(f"{layer.name}.scalar{k}", 1.0 if value is None else value)
+        out.insert(min(int(pos), len(out)), name)
+    return out
+
+
+def min_opset(op: str, opset: int = OPSET) -> int | None:
+    """The lowest opset >= ``opset`` in which ``op`` exists (None when ONNX has no such op)."""
+    latest = onnx.defs.onnx_opset_version()
+    for version in range(opset, latest + 1):
+        try:
+            onnx.defs.get_schema(op, version)
+            return version
+        except Exception:
+            continue
+    return None
+
+
 def _export_clip(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
     ins = list(layer.inputs)
     lo, hi = layer.attrs.get("min"), layer.attrs.get("max")
@@ -155,25 +209,69 @@ def _export_pad(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.Nod
 
 
 def _export_resize(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    # Sizes rather than scales: the output shape is then exactly the IR's. Other attributes
+    # (coordinate_transformation_mode, nearest_mode, ... of imported layers) pass through.
     sizes = ctx.ints(f"{layer.name}.sizes", layer.output_shape)
-    return [
-        _node(layer, [layer.inputs[0], "", "", sizes], mode=str(layer.attrs.get("mode", "nearest")))
-    ]
+    allowed = _schema_attrs("Resize", ctx.opset) - {"axes"}
+    attrs = {k: v for k, v in layer.attrs.items() if k in allowed and v is not None}
+    attrs["mode"] = str(layer.attrs.get("mode", "nearest"))
+    return [_node(layer, [layer.inputs[0], "", "", sizes], **attrs)]
 
 
 def _export_reduce(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
-    # opset 17: ReduceMean/Max/Min/L2 take axes as an attribute; ReduceSum (13+) as an input.
+    # Axes are an attribute up to opset 17 (ReduceSum: 12) and an input from 18 (13).
     keep = int(layer.attrs.get("keepdims", 1))
     axes = list(layer.attrs.get("axes", []))
-    if layer.op == "ReduceSum":
+    as_input = ctx.opset >= (13 if layer.op == "ReduceSum" else 18)
+    if not axes:
+        return [_node(layer, list(layer.inputs), keepdims=keep)]
+    if as_input:
         return [
             _node(layer, [layer.inputs[0], ctx.ints(f"{layer.name}.axes", axes)], keepdims=keep)
         ]
     return [_node(layer, list(layer.inputs), axes=axes, keepdims=keep)]
 
 
-for _op in ("Conv", "ConvTranspose"):
-    EXPORTERS[_op] = _export_conv
+def _export_concat(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    # ONNX requires the axis; the IR's default (as in its shape rule) is 1.
+    return [_node(layer, [*layer.inputs, *w], axis=int(layer.attrs.get("axis", 1)))]
+
+
+def _export_upsample(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    # Upsample is deprecated since opset 10: the same resampling as a Resize to the IR sizes.
+    sizes = ctx.ints(f"{layer.name}.sizes", layer.output_shape)
+    mode = str(layer.attrs.get("mode", "nearest"))
+    node = helper.make_node(
+        "Resize", [layer.inputs[0], "", "", sizes], list(layer.outputs), name=layer.name, mode=mode
+    )
+    return [node]
+
+
+def _export_axes_input(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    # Squeeze/Unsqueeze: axes are an input from opset 13.
+    axes = layer.attrs.get("axes")
+    if axes is None:
+        return [_node(layer, list(layer.inputs))]
+    axes = [axes] if isinstance(axes, int) else list(axes)
+    return [_node(layer, [layer.inputs[0], ctx.ints(f"{layer.name}.axes", axes)])]
+
+
+def _export_expand(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    return [_node(layer, [layer.inputs[0], ctx.ints(f"{layer.name}.shape", layer.output_shape)])]
+
+
+def _export_tile(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    reps = [o // i for o, i in zip(layer.output_shape, layer.input_shape, strict=True)]
+    return [_node(layer, [layer.inputs[0], ctx.ints(f"{layer.name}.repeats", reps)])]
+
+
+def _export_gather(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    indices = ctx.ints(f"{layer.name}.indices", layer.attrs.get("indices", 0))
+    return [_node(layer, [*layer.inputs, indices], axis=int(layer.attrs.get("axis", 0)))]
+
+
+EXPORTERS["Conv"] = _export_conv
+EXPORTERS["ConvTranspose"] = _export_generic
 EXPORTERS["BatchNormalization"] = _export_bn
 for _op in ("MaxPool", "AveragePool", "LpPool"):
     EXPORTERS[_op] = _export_pool
@@ -188,30 +286,32 @@ EXPORTERS["Pad"] = _export_pad
 EXPORTERS["Resize"] = _export_resize
 for _op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2"):
     EXPORTERS[_op] = _export_reduce
-for _op in ("Softmax", "LogSoftmax", "Concat", "Flatten"):
-    EXPORTERS[_op] = _export_plain({"axis": "axis"})
-EXPORTERS["Transpose"] = _export_plain({"perm": "perm"})
-EXPORTERS["HardSigmoid"] = _export_plain({"alpha": "alpha", "beta": "beta"})
-EXPORTERS["LeakyRelu"] = _export_plain({"alpha": "alpha"})
-for _op in (
-    "Relu", "Sigmoid", "Tanh", "HardSwish", "Sign", "Abs", "Neg", "Elu", "Selu", "Softplus",
-    "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Mish", "Add", "Sub", "Mul", "Div", "Max",
-    "Min", "Sum", "Pow", "Mean", "GlobalAveragePool", "GlobalMaxPool", "Identity", "Dropout",
-    "PRelu",
-):  # fmt: skip
-    EXPORTERS.setdefault(_op, _export_plain())
+EXPORTERS["Concat"] = _export_concat
+EXPORTERS["Upsample"] = _export_upsample
+for _op in ("Squeeze", "Unsqueeze"):
+    EXPORTERS[_op] = _export_axes_input
+EXPORTERS["Expand"] = _export_expand
+EXPORTERS["Tile"] = _export_tile
+EXPORTERS["Gather"] = _export_gather
+# Everything else with an ONNX schema (activations, element-wise ops, Softmax, Flatten,
+# Transpose, LayerNormalization, DepthToSpace, ...) goes through the schema-driven exporter.
 
 
 def to_onnx(graph: NetworkGraph, seed: int = 0, opset: int = OPSET) -> onnx.ModelProto:
     """An executable ONNX model of ``graph`` with seeded random weights.
 
-    Raises ``KeyError`` naming the op when a layer has no exporter (for instance an unknown op
-    kept from an imported file: run the original file instead).
+    The opset is ``opset`` unless a layer's op only exists from a later one (Mish: 18,
+    Gelu: 20, Swish: 24); then the model uses that later opset. Raises ``KeyError`` naming the op
+    when a layer has no exporter (for instance an unknown op kept from an imported file: run the
+    original file instead).
     """
-    ctx = ExportContext(seed)
+    opset = _required_opset(graph, opset)
+    ctx = ExportContext(seed, opset)
     nodes: list[onnx.NodeProto] = []
     for layer in graph.layers:
         fn = EXPORTERS.get(layer.op)
+        if fn is None and onnx.defs.has(layer.op):
+            fn = _export_generic
         if fn is None:
             raise KeyError(f"no ONNX exporter for op {layer.op!r} (layer {layer.name!r})")
         if fn is _export_bn:
@@ -233,8 +333,18 @@ def to_onnx(graph: NetworkGraph, seed: int = 0, opset: int = OPSET) -> onnx.Mode
         helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shapes[n])) for n in graph.outputs
     ]
     g = helper.make_graph(nodes, graph.name[:120] or "latlab", inputs, outputs, ctx.initializers)
-    model = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", opset)], producer_name="latlab"
-    )
-    model.ir_version = min(model.ir_version, 9)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(g, opset_imports=opsets, producer_name="latlab")
+    # The oldest IR version that carries this opset, so that older runtimes load the model.
+    model.ir_version = helper.find_min_ir_version_for(opsets)
     return model
+
+
+def _required_opset(graph: NetworkGraph, opset: int) -> int:
+    """``opset``, raised to the first opset of any layer op introduced later (Gelu: 20)."""
+    needed = opset
+    for op in {layer.op for layer in graph.layers}:
+        first = min_opset(op, opset) if onnx.defs.has(op) else None
+        if first is not None:
+            needed = max(needed, first)
+    return needed

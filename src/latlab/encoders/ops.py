@@ -369,6 +369,27 @@ for _op in (
         "data", _cost_free, _shape_same if _op in ("Identity", "Dropout", "Cast") else None
     )
 
+# Ops real-world ONNX files apply to activations (masks in transformers, quantize/dequantize
+# pairs, index and scatter ops of detection heads), so that imports do not report them as
+# unknown. Comparisons and selections cost one FLOP per output element like arithmetic.
+for _op in ("Where", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or",
+            "Xor", "Not", "Mod", "BitShift"):  # fmt: skip
+    RULES[_op] = OpRule("eltwise", _cost_eltwise, _shape_broadcast)
+for _op, _f in (
+    ("Floor", 1), ("Ceil", 1), ("Round", 1), ("IsNaN", 1), ("IsInf", 1), ("CumSum", 1),
+    ("QuantizeLinear", 2), ("DequantizeLinear", 2), ("ThresholdedRelu", 1), ("Shrink", 2),
+    ("Celu", 4), ("Sin", 4), ("Cos", 4),
+):  # fmt: skip
+    RULES[_op] = OpRule("act", _per_output(_f), _shape_same)
+for _op in ("ReduceProd", "ReduceL1", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"):
+    RULES[_op] = OpRule("gpool", _cost_reduce_input, _shape_reduce)
+for _op in ("ArgMax", "ArgMin"):
+    RULES[_op] = OpRule("gpool", _cost_reduce_input, None)
+RULES["GroupNormalization"] = OpRule("norm", _cost_norm, _shape_same)
+for _op in ("GatherElements", "GatherND", "ScatterND", "ScatterElements", "Compress", "TopK",
+            "NonZero", "Trilu", "ReverseSequence", "EyeLike", "Size"):  # fmt: skip
+    RULES.setdefault(_op, OpRule("data", _cost_free, None))
+
 
 def kind_of(op: str, attrs: dict[str, Any], input_shape: Shape) -> str:
     """Layer kind used by layer-wise models (``dwconv`` for depthwise convolutions)."""
