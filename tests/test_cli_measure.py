@@ -219,3 +219,46 @@ def test_interrupt_keeps_completed_work_and_rerun_resumes(tmp_path):
     assert stored() == 60
     resumed = rerun.stdout.split("already in store")[1].split("│")[1].strip()
     assert int(resumed) >= done
+
+
+def test_onnx_files_measure_and_fail_in_one_line(tmp_path, capsys, monkeypatch):
+    import onnx
+
+    from latlab.datasets.references import onnx_model
+
+    monkeypatch.chdir(tmp_path)
+    model = onnx_model("fcnn:16-32-8")
+    onnx.save(model, tmp_path / "static.onnx")
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.dim_param = "features"  # a dynamic feature size: the input shape must be given
+    onnx.save(model, tmp_path / "dyn.onnx")
+    (tmp_path / "corrupt.onnx").write_bytes(b"garbage" * 10)
+    for args, expected in [
+        (["encode", "onnx:missing.onnx"], "missing.onnx"),
+        (["encode", "onnx:corrupt.onnx"], "corrupt.onnx"),
+        (["encode", "onnx:dyn.onnx"], "dynamic"),
+        (["measure", "onnx:dyn.onnx", "--out", "o.csv", *QUICK], "dynamic"),
+    ]:
+        code, out, err = run_cli(args, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert expected in err and "Traceback" not in out + err
+    assert not (tmp_path / "o.csv").exists()
+    code, _, err = run_cli(
+        [
+            "measure",
+            "onnx:static.onnx",
+            "onnx:dyn.onnx",
+            "--input-shape",
+            "1x16",
+            "--out",
+            "o.csv",
+            "--device-name",
+            "d",
+            *QUICK,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    table = load_table(tmp_path / "o.csv")
+    assert table.networks == ["onnx:static.onnx", "onnx:dyn.onnx"]
+    assert (table.data["d"] > 0).all()
