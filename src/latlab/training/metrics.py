@@ -1,0 +1,86 @@
+"""Accuracy metrics of latency predictions, defined once for every report.
+
+Errors are relative to the *measurement* ``t``: ``|p - t| / t``. ``acc<k>`` is the percentage
+of networks whose prediction is within ±k % of the measured latency (BRP-NAS's "±k %
+accuracy", with the band around the measurement); ``mape``/``rmspe`` are mean and root mean
+squared relative errors in percent; ``mae``/``rmse`` are in the unit of the inputs (ms);
+``spearman``/``kendall`` are rank correlations (what a NAS loop ranking candidates needs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from latlab.errors import DataError
+
+#: Accuracy bands reported by :func:`regression_metrics` (percent).
+ACCURACY_BANDS: tuple[int, ...] = (1, 5, 10, 20)
+
+#: Keys of :func:`regression_metrics`, in report order.
+METRIC_KEYS: tuple[str, ...] = (
+    "n",
+    "mae",
+    "rmse",
+    "mape",
+    "rmspe",
+    *(f"acc{b}" for b in ACCURACY_BANDS),
+    "spearman",
+    "kendall",
+)
+
+
+def _as_arrays(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=float).reshape(-1)
+    p = np.asarray(y_pred, dtype=float).reshape(-1)
+    if len(t) != len(p):
+        raise DataError(f"{len(t)} measurements but {len(p)} predictions: lengths must match")
+    if len(t) == 0:
+        raise DataError("cannot compute metrics of no predictions")
+    bad = np.flatnonzero(~np.isfinite(t) | (t <= 0))
+    if bad.size:
+        raise DataError(
+            f"measured latency {t[bad[0]]!r} at row {int(bad[0])} is not finite and > 0 "
+            f"({bad.size} such rows): relative errors are undefined"
+        )
+    badp = np.flatnonzero(~np.isfinite(p))
+    if badp.size:
+        raise DataError(f"prediction {p[badp[0]]!r} at row {int(badp[0])} is not finite")
+    return t, p
+
+
+def relative_errors(y_true: Any, y_pred: Any) -> np.ndarray:
+    """``|p - t| / t`` per network."""
+    t, p = _as_arrays(y_true, y_pred)
+    return np.abs(p - t) / t
+
+
+def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """All point-prediction metrics of one set of predictions (see the module docstring).
+
+    Percentages (``mape``, ``rmspe``, ``acc*``) are in percent. Rank correlations are NaN when
+    either side is constant (scipy's convention) and for fewer than two networks.
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    t, p = _as_arrays(y_true, y_pred)
+    err = p - t
+    rel = np.abs(err) / t
+    out: dict[str, float] = {
+        "n": len(t),
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mape": float(100 * np.mean(rel)),
+        "rmspe": float(100 * np.sqrt(np.mean(rel**2))),
+    }
+    # A tiny tolerance so that a prediction exactly on the band edge counts as inside it
+    # despite floating-point rounding of (p - t) / t.
+    for b in ACCURACY_BANDS:
+        out[f"acc{b}"] = float(100 * np.mean(rel <= b / 100 + 1e-12))
+    if len(t) >= 2 and np.ptp(t) > 0 and np.ptp(p) > 0:
+        out["spearman"] = float(spearmanr(t, p).statistic)
+        out["kendall"] = float(kendalltau(t, p).statistic)
+    else:
+        out["spearman"] = out["kendall"] = float("nan")
+    return out
