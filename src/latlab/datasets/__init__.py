@@ -4,7 +4,7 @@ Importing this package registers the built-in network reference schemes. Heavy l
 (torch, onnxruntime) are imported lazily by the modules that need them.
 """
 
-from latlab.datasets import spaces
+from latlab.datasets import spaces, zoo
 from latlab.datasets.references import (
     Reference,
     Scheme,
@@ -22,4 +22,5 @@ __all__ = [
     "resolve",
     "resolve_many",
     "spaces",
+    "zoo",
 ]

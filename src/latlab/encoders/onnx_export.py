@@ -172,6 +172,16 @@ def _export_reduce(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.
     return [_node(layer, list(layer.inputs), axes=axes, keepdims=keep)]
 
 
+def _export_binary(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    """Element-wise op whose scalar constant operands are ``attrs["scalar_inputs"]``
+    (``(position, value)`` pairs) put back as initializers at their positions."""
+    ins = [*layer.inputs, *w]
+    for k, (pos, value) in enumerate(sorted(layer.attrs.get("scalar_inputs") or ())):
+        name = ctx.floats(f"{layer.name}.scalar{k}", 1.0 if value is None else value)
+        ins.insert(min(int(pos), len(ins)), name)
+    return [_node(layer, ins)]
+
+
 for _op in ("Conv", "ConvTranspose"):
     EXPORTERS[_op] = _export_conv
 EXPORTERS["BatchNormalization"] = _export_bn
@@ -193,6 +203,8 @@ for _op in ("Softmax", "LogSoftmax", "Concat", "Flatten"):
 EXPORTERS["Transpose"] = _export_plain({"perm": "perm"})
 EXPORTERS["HardSigmoid"] = _export_plain({"alpha": "alpha", "beta": "beta"})
 EXPORTERS["LeakyRelu"] = _export_plain({"alpha": "alpha"})
+for _op in ("Add", "Sub", "Mul", "Div"):
+    EXPORTERS[_op] = _export_binary
 for _op in (
     "Relu", "Sigmoid", "Tanh", "HardSwish", "Sign", "Abs", "Neg", "Elu", "Selu", "Softplus",
     "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Mish", "Add", "Sub", "Mul", "Div", "Max",
