@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from threading import Lock
 from typing import Any
 
@@ -256,12 +257,26 @@ def cell_profile(ops: Sequence[str]) -> tuple[tuple[int, ...], int]:
     return tuple(counts[p] for p in _PARTS), max(depth[3], 0)
 
 
+@lru_cache(maxsize=1 << 15)
+def _arch_facts(ops: tuple[str, ...]) -> tuple[str, str, tuple[int, ...], int]:
+    """Arch string, canonical arch string, cell part counts and cell depth of ``ops``
+    (cached: the space has 15,625 members, and encoding it asks for each many times)."""
+    counts, depth = cell_profile(ops)
+    return format_arch(ops), format_arch(canonical_ops(ops)), counts, depth
+
+
+@lru_cache(maxsize=4096)
+def _total_values(counts: tuple[int, ...], input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    table = _table(input_shape)
+    v = table.skeleton + np.asarray(counts, dtype=np.int64) @ table.parts
+    return tuple(int(x) for x in v)
+
+
 def fast_totals(ops: Sequence[str], input_shape: tuple[int, ...]) -> NetworkTotals:
     """Totals of an nb201 network from the additive cost table (equal to the built graph's)."""
+    _, _, counts, cell_depth = _arch_facts(tuple(ops))
+    values = _total_values(counts, input_shape)
     table = _table(input_shape)
-    counts, cell_depth = cell_profile(ops)
-    v = table.skeleton + np.asarray(counts, dtype=np.int64) @ table.parts
-    values = [int(x) for x in v]
     n = len(COUNT_FIELDS)
     nk = len(table.kinds)
     kind_counts = values[n + 1 : n + 1 + nk]
@@ -279,20 +294,23 @@ def fast_totals(ops: Sequence[str], input_shape: tuple[int, ...]) -> NetworkTota
 
 def arch_digest(ops: Sequence[str], input_shape: tuple[int, ...]) -> str:
     """Digest of an nb201 network from its canonical arch and input shape."""
-    key = f"nb201|{format_arch(canonical_ops(ops))}|{input_shape}"
+    key = f"nb201|{_arch_facts(tuple(ops))[1]}|{input_shape}"
     return hashlib.sha1(key.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- scheme and space
+
+#: parse_arch with a cache: references are validated and then resolved, often repeatedly.
+_parse = lru_cache(maxsize=1 << 16)(parse_arch)
 
 
 def nb201_graph(
     arch: str | Sequence[str], batch: int = 1, input_shape: Sequence[int] | None = None
 ) -> LazyNetworkGraph:
     """The lazy graph of an nb201 network: fast totals and digest, layers on demand."""
-    ops = parse_arch(arch) if isinstance(arch, str) else tuple(arch)
+    ops = _parse(arch) if isinstance(arch, str) else tuple(arch)
     shape = _input_shape(batch, input_shape)
-    arch_str = format_arch(ops)
+    arch_str = _arch_facts(ops)[0]
     ref = f"nb201:{arch_str}"
     meta = {"reference": ref, "family": "nb201", "arch": arch_str, "ops": ops}
     return LazyNetworkGraph(
@@ -324,7 +342,7 @@ register_scheme(
     Scheme(
         "nb201",
         _resolve,
-        validate=parse_arch,
+        validate=_parse,
         help="NAS-Bench-201 cell string on the standard CIFAR skeleton (3x32x32 input)",
     )
 )
