@@ -116,6 +116,7 @@ def test_exports_and_runs_at_an_odd_resolution(name):
     assert np.isfinite(out).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HEAVY))
 def test_heavy_models_export_and_run(name):
     g = resolve(f"zoo:{name}")

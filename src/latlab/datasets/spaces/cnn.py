@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
+from latlab.datasets.references import ResolveOptions, Scheme, register_scheme, resolve
 from latlab.datasets.spaces import SearchSpace, register_space
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
@@ -415,7 +415,7 @@ def sample_cnn(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct ``cnn:`` references (seeded).
 
     Draws that exceed :data:`MAX_SAMPLED_MACS` or :data:`MAX_SAMPLED_PARAMS` are redrawn
-    (checked on the built IR, a few ms per network).
+    (checked on the built IR, a few ms per network; the graphs stay in the resolve cache).
     """
     rng = np.random.default_rng(seed)
     seen: dict[str, None] = {}
@@ -424,7 +424,7 @@ def sample_cnn(count: int, seed: int = 0) -> list[str]:
         ref = format_cnn(spec)
         if ref in seen:
             continue
-        totals = build_cnn(spec).totals
+        totals = resolve(ref).totals  # cached: whoever resolves the sample next gets it free
         if totals.macs <= MAX_SAMPLED_MACS and totals.params <= MAX_SAMPLED_PARAMS:
             seen[ref] = None
     return list(seen)
