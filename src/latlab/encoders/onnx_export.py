@@ -43,22 +43,32 @@ class ExportContext:
         self.names.add(name)
         return name
 
-    #: Seeded standard-normal values that weights are cut from (drawn on first use).
+    #: Seeded standard-normal values that weights are cut from (grown on demand).
     _pool: np.ndarray | None = None
 
     def weights(self, name: str, shape: tuple[int, ...], scale: float = 0.1) -> str:
-        """Seeded random weights: a window of a pool of 2 x WEIGHT_POOL normal values, at a
-        random offset (repeated for tensors larger than the pool).
+        """Seeded random weights: a window, at a random offset, of a pool of normal values
+        twice the size of the largest tensor so far, capped at 2 x WEIGHT_POOL (larger tensors
+        repeat the pool).
 
         Drawing every parameter afresh costs ~20 ns each, the bulk of exporting a sampled CNN
         (~5 M parameters); a window of the pool costs ~1 ns. Latency does not depend on the
-        values, and windows of 65,536 distinct values are nothing a runtime could exploit.
+        values, and windows of up to 65,536 distinct values are nothing a runtime could exploit.
         """
-        if self._pool is None:
-            self._pool = self.rng.standard_normal(2 * WEIGHT_POOL, dtype=np.float32)
         n = math.prod(shape)
-        start = int(self.rng.integers(WEIGHT_POOL))
-        window = self._pool[start : start + n] if n <= WEIGHT_POOL else np.resize(self._pool, n)
+        want = min(2 * WEIGHT_POOL, 2 * n)
+        have = 0 if self._pool is None else len(self._pool)
+        if have < want:
+            more = self.rng.standard_normal(want - have, dtype=np.float32)
+            self._pool = more if self._pool is None else np.concatenate([self._pool, more])
+        pool = self._pool
+        assert pool is not None
+        half = len(pool) // 2
+        if n <= half:
+            start = int(self.rng.integers(half + 1))
+            window = pool[start : start + n]
+        else:
+            window = np.resize(pool, n)
         arr = window * np.float32(scale)
         return self.add(name, arr.reshape(shape))
 
