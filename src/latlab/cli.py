@@ -9,13 +9,20 @@ commands that need them so that ``latlab --help`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Column, Table
 
 from latlab.errors import LatlabError
+
+if TYPE_CHECKING:
+    from latlab.datasets.measure.protocol import CampaignResult, MeasureConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +32,10 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+#: Default drift anchor of ``latlab measure`` (kept equal to protocol.DEFAULT_ANCHOR, which is
+#: not imported here so that ``latlab --help`` stays light).
+DEFAULT_ANCHOR_REF = "fcnn:512-1024-1024-512-10"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -44,6 +55,261 @@ def version() -> None:
     from latlab import __version__
 
     console.print(__version__)
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``1x3x224x224`` or ``1,3,224,224`` -> a shape tuple (one-line error otherwise)."""
+    if text is None:
+        return None
+    parts = text.replace("x", ",").replace("X", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        fail(f"malformed --input-shape {text!r}: expected positive integers like 1x3x224x224")
+    return shape
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+@app.command()
+def encode(
+    refs: list[str] = typer.Argument(..., metavar="REF...", help="network references"),
+    input_shape: str | None = typer.Option(
+        None, "--input-shape", help="input shape for dynamic models, e.g. 1x3x224x224"
+    ),
+    batch: int = typer.Option(1, "--batch", min=1, help="batch size"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Per network: MACs, FLOPs, parameters, bytes, layers and unknown ops."""
+    from latlab.datasets.references import resolve
+
+    shape = parse_input_shape(input_shape)
+    rows = [resolve(ref, batch=batch, input_shape=shape).summary() for ref in refs]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("MACs", "FLOPs", "params", "bytes r+w", "weights", "layers", "unknown ops")
+    # References can be long (onnx: paths, nb201 cells): fold them rather than truncate.
+    table.columns.insert(0, Column("network", overflow="fold", min_width=24))
+    for row in rows:
+        table.add_row(
+            row["network"],
+            _human(row["macs"]),
+            _human(row["flops"]),
+            _human(row["params"]),
+            _human(row["bytes_read"] + row["bytes_written"]),
+            _human(row["weight_bytes"]),
+            str(row["layers"]),
+            ", ".join(row["unknown_ops"]) or "-",
+        )
+    console.print(table)
+
+
+def _check_out_path(out: Path | None) -> None:
+    if out is None:
+        return
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        fail(f"unsupported --out format {out.name!r}: use .csv or .parquet")
+    if not out.parent.is_dir():
+        fail(f"cannot write --out {out}: no folder {out.parent}")
+
+
+@app.command()
+def measure(
+    refs: list[str] | None = typer.Argument(None, metavar="[REF...]", help="network references"),
+    space: str | None = typer.Option(None, "--space", help="sample networks from this space"),
+    count: int | None = typer.Option(None, "--count", min=1, help="networks to sample"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
+    backend: str = typer.Option("onnxruntime", "--backend", help="measurement backend"),
+    threads: int = typer.Option(1, "--threads", min=1, help="inference threads"),
+    batch: int = typer.Option(1, "--batch", min=1, help="batch size"),
+    input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224"),
+    device_name: str | None = typer.Option(
+        None, "--device-name", help="latency column name (default: an id of machine+backend)"
+    ),
+    db: str = typer.Option("latlab.db", "--db", help="store: SQLite file or postgresql:// URL"),
+    out: Path | None = typer.Option(None, "--out", help="write the dataset table (.csv/.parquet)"),
+    repeats: int = typer.Option(100, "--repeats", min=1, help="timed runs per network (max)"),
+    time_budget: float = typer.Option(2.0, "--time-budget", min=0.001, help="seconds per network"),
+    anchor: str = typer.Option(DEFAULT_ANCHOR_REF, "--anchor", help="drift anchor network"),
+    anchor_every: int = typer.Option(25, "--anchor-every", min=1, help="re-measure the anchor"),
+    no_anchor: bool = typer.Option(False, "--no-anchor", help="do not measure the anchor"),
+    shuffle: bool = typer.Option(
+        False, "--shuffle", help="random order (several workers sharing a PostgreSQL store)"
+    ),
+) -> None:
+    """Measure networks on this machine into the store, and optionally write a dataset table.
+
+    Completed measurements are committed one by one: after an interruption, the same command
+    resumes where it stopped. The --out table is written only when every network is measured.
+    """
+    from latlab.datasets.measure import MeasureConfig, default_device_name, get_backend
+    from latlab.datasets.measure.protocol import measure_many
+    from latlab.datasets.references import parse_reference
+    from latlab.datasets.spaces import sample
+    from latlab.datasets.store import Store
+    from latlab.datasets.tables import save_table
+
+    if refs and space:
+        fail("give either network references or --space, not both")
+    if not refs and not space:
+        fail("give network references or --space NAME --count N")
+    if space and count is None:
+        fail("--space needs --count N")
+    _check_out_path(out)
+    shape = parse_input_shape(input_shape)
+    references = list(refs) if refs else sample(str(space), int(count or 0), seed)
+    for ref in references:
+        parse_reference(ref)
+    config = MeasureConfig(
+        backend=backend,
+        threads=threads,
+        batch=batch,
+        input_shape=shape,
+        repeats=repeats,
+        min_repeats=min(10, repeats),
+        time_budget_s=time_budget,
+    )
+    be = get_backend(backend)
+    device = device_name or default_device_name(backend, threads, accelerator=be.info().get("gpu"))
+    store = Store(db)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"measuring on {device}", total=len(references), current="")
+
+        def on_event(event: Any) -> None:
+            label = "anchor " + str(event.network) if event.kind == "anchor" else event.network
+            bar.update(task, completed=event.done, total=event.total, current=label or "")
+
+        result = measure_many(
+            references,
+            config,
+            store,
+            device,
+            backend=be,
+            anchor=None if no_anchor else anchor,
+            anchor_every=anchor_every,
+            shuffle=shuffle,
+            progress=on_event,
+        )
+    table = store.export_table(devices=[device], protocol=config, networks=references)
+    if out is not None:
+        save_table(table, out)
+    _print_measure_summary(result, table, config, store.display_url, out)
+    store.close()
+
+
+def _print_measure_summary(
+    result: CampaignResult, table: Any, config: MeasureConfig, url: str, out: Path | None
+) -> None:
+    values = table[result.device].to_numpy(dtype=float) if len(table) else []
+    stats = Table(
+        title=f"latency on {result.device} ({config.backend}, {config.threads} thread"
+        f"{'s' if config.threads != 1 else ''}, batch {config.batch})",
+        show_header=False,
+    )
+    stats.add_row("networks", str(len(table)))
+    stats.add_row("measured now", str(len(result.measured)))
+    stats.add_row("already in store", str(len(result.skipped)))
+    if len(values):
+        import numpy as np
+
+        stats.add_row("median latency", f"{np.median(values):.4f} ms")
+        stats.add_row("min / max", f"{np.min(values):.4f} / {np.max(values):.4f} ms")
+    if result.measured:
+        cvs = sorted(m.robust_cv for m in result.measured)
+        unstable = sum(not m.stable for m in result.measured)
+        stats.add_row("median robust CV (new)", f"{cvs[len(cvs) // 2]:.3f}")
+        stats.add_row("robust CV above threshold", f"{unstable} of {len(cvs)}")
+    if result.max_drift is not None:
+        stats.add_row("anchor drift (max)", f"{100 * result.max_drift:.1f} %")
+    stats.add_row("store", url)
+    if out is not None:
+        stats.add_row("table", str(out))
+    console.print(stats)
+
+
+@app.command("table")
+def table_cmd(
+    path: Path = typer.Argument(..., help="dataset table (.csv or .parquet)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Validate a dataset table and report, per column, the invalid latencies it drops."""
+    from latlab.datasets.tables import load_table
+
+    loaded = load_table(path)
+    if as_json:
+        report = {
+            "rows": len(loaded),
+            "duplicates": loaded.duplicates,
+            "columns": loaded.report_dict(),
+        }
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(
+        "column",
+        "rows",
+        "valid",
+        "text",
+        "missing",
+        "inf",
+        "<= 0",
+        "near 0",
+        "quantised",
+        title=f"{path} ({len(loaded)} networks, {loaded.duplicates} duplicates dropped)",
+    )
+    for col, row in loaded.report.iterrows():
+        table.add_row(
+            str(col),
+            *(
+                str(int(row[k]))
+                for k in (
+                    "rows",
+                    "valid",
+                    "text",
+                    "missing",
+                    "non_finite",
+                    "non_positive",
+                    "near_zero",
+                )
+            ),
+            "yes" if row["quantised"] else "",
+        )
+    console.print(table)
+
+
+def _setup_logging() -> None:
+    """Library warnings (dropped table values, anchor drift) as rich lines on stderr."""
+    root = logging.getLogger("latlab")
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        handler = RichHandler(console=err_console, show_time=False, show_path=False)
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
 
 
 # --------------------------------------------------------------------------- bnn
@@ -225,6 +491,7 @@ def bnn_calibrate(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app, turning user errors into one line and exit code 2."""
+    _setup_logging()
     try:
         app(args=argv)  # standalone mode: usage errors print usage and exit 2
     except LatlabError as exc:
@@ -232,8 +499,15 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         fail(f"{exc.strerror}: {exc.filename}")
     except KeyboardInterrupt:
-        err_console.print("interrupted; completed work is saved and a re-run resumes it")
+        err_console.print(_INTERRUPTED)
         raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130:  # click turns Ctrl-C into exit code 130 before we see it
+            err_console.print(_INTERRUPTED)
+        raise
+
+
+_INTERRUPTED = "interrupted; completed work is saved and a re-run resumes it"
 
 
 if __name__ == "__main__":
