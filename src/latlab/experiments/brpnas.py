@@ -104,29 +104,10 @@ class BrpnasConfig:
 
 def load_latencies(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """The table (``network`` + device columns, NaN where invalid) and the per-column report."""
-    try:
-        from latlab.datasets.tables import load_table
-    except ImportError:  # TODO(wt-learned): remove once the measurement branch has landed
-        return _load_local(Path(path))
+    from latlab.datasets.tables import load_table
+
     table = load_table(path)
     return table.data, table.report_dict()
-
-
-def _load_local(path: Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
-    """Stand-in for ``latlab.datasets.tables.load_table`` (same drop rules)."""
-    if not path.exists():
-        raise DataError(f"table file not found: {path}")
-    frame = pd.read_csv(path)
-    report: dict[str, dict[str, Any]] = {}
-    for col in [c for c in frame.columns if c != "network"]:
-        v = pd.to_numeric(frame[col], errors="coerce").astype(float)
-        ok = np.isfinite(v) & (v > 0)
-        ok &= v >= 0.005 * float(np.median(v[ok]))
-        report[col] = {"rows": len(v), "valid": int(ok.sum()), "dropped": int((~ok).sum())}
-        if (~ok).any():
-            log.warning("%s column %r: dropped %d invalid values", path, col, int((~ok).sum()))
-        frame[col] = v.where(ok)
-    return frame, report
 
 
 def split(n: int, seed: int, n_train: int, n_val: int) -> tuple[np.ndarray, ...]:
