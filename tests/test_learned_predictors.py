@@ -224,3 +224,21 @@ def test_missing_or_corrupt_model_files_are_named(name, fcnn_data, tmp_path):
     files[0].unlink()
     with pytest.raises(BundleError, match=f"lacks its model file {files[0].name}"):
         load_predictor(tmp_path / "m")
+
+
+@pytest.mark.parametrize("graph", ["nb201-cell", "nb201-brp", "generic"])
+def test_compressed_gcn_inference_equals_the_batched_forward(graph, nb201_data, fcnn_data):
+    import torch
+
+    from latlab.predictors.gcn import collate
+    from latlab.predictors.gcn_infer import predict_compressed
+
+    graphs, y = fcnn_data if graph == "generic" else nb201_data
+    model = fast("gcn", graph=graph, max_epochs=3).fit(graphs[:60], y[:60])
+    datas = model.encoder_.transform(graphs[:400])
+    with torch.inference_mode():
+        dense = model.model_(*collate(datas)).double().numpy()
+        compressed = predict_compressed(model.model_, datas)
+        chunked = predict_compressed(model.model_, datas, max_nodes=500)
+    np.testing.assert_allclose(compressed, dense, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(chunked, dense, rtol=1e-4, atol=1e-4)
