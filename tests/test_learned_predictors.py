@@ -27,8 +27,8 @@ from latlab.training.metrics import regression_metrics
 FAST: dict[str, dict] = {
     "flops": {},
     "fcnn": {"hidden_layers": (64, 32, 16), "max_epochs": 150, "patience": 20, "num_threads": 1},
-    "gbm": {"n_estimators": 600, "early_stopping_rounds": 100},
-    "rf": {"n_estimators": 60},
+    "gbm": {"n_estimators": 600, "early_stopping_rounds": 100, "n_jobs": 1},
+    "rf": {"n_estimators": 60, "n_jobs": 1},
     "gcn": {
         "hidden": 64,
         "max_epochs": 60,
