@@ -375,22 +375,25 @@ class Nb201OpCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
 
     def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
         gs = check_graphs(graphs, type(self).__name__)
-        idx = nb201_op_indices(gs)
-        out = np.zeros((len(gs), 2 * len(OPS)), dtype=np.float64)
-        cache: dict[tuple[int, ...], np.ndarray] = {}
-        for i, row in enumerate(idx):
-            key = tuple(row.tolist())
-            vec = cache.get(key)
-            if vec is None:
-                vec = np.zeros(2 * len(OPS))
-                live = nb201_live_edges([OPS[j] for j in key])
-                for j, is_live in zip(key, live, strict=True):
-                    vec[j] += 1
-                    if is_live:
-                        vec[len(OPS) + j] += 1
-                cache[key] = vec
-            out[i] = vec
-        return out
+        idx = nb201_op_indices(gs)  # (n, 6)
+        onehot = np.zeros((len(gs), len(EDGES), len(OPS)), dtype=np.float64)
+        np.put_along_axis(onehot, idx[:, :, None], 1.0, axis=2)
+        # Liveness depends only on which edges are "none": one of 2^6 patterns.
+        pattern = ((idx == _NONE_INDEX) << np.arange(len(EDGES))).sum(axis=1)
+        live = _LIVE_BY_NONE_PATTERN[pattern]  # (n, 6) bool
+        return np.concatenate(
+            [onehot.sum(axis=1), (onehot * live[:, :, None]).sum(axis=1)], axis=1
+        )
+
+
+_NONE_INDEX = OPS.index("none")
+_LIVE_BY_NONE_PATTERN = np.array(
+    [
+        nb201_live_edges(["none" if p >> e & 1 else "skip_connect" for e in range(len(EDGES))])
+        for p in range(1 << len(EDGES))
+    ],
+    dtype=bool,
+)
 
 
 # --------------------------------------------------------------------------- by name
