@@ -381,9 +381,7 @@ class Nb201OpCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         # Liveness depends only on which edges are "none": one of 2^6 patterns.
         pattern = ((idx == _NONE_INDEX) << np.arange(len(EDGES))).sum(axis=1)
         live = _LIVE_BY_NONE_PATTERN[pattern]  # (n, 6) bool
-        return np.concatenate(
-            [onehot.sum(axis=1), (onehot * live[:, :, None]).sum(axis=1)], axis=1
-        )
+        return np.concatenate([onehot.sum(axis=1), (onehot * live[:, :, None]).sum(axis=1)], axis=1)
 
 
 _NONE_INDEX = OPS.index("none")

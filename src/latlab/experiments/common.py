@@ -89,13 +89,18 @@ def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
     return {"mean": float(v.mean()), "std": std, "n": len(v)}
 
 
-def fmt(stat: dict[str, Any], digits: int) -> str:
-    """``mean ± std`` for a table cell (``–`` when missing)."""
+def fmt(stat: dict[str, Any], digits: int | str, scale: float = 1.0) -> str:
+    """``mean ± std`` for a table cell (``–`` when missing).
+
+    ``digits`` is a number of decimals or a format spec (``".2e"``); values are multiplied by
+    ``scale`` first (e.g. 1000 to show milliseconds as microseconds).
+    """
     if stat.get("mean") is None:
         return "–"
+    spec = f".{digits}f" if isinstance(digits, int) else digits
     if stat.get("n", 0) > 1:
-        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}"
+        return f"{stat['mean'] * scale:{spec}} ± {stat['std'] * scale:{spec}}"
+    return f"{stat['mean'] * scale:{spec}}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
