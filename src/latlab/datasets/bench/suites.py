@@ -238,7 +238,7 @@ _PATTERNS: list[tuple[str, Callable[[dict[str, int]], dict[str, int]]]] = [
     ("conv+tanh", lambda p: p),
     ("conv+bn+add", lambda p: {**p, "f": p["c"], "s": 1}),
     ("conv+bn+add+relu", lambda p: {**p, "f": p["c"], "s": 1}),
-    ("conv+add+relu", lambda p: p),
+    ("conv+add+relu", lambda p: {**p, "f": p["c"], "s": 1}),
     ("conv+maxpool(k=3,s=2)", lambda p: p),
     ("conv+relu+maxpool(k=2,s=2)", lambda p: p),
     ("conv+avgpool(k=2,s=2)", lambda p: p),
