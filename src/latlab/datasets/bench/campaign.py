@@ -35,6 +35,7 @@ import numpy as np
 
 from latlab.datasets.bench.kernels import (
     KernelSpec,
+    canonical,
     Part,
     format_kernel,
     part_layers,
@@ -267,7 +268,10 @@ def run_bench(
         from dataclasses import replace
 
         cfg = replace(cfg, threads=threads)
-    refs = list(references) if references is not None else suite_references(suite, count, seed)
+    if references is not None:  # canonical references, so that the store recognises them
+        refs = list(dict.fromkeys(canonical(r) for r in references))
+    else:
+        refs = suite_references(suite, count, seed)
     if suite not in SUITES:
         raise DataError(f"unknown benchmark suite {suite!r} (known: {', '.join(SUITES)})")
     be = get_backend(cfg.backend)

@@ -366,6 +366,13 @@ def resolve_kernel(reference: str, batch: int = 1) -> tuple[KernelSpec, NetworkG
     return spec, build_kernel(spec, batch=batch, name=format_kernel(spec))
 
 
+def canonical(reference: str) -> str:
+    """The canonical form of a ``kernel:`` reference (other references pass through)."""
+    if not is_kernel(reference):
+        return reference
+    return format_kernel(parse_kernel(reference[len(SCHEME) + 1 :]))
+
+
 def is_kernel(reference: Any) -> bool:
     return isinstance(reference, str) and reference.startswith(SCHEME + ":")
 

@@ -54,6 +54,24 @@ log = logging.getLogger(__name__)
 
 _NCHWC = "com.microsoft.nchwc"
 _REORDERS = ("ReorderInput", "ReorderOutput")
+_ABSORBING = ("Conv", "FusedConv", "FusedGemm", "Gemm", "MatMul", "FusedMatMul")
+
+
+def _nchwc_source(name: str, by_output: dict[str, int], by_name: dict[str, int]) -> int | None:
+    """Extended-level node an NCHWc node ``<T>_nchwc`` / ``<T>_<tag>_nchwc`` replaces.
+
+    onnxruntime names an NCHWc node after the output tensor of the node it converts (a
+    BatchNormalization becomes ``<T>_bn_nchwc``): the longest tensor or node name ``T`` with
+    ``name == T + "_..._nchwc"`` wins.
+    """
+    stem = name[: -len("_nchwc")]
+    best: tuple[int, int] | None = None
+    for table in (by_output, by_name):
+        for key, idx in table.items():
+            if key and (stem == key or stem.startswith(key + "_")):
+                if best is None or len(key) > best[0]:
+                    best = (len(key), idx)
+    return None if best is None else best[1]
 
 
 @dataclass
@@ -231,7 +249,7 @@ def _trace(graph: NetworkGraph, ext_model: Any, all_model: Any) -> RuntimeMappin
             continue
         e = ext_by_name.get(node.name) if node.name else None
         if e is None and node.name.endswith("_nchwc"):
-            e = ext_by_output.get(node.name[: -len("_nchwc")])
+            e = _nchwc_source(node.name, ext_by_output, ext_by_name)
         if e is not None and e not in owner:
             match(node, e)
         else:
@@ -302,7 +320,9 @@ def _trace(graph: NetworkGraph, ext_model: Any, all_model: Any) -> RuntimeMappin
         if chosen is None:
             owners = {owner[p] for p in cands}
             chosen = max(cands)
-            exact = len(owners) == 1
+            # Only kernels with fused epilogues (convolutions, GEMMs) absorb a following layer;
+            # anything else means a runtime node was not recognised: keep it, but not exact.
+            exact = len(owners) == 1 and run[owner[chosen]].op in _ABSORBING
         owner[n.index] = owner[chosen]
         exact_ext[n.index] = exact and exact_ext.get(chosen, True)
         absorbed[owner[chosen]].append(n.index)

@@ -188,7 +188,7 @@ class MappingModel:
                 if j is None or (proba[i], -rows[i][other]) > (proba[j], -rows[j][other]):
                     best[r[side]] = i
             keep = set(best.values())
-            fused &= np.asarray([i in keep or not fused[i] for i in range(len(rows))])
+            fused &= np.asarray([i in keep or not fused[i] for i in range(len(rows))], dtype=bool)
         return fused.astype(int)
 
     def predict_pairs(self, pairs: pd.DataFrame) -> np.ndarray:
@@ -256,7 +256,7 @@ class MappingModel:
             self.trees[key] = sio.load(path, trusted=untrusted)
 
 
-def mapping_scores(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
+def mapping_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
     """F1 (fused = positive class), Matthews correlation, accuracy and counts."""
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
