@@ -35,8 +35,8 @@ import numpy as np
 
 from latlab.datasets.bench.kernels import (
     KernelSpec,
-    canonical,
     Part,
+    canonical,
     format_kernel,
     part_layers,
     resolve_kernel,

@@ -68,9 +68,9 @@ def _nchwc_source(name: str, by_output: dict[str, int], by_name: dict[str, int])
     best: tuple[int, int] | None = None
     for table in (by_output, by_name):
         for key, idx in table.items():
-            if key and (stem == key or stem.startswith(key + "_")):
-                if best is None or len(key) > best[0]:
-                    best = (len(key), idx)
+            matches = key and (stem == key or stem.startswith(key + "_"))
+            if matches and (best is None or len(key) > best[0]):
+                best = (len(key), idx)
     return None if best is None else best[1]
 
 
