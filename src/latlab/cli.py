@@ -276,6 +276,9 @@ def bench(
     export_fusion: Path | None = typer.Option(
         None, "--export-fusion", help="write the fusion labels (.csv/.parquet)"
     ),
+    timer: str = typer.Option(
+        "wall", "--timer", help="protocol clock: wall, or thread (ignores other processes' time)"
+    ),
 ) -> None:
     """ANNETTE benchmarks: micro-kernels, smart padding and multi-layer fusion, resumable.
 
@@ -289,11 +292,16 @@ def bench(
         fail("give --suite NAME to measure, or --export/--export-fusion FILE to write tables")
     _check_out_path(export)
     _check_out_path(export_fusion)
-    from latlab.datasets.bench.campaign import SUITES, default_count, run_bench
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, SUITES, default_count, run_bench
     from latlab.datasets.store import Store
 
     if suite is not None and suite not in SUITES:
         fail(f"unknown --suite {suite!r} (known: {', '.join(SUITES)})")
+    if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
+        fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
+    config = replace(BENCH_CONFIG, timer=timer, threads=threads)
     device = device_name or default_device_name("onnxruntime", threads)
     store = Store(db)
     if suite is not None:
@@ -325,7 +333,14 @@ def bench(
                 )
 
             result = run_bench(
-                suite, store, device, count=n, seed=seed, threads=threads, progress=on_event
+                suite,
+                store,
+                device,
+                count=n,
+                seed=seed,
+                threads=threads,
+                config=config,
+                progress=on_event,
             )
         console.print(
             f"{suite}: {len(result.references)} benchmarks on {device} "
@@ -340,7 +355,7 @@ def bench(
         from latlab.datasets.tables import save_table
 
         if export is not None:
-            table = training_table(store, device, method=method)
+            table = training_table(store, device, method=method, protocol_key=config.protocol_key())
             save_table(table, export)
             console.print(f"wrote {export}: {len(table)} benchmarks, columns {list(table)[1:]}")
         if export_fusion is not None:

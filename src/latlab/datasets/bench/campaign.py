@@ -15,7 +15,9 @@
   ``L = padded - (pad_x + pad_y) / 2`` exactly when costs add up; ``padded - pad_x`` and
   ``padded - pad_y`` (``L ± (P_y - P_x)``) are kept as the ``[lower, upper]`` interval. For a
   shape-preserving layer the two padding-only models are one and the interval is the layer's
-  time plus measurement noise. Padding-only models are shared by every layer with that shape.
+  time plus measurement noise. The three models are timed in interleaved rounds
+  (:func:`paired_samples`) and the median of the per-round differences kept, so that a change
+  of load on the machine between two measurements does not land in the difference.
 * ``multilayer`` -- chains (:func:`~.suites.multilayer_suite`) measured end to end and
   profiled; the profile's trace gives the fusion label of every successive layer pair.
 
@@ -52,7 +54,7 @@ from latlab.datasets.bench.suites import (
 from latlab.datasets.bench.tables import BenchStore
 from latlab.datasets.measure.protocol import MeasureConfig, measure
 from latlab.datasets.store import Store
-from latlab.errors import DataError
+from latlab.errors import DataError, LatlabError, MeasurementError
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,12 @@ class _Runner:
 
         spec, graph = resolve_kernel(ref)
         prof = profile_network(
-            ref, threads=self.threads, runs=self.profile_runs, warmup=3, time_budget_s=0.4
+            ref,
+            threads=self.threads,
+            runs=self.profile_runs,
+            warmup=3,
+            time_budget_s=0.4,
+            timer=self.config.timer,
         )
         layers = benchmarked_layers(spec, graph)
         groups = {prof.mapping.layer_group[i] for i in layers if i in prof.mapping.layer_group}
@@ -212,16 +219,21 @@ class _Runner:
         spec, graph = resolve_kernel(ref)
         kind = head_kind(graph, benchmarked_layers(spec, graph))
         padded_ref, pad_x, pad_y = padded_references(ref)
-        padded = self.measured_median(padded_ref)
-        px = self.measured_median(pad_x)
-        py = px if pad_y == pad_x else self.measured_median(pad_y)
-        a, b = padded - px, padded - py
+        refs = [padded_ref, pad_x] if pad_y == pad_x else [padded_ref, pad_x, pad_y]
+        samples = paired_samples(refs, self.config)
+        padded = samples[0]
+        px = samples[1]
+        py = samples[2] if len(samples) > 2 else px
+        # per round: layer = padded - mean(padding-only); the two one-sided differences
+        # (padded - pad_x, padded - pad_y) bound it when the padding costs differ by shape
+        diff = padded - (px + py) / 2
+        a, b = float(np.median(padded - px)), float(np.median(padded - py))
         self.store.add_network(graph)
         self.bench.add_layer_benchmark(
             self.device,
             ref,
             "padded",
-            padded - (px + py) / 2,
+            float(np.median(diff)),
             protocol_key=self.key,
             suite="padding",
             kind=kind,
@@ -231,11 +243,67 @@ class _Runner:
                 "padded": padded_ref,
                 "padding_x": pad_x,
                 "padding_y": pad_y,
-                "padded_ms": padded,
-                "padding_x_ms": px,
-                "padding_y_ms": py,
+                "padded_ms": float(np.median(padded)),
+                "padding_x_ms": float(np.median(px)),
+                "padding_y_ms": float(np.median(py)),
+                "rounds": len(padded),
+                "diff_p10_ms": float(np.percentile(diff, 10)),
+                "diff_p90_ms": float(np.percentile(diff, 90)),
+                "timer": self.config.timer,
             },
         )
+
+
+def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
+    """Time several networks in interleaved rounds (one run of each per round), in ms.
+
+    Smart padding subtracts latencies of similar size; measured one after the other, a change
+    of the machine's load between the two measurements lands in the difference. Interleaving
+    the padded and padding-only models round by round exposes them to the same conditions,
+    and the median of per-round differences ignores rounds a preemption hit. Follows the
+    protocol's warm-up, repeat count, time budget (per model) and clock.
+    """
+    import gc
+    import time
+
+    from latlab.datasets.measure import get_backend
+    from latlab.datasets.measure.protocol import TIMERS
+
+    be = get_backend(config.backend)
+    try:
+        runs = [be.prepare(r, config.batch, config.threads) for r in refs]
+    except LatlabError:
+        raise
+    except Exception as exc:  # the runtime's own errors: name the benchmark
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MeasurementError(f"cannot prepare {refs[0]!r}: {first}") from exc
+    clock = TIMERS[config.timer]
+    gc_was = gc.isenabled()
+    gc.disable()  # a collection inside a sample would add milliseconds to one run
+    try:
+        # warm-up: at least min_warmup rounds and 0.1 s (allocations and caches settle)
+        start = time.perf_counter()
+        rounds = 0
+        while rounds < config.min_warmup or (
+            rounds < config.max_warmup and time.perf_counter() - start < 0.1
+        ):
+            for run in runs:
+                run()
+            rounds += 1
+        out: list[list[float]] = [[] for _ in runs]
+        budget = config.time_budget_s * len(runs)
+        start = time.perf_counter()
+        while len(out[0]) < config.repeats:
+            for k, run in enumerate(runs):
+                t0 = clock()
+                run()
+                out[k].append((clock() - t0) / 1e6)
+            if len(out[0]) >= config.min_repeats and time.perf_counter() - start > budget:
+                break
+    finally:
+        if gc_was:
+            gc.enable()
+    return [np.asarray(o) for o in out]
 
 
 def _probe_only(ref: str) -> bool:
@@ -303,11 +371,7 @@ def run_bench(
         except (DataError, MemoryError) as exc:
             result.failed[ref] = str(exc)
             log.warning("benchmark %s failed: %s", ref, exc)
-        except Exception as exc:  # a runtime refusing one configuration must not stop a campaign
-            from latlab.errors import MeasurementError
-
-            if not isinstance(exc, MeasurementError):
-                raise
+        except MeasurementError as exc:  # a runtime refusing one configuration is not fatal
             result.failed[ref] = str(exc)
             log.warning("benchmark %s failed: %s", ref, exc)
         else:

@@ -136,6 +136,8 @@ fusion_labels = Table(
 def settings_key(settings: dict[str, Any]) -> str:
     """Short hash of profiler settings that change what is measured (threads, runtime)."""
     keep = {k: settings.get(k) for k in ("threads", "onnxruntime", "graph_optimization")}
+    if settings.get("timer", "wall") != "wall":
+        keep["timer"] = settings["timer"]
     return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -224,7 +226,7 @@ class BenchStore:
                     "kernels_ms": _finite(profile.kernels_ms),
                     "inserted_ms": _finite(profile.inserted_ms),
                     "groups": _clean(groups),
-                    "extra": {"run_us": profile.run_us},
+                    "extra": {"run_us": profile.run_us, "cpu_ratio": profile.cpu_ratio},
                     "created_at": _now(),
                 },
             )
