@@ -97,9 +97,10 @@ def test_lut_returns_the_nearest_entry_scaled_by_work() -> None:
     t = np.linspace(0.1, 2.0, len(refs))
     lut = Lut("conv").fit(work, t)
     np.testing.assert_allclose(lut.predict(work), t)
-    q = Work(_records(["kernel:conv?c=32&h=28&f=130&k=3"]))  # nearest: f=128
-    nearest = t[refs.index("kernel:conv?c=32&h=28&f=128&k=3")]
-    assert lut.predict(q)[0] == pytest.approx(nearest * 130 / 128)
+    # nearest entry with the same layout flags (f a multiple of 4, not of 16): f=100
+    q = Work(_records(["kernel:conv?c=32&h=28&f=104&k=3"]))
+    nearest = t[refs.index("kernel:conv?c=32&h=28&f=100&k=3")]
+    assert lut.predict(q)[0] == pytest.approx(nearest * 104 / 100)
 
 
 def test_model_keys() -> None:

@@ -481,31 +481,39 @@ class Profile:
     node_samples_us: dict[int, list[float]]
     run_us: list[float]
     settings: dict[str, Any] = field(default_factory=dict)
-    #: Per profiled run: the calling thread's CPU time over the wall time of ``session.run``.
+    #: Per profiled run: the calling thread's CPU time over the wall time of ``session.run``
+    #: (recorded to judge how disturbed the runs were; 1.0 on an idle machine).
     cpu_ratio: list[float] = field(default_factory=list)
-    #: Scale each run's node times by ``cpu_ratio`` (the ``thread`` timer): on a shared
-    #: machine, time the process spent preempted is removed from the kernels it interrupted.
-    scaled: bool = False
+    #: Per-node statistic of the durations: ``median`` (``wall`` timer) or ``p10`` (``thread``
+    #: timer: on a shared machine preemption only ever adds time to a kernel, so the 10th
+    #: percentile over the runs is its least disturbed duration; on an idle machine it is
+    #: within a few per cent of the median).
+    statistic: str = "median"
 
     def node_median_us(self, index: int) -> float:
         s = self.node_samples_us.get(index)
         return float(np.median(s)) if s else float("nan")
 
+    def node_us(self, index: int) -> float:
+        """A node's duration by :attr:`statistic` (NaN when the profiler never reported it)."""
+        s = self.node_samples_us.get(index)
+        if not s:
+            return float("nan")
+        return float(np.percentile(s, 10) if self.statistic == "p10" else np.median(s))
+
     def group_samples_us(self, group: RuntimeGroup) -> np.ndarray:
-        """Per-run sums of the group's node times (runs where every node was reported),
-        scaled to CPU time when ``scaled``."""
+        """Per-run sums of the group's node times (runs where every node was reported)."""
         series = [self.node_samples_us.get(i, []) for i in group.nodes]
         n = min((len(s) for s in series), default=0)
         if n == 0:
             return np.zeros(0)
-        total = np.sum([np.asarray(s[:n]) for s in series], axis=0)
-        if self.scaled and len(self.cpu_ratio) >= n:
-            total = total * np.minimum(np.asarray(self.cpu_ratio[:n]), 1.0)
-        return total
+        return np.sum([np.asarray(s[:n]) for s in series], axis=0)
 
     def group_ms(self, group: RuntimeGroup) -> float:
-        s = self.group_samples_us(group)
-        return float(np.median(s)) / 1e3 if len(s) else float("nan")
+        """The group's time: the sum of its nodes' durations by :attr:`statistic`, in ms."""
+        if not group.nodes or any(not self.node_samples_us.get(i) for i in group.nodes):
+            return float("nan")
+        return sum(self.node_us(i) for i in group.nodes) / 1e3
 
     def layers_ms(self, layers: Sequence[int]) -> float:
         """Time of the runtime groups executing ``layers`` (ms; NaN if none ran them)."""
@@ -516,7 +524,7 @@ class Profile:
 
     @property
     def inserted_ms(self) -> float:
-        """Median per-run time of runtime-inserted nodes (layout reorders), ms."""
+        """Time of the runtime-inserted nodes (layout reorders) by :attr:`statistic`, ms."""
         nodes = [
             n.index for n in self.mapping.nodes if n.inserted and self.node_samples_us.get(n.index)
         ]
@@ -526,7 +534,7 @@ class Profile:
 
     @property
     def kernels_ms(self) -> float:
-        """Median per-run sum of every node's time, ms."""
+        """Sum of every reported node's time by :attr:`statistic`, ms."""
         nodes = tuple(n.index for n in self.mapping.nodes if self.node_samples_us.get(n.index))
         return self.group_ms(RuntimeGroup((), nodes, True))
 
@@ -575,6 +583,7 @@ class Profile:
                     "layers": [g.layers[i].name for i in grp.layers],
                     "kinds": [g.layers[i].kind for i in grp.layers],
                     "nodes": [self.mapping.nodes[i].name for i in grp.nodes],
+                    "node_indices": list(grp.nodes),
                     "exact": grp.exact,
                     "time_ms": self.group_ms(grp),
                 }
@@ -630,9 +639,9 @@ def profile_network(
     Session options are the measurement protocol's (one intra-op thread by default, spinning
     off, all graph optimisations) so the profiled graph is the measured one. ``warmup`` runs
     are discarded; then up to ``runs`` runs or ``time_budget_s`` seconds (at least 3 runs).
-    The profiler's durations are wall-clock; with ``timer="thread"`` (one thread only) each
-    run's node times are scaled by the run's thread-CPU/wall ratio, the protocol's answer to a
-    shared machine (the raw durations are kept in ``node_samples_us``).
+    The profiler's durations are wall-clock; with ``timer="thread"`` (the protocol's choice
+    for a shared machine) a node's time is the 10th percentile of its durations rather than the
+    median (:attr:`Profile.statistic`); every raw duration is kept in ``node_samples_us``.
     """
     if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
         raise MeasurementError(f"profiler timer {timer!r} needs 'wall', or 'thread' with 1 thread")
@@ -697,4 +706,5 @@ def profile_network(
         "graph_optimization": "all",
         "timer": timer,
     }
-    return Profile(ref, mapping, samples, run_us, settings, ratio, timer == "thread")
+    stat = "p10" if timer == "thread" else "median"
+    return Profile(ref, mapping, samples, run_us, settings, ratio, stat)

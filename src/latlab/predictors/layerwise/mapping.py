@@ -2,9 +2,9 @@
 
 One decision tree per *layer-pair type* (``conv>bn``, ``bn>act:Relu``, ``conv>add``, ...;
 types from :func:`~.features.model_key`) predicts whether the producer and the consumer of a
-data-flow edge are fused. Features: both layers' ANNETTE vectors, channel divisibility by the
-SIMD block (whether onnxruntime moves a convolution into its blocked NCHWc layout, and so what
-it can absorb, depends on it), the producer's fan-out (a tensor read by two layers cannot be
+data-flow edge are fused. Features: both layers' ANNETTE vectors, channel divisibility by 4 and
+by the SIMD block (whether onnxruntime moves a convolution into its blocked NCHWc layout, and so
+what it can absorb, depends on it), the producer's fan-out (a tensor read by two layers cannot be
 fused away), the consumer's fan-in and the kind of the producer's own producer (``bn>relu``
 fuses after a convolution, not after a concat). A pair type seen with one label only becomes
 a constant rule; a type never seen falls back to the pair of IR kinds, then to *not fused*.
@@ -37,8 +37,10 @@ PAIR_FEATURES: tuple[str, ...] = (
     "p_f_mod16",
     "p_f_mod8",
     "p_c_mod16",
+    "p_c_mod4",
     "c_f_mod16",
     "c_c_mod16",
+    "c_c_mod4",
     "p_fanout",
     "c_fanin",
     "input_pos",
@@ -83,6 +85,8 @@ def pair_rows(graph: NetworkGraph, edges: Sequence[tuple[int, int]] | None = Non
         rec["p_c_mod16"] = int(rp["c"] % 16 == 0)
         rec["c_f_mod16"] = int(rc["f"] % 16 == 0)
         rec["c_c_mod16"] = int(rc["c"] % 16 == 0)
+        rec["p_c_mod4"] = int(rp["c"] % 4 == 0)
+        rec["c_c_mod4"] = int(rc["c"] % 4 == 0)
         rec["p_fanout"] = len(succ[p]) + sum(t in graph.outputs for t in graph.layers[p].outputs)
         rec["c_fanin"] = len(graph.layers[c].inputs)
         ins = graph.layers[c].inputs
@@ -158,16 +162,19 @@ class MappingModel:
         if not rows:
             return out
         X = np.asarray([[r[f] for f in PAIR_FEATURES] for r in rows], dtype=float)
+        by_tree: dict[str, list[int]] = {}
         for i, r in enumerate(rows):
             for key in (r["pair_type"], "kind:" + r["kind_pair"]):
                 if key in self.constants:
                     out[i] = float(self.constants[key])
                     break
                 if key in self.trees:
-                    tree = self.trees[key]
-                    proba = tree.predict_proba(X[i : i + 1])[0]
-                    out[i] = float(proba[list(tree.classes_).index(1)])
+                    by_tree.setdefault(key, []).append(i)
                     break
+        for key, idx in by_tree.items():  # one call per tree: NAS loops predict many networks
+            tree = self.trees[key]
+            proba = tree.predict_proba(X[idx])
+            out[idx] = proba[:, list(tree.classes_).index(1)]
         return out
 
     def _predict_rows(self, rows: list[dict]) -> np.ndarray:

@@ -109,6 +109,15 @@ class LayerModel:
         self.key = key
         self.params = params
 
+    @property
+    def layout(self) -> bool:
+        """Whether the statistical parts see :data:`LAYOUT_FEATURES` besides ANNETTE's vector."""
+        return bool(self.params.get("layout_features", True))
+
+    def features(self, work: Work) -> np.ndarray:
+        """Inputs of the statistical parts: log1p of the ANNETTE vector (and layout flags)."""
+        return _log_features(work, self.layout)
+
     def fit(self, work: Work, t_ms: np.ndarray) -> LayerModel:
         raise NotImplementedError
 
@@ -250,8 +259,27 @@ def _forest(params: dict[str, Any]) -> Any:
     )
 
 
-def _log_features(work: Work) -> np.ndarray:
-    return np.log1p(work.X)
+#: CPU layout indicators appended to the ANNETTE vector (``layout_features=True``): whether the
+#: input and output channels are multiples of 4 and of the NCHWc block (16 fp32 lanes with
+#: AVX-512). onnxruntime (1.31, measured) runs a convolution or depthwise convolution in its
+#: blocked NCHWc layout only when the input channels are a multiple of 4 (or very few), and the
+#: plain path can be ten times slower -- a cliff no smooth function of ``c`` (and no ceil-based
+#: utilisation) represents; the block multiple carries the quantisation.
+LAYOUT_FEATURES = ("c_mod4", "f_mod4", "c_mod16", "f_mod16")
+
+
+def _log_features(work: Work, layout: bool = True) -> np.ndarray:
+    z = np.log1p(work.X)
+    if not layout:
+        return z
+    c, f = work.dim("c"), work.dim("f")
+    extra = np.stack([c % 4 == 0, f % 4 == 0, c % 16 == 0, f % 16 == 0], axis=1)
+    return np.hstack([z, extra.astype(float)])
+
+
+def feature_names(layout: bool = True) -> list[str]:
+    names = [f"log1p({f})" for f in ANNETTE_FEATURES]
+    return names + list(LAYOUT_FEATURES) if layout else names
 
 
 def _save_forest(model: Any, directory: Path, name: str) -> str:
@@ -275,15 +303,16 @@ def _load_forest(directory: Path, name: str) -> Any:
     return sio.load(path, trusted=trusted)
 
 
-def _forest_state(model: Any, file: str, points: int, target: str) -> dict[str, Any]:
+def _forest_state(model: Any, file: str, points: int, target: str, layout: bool) -> dict[str, Any]:
+    names = feature_names(layout)
     return {
         "file": file,
         "points": points,
         "target": target,
-        "features": [f"log1p({f})" for f in ANNETTE_FEATURES],
+        "features": names,
         "n_estimators": int(model.n_estimators),
         "feature_importances": dict(
-            zip(ANNETTE_FEATURES, (float(v) for v in model.feature_importances_), strict=True)
+            zip(names, (float(v) for v in model.feature_importances_), strict=True)
         ),
     }
 
@@ -294,19 +323,19 @@ class Statistical(Roofline):
     def fit(self, work: Work, t_ms: np.ndarray) -> Statistical:
         super().fit(work, t_ms)
         unit = np.maximum(np.where(work.ops > 0, work.ops, work.bytes), 1.0)
-        self.forest = _forest(self.params).fit(_log_features(work), np.log(t_ms / unit))
+        self.forest = _forest(self.params).fit(self.features(work), np.log(t_ms / unit))
         return self
 
     def predict(self, work: Work) -> np.ndarray:
         unit = np.maximum(np.where(work.ops > 0, work.ops, work.bytes), 1.0)
-        return unit * np.exp(self.forest.predict(_log_features(work)))
+        return unit * np.exp(self.forest.predict(self.features(work)))
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         out = super().state(directory, prefix)
         file = _save_forest(self.forest, directory, prefix)
         out.update(
             model=self.kind,
-            forest=_forest_state(self.forest, file, self.points, "log(t_ms / unit)"),
+            forest=_forest_state(self.forest, file, self.points, "log(t_ms / unit)", self.layout),
         )
         return out
 
@@ -328,12 +357,12 @@ class Mixed(Refined):
         unit = work.unit(self.uses_ops)
         # The efficiency the refined roofline does not explain: t = unit / (P u u_stat).
         target = np.log(unit / (self.peak * u * t_ms / 1e3))
-        self.forest = _forest(self.params).fit(_log_features(work)[sel], target[sel])
+        self.forest = _forest(self.params).fit(self.features(work)[sel], target[sel])
         self.stat_points = int(sel.sum())
         return self
 
     def u_stat(self, work: Work) -> np.ndarray:
-        return np.exp(self.forest.predict(_log_features(work)))
+        return np.exp(self.forest.predict(self.features(work)))
 
     def predict(self, work: Work) -> np.ndarray:
         return self._time(work, self.utilisation(work) * self.u_stat(work), self.peak)
@@ -344,7 +373,7 @@ class Mixed(Refined):
         out.update(
             model=self.kind,
             u_stat_trained_on=self.trained_on,
-            forest=_forest_state(self.forest, file, self.stat_points, "log(u_stat)"),
+            forest=_forest_state(self.forest, file, self.stat_points, "log(u_stat)", self.layout),
         )
         return out
 
@@ -360,19 +389,26 @@ class Lut(Roofline):
 
     def fit(self, work: Work, t_ms: np.ndarray) -> Lut:
         super().fit(work, t_ms)
-        z = _log_features(work)
+        z = self.features(work)
         self.mean = z.mean(axis=0)
         self.std = np.where(z.std(axis=0) > 0, z.std(axis=0), 1.0)
-        self.table = (z - self.mean) / self.std
+        self.table = self._scaled(z)
         self.t = np.asarray(t_ms, dtype=float)
         self.unit = np.maximum(np.where(work.ops > 0, work.ops, work.bytes), 1.0)
         return self
+
+    def _scaled(self, z: np.ndarray) -> np.ndarray:
+        """Standardised features; layout flags weigh 4 standard deviations, so that the nearest
+        entry never lies across a layout cliff when one on the same side exists nearby."""
+        out = (z - self.mean) / self.std
+        out[:, len(ANNETTE_FEATURES) :] *= 4.0
+        return out
 
     def predict(self, work: Work) -> np.ndarray:
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=1).fit(self.table)
-        q = (_log_features(work) - self.mean) / self.std
+        q = self._scaled(self.features(work))
         idx = nn.kneighbors(q, return_distance=False)[:, 0]
         out = self.t[idx].copy()
         if bool(self.params.get("scale", True)):
@@ -385,7 +421,7 @@ class Lut(Roofline):
         out.update(
             model=self.kind,
             scale=bool(self.params.get("scale", True)),
-            features=[f"log1p({f})" for f in ANNETTE_FEATURES],
+            features=feature_names(self.layout),
             mean=self.mean.tolist(),
             std=self.std.tolist(),
             entries=[
@@ -400,9 +436,7 @@ class Lut(Roofline):
         self.mean = np.asarray(state["mean"], dtype=float)
         self.std = np.asarray(state["std"], dtype=float)
         entries = state["entries"]
-        self.table = np.asarray([e["x"] for e in entries], dtype=float).reshape(
-            -1, len(ANNETTE_FEATURES)
-        )
+        self.table = np.asarray([e["x"] for e in entries], dtype=float).reshape(-1, len(self.mean))
         self.t = np.asarray([e["t_ms"] for e in entries], dtype=float)
         self.unit = np.asarray([e["unit"] for e in entries], dtype=float)
 

@@ -128,6 +128,7 @@ class LayerwisePredictor(LatencyPredictor):
         n_estimators: int = 100,
         min_samples_leaf: int = 1,
         lut_scale: bool = True,
+        layout_features: bool = True,
         overhead_ms: float | None = None,
         random_state: int = 0,
     ) -> None:
@@ -140,6 +141,7 @@ class LayerwisePredictor(LatencyPredictor):
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
         self.lut_scale = lut_scale
+        self.layout_features = layout_features
         self.overhead_ms = overhead_ms
         self.random_state = random_state
 
@@ -153,6 +155,7 @@ class LayerwisePredictor(LatencyPredictor):
             "min_samples_leaf": self.min_samples_leaf,
             "min_points": self.min_points,
             "scale": self.lut_scale,
+            "layout_features": self.layout_features,
             "random_state": self.random_state,
         }
 
