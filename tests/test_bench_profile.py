@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latlab.datasets.bench.profile import (
-    FUSED,
-    NOT_FUSED,
-    fusion_labels,
-    profile_network,
-    runtime_mapping,
-)
+from latlab.datasets.bench.profile import profile_network
+from latlab.datasets.bench.trace import FUSED, NOT_FUSED, fusion_labels, runtime_mapping
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import MeasurementError

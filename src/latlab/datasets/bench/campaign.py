@@ -168,7 +168,8 @@ class _Runner:
         return m.median_ms
 
     def profile(self, ref: str, *, labels: bool) -> tuple[float, float, float, str]:
-        from latlab.datasets.bench.profile import fusion_labels, profile_network
+        from latlab.datasets.bench.profile import profile_network
+        from latlab.datasets.bench.trace import fusion_labels
 
         spec, graph = resolve_kernel(ref)
         prof = profile_network(

@@ -44,7 +44,8 @@ from latlab.datasets.store import METADATA, Store, devices, networks
 from latlab.errors import StoreError
 
 if TYPE_CHECKING:
-    from latlab.datasets.bench.profile import FusionLabel, Profile
+    from latlab.datasets.bench.profile import Profile
+    from latlab.datasets.bench.trace import FusionLabel
 
 METHODS = ("single", "padded", "profile")
 

@@ -81,7 +81,7 @@ def benchmarked_layer(graph: NetworkGraph) -> int | None:
 
 def runtime_labels(graph: NetworkGraph) -> dict[tuple[str, str], str]:
     """Fusion labels of ``graph``'s layer pairs from this machine's onnxruntime (cached)."""
-    from latlab.datasets.bench.profile import fusion_labels, runtime_mapping
+    from latlab.datasets.bench.trace import fusion_labels, runtime_mapping
 
     key = graph.reference + "#" + graph.digest
     if key not in _LABEL_CACHE:
