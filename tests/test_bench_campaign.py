@@ -143,3 +143,20 @@ def test_cli_export_of_an_empty_store_fails_cleanly(tmp_path: Path, capsys) -> N
     assert e.value.code == 2
     assert "no layer benchmarks of device 'd'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.postgres
+def test_benchmark_tables_work_on_postgresql(postgres_url: str) -> None:
+    st = Store(postgres_url)
+    refs = ["kernel:conv?h=8&c=16&f=16&k=3"]
+    chain = ["kernel:padding+conv+relu+padding?h=8&c=16&f=16&k=3"]
+    for suite, r in (("kernels", refs), ("padding", refs), ("multilayer", chain)):
+        assert run_bench(suite, st, "pg", references=r, config=FAST, profile_runs=3).failed == {}
+    again = run_bench("kernels", st, "pg", references=refs, config=FAST, profile_runs=3)
+    assert again.skipped == refs
+    bench = BenchStore(st)
+    assert set(bench.layer_benchmarks("pg")["method"]) == {"single", "padded", "profile"}
+    labels = bench.fusion_labels("pg").set_index(["producer", "consumer"])["label"]
+    assert labels[("p1_conv", "p2_relu")] == "fused"
+    assert len(training_table(st, "pg")) == 2
+    st.close()
