@@ -6,7 +6,7 @@ Importing the package registers every predictor by name (see :data:`PREDICTORS`)
 or loads, not here.
 """
 
-from latlab.predictors import fcnn, flops, forest, gbm, gcn
+from latlab.predictors import fcnn, flops, forest, gbm, gcn, layerwise
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -24,6 +24,7 @@ __all__ = [
     "forest",
     "gbm",
     "gcn",
+    "layerwise",
     "load_predictor",
     "lxnorop",
     "make_predictor",
