@@ -242,3 +242,25 @@ def test_compressed_gcn_inference_equals_the_batched_forward(graph, nb201_data, 
         chunked = predict_compressed(model.model_, datas, max_nodes=500)
     np.testing.assert_allclose(compressed, dense, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(chunked, dense, rtol=1e-4, atol=1e-4)
+
+
+def test_gcn_on_cnn_graphs_and_an_onnx_file(tmp_path):
+    """Generic graphs: CNNs of the cnn space and an onnx: file, with static readout features."""
+    import onnx
+
+    from latlab.encoders.onnx_export import to_onnx
+
+    refs = sample("cnn", 12, seed=0)
+    graphs = [resolve(r) for r in refs]
+    y = np.array([0.05 + g.totals.macs * 1e-8 for g in graphs])
+    model = fast("gcn", max_epochs=5).fit(graphs, y)
+    assert model.graph_kind_ == "generic" and model.n_graph_features_ == 27
+    path = tmp_path / "net.onnx"
+    onnx.save(to_onnx(graphs[0]), path)
+    both = model.predict([f"onnx:{path}", graphs[0]])
+    assert np.all(both > 0)
+    np.testing.assert_allclose(both[0], both[1], rtol=1e-4)  # the file is the same network
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(
+        load_predictor(tmp_path / "m").predict(graphs), model.predict(graphs)
+    )
