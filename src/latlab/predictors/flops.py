@@ -1,8 +1,8 @@
 """The FLOPs proxy: latency as a linear function of MACs and memory traffic.
 
 The naive baseline every comparison reports. ``t = a·MACs + b·bytes + c`` with non-negative
-coefficients and intercept, fitted by least squares weighted by ``1/t²`` so that *relative* errors are what
-is minimised (as for every latlab predictor).
+coefficients and intercept, fitted by least squares weighted by ``1/t²`` so that *relative*
+errors are what is minimised (as for every latlab predictor).
 """
 
 from __future__ import annotations
