@@ -275,9 +275,9 @@ def report(doc: dict[str, Any]) -> str:
         [
             name,
             fmt(r["mse"], ".2e"),
-            f"{fmt(r['mae'], 5)} ({fmt(r['mae'], 2, 1000)})",
-            f"{fmt(r['rmse'], 5)} ({fmt(r['rmse'], 2, 1000)})",
-            f"{fmt(r['aad'], 5)} ({fmt(r['aad'], 2, 1000)})",
+            f"{fmt(r['mae'], 5)} ({fmt(r['mae'], 3, 1000)})",
+            f"{fmt(r['rmse'], 5)} ({fmt(r['rmse'], 3, 1000)})",
+            f"{fmt(r['aad'], 5)} ({fmt(r['aad'], 3, 1000)})",
             fmt(r["mape"], 2),
             fmt(r["acc10"], 1),
             fmt(r["spearman"], 4),
