@@ -82,7 +82,8 @@ def make_graph_encoder(kind: str, graph_features: bool) -> Any:
 
 
 class GcnModel:
-    """Factory of the torch module (a plain function would hide the torch import's laziness)."""
+    """Builds the torch module; the class is defined inside :meth:`build` so that importing
+    this module (every ``import latlab.predictors``) does not import torch."""
 
     @staticmethod
     def build(
