@@ -322,6 +322,78 @@ class Nb201OneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         return out
 
 
+# --------------------------------------------------------------------------- nb201 op counts
+
+
+def nb201_live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
+    """Which of the six edges lie on a path from the cell input to its output.
+
+    An edge is live when its op is not ``none``, its source node carries a value (is reached
+    from the input through non-``none`` edges) and its target node reaches the output.
+    """
+    has_value = [True, False, False, False]
+    for (dst, src), op in zip(EDGES, ops, strict=True):  # edges are ordered by target node
+        if op != "none" and has_value[src]:
+            has_value[dst] = True
+    needed = [False, False, False, True]
+    live = [False] * len(EDGES)
+    for k in reversed(range(len(EDGES))):
+        dst, src = EDGES[k]
+        if ops[k] != "none" and has_value[src] and needed[dst]:
+            live[k] = True
+            needed[src] = True
+    return tuple(live)
+
+
+#: Feature names of :class:`Nb201OpCountEncoder`.
+NB201_COUNT_FEATURES: tuple[str, ...] = (
+    *(f"count={op}" for op in OPS),
+    *(f"live_count={op}" for op in OPS),
+)
+
+
+class Nb201OpCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
+    """How many of the cell's six edges carry each operation: all edges, and live edges only.
+
+    10 features: ``count=<op>`` for the five :data:`OPS` over the six edges, then
+    ``live_count=<op>`` over the edges on an input-output path (:func:`nb201_live_edges`).
+    The one-hot says *where* each op sits; these sums say *how much* of each a cell executes
+    (every cell runs its ops whether or not they reach the output, unless a graph optimiser
+    removes dead ones), which tree models cannot add up from one-hot columns on their own.
+    Reads ``meta["ops"]``/``meta["arch"]`` only. Stateless; usable without fit.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def fit(self, graphs: Sequence[NetworkGraph], y: Any = None) -> Nb201OpCountEncoder:
+        check_graphs(graphs, type(self).__name__)
+        return self
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return feature_names(NB201_COUNT_FEATURES)
+
+    def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
+        gs = check_graphs(graphs, type(self).__name__)
+        idx = nb201_op_indices(gs)  # (n, 6)
+        onehot = np.zeros((len(gs), len(EDGES), len(OPS)), dtype=np.float64)
+        np.put_along_axis(onehot, idx[:, :, None], 1.0, axis=2)
+        # Liveness depends only on which edges are "none": one of 2^6 patterns.
+        pattern = ((idx == _NONE_INDEX) << np.arange(len(EDGES))).sum(axis=1)
+        live = _LIVE_BY_NONE_PATTERN[pattern]  # (n, 6) bool
+        return np.concatenate([onehot.sum(axis=1), (onehot * live[:, :, None]).sum(axis=1)], axis=1)
+
+
+_NONE_INDEX = OPS.index("none")
+_LIVE_BY_NONE_PATTERN = np.array(
+    [
+        nb201_live_edges(["none" if p >> e & 1 else "skip_connect" for e in range(len(EDGES))])
+        for p in range(1 << len(EDGES))
+    ],
+    dtype=bool,
+)
+
+
 # --------------------------------------------------------------------------- by name
 
 #: Vector encoders by the names configs and bundles use.
@@ -329,6 +401,7 @@ VECTOR_ENCODERS: dict[str, type] = {
     "summary": SummaryEncoder,
     "widths": LayerWidthEncoder,
     "nb201-onehot": Nb201OneHotEncoder,
+    "nb201-counts": Nb201OpCountEncoder,
 }
 
 

@@ -1,9 +1,12 @@
 """Analytical and learned latency predictors, layer-wise composition, conformal wrappers.
 
-Importing the package registers every predictor by name (see :data:`PREDICTORS`).
+Importing the package registers every predictor by name (see :data:`PREDICTORS`): ``flops``
+(FLOPs proxy), ``fcnn`` (torch MLP), ``gbm`` (LightGBM), ``rf`` (random forest), ``gcn``
+(torch-geometric GCN). Heavy libraries (torch, lightgbm) are imported when a predictor fits
+or loads, not here.
 """
 
-from latlab.predictors import flops, layerwise
+from latlab.predictors import fcnn, flops, forest, gbm, gcn, layerwise
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -16,7 +19,11 @@ from latlab.predictors.bnn import predictor as lxnorop
 __all__ = [
     "PREDICTORS",
     "LatencyPredictor",
+    "fcnn",
     "flops",
+    "forest",
+    "gbm",
+    "gcn",
     "layerwise",
     "load_predictor",
     "lxnorop",

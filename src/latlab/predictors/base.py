@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,6 +60,11 @@ def check_training_data(
     if len(y) < min_rows:
         raise DataError(f"need at least {min_rows} training rows, got {len(y)}")
     bad = np.flatnonzero(~np.isfinite(y) | (y <= 0))
+    if bad.size == len(y):
+        raise DataError(
+            f"all {len(y)} latencies are invalid (non-finite or <= 0, e.g. {y[0]!r} ms): "
+            "nothing to train on"
+        )
     if bad.size:
         i = int(bad[0])
         net = networks[i]
@@ -125,7 +132,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
             "params": _jsonable(self.get_params(deep=False)),
             "state": _jsonable(state),
         }
-        (d / PREDICTOR_FILE).write_text(json.dumps(doc, indent=1, allow_nan=False))
+        # predictor.json is written last, atomically: a folder holding it holds a whole predictor.
+        atomic_write_text(d / PREDICTOR_FILE, json.dumps(doc, indent=1, allow_nan=False))
         return d
 
     # ------------------------------------------------------------------ for subclasses
@@ -184,6 +192,39 @@ def make_predictor(name: str, **params: Any) -> LatencyPredictor:
         known = ", ".join(sorted(PREDICTORS))
         raise DataError(f"unknown predictor {name!r} (known: {known})")
     return cls(**params)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader (or a crash) never sees a half-written model file; an existing file is replaced
+    only once the new one is complete.
+    """
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a saved model is an ordinary file
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_model_file(directory: Path, name: str) -> bytes:
+    """The bytes of a saved model file; raises :class:`BundleError` naming a missing one."""
+    path = Path(directory) / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"saved predictor in {directory} lacks its model file {name}") from None
 
 
 def _ensure_registered() -> None:

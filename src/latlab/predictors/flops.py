@@ -1,8 +1,8 @@
 """The FLOPs proxy: latency as a linear function of MACs and memory traffic.
 
 The naive baseline every comparison reports. ``t = a·MACs + b·bytes + c`` with non-negative
-coefficients, fitted by least squares weighted by ``1/t²`` so that *relative* errors are what
-is minimised (as for every latlab predictor).
+coefficients and intercept, fitted by least squares weighted by ``1/t²`` so that *relative*
+errors are what is minimised (as for every latlab predictor).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
+from latlab.errors import FeatureError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
 
 
@@ -21,6 +22,11 @@ def macs_bytes(networks: list[Network]) -> np.ndarray:
     rows = []
     for g in as_graphs(networks):
         t = g.totals
+        if t.unknown_ops:
+            raise FeatureError(
+                f"network {g.reference!r} has ops without cost rules "
+                f"({', '.join(t.unknown_ops)}): its MACs and bytes are unknown"
+            )
         rows.append((t.macs / 1e6, (t.bytes_read + t.bytes_written + t.weight_bytes) / 1e6))
     return np.asarray(rows, dtype=float)
 
@@ -39,10 +45,15 @@ class FlopsPredictor(LatencyPredictor):
         return x if self.use_bytes else x[:, :1]
 
     def _fit(self, networks: list[Network], y: np.ndarray, eval_set: Any) -> None:
-        reg = LinearRegression(positive=True)
-        reg.fit(self._features(networks), y, sample_weight=1.0 / y**2)
-        self.coef_ = reg.coef_.astype(float)
-        self.intercept_ = float(reg.intercept_)
+        # The intercept (a fixed per-inference overhead) is fitted as the coefficient of a
+        # constant column so that it is non-negative too: LinearRegression(positive=True)
+        # constrains only the coefficients, and a negative intercept predicts latencies <= 0
+        # for networks smaller than the training set's.
+        x = self._features(networks)
+        reg = LinearRegression(positive=True, fit_intercept=False)
+        reg.fit(np.hstack([x, np.ones((len(x), 1))]), y, sample_weight=1.0 / y**2)
+        self.coef_ = reg.coef_[:-1].astype(float)
+        self.intercept_ = float(reg.coef_[-1])
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
         return self._features(networks) @ self.coef_ + self.intercept_

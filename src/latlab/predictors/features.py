@@ -1,0 +1,105 @@
+"""Vector features for the learned predictors, chosen per network family.
+
+Every vector predictor (FCNN, LightGBM, random forest) takes ``features=``:
+
+* ``"auto"`` (default) -- decided on the *training* networks: the padded layer-width vector
+  (``widths``, the FCNN estimator's input) when every network is a fully connected ``fcnn``
+  network, ``nb201-onehot+nb201-counts`` (where each op sits, and how many of each the cell
+  has) when every network is a NAS-Bench-201 cell, and the network ``summary`` otherwise
+  (mixed families fall back to the summary, the only encoding every network has);
+* any spec :func:`latlab.encoders.vector.make_vector_encoder` understands: ``"summary"``,
+  ``"widths"``, ``"nb201-onehot"``, ``"summary+nb201-onehot"``, ...
+
+The nb201 choice was made on validation data of the BRP-NAS protocol (6 devices x 2 seeds,
+900 training / 100 validation networks; mean validation MAPE): random forest 7.40 % (one-hot),
+6.70 % (+summary), **3.47 %** (+counts), 3.98 % (+counts+summary); LightGBM 3.74 %, 4.32 %,
+**3.21 %**, 3.37 %; FCNN 3.94 %, 3.89 %, 3.82 %, 3.79 %. The summary hurts the trees on
+nb201: the IR removes dead cell ops that the measured networks still execute.
+
+The choice and the fitted encoder state are saved with the predictor (JSON encoder state, no
+pickle), so a reloaded predictor encodes new networks exactly as at training time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from latlab.encoders.base import encoder_from_state, encoder_to_state
+from latlab.encoders.ir import NetworkGraph
+from latlab.encoders.vector import make_vector_encoder
+from latlab.errors import FeatureError
+
+AUTO = "auto"
+
+#: What ``features="auto"`` picks for a training set whose networks all share one family.
+AUTO_BY_FAMILY: dict[str, str] = {
+    "fcnn": "widths",
+    "nb201": "nb201-onehot+nb201-counts",
+}
+#: The fallback of ``auto`` (mixed or other families).
+AUTO_DEFAULT = "summary"
+
+
+def families(graphs: Sequence[NetworkGraph]) -> set[str]:
+    """The network families present (``meta["family"]``, else the reference scheme)."""
+    return {g.family for g in graphs}
+
+
+def auto_spec(graphs: Sequence[NetworkGraph]) -> str:
+    """The encoder spec ``features="auto"`` chooses for these training networks."""
+    fams = families(graphs)
+    if len(fams) == 1:
+        return AUTO_BY_FAMILY.get(next(iter(fams)), AUTO_DEFAULT)
+    return AUTO_DEFAULT
+
+
+def resolve_spec(features: str, graphs: Sequence[NetworkGraph]) -> str:
+    """``features`` with ``auto`` replaced by the per-family choice; validates the names."""
+    if not isinstance(features, str) or not features.strip():
+        raise FeatureError(f"features must be a non-empty encoder spec, got {features!r}")
+    spec = auto_spec(graphs) if features.strip() == AUTO else features.strip()
+    make_vector_encoder(spec)  # raises FeatureError naming an unknown encoder
+    return spec
+
+
+class VectorFeatures:
+    """A fitted vector encoder plus the spec it was built from (JSON state).
+
+    ``fit_transform`` on training graphs, ``transform`` on new ones; ``to_state`` /
+    ``from_state`` round-trip through plain JSON.
+    """
+
+    def __init__(self, spec: str, encoder: Any) -> None:
+        self.spec = spec
+        self.encoder = encoder
+
+    @classmethod
+    def fit(cls, features: str, graphs: Sequence[NetworkGraph]) -> tuple[VectorFeatures, Any]:
+        """Choose and fit the encoder on training graphs; returns it and their features."""
+        spec = resolve_spec(features, graphs)
+        encoder = make_vector_encoder(spec)
+        x = np.asarray(encoder.fit_transform(list(graphs)), dtype=np.float64)
+        return cls(spec, encoder), x
+
+    def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
+        return np.asarray(self.encoder.transform(list(graphs)), dtype=np.float64)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.encoder.get_feature_names_out())
+
+    def feature_names(self) -> list[str]:
+        return [str(n) for n in self.encoder.get_feature_names_out()]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"spec": self.spec, "encoder": encoder_to_state(self.encoder)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> VectorFeatures:
+        try:
+            return cls(str(state["spec"]), encoder_from_state(state["encoder"]))
+        except (KeyError, TypeError) as exc:
+            raise FeatureError(f"corrupt feature state: {exc}") from None
