@@ -4,7 +4,7 @@ Importing this package registers the built-in network reference schemes. Heavy l
 (torch, onnxruntime) are imported lazily by the modules that need them.
 """
 
-from latlab.datasets import onnx_files, spaces
+from latlab.datasets import onnx_files, spaces, zoo
 from latlab.datasets.references import (
     Reference,
     Scheme,
@@ -23,4 +23,5 @@ __all__ = [
     "resolve",
     "resolve_many",
     "spaces",
+    "zoo",
 ]

@@ -108,7 +108,7 @@ class _LRU:
                 self.data.popitem(last=False)
 
 
-_CACHE = _LRU(4096)
+_CACHE = _LRU(32768)  # the whole nb201 space fits: its lazy graphs are small
 
 
 def resolve(

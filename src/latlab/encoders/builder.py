@@ -263,6 +263,19 @@ class NetBuilder:
     def mul(self, a: str, b: str) -> str:
         return self._one("Mul", [a, b])
 
+    def scale(self, x: str, value: float) -> str:
+        """Multiply by a constant scalar: ``Mul`` whose second operand is recorded in
+        ``attrs["scalar_inputs"]`` as ``((1, value),)`` (the ONNX importer's convention).
+
+        The scalar is a constant, not a learnable weight, so it adds no parameters.
+        """
+        return self._one("Mul", x, {"scalar_inputs": ((1, float(value)),)})
+
+    def reduce_mean(self, x: str, axes: Sequence[int] = (2, 3), keepdims: bool = False) -> str:
+        """Mean over ``axes`` (what ``x.mean([2, 3])`` in PyTorch exports to)."""
+        attrs = {"axes": tuple(int(a) for a in axes), "keepdims": int(keepdims)}
+        return self._one("ReduceMean", x, attrs)
+
     def concat(self, xs: Sequence[str], axis: int = 1) -> str:
         return self._one("Concat", list(xs), {"axis": axis})
 

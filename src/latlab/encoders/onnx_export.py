@@ -11,6 +11,7 @@ Extensions register an exporter for their own ops with :func:`register_exporter`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 from latlab.encoders.ir import Layer, NetworkGraph
 
 OPSET = 17
+#: Half the size of the pool of random values weights are cut from (see ExportContext.weights).
+WEIGHT_POOL = 1 << 16
 
 #: Exporter signature: (layer, weight_names, ctx) -> list of NodeProto.
 Exporter = Callable[[Layer, list[str], "ExportContext"], list[onnx.NodeProto]]
@@ -41,9 +44,34 @@ class ExportContext:
         self.names.add(name)
         return name
 
+    #: Seeded standard-normal values that weights are cut from (grown on demand).
+    _pool: np.ndarray | None = None
+
     def weights(self, name: str, shape: tuple[int, ...], scale: float = 0.1) -> str:
-        arr = self.rng.standard_normal(size=shape, dtype=np.float32) * np.float32(scale)
-        return self.add(name, arr)
+        """Seeded random weights: a window, at a random offset, of a pool of normal values
+        twice the size of the largest tensor so far, capped at 2 x WEIGHT_POOL (larger tensors
+        repeat the pool).
+
+        Drawing every parameter afresh costs ~20 ns each, the bulk of exporting a sampled CNN
+        (~5 M parameters); a window of the pool costs ~1 ns. Latency does not depend on the
+        values, and windows of up to 65,536 distinct values are nothing a runtime could exploit.
+        """
+        n = math.prod(shape)
+        want = min(2 * WEIGHT_POOL, 2 * n)
+        have = 0 if self._pool is None else len(self._pool)
+        if have < want:
+            more = self.rng.standard_normal(want - have, dtype=np.float32)
+            self._pool = more if self._pool is None else np.concatenate([self._pool, more])
+        pool = self._pool
+        assert pool is not None
+        half = len(pool) // 2
+        if n <= half:
+            start = int(self.rng.integers(half + 1))
+            window = pool[start : start + n]
+        else:
+            window = np.resize(pool, n)
+        arr = window * np.float32(scale)
+        return self.add(name, arr.reshape(shape))
 
     def ints(self, name: str, values: Any) -> str:
         return self.add(name, np.asarray(values, dtype=np.int64))

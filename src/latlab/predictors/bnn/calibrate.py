@@ -28,9 +28,7 @@ stand-in (see its docstring).
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,20 +58,6 @@ TERMS: tuple[str, ...] = (
 # --------------------------------------------------------------------------- timing
 
 
-def _clock(clock: str, threads: int) -> Callable[[], float]:
-    if clock == "auto":
-        clock = "thread" if threads == 1 else "wall"
-    if clock == "wall":
-        return time.perf_counter
-    if clock == "thread":
-        if threads != 1:
-            raise DataError(
-                f"the thread CPU clock needs threads=1 (got {threads}): use clock='wall'"
-            )
-        return time.thread_time
-    raise DataError(f"unknown clock {clock!r}: use 'auto', 'wall' or 'thread'")
-
-
 def bitpacked_time_ms(
     network: NetworkGraph | str,
     *,
@@ -83,40 +67,31 @@ def bitpacked_time_ms(
     min_repeats: int = 7,
     max_repeats: int = 200,
 ) -> float:
-    """Median latency (ms) of one bit-packed inference.
+    """Median latency (ms) of one bit-packed inference, taken with latlab's protocol.
 
-    TEMPORARY minimal timing loop, to be replaced by
-    ``latlab.datasets.measure.protocol.measure(network, MeasureConfig(backend="bitpacked"))``
-    once the measurement protocol is merged: warm-up runs, then individual samples until
-    ``min_time_s`` and ``min_repeats`` are reached; the median resists outliers.
-
-    ``clock``: ``"wall"`` (``perf_counter``), ``"thread"`` (the calling thread's CPU time,
-    ``time.thread_time``: time stolen by other processes on a shared machine is not counted;
-    on an idle machine both agree for single-threaded work) or ``"auto"`` (thread with one
-    thread, wall otherwise). The thread clock is refused with several threads, since it would
-    miss the other threads' work.
+    ``clock``: ``"wall"``, ``"thread"`` (the calling thread's CPU time: time stolen by other
+    processes on a shared machine is not counted; needs one thread) or ``"auto"`` (thread with
+    one thread, wall otherwise).
     """
-    from latlab.datasets.measure.backends import get_backend
+    from latlab.datasets.measure.protocol import MeasureConfig, measure
 
-    now = _clock(clock, threads)
-    run = get_backend("bitpacked").prepare(network, 1, threads)
-    for _ in range(2):
-        run()
-    samples: list[float] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # a collection inside a sample would add milliseconds to one run
-    try:
-        start = time.perf_counter()
-        while len(samples) < max_repeats and (
-            len(samples) < min_repeats or time.perf_counter() - start < min_time_s
-        ):
-            t0 = now()
-            run()
-            samples.append(now() - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return float(np.median(samples)) * 1e3
+    if clock == "auto":
+        clock = "thread" if threads == 1 else "wall"
+    if clock not in ("wall", "thread"):
+        raise DataError(f"unknown clock {clock!r}: use 'auto', 'wall' or 'thread'")
+    if clock == "thread" and threads != 1:
+        raise DataError(f"the thread CPU clock needs threads=1 (got {threads}): use clock='wall'")
+    cfg = MeasureConfig(
+        backend="bitpacked",
+        threads=threads,
+        timer=clock,
+        min_warmup=2,
+        repeats=max_repeats,
+        min_repeats=min_repeats,
+        time_budget_s=min_time_s,
+        max_warmup_s=min_time_s,
+    )
+    return measure(network, cfg).median_ms
 
 
 def measure_rounds(
