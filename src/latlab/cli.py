@@ -327,6 +327,10 @@ def _check_confidence_option(confidence: float | None) -> None:
 def _tracker(no_mlflow: bool, experiment: str | None) -> Any:
     from latlab.training.tracking import Tracker
 
+    # MLflow's and alembic's INFO lines (database creation and migrations) are not ours to show.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     return Tracker(enabled=not no_mlflow, experiment=experiment)
 
 

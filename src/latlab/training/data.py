@@ -121,8 +121,8 @@ def training_data(source: Source, target: str) -> TrainingData:
     """The valid rows of column ``target`` (raises :class:`DataError` naming a missing column)."""
     valid = source.table.valid(target)
     report = source.table.report_dict().get(target, {})
-    dropped = {k: int(v) for k, v in report.items() if k not in ("rows", "valid", "quantised")}
-    dropped = {k: v for k, v in dropped.items() if v}
+    not_reasons = ("rows", "valid", "quantised", "dropped")
+    dropped = {k: int(v) for k, v in report.items() if k not in not_reasons and v}
     if valid.empty:
         raise DataError(f"column {target!r} of {source.source} has no valid latency")
     return TrainingData(

@@ -179,6 +179,19 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
 # --------------------------------------------------------------------------- train
 
 
+def _device_doc(td: TrainingData) -> dict[str, Any]:
+    """The device column and, for data from a store, its backend and machine fingerprint."""
+    doc: dict[str, Any] = {"column": td.target, **(td.device_info or {})}
+    fp = doc.get("fingerprint")
+    if isinstance(fp, dict) and fp:
+        from latlab.datasets.measure.fingerprint import fingerprint_digest
+
+        doc["fingerprint_digest"] = fingerprint_digest(fp)
+    elif fp:
+        doc["fingerprint_digest"] = str(fp)
+    return doc
+
+
 def _prepare_pretrain(pretrain: str, target: str, tmp: Path) -> tuple[str, dict[str, Any]]:
     """Split by device: the source devices of ``pretrain`` without the target column.
 
@@ -290,9 +303,9 @@ def train(
         "latlab.device": target,
         "latlab.dataset_hash": data_hash,
     }
-    fingerprint = (td.device_info or {}).get("fingerprint")
-    if fingerprint:
-        tags["latlab.device_fingerprint"] = fingerprint
+    device = _device_doc(td)
+    if device.get("fingerprint_digest"):
+        tags["latlab.device_fingerprint"] = device["fingerprint_digest"]
     run_name = f"train-{config.predictor}-{target}"
     with (
         tracker.run(run_name, tags=tags),
@@ -320,6 +333,8 @@ def train(
             digest=dataset_hash(x_tr + x_va + x_ca, np.concatenate([y_tr, y_va, y_ca])),
             context="training",
         )
+        if len(device) > 1:
+            tracker.log_dict(device, "device.json")
         env = environment()
         tracker.set_tags({"latlab.machine": env.get("machine", {}).get("digest", "")})
 
@@ -389,7 +404,7 @@ def train(
         progress("save", None, None)
         manifest = {
             "target": target,
-            "device": {"column": target, **(td.device_info or {})},
+            "device": device,
             "dataset": {
                 "source": td.source,
                 "kind": td.kind,

@@ -189,9 +189,16 @@ class Tracker:
         df = pd.DataFrame({"network": networks, "latency_ms": np.asarray(latency_ms, float)})
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
             warnings.simplefilter("ignore", UserWarning)
-            ds = self.mlflow.data.from_pandas(
-                df, source=source, targets="latency_ms", name=name, digest=digest[:16]
-            )
+            try:
+                ds = self.mlflow.data.from_pandas(
+                    df, source=source, targets="latency_ms", name=name, digest=digest[:16]
+                )
+            except self.mlflow.exceptions.MlflowException:
+                # MLflow resolves file paths and a few URL schemes, not database URLs: the
+                # store URL then goes into the dataset's name and the run's parameters.
+                ds = self.mlflow.data.from_pandas(
+                    df, targets="latency_ms", name=f"{name} ({source})"[:500], digest=digest[:16]
+                )
         self.mlflow.log_input(ds, context=context)
 
     def log_prediction_plots(self, y_true: Any, y_pred: Any, prefix: str) -> None:

@@ -454,21 +454,21 @@ def _is_default_trial(t: Any) -> bool:
 def _default_value(study: Any) -> float | None:
     import optuna
 
-    for t in study.get_trials(deep_copy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if _is_default_trial(t):
             return float(t.value)
     return None
 
 
 def _default_count(study: Any) -> int:
-    return sum(_is_default_trial(t) for t in study.get_trials(deep_copy=False))
+    return sum(_is_default_trial(t) for t in study.get_trials(deepcopy=False))
 
 
 def _tuned_count(study: Any) -> int:
     import optuna
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(not _is_default_trial(t) for t in study.get_trials(deep_copy=False, states=done))
+    return sum(not _is_default_trial(t) for t in study.get_trials(deepcopy=False, states=done))
 
 
 def _best_value(study: Any) -> float | None:
@@ -476,7 +476,7 @@ def _best_value(study: Any) -> float | None:
 
     values = [
         t.value
-        for t in study.get_trials(deep_copy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if t.value is not None
     ]
     return float(min(values)) if values else None
@@ -508,7 +508,7 @@ def _result(
 ) -> TuneResult:
     import optuna
 
-    trials = study.get_trials(deep_copy=False)
+    trials = study.get_trials(deepcopy=False)
     tuned = [t for t in trials if not _is_default_trial(t)]
     complete = [
         t for t in tuned if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
