@@ -220,12 +220,35 @@ def make_storage(url: str | None) -> Any:
             text = f"sqlite:///{path}"
         # Several workers on one SQLite file wait for its lock instead of failing at once.
         kwargs = {"connect_args": {"timeout": 60}} if text.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(text, engine_kwargs=kwargs)
+        return _rdb_storage(text, kwargs)
     except LatlabError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TrackingError(f"cannot open Optuna storage {text}: {first}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> Any:
+    """``RDBStorage``, retried when workers starting together race to create its schema.
+
+    Two processes opening a new database at once both try to create Optuna's tables and
+    stamp its schema version; the loser fails with "already exists" or a UNIQUE constraint on
+    ``alembic_version`` and, on a second try, finds the schema in place.
+    """
+    import time
+
+    import optuna
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:
+            text = str(exc)
+            racing = "already exists" in text or "alembic_version" in text or "locked" in text
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- tuning
