@@ -102,3 +102,15 @@ def test_default_tracking_uri_is_an_absolute_sqlite_file(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////x/y.db")
     assert tracking_uri() == "sqlite:////x/y.db"
     assert Path(tracking_uri()[len("sqlite:///") :]).is_absolute()
+
+
+def test_pyfunc_model_refuses_bad_input_as_a_client_error(tracked_training, mlflow_store):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    result, _ = tracked_training
+    mlflow.set_tracking_uri(mlflow_store)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    with pytest.raises(MlflowException, match="malformed reference 'fcnn:8-x'") as exc:
+        model.predict(pd.DataFrame({"network": ["fcnn:8-x"]}))
+    assert exc.value.get_http_status_code() == 400

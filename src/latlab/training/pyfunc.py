@@ -68,10 +68,18 @@ class BundleModel(PythonModel):  # type: ignore[misc]
         self.bundle = load_bundle(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from latlab.errors import LatlabError
         from latlab.training.bundle import references_of
 
         confidence = (params or {}).get("confidence")
-        return self.bundle.predict_frame(references_of(model_input), confidence)
+        try:
+            return self.bundle.predict_frame(references_of(model_input), confidence)
+        except LatlabError as exc:
+            # A bad reference or confidence is the client's error (HTTP 400), in one line.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def pip_requirements() -> list[str]:
