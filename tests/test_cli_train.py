@@ -161,3 +161,25 @@ def test_evaluate_and_predict_errors_are_one_line(newer_bundle, cli_bundle, fcnn
         assert code == 2, argv
         assert message in err, (argv, err)
         assert err.strip().count("\n") == 0, err
+
+
+def test_pretrain_reaches_the_transfer_predictor_without_the_target(nb201_small, tmp_path, capsys):
+    from latlab.predictors import PREDICTORS
+
+    if "transfer" not in PREDICTORS:
+        pytest.skip("the transfer predictor (latlab.predictors.transfer) is not in this build yet")
+    out = tmp_path / "t"
+    code, stdout, err = run_cli(
+        ["train", "--data", str(nb201_small), "--target", "gold_6240", "--predictor", "transfer",
+         "--pretrain", str(nb201_small), "--train-size", "20", "--val-size", "0",
+         "--conformal", "none", "--out", str(out), "--no-mlflow", "--json"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["split"]["train"] == 20 and doc["split"]["test"] == 580
+    assert doc["metrics"]["test"]["spearman"] > 0.9  # gold_6240 ranks like titanx_32/pixel3
+    bundle = load_bundle(out)
+    assert bundle.manifest["pretrain"]["excluded"] == ["gold_6240"]
+    assert bundle.manifest["pretrain"]["devices"] == ["titanx_32", "pixel3"]
+    params = bundle.manifest["predictor"]["params"]
+    assert params["pretrain"] == str(nb201_small) and params["target_exclude"] == "gold_6240"

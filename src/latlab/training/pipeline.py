@@ -192,30 +192,39 @@ def _device_doc(td: TrainingData) -> dict[str, Any]:
     return doc
 
 
-def _prepare_pretrain(pretrain: str, target: str, tmp: Path) -> tuple[str, dict[str, Any]]:
-    """Split by device: the source devices of ``pretrain`` without the target column.
+def _prepare_pretrain(
+    pretrain: str, target: str, params: dict[str, Any], tmp: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split by device: pre-train on the source devices of ``pretrain``, never on ``target``.
 
-    Returns the table path the transfer predictor reads (a filtered copy when ``pretrain``
-    holds the target column, so that the target's own measurements never leak into
-    pre-training) and a description for the manifest.
+    Returns the parameter updates for the predictor and a description for the manifest. A
+    predictor with a ``target_exclude`` parameter is told to drop the target column itself;
+    for others, a table of the source columns only is written to ``tmp`` (a store URL is
+    always exported to such a table, since predictors read table files).
     """
     from latlab.datasets.tables import NETWORK, save_table
 
     source = load_source(pretrain)
     sources = device_split(source.devices, target)
+    has_target = target in source.devices
     info: dict[str, Any] = {
         "source": source.source,
         "devices": sources,
-        "excluded": [target] if target in source.devices else [],
+        "excluded": [target] if has_target else [],
         "rows": len(source.table),
     }
     frame = source.table.data[[NETWORK, *sources]]
     info["hash"] = _frame_hash(frame)
-    if target not in source.devices and source.kind == "table":
-        return str(pretrain), info
+    updates: dict[str, Any] = {}
+    if source.kind == "table" and (not has_target or "target_exclude" in params):
+        updates["pretrain"] = str(pretrain)
+        if has_target and not params.get("target_exclude"):
+            updates["target_exclude"] = target
+        return updates, info
     path = tmp / "pretrain.parquet"
     save_table(frame, path)
-    return str(path), info
+    updates["pretrain"] = str(path)
+    return updates, info
 
 
 def _frame_hash(frame: Any) -> str:
@@ -341,13 +350,17 @@ def train(
         pretrain_info = None
         params = predictor.get_params(deep=False)
         if config.pretrain is not None:
-            path, pretrain_info = _prepare_pretrain(config.pretrain, target, tmp)
-            params["pretrain"] = path
+            updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
+            params.update(updates)
             context["pretrain"] = pretrain_info["hash"]
             tracker.log_params({"pretrain": pretrain_info})
 
         tuning = None
-        fixed = {k: v for k, v in params.items() if k in config.params or k == "pretrain"}
+        fixed = {
+            k: v
+            for k, v in params.items()
+            if k in config.params or k in ("pretrain", "target_exclude")
+        }
         if "random_state" in params:
             fixed["random_state"] = params["random_state"]
         if config.tune or config.study:
@@ -379,8 +392,8 @@ def train(
 
         model = make_predictor(config.predictor, **params)
         model.fit(x_tr, y_tr, eval_set=(x_va, y_va) if x_va else None)
-        if pretrain_info is not None:
-            # The saved parameter names the user's table, not the filtered temporary copy.
+        if pretrain_info is not None and params["pretrain"] != str(config.pretrain):
+            # The saved parameter names the user's data, not the temporary filtered copy.
             model.set_params(pretrain=str(config.pretrain))
 
         wrapper = None
