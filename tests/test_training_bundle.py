@@ -131,3 +131,32 @@ def test_writes_are_atomic(tmp_path, fcnn_measured):
     with pytest.raises(BundleError, match="not a latlab bundle"):
         save_bundle(tmp_path / "other", a)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+LEARNED = {
+    "gbm": {"n_estimators": 60, "n_jobs": 1},
+    "rf": {"n_estimators": 20, "n_jobs": 1},
+    "fcnn": {"max_epochs": 5, "num_threads": 1},
+    "gcn": {"max_epochs": 3, "hidden": 32, "num_layers": 2, "num_threads": 1},
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNED))
+def test_learned_bundles_reproduce_their_test_metrics(name, nb201_small, tmp_path):
+    from latlab.predictors import PREDICTORS
+    from latlab.training.metrics import regression_metrics
+
+    if name not in PREDICTORS:
+        pytest.skip(f"predictor {name!r} is not in this build yet")
+    config = TrainConfig(
+        predictor=name, params=LEARNED[name], train_size=100, val_size=30, test_size=60,
+        conformal=None,
+    )  # fmt: skip
+    result = train(nb201_small, "gold_6240", config, tmp_path / name)
+    bundle = load_bundle(tmp_path / name)
+    refs = bundle.split["test"]
+    td = load_training_data(nb201_small, "gold_6240")
+    lookup = dict(zip(td.networks, td.latency_ms, strict=True))
+    again = regression_metrics([lookup[r] for r in refs], bundle.predict(refs))
+    assert again == result.metrics["test"]  # bit-identical predictions after loading
+    assert result.metrics["test"]["spearman"] > 0.5
