@@ -177,6 +177,28 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
 }
 
 
+# Layer-wise (ANNETTE) predictors fit per-layer-type models on benchmark tables; what can be
+# tuned is how peaks are read off the benchmarks (``quantile``), which points are too short to
+# trust (``min_time_ms``), and the statistical models' forests.
+_PEAKS = {
+    "quantile": flt(1.0, 0.8, 1.0),
+    "min_time_ms": flt(0.002, 0.0005, 0.02, log=True),
+}
+_FOREST = {
+    "n_estimators": integer(100, 50, 400, step=50),
+    "min_samples_leaf": integer(1, 1, 10),
+}
+SEARCH_SPACES.update(
+    {
+        "roofline": SearchSpace(dict(_PEAKS)),
+        "refined": SearchSpace(dict(_PEAKS)),
+        "statistical": SearchSpace({**_PEAKS, **_FOREST}),
+        "mixed": SearchSpace({**_PEAKS, **_FOREST, "min_points": integer(10, 3, 50)}),
+        "lut": SearchSpace({"lut_scale": cat(True, True, False), **_PEAKS}),
+    }
+)
+
+
 def register_search_space(name: str, space: SearchSpace) -> None:
     """Make ``latlab train --predictor NAME --tune N`` possible for a new predictor."""
     SEARCH_SPACES[name] = space
