@@ -254,7 +254,12 @@ def _staging_dir(out: Path) -> Path:
             f"cannot write bundle {out}: the folder exists and is not a latlab bundle "
             "(refusing to overwrite it)"
         )
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    # mkdtemp makes the folder private (0700); the bundle gets the usual mode (umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)
+    return stage
 
 
 def save_bundle(
