@@ -6,7 +6,8 @@
       manifest.json        versioned manifest (below)
       predictor/           the predictor (predictor.json + model files: LightGBM text,
                            safetensors, skops, JSON), see LatencyPredictor.save
-      conformal/           the conformal calibration, when the bundle gives intervals
+      conformal/           the conformal calibration, when the bundle gives intervals; it
+                           holds the predictor (conformal/base/) instead of predictor/
       split.json           the references of the train / validation / calibration / test rows
 
 ``manifest.json`` holds ``schema_version`` (:data:`SCHEMA_VERSION`), ``latlab_version``, the
@@ -186,16 +187,21 @@ class Bundle:
         return np.asarray(model.predict(list(networks)), dtype=float).reshape(-1)
 
     def predict_interval(
-        self, networks: Sequence[Any], confidence: float | None = None
+        self,
+        networks: Sequence[Any],
+        confidence: float | None = None,
+        *,
+        point_ms: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds (ms) at ``confidence`` (default: :attr:`confidence`)."""
+        """Lower and upper bounds (ms) at ``confidence`` (default: :attr:`confidence`);
+        ``point_ms`` may pass :meth:`predict`'s result for these networks to save a pass."""
         c = check_confidence(self.confidence if confidence is None else confidence)
         if self.conformal is None:
             raise BundleError(
                 f"bundle {self.path} has no conformal calibration: it gives point predictions "
                 "only (train with --conformal METHOD)"
             )
-        low, high = self.conformal.predict_interval(list(networks), c)
+        low, high = intervals.predict_interval(self.conformal, list(networks), c, point_ms)
         return np.asarray(low, dtype=float).reshape(-1), np.asarray(high, dtype=float).reshape(-1)
 
     def predict_frame(self, networks: Sequence[Any], confidence: float | None = None) -> Any:
@@ -206,12 +212,11 @@ class Bundle:
         from latlab.datasets.references import reference_of
 
         nets = list(networks)
-        out = pd.DataFrame(
-            {"network": [reference_of(n) for n in nets], "latency_ms": self.predict(nets)}
-        )
+        point = self.predict(nets)
+        out = pd.DataFrame({"network": [reference_of(n) for n in nets], "latency_ms": point})
         if self.calibrated:
             c = check_confidence(self.confidence if confidence is None else confidence)
-            low, high = self.predict_interval(nets, c)
+            low, high = self.predict_interval(nets, c, point_ms=point)
             out["lower_ms"] = low
             out["upper_ms"] = high
             out["confidence"] = c
@@ -281,13 +286,20 @@ def save_bundle(
     target = Path(out)
     stage = _staging_dir(target)
     try:
-        predictor.save(stage / PREDICTOR_DIR)
         conf_doc = None
+        predictor_dir = PREDICTOR_DIR
         if conformal is not None:
             conformal.save(stage / CONFORMAL_DIR)
             conf_doc = dict((manifest or {}).get("conformal") or {})
             conf_doc.setdefault("warnings", intervals.warnings_of(conformal))
             conf_doc["dir"] = CONFORMAL_DIR
+            # The wrapper saves its base predictor with it: the bundle points there rather
+            # than holding a second copy.
+            inner = intervals.base_dir(stage / CONFORMAL_DIR)
+            if inner is not None:
+                predictor_dir = inner.relative_to(stage).as_posix()
+        if predictor_dir == PREDICTOR_DIR:
+            predictor.save(stage / PREDICTOR_DIR)
         if split is not None:
             (stage / SPLIT_FILE).write_text(json.dumps(split, separators=(",", ":")))
         params = predictor.get_params(deep=False)
@@ -302,9 +314,9 @@ def save_bundle(
             "name": predictor.name,
             "params": params,
             **((manifest or {}).get("predictor") or {}),
-            "dir": PREDICTOR_DIR,
+            "dir": predictor_dir,
         }
-        doc["features"] = feature_spec(stage / PREDICTOR_DIR)
+        doc["features"] = feature_spec(stage / predictor_dir)
         doc["conformal"] = conf_doc
         doc.setdefault("environment", environment())
         doc["files"] = {
@@ -387,11 +399,13 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     manifest = read_manifest(d)
     if verify:
         verify_files(d, manifest)
-    predictor = load_predictor(d / manifest.get("predictor", {}).get("dir", PREDICTOR_DIR))
     conformal = None
     conf = manifest.get("conformal")
     if conf:
         conformal = intervals.load(d / conf.get("dir", CONFORMAL_DIR))
+    predictor = getattr(conformal, "base", None)
+    if predictor is None:
+        predictor = load_predictor(d / manifest.get("predictor", {}).get("dir", PREDICTOR_DIR))
     split: dict[str, list[str]] = {}
     if (d / SPLIT_FILE).is_file():
         try:

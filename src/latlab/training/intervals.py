@@ -68,5 +68,44 @@ def load(directory: Path) -> Any:
         raise BundleError(f"corrupt conformal calibration in {directory}: {exc}") from None
 
 
+def base_dir(directory: Path) -> Path | None:
+    """Where a saved wrapper keeps its base predictor (``base/``), if it does."""
+    inner = Path(directory) / "base"
+    return inner if (inner / "predictor.json").is_file() else None
+
+
+def calibrate(
+    wrapper: Any,
+    networks: list[Any],
+    latencies_ms: Any,
+    train: tuple[list[Any], Any] | None = None,
+) -> Any:
+    """Calibrate on the calibration split; the training split is passed along for methods
+    whose difficulty model is fitted on training data (it spares calibration points)."""
+    if train is not None and _accepts(wrapper.calibrate, "train_networks"):
+        return wrapper.calibrate(
+            networks, latencies_ms, train_networks=train[0], train_latencies_ms=train[1]
+        )
+    return wrapper.calibrate(networks, latencies_ms)
+
+
+def predict_interval(
+    wrapper: Any, networks: list[Any], confidence: float, point_ms: Any = None
+) -> tuple[Any, Any]:
+    """Interval bounds; reuses ``point_ms`` (the point predictions) where the wrapper can."""
+    if point_ms is not None and _accepts(wrapper.predict_interval, "point_ms"):
+        return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
+    return wrapper.predict_interval(networks, confidence)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def warnings_of(wrapper: Any) -> list[str]:
     return [str(w) for w in getattr(wrapper, "warnings", []) or []]

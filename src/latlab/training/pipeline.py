@@ -250,7 +250,7 @@ def _evaluate_part(
     metrics = regression_metrics(y, pred)
     low = high = None
     if wrapper is not None:
-        low, high = wrapper.predict_interval(networks, confidence)
+        low, high = intervals.predict_interval(wrapper, networks, confidence, pred)
         metrics.update(interval_metrics(y, low, high, confidence))
     by_family: dict[str, dict[str, float]] = {}
     if families is not None:
@@ -400,7 +400,7 @@ def train(
         if conformal:
             progress("calibrate", None, None)
             wrapper = intervals.wrap(conformal, model, **config.conformal_options)
-            wrapper.calibrate(x_ca, y_ca)
+            intervals.calibrate(wrapper, x_ca, y_ca, train=(x_tr, y_tr))
             warnings += [w for w in intervals.warnings_of(wrapper) if w not in warnings]
 
         progress("evaluate", None, None)
@@ -531,7 +531,7 @@ def evaluate(
         metrics = regression_metrics(td.latency_ms, pred)
         low = high = None
         if b.calibrated:
-            low, high = b.predict_interval(td.networks, conf)
+            low, high = b.predict_interval(td.networks, conf, point_ms=pred)
             metrics.update(interval_metrics(td.latency_ms, low, high, conf))
         by_family = metrics_by_group(
             families_of(td.networks), td.latency_ms, pred, low, high, conf if b.calibrated else None
