@@ -150,3 +150,11 @@ def test_interval_and_family_metrics_golden():
     assert by["y"]["n"] == 2 and regression_metrics(t, pred)["n"] == 4
     with pytest.raises(DataError, match="upper bound"):
         interval_metrics(t, high, low, 0.9)
+
+
+def test_unbounded_intervals_cover_with_infinite_width():
+    t = np.array([1.0, 2.0])
+    m = interval_metrics(t, [0.0, 0.0], [np.inf, np.inf], 0.99)
+    assert m["coverage"] == 100.0 and m["mean_rel_width"] == np.inf
+    with pytest.raises(DataError, match="NaN"):
+        interval_metrics(t, [np.nan, 0.0], [1.0, 3.0], 0.9)

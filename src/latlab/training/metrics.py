@@ -97,10 +97,17 @@ def interval_metrics(y_true: Any, low: Any, high: Any, confidence: float) -> dic
     (to be compared with ``100 * confidence``); ``mean_rel_width`` is the mean of
     ``(high - low) / t`` in percent -- relative to the measurement like every other latlab
     error, so that intervals of fast and slow networks weigh alike; narrower is better at equal
-    coverage. ``confidence`` is echoed as given (a fraction).
+    coverage (infinite for unbounded intervals). ``confidence`` is echoed as given (a fraction).
     """
-    t, lo = _as_arrays(y_true, low)
-    _, hi = _as_arrays(y_true, high)
+    t, _ = _as_arrays(y_true, y_true)
+    lo = np.asarray(low, dtype=float).reshape(-1)
+    hi = np.asarray(high, dtype=float).reshape(-1)
+    if len(lo) != len(t) or len(hi) != len(t):
+        raise DataError(f"{len(t)} measurements but {len(lo)}/{len(hi)} interval bounds")
+    # Unbounded intervals (too few calibration points for the confidence) are legitimate:
+    # they cover, and their width is infinite. NaN bounds are not.
+    if np.isnan(lo).any() or np.isnan(hi).any():
+        raise DataError("interval bounds contain NaN")
     if np.any(hi < lo):
         i = int(np.flatnonzero(hi < lo)[0])
         raise DataError(f"interval at row {i} has upper bound {hi[i]!r} below lower {lo[i]!r}")
