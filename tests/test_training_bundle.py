@@ -160,3 +160,27 @@ def test_learned_bundles_reproduce_their_test_metrics(name, nb201_small, tmp_pat
     again = regression_metrics([lookup[r] for r in refs], bundle.predict(refs))
     assert again == result.metrics["test"]  # bit-identical predictions after loading
     assert result.metrics["test"]["spearman"] > 0.5
+
+
+def test_encoder_states_load_in_a_fresh_process():
+    """A served bundle's process may import no encoder module before loading a saved state."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from latlab.encoders.vector import SummaryEncoder
+
+    state = json.dumps(SummaryEncoder().to_state())
+    code = (
+        "import json, sys; from latlab.encoders.base import encoder_from_state; "
+        "print(type(encoder_from_state(json.loads(sys.argv[1]))).__name__)"
+    )
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", code, state],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(src), "PATH": ""},
+        check=True,
+    )
+    assert out.stdout.strip() == "SummaryEncoder"

@@ -558,10 +558,15 @@ def predict(
     if calibrated:
         c = float(frame["confidence"].iloc[0])
         table.add_column(f"{100 * c:g} % interval (ms)")
+    flagged = "out_of_distribution" in frame
+    if flagged:
+        table.add_column("outside calibration")
     for row in frame.itertuples(index=False):
         cells = [row.network, f"{row.latency_ms:.4g}"]
         if calibrated:
             cells.append(f"{row.lower_ms:.4g} – {row.upper_ms:.4g}")
+        if flagged:
+            cells.append("[yellow]yes[/]" if row.out_of_distribution else "")
         table.add_row(*cells)
     console.print(table)
 

@@ -206,7 +206,9 @@ class Bundle:
 
     def predict_frame(self, networks: Sequence[Any], confidence: float | None = None) -> Any:
         """A DataFrame: ``network``, ``latency_ms`` and, when calibrated, ``lower_ms``,
-        ``upper_ms`` (and ``confidence``) -- what ``latlab predict`` and the pyfunc model give."""
+        ``upper_ms``, ``confidence`` (and ``out_of_distribution`` for methods that flag
+        networks unlike the calibration ones) -- what ``latlab predict`` and the pyfunc model
+        give."""
         import pandas as pd
 
         from latlab.datasets.references import reference_of
@@ -220,6 +222,9 @@ class Bundle:
             out["lower_ms"] = low
             out["upper_ms"] = high
             out["confidence"] = c
+            ood = intervals.ood_mask(self.conformal, nets)
+            if ood is not None:
+                out["out_of_distribution"] = np.asarray(ood, dtype=bool)
         elif confidence is not None:
             check_confidence(confidence)
         return out

@@ -107,5 +107,12 @@ def _accepts(fn: Any, name: str) -> bool:
         return False
 
 
+def ood_mask(wrapper: Any, networks: list[Any]) -> Any:
+    """Which networks lie outside the calibration distribution (methods that can tell, such
+    as ``cm-o``), else ``None``."""
+    fn = getattr(wrapper, "ood_mask", None)
+    return None if fn is None else fn(networks)
+
+
 def warnings_of(wrapper: Any) -> list[str]:
     return [str(w) for w in getattr(wrapper, "warnings", []) or []]

@@ -296,6 +296,7 @@ def train(
             f"confidence (at least {min_calibration_size(confidence)} recommended): "
             "intervals may be infinite or unstable"
         )
+        log.warning("%s", warnings[-1])  # now, not after a long tuning run
     x_tr, y_tr = td.subset(split.train)
     x_va, y_va = td.subset(split.val)
     x_ca, y_ca = td.subset(split.cal)
@@ -468,8 +469,8 @@ def train(
         if warnings:
             tracker.set_tags({"latlab.warnings": " | ".join(warnings)})
         model_uri = tracker.log_bundle(out) if tracker.enabled else None
-    for w in warnings:
-        log.warning("%s", w)
+    # The wrappers log their own warnings (small calibration set, networks outside the
+    # distribution) as they arise: they are recorded here, not repeated.
     return TrainResult(
         out=out,
         manifest=bundle_manifest,
@@ -510,7 +511,7 @@ def evaluate(
         source = data if isinstance(data, Source) else load_source(data)
         td = training_data(source, target)
     conf = b.confidence if confidence is None else float(confidence)
-    warnings = list(b.warnings)
+    warnings: list[str] = []
     if b.target and b.target != target:
         warnings.append(f"bundle was trained for {b.target!r}, evaluated on {target!r}")
     seen = b.trained_on()
@@ -536,6 +537,7 @@ def evaluate(
         by_family = metrics_by_group(
             families_of(td.networks), td.latency_ms, pred, low, high, conf if b.calibrated else None
         )
+        own = list(warnings)
         warnings += [w for w in b.warnings if w not in warnings]
         tracker.log_params(
             {
@@ -561,7 +563,7 @@ def evaluate(
         for fam, values in by_family.items():
             tracker.log_metrics(values, prefix=f"family.{fam}")
         tracker.log_prediction_plots(td.latency_ms, pred, "eval")
-    for w in warnings:
+    for w in own:  # the bundle's wrapper logs its own
         log.warning("%s", w)
     return Evaluation(
         metrics=metrics,

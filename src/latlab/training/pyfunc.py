@@ -101,7 +101,12 @@ def model_signature(calibrated: bool, confidence: float) -> Any:
     inputs: list[Any] = [ColSpec("string", "network")]
     outputs: list[Any] = [ColSpec("string", "network"), ColSpec("double", "latency_ms")]
     if calibrated:
-        outputs += [ColSpec("double", "lower_ms"), ColSpec("double", "upper_ms")]
+        outputs += [
+            ColSpec("double", "lower_ms"),
+            ColSpec("double", "upper_ms"),
+            ColSpec("double", "confidence"),
+            ColSpec("boolean", "out_of_distribution", required=False),
+        ]
     return ModelSignature(
         inputs=Schema(inputs),
         outputs=Schema(outputs),
