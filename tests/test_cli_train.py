@@ -183,3 +183,38 @@ def test_pretrain_reaches_the_transfer_predictor_without_the_target(nb201_small,
     assert bundle.manifest["pretrain"]["devices"] == ["titanx_32", "pixel3"]
     params = bundle.manifest["predictor"]["params"]
     assert params["pretrain"] == str(nb201_small) and params["target_exclude"] == "gold_6240"
+
+
+def test_layerwise_predictor_trains_on_kernel_benchmarks(tmp_path, capsys):
+    """A layer-wise model from real kernel benchmarks: the session probe stays in training."""
+    from latlab.predictors import PREDICTORS
+
+    if "roofline" not in PREDICTORS:
+        pytest.skip("the layer-wise predictors are not in this build")
+    from latlab.datasets.bench.campaign import run_bench
+    from latlab.datasets.bench.export import training_table
+    from latlab.datasets.bench.suites import SESSION_PROBE
+    from latlab.datasets.measure import MeasureConfig
+    from latlab.datasets.store import Store
+    from latlab.datasets.tables import save_table
+
+    refs = [SESSION_PROBE] + [
+        f"kernel:conv?c={c}&h={h}&f=16&k=3" for c in (8, 16, 32) for h in (8, 14)
+    ] + [f"kernel:fc?c={c}&f=10" for c in (64, 128, 256, 512)]  # fmt: skip
+    fast = MeasureConfig(repeats=10, min_repeats=5, time_budget_s=0.05, max_warmup=10)
+    store = Store(tmp_path / "bench.db")
+    run_bench("kernels", store, "cpu", references=refs, config=fast, profile_runs=2)
+    table = training_table(store, "cpu", method="single")
+    store.close()
+    csv = tmp_path / "kernels.csv"
+    save_table(table, csv)
+    out = tmp_path / "roof"
+    code, stdout, err = run_cli(
+        ["train", "--data", str(csv), "--target", "cpu", "--predictor", "roofline",
+         "--val-size", "3", "--conformal", "none", "--param", "mapping=\"none\"",
+         "--out", str(out), "--no-mlflow", "--json"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    bundle = load_bundle(out)
+    assert SESSION_PROBE in bundle.split["train"] and len(bundle.split["val"]) == 3
+    assert json.loads(stdout)["metrics"]["val"]["n"] == 3

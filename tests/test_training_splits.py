@@ -158,3 +158,14 @@ def test_unbounded_intervals_cover_with_infinite_width():
     assert m["coverage"] == 100.0 and m["mean_rel_width"] == np.inf
     with pytest.raises(DataError, match="NaN"):
         interval_metrics(t, [np.nan, 0.0], [1.0, 3.0], 0.9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), pinned=st.sets(st.integers(0, 99), max_size=5))
+def test_pinned_rows_always_train(seed, pinned):
+    split = make_split(
+        100, train_size=50, val_size=10, cal_size=10, seed=seed, pinned=sorted(pinned)
+    )
+    assert set(pinned) <= set(split.train.tolist())
+    joined = np.concatenate([split.train, split.val, split.cal, split.test])
+    assert sorted(joined.tolist()) == list(range(100))  # still a partition

@@ -153,6 +153,26 @@ def _check_config(config: TrainConfig) -> Any:
     return predictor
 
 
+def train_only_references(predictor: str) -> set[str]:
+    """References a predictor must see in training, never in validation or test.
+
+    A predictor class may list them in ``train_only_references``; the layer-wise (ANNETTE)
+    predictors read the session overhead from the benchmark table's session probe, which is a
+    constant of the device rather than a sample to hold out.
+    """
+    from latlab.predictors.base import PREDICTORS
+
+    cls = PREDICTORS.get(predictor)
+    refs = set(getattr(cls, "train_only_references", ()) or ())
+    try:
+        from latlab.predictors.layerwise.predictor import SESSION_PROBE, LayerwisePredictor
+    except ImportError:  # a build without the layer-wise predictors
+        return refs
+    if cls is not None and issubclass(cls, LayerwisePredictor):
+        refs.add(SESSION_PROBE)
+    return refs
+
+
 def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Split:
     n = len(data)
     if conformal is None:
@@ -162,6 +182,8 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
     else:
         cal = default_cal_size(n, config.confidence)
     families = families_of(data.networks) if config.split == "family" else None
+    wanted = train_only_references(config.predictor)
+    pinned = [i for i, n in enumerate(data.networks) if n in wanted]
     return make_split(
         n,
         kind=config.split,
@@ -172,6 +194,7 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
         seed=config.seed,
         families=families,
         test_families=config.test_families,
+        pinned=pinned,
         what=f"column {data.target!r} of {data.source}",
     )
 

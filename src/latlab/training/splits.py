@@ -126,12 +126,15 @@ def make_split(
     seed: int = 0,
     families: Sequence[str] | None = None,
     test_families: Sequence[str] | None = None,
+    pinned: Sequence[int] = (),
     what: str = "the data",
 ) -> Split:
     """Split ``n`` rows (see the module docstring).
 
     ``test_size`` is a row count, or a fraction in (0, 1) of the rows; ``families`` (one per
-    row) and optionally ``test_families`` are needed for ``kind="family"``. Raises
+    row) and optionally ``test_families`` are needed for ``kind="family"``. ``pinned`` rows
+    always go to training (constants a predictor needs, such as a layer-wise model's session
+    probe), whatever part the draw gave them. Raises
     :class:`DataError` (naming ``what``) when the rows cannot hold the requested parts.
     """
     if kind not in SPLIT_KINDS:
@@ -186,6 +189,10 @@ def make_split(
         random_test, train_idx = rest[:n_test], rest[n_test:]
     if kind == "random":
         test_idx = random_test
+    if len(pinned):
+        pin = np.asarray(pinned, dtype=int)
+        val_idx, cal_idx, test_idx = (np.setdiff1d(p, pin) for p in (val_idx, cal_idx, test_idx))
+        train_idx = np.union1d(train_idx, pin)
     return Split(
         train=np.sort(train_idx),
         val=np.sort(val_idx),
