@@ -195,6 +195,15 @@ SEARCH_SPACES.update(
         "statistical": SearchSpace({**_PEAKS, **_FOREST}),
         "mixed": SearchSpace({**_PEAKS, **_FOREST, "min_points": integer(10, 3, 50)}),
         "lut": SearchSpace({"lut_scale": cat(True, True, False), **_PEAKS}),
+        # Few-shot transfer: how source devices are combined and what the architecture head
+        # learns (tuning needs a validation split of the target device's few networks).
+        "transfer": SearchSpace(
+            {
+                "method": cat("ensemble", "ensemble", "nearest", "ridge"),
+                "head": cat("gp", "gp", "ridge", "none"),
+                "weight_power": flt(2.0, 0.0, 8.0),
+            }
+        ),
     }
 )
 
