@@ -112,13 +112,19 @@ def main() -> None:
         k: machine_fingerprint()[k] for k in ("cpu_model", "physical_cores", "libraries")
     }
     ge1 = result["median_rel_disagreement_ge_1ms"]
-    print(f"networks: {len(refs)} ({int(big.sum())} of >= 1 ms), "
-          f"latency {mean.min():.4f}-{mean.max():.2f} ms, {args.backend}, {args.threads} thread(s)")
-    print(f"median relative disagreement, all:      {100 * result['median_rel_disagreement']:.2f} %"
-          f"  (p90 {100 * result['p90_rel_disagreement']:.2f} %)")
+    print(
+        f"networks: {len(refs)} ({int(big.sum())} of >= 1 ms), "
+        f"latency {mean.min():.4f}-{mean.max():.2f} ms, {args.backend}, {args.threads} thread(s)"
+    )
+    print(
+        f"median relative disagreement, all:      {100 * result['median_rel_disagreement']:.2f} %"
+        f"  (p90 {100 * result['p90_rel_disagreement']:.2f} %)"
+    )
     if ge1 is not None:
-        print(f"median relative disagreement, >= 1 ms:  {100 * ge1:.2f} %"
-              f"  (p90 {100 * result['p90_rel_disagreement_ge_1ms']:.2f} %)  target <= 3 %")
+        print(
+            f"median relative disagreement, >= 1 ms:  {100 * ge1:.2f} %"
+            f"  (p90 {100 * result['p90_rel_disagreement_ge_1ms']:.2f} %)  target <= 3 %"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
