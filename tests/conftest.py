@@ -53,3 +53,60 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="session")
+def fcnn_measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+    """A real measurement store of 80 FCNNs (onnxruntime, device ``cpu``) and its CSV table.
+
+    Measured once per test session with a short protocol: noisy, but real latencies.
+    """
+    from latlab.datasets.measure import MeasureConfig
+    from latlab.datasets.measure.protocol import measure_many
+    from latlab.datasets.spaces import sample
+    from latlab.datasets.store import Store
+    from latlab.datasets.tables import save_table
+
+    d = tmp_path_factory.mktemp("fcnn-measured")
+    db = d / "store.db"
+    config = MeasureConfig(repeats=15, min_repeats=5, time_budget_s=0.05, max_warmup=20)
+    refs = sample("fcnn", 80, seed=7)
+    store = Store(db)
+    measure_many(refs, config, store, "cpu", anchor=None)
+    table = store.export_table(devices=["cpu"])
+    store.close()
+    csv = d / "fcnn.csv"
+    save_table(table, csv)
+    return {"db": db, "url": f"sqlite:///{db}", "csv": csv}
+
+
+@pytest.fixture(scope="session")
+def nb201_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 rows and three device columns of the shared nb201 table (skipped without it)."""
+    path = SHARED_DATA / "nb201_latency.csv"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (only in the development checkout)")
+    import pandas as pd
+
+    frame = pd.read_csv(path).sample(600, random_state=0)
+    out = tmp_path_factory.mktemp("nb201-small") / "nb201_small.csv"
+    frame[["network", "titanx_32", "gold_6240", "pixel3"]].to_csv(out, index=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking store (SQLite in a temp dir) set as MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield uri
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous

@@ -414,6 +414,275 @@ def table_cmd(
     console.print(table)
 
 
+# ------------------------------------------------------------- train / evaluate / predict
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param key=value`` (value as JSON when it parses: numbers, lists, null, true)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"malformed --param {item!r}: expected KEY=VALUE, e.g. learning_rate=0.01")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _check_confidence_option(confidence: float | None) -> None:
+    if confidence is not None and not 0 < confidence < 1:
+        fail(f"--confidence must be in (0, 1) (e.g. 0.9), got {confidence:g}")
+
+
+def _tracker(no_mlflow: bool, experiment: str | None) -> Any:
+    from latlab.training.tracking import Tracker
+
+    # MLflow's and alembic's INFO lines (database creation and migrations) are not ours to show.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    return Tracker(enabled=not no_mlflow, experiment=experiment)
+
+
+def _json_out(data: Any) -> None:
+    from latlab.predictors.base import _jsonable
+
+    sys.stdout.write(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if key == "n":
+        return str(int(value))
+    if key in ("mae", "rmse"):
+        return f"{value:.4g}"
+    if key in ("spearman", "kendall", "confidence"):
+        return f"{value:.4f}"
+    return f"{value:.2f}"
+
+
+_METRIC_HEADERS = {
+    "n": "n",
+    "mae": "MAE ms",
+    "rmse": "RMSE ms",
+    "mape": "MAPE %",
+    "rmspe": "RMSPE %",
+    "acc1": "±1 %",
+    "acc5": "±5 %",
+    "acc10": "±10 %",
+    "acc20": "±20 %",
+    "spearman": "ρ",
+    "kendall": "τ",
+    "coverage": "coverage %",
+    "mean_rel_width": "width %",
+}
+
+
+def _metrics_table(rows: dict[str, dict[str, Any]], title: str, first: str = "metric") -> Table:
+    """One row per metric, one column per split or family (narrow enough for a terminal)."""
+    keys = [k for k in _METRIC_HEADERS if any(k in r for r in rows.values())]
+    table = Table(first, *(Column(name, justify="right") for name in rows), title=title)
+    for k in keys:
+        table.add_row(_METRIC_HEADERS[k], *(_fmt(k, r.get(k)) for r in rows.values()))
+    return table
+
+
+def _stage_progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., "--data", help="dataset table (.csv/.parquet) or store URL"),
+    target: str = typer.Option(..., "--target", help="latency column (the device)"),
+    predictor: str = typer.Option(..., "--predictor", help="predictor name (e.g. gbm, fcnn)"),
+    out: Path = typer.Option(..., "--out", help="bundle directory to write"),
+    train_size: int | None = typer.Option(None, "--train-size", help="rows to fit on"),
+    val_size: int | None = typer.Option(None, "--val-size", help="validation rows"),
+    cal_size: int | None = typer.Option(None, "--cal-size", help="calibration rows (conformal)"),
+    test_size: float | None = typer.Option(
+        None, "--test-size", help="test rows (count, or a fraction < 1)"
+    ),
+    split: str = typer.Option("random", "--split", help="random or family"),
+    test_families: str | None = typer.Option(
+        None, "--test-families", help="family split: comma-separated families held out"
+    ),
+    seed: int = typer.Option(0, "--seed", help="split and model seed"),
+    tune: int = typer.Option(0, "--tune", help="Optuna trials (the study's total budget)"),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage: SQLite file, RDB URL or journal:FILE"
+    ),
+    study: str | None = typer.Option(None, "--study", help="Optuna study name"),
+    tune_timeout: float | None = typer.Option(None, "--tune-timeout", help="seconds"),
+    tune_seed: int | None = typer.Option(
+        None, "--tune-seed", help="sampler seed (default --seed; distinct per parallel worker)"
+    ),
+    conformal: str = typer.Option(
+        "split", "--conformal", help="split, cm-tv, cm-lv, cm-o, cps or none"
+    ),
+    confidence: float = typer.Option(0.9, "--confidence", help="interval confidence"),
+    pretrain: str | None = typer.Option(
+        None, "--pretrain", help="table of source devices (transfer predictor)"
+    ),
+    param: list[str] | None = typer.Option(None, "--param", help="predictor parameter KEY=VALUE"),
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment"),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Train one device's predictor and write a bundle (tuning, intervals, MLflow logging)."""
+    from latlab.training.pipeline import TrainConfig
+    from latlab.training.pipeline import train as run_train
+
+    _check_confidence_option(confidence)
+    if split not in ("random", "family"):
+        fail(f"unknown --split {split!r}: use random or family")
+    if test_size is not None and test_size >= 1 and test_size != int(test_size):
+        fail(f"--test-size must be a row count or a fraction below 1, got {test_size:g}")
+    config = TrainConfig(
+        predictor=predictor,
+        params=_parse_params(param),
+        split=split,
+        train_size=train_size,
+        val_size=val_size,
+        cal_size=cal_size,
+        test_size=(int(test_size) if test_size is not None and test_size >= 1 else test_size),
+        test_families=tuple(f.strip() for f in test_families.split(",")) if test_families else None,
+        seed=seed,
+        tune=tune,
+        storage=storage,
+        study=study,
+        tune_timeout=tune_timeout,
+        tune_seed=tune_seed,
+        conformal=None if conformal == "none" else conformal,
+        confidence=confidence,
+        pretrain=pretrain,
+    )
+    with _stage_progress() as bar:
+        task = bar.add_task("loading", total=None)
+
+        def progress(stage: str, done: int | None, total: int | None) -> None:
+            label = {"tune": "tuning (trials)"}.get(stage, stage)
+            bar.update(task, description=label, completed=done or 0, total=total)
+
+        result = run_train(
+            data, target, config, out, tracker=_tracker(no_mlflow, experiment), progress=progress
+        )
+    if as_json:
+        _json_out(
+            {
+                "out": str(result.out),
+                "predictor": predictor,
+                "target": target,
+                "split": result.split.describe(),
+                "metrics": result.metrics,
+                "by_family": result.by_family,
+                "tuning": result.tuning.as_dict() if result.tuning else None,
+                "warnings": result.warnings,
+                "mlflow_run_id": result.run_id,
+            }
+        )
+        return
+    sizes = result.split.describe()
+    console.print(
+        f"[bold]{predictor}[/] on [bold]{target}[/]: train {sizes['train']}, validation "
+        f"{sizes['val']}, calibration {sizes['cal']}, test {sizes['test']} ({sizes['kind']} "
+        f"split, seed {sizes['seed']})",
+        highlight=False,
+    )
+    if result.metrics:
+        console.print(_metrics_table(result.metrics, "metrics"))
+    if len(result.by_family) > 1:
+        console.print(_metrics_table(result.by_family, "test by family"))
+    if result.tuning is not None:
+        t = result.tuning
+        chosen = "defaults kept" if t.used_defaults else f"best trial {t.best_trial}"
+        console.print(
+            f"tuning: study {t.study_name!r}, {t.n_trials} trials ({t.n_pruned} pruned), "
+            f"validation MAPE {t.value:.3f} % vs defaults {t.default_value:.3f} % ({chosen})",
+            highlight=False,
+        )
+    console.print(f"bundle: {result.out}", highlight=False)
+    if result.run_id:
+        console.print(f"MLflow run: {result.run_id}", highlight=False)
+
+
+@app.command()
+def evaluate(
+    bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
+    data: str = typer.Option(..., "--data", help="dataset table or store URL"),
+    target: str = typer.Option(..., "--target", help="latency column"),
+    confidence: float | None = typer.Option(
+        None, "--confidence", help="interval confidence (default: the bundle's, 0.9)"
+    ),
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment"),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Metrics of a bundle on every valid row of a table (and per network family)."""
+    from latlab.training.pipeline import evaluate as run_evaluate
+
+    _check_confidence_option(confidence)
+    result = run_evaluate(bundle, data, target, confidence, tracker=_tracker(no_mlflow, experiment))
+    if as_json:
+        _json_out({**result.metrics, "by_family": result.by_family})
+        return
+    rows = {"all": result.metrics}
+    if len(result.by_family) > 1:
+        rows.update(result.by_family)
+    title = f"{bundle} on {target}"
+    if "confidence" in result.metrics:
+        title += f" (intervals at {result.metrics['confidence']:g})"
+    console.print(_metrics_table(rows, title))
+
+
+@app.command()
+def predict(
+    refs: list[str] = typer.Argument(..., metavar="REF...", help="network references"),
+    bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
+    confidence: float | None = typer.Option(
+        None, "--confidence", help="interval confidence (default: the bundle's, 0.9)"
+    ),
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment"),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Predicted latency (ms) of networks, with intervals when the bundle is calibrated."""
+    from latlab.training.pipeline import predict as run_predict
+
+    _check_confidence_option(confidence)
+    frame = run_predict(bundle, refs, confidence, tracker=_tracker(no_mlflow, experiment))
+    if as_json:
+        _json_out(frame.to_dict(orient="records"))
+        return
+    table = Table(Column("network", overflow="fold", min_width=24), "latency ms")
+    calibrated = "lower_ms" in frame
+    if calibrated:
+        c = float(frame["confidence"].iloc[0])
+        table.add_column(f"{100 * c:g} % interval (ms)")
+    flagged = "out_of_distribution" in frame
+    if flagged:
+        table.add_column("outside calibration")
+    for row in frame.itertuples(index=False):
+        cells = [row.network, f"{row.latency_ms:.4g}"]
+        if calibrated:
+            cells.append(f"{row.lower_ms:.4g} – {row.upper_ms:.4g}")
+        if flagged:
+            cells.append("[yellow]yes[/]" if row.out_of_distribution else "")
+        table.add_row(*cells)
+    console.print(table)
+
+
 def _setup_logging() -> None:
     """Library warnings (dropped table values, anchor drift) as rich lines on stderr."""
     root = logging.getLogger("latlab")

@@ -46,3 +46,7 @@ class BundleError(LatlabError, ValueError):
 
 class TargetError(LatlabError, ValueError):
     """A hardware target (BNN catalog entry, target file) is unknown or incomplete."""
+
+
+class TrackingError(LatlabError, RuntimeError):
+    """The MLflow tracking store or the Optuna study storage cannot be used."""

@@ -189,6 +189,14 @@ def encoder_from_state(state: dict[str, Any]) -> Any:
         )
     cls = _REGISTRY.get(name)
     if cls is None:
+        # Encoder classes register when their module is imported; a process that only loads
+        # a saved state (a served bundle) may not have imported them yet.
+        import latlab.encoders.graph
+        import latlab.encoders.layer_features
+        import latlab.encoders.vector  # noqa: F401
+
+        cls = _REGISTRY.get(name)
+    if cls is None:
         raise FeatureError(f"unknown encoder {name!r} in saved state; known: {sorted(_REGISTRY)}")
     return cls.from_state(state)
 

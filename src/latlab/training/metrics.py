@@ -84,3 +84,65 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     else:
         out["spearman"] = out["kendall"] = float("nan")
     return out
+
+
+#: Keys of :func:`interval_metrics`.
+INTERVAL_KEYS: tuple[str, ...] = ("coverage", "mean_rel_width", "confidence")
+
+
+def interval_metrics(y_true: Any, low: Any, high: Any, confidence: float) -> dict[str, float]:
+    """Empirical coverage and mean relative width of prediction intervals, in percent.
+
+    ``coverage`` is the percentage of networks whose measured latency lies in ``[low, high]``
+    (to be compared with ``100 * confidence``); ``mean_rel_width`` is the mean of
+    ``(high - low) / t`` in percent -- relative to the measurement like every other latlab
+    error, so that intervals of fast and slow networks weigh alike; narrower is better at equal
+    coverage (infinite for unbounded intervals). ``confidence`` is echoed as given (a fraction).
+    """
+    t, _ = _as_arrays(y_true, y_true)
+    lo = np.asarray(low, dtype=float).reshape(-1)
+    hi = np.asarray(high, dtype=float).reshape(-1)
+    if len(lo) != len(t) or len(hi) != len(t):
+        raise DataError(f"{len(t)} measurements but {len(lo)}/{len(hi)} interval bounds")
+    # Unbounded intervals (too few calibration points for the confidence) are legitimate:
+    # they cover, and their width is infinite. NaN bounds are not.
+    if np.isnan(lo).any() or np.isnan(hi).any():
+        raise DataError("interval bounds contain NaN")
+    if np.any(hi < lo):
+        i = int(np.flatnonzero(hi < lo)[0])
+        raise DataError(f"interval at row {i} has upper bound {hi[i]!r} below lower {lo[i]!r}")
+    inside = (t >= lo) & (t <= hi)
+    return {
+        "coverage": float(100 * np.mean(inside)),
+        "mean_rel_width": float(100 * np.mean((hi - lo) / t)),
+        "confidence": float(confidence),
+    }
+
+
+def metrics_by_group(
+    groups: Any,
+    y_true: Any,
+    y_pred: Any,
+    low: Any = None,
+    high: Any = None,
+    confidence: float | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`regression_metrics` (and :func:`interval_metrics` when bounds are given) per group.
+
+    ``groups`` labels every row (the network family, for per-family breakdowns); groups are
+    returned in sorted order.
+    """
+    g = np.asarray([str(x) for x in groups])
+    t, p = _as_arrays(y_true, y_pred)
+    if len(g) != len(t):
+        raise DataError(f"{len(g)} group labels for {len(t)} rows: lengths must match")
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(set(g.tolist())):
+        mask = g == name
+        row = regression_metrics(t[mask], p[mask])
+        if low is not None and high is not None:
+            lo = np.asarray(low, dtype=float).reshape(-1)[mask]
+            hi = np.asarray(high, dtype=float).reshape(-1)[mask]
+            row.update(interval_metrics(t[mask], lo, hi, float(confidence or 0)))
+        out[name] = row
+    return out

@@ -1,0 +1,431 @@
+"""Bundles: a trained predictor as a directory that reloads to the same predictions.
+
+::
+
+    BUNDLE/
+      manifest.json        versioned manifest (below)
+      predictor/           the predictor (predictor.json + model files: LightGBM text,
+                           safetensors, skops, JSON), see LatencyPredictor.save
+      conformal/           the conformal calibration, when the bundle gives intervals; it
+                           holds the predictor (conformal/base/) instead of predictor/
+      split.json           the references of the train / validation / calibration / test rows
+
+``manifest.json`` holds ``schema_version`` (:data:`SCHEMA_VERSION`), ``latlab_version``, the
+predictor name, parameters and tuned parameters, the feature spec and scaling statistics, the
+conformal method and calibration size, the device column and fingerprint, the dataset source,
+hash and size, the split, validation/test metrics, the training environment, the MLflow run,
+and the SHA-256 of every other file.
+
+Loading never unpickles anything: JSON, safetensors, LightGBM text and skops (with its
+trusted-type check) only. A bundle written by a newer schema, a file whose checksum does not
+match, or a missing file is refused with a :class:`~latlab.errors.BundleError` naming it.
+A bundle is written into a temporary sibling directory and renamed into place, so a crash
+never leaves half a bundle, and an existing bundle is replaced only once the new one is whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latlab.errors import BundleError, DataError
+from latlab.training import intervals
+from latlab.training.splits import check_confidence
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FORMAT = "latlab-bundle"
+MANIFEST = "manifest.json"
+PREDICTOR_DIR = "predictor"
+CONFORMAL_DIR = "conformal"
+SPLIT_FILE = "split.json"
+
+#: Packages whose versions are recorded as the training environment.
+ENV_PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "lightgbm",
+    "torch",
+    "torch-geometric",
+    "onnx",
+    "onnxruntime",
+    "crepes",
+    "optuna",
+    "mlflow",
+    "skops",
+    "safetensors",
+)
+
+#: Keys of a predictor's saved state that describe its features and their scaling; copied into
+#: the manifest so that the feature spec is readable without the predictor's own files.
+FEATURE_STATE_KEYS = ("features", "x_mean", "x_std", "y_mean", "y_std", "n_inputs", "graph")
+
+
+def _jsonable(value: Any) -> Any:
+    from latlab.predictors.base import _jsonable as conv
+
+    return conv(value)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform, package versions and the machine, for the manifest and MLflow."""
+    from latlab import __version__
+
+    packages: dict[str, str] = {}
+    for name in ENV_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    machine: dict[str, Any] = {}
+    try:
+        from latlab.datasets.measure.fingerprint import fingerprint_digest, machine_fingerprint
+
+        fp = machine_fingerprint()
+        machine = {
+            "digest": fingerprint_digest(fp),
+            "cpu": fp.get("cpu", {}).get("model") if isinstance(fp.get("cpu"), dict) else None,
+        }
+    except Exception as exc:  # the fingerprint is informative only
+        log.debug("no machine fingerprint: %s", exc)
+    return {
+        "latlab": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+        "machine": machine,
+    }
+
+
+def feature_spec(predictor_dir: Path) -> dict[str, Any] | None:
+    """The feature spec and scaling statistics in a saved predictor's state, if any."""
+    try:
+        doc = json.loads((predictor_dir / "predictor.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    state = doc.get("state") or {}
+    found = {k: state[k] for k in FEATURE_STATE_KEYS if k in state}
+    return found or None
+
+
+# --------------------------------------------------------------------------- the bundle
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the predictor, its conformal calibration (if any) and the manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    predictor: Any
+    conformal: Any = None
+    split: dict[str, list[str]] = field(default_factory=dict)
+
+    # -------------------------------------------------------------- what it is
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the bundle gives prediction intervals."""
+        return self.conformal is not None
+
+    @property
+    def predictor_name(self) -> str:
+        return str(self.manifest["predictor"]["name"])
+
+    @property
+    def target(self) -> str:
+        """The device (latency column) the predictor was trained for."""
+        return str(self.manifest.get("target", ""))
+
+    @property
+    def confidence(self) -> float:
+        """The default confidence of intervals (the one the bundle was validated at)."""
+        conf = self.manifest.get("conformal") or {}
+        return float(conf.get("confidence", 0.9))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings recorded at training (small calibration set, ...) and from the wrapper."""
+        out = list((self.manifest.get("conformal") or {}).get("warnings", []))
+        if self.conformal is not None:
+            out += [w for w in intervals.warnings_of(self.conformal) if w not in out]
+        return out
+
+    def trained_on(self) -> set[str]:
+        """References of the networks used for fitting, validation or calibration."""
+        return {r for part in ("train", "val", "cal") for r in self.split.get(part, [])}
+
+    # -------------------------------------------------------------- predictions
+
+    def predict(self, networks: Sequence[Any]) -> np.ndarray:
+        """Latency in ms, one per network (references or NetworkGraph objects)."""
+        model = self.conformal if self.conformal is not None else self.predictor
+        return np.asarray(model.predict(list(networks)), dtype=float).reshape(-1)
+
+    def predict_interval(
+        self,
+        networks: Sequence[Any],
+        confidence: float | None = None,
+        *,
+        point_ms: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds (ms) at ``confidence`` (default: :attr:`confidence`);
+        ``point_ms`` may pass :meth:`predict`'s result for these networks to save a pass."""
+        c = check_confidence(self.confidence if confidence is None else confidence)
+        if self.conformal is None:
+            raise BundleError(
+                f"bundle {self.path} has no conformal calibration: it gives point predictions "
+                "only (train with --conformal METHOD)"
+            )
+        low, high = intervals.predict_interval(self.conformal, list(networks), c, point_ms)
+        return np.asarray(low, dtype=float).reshape(-1), np.asarray(high, dtype=float).reshape(-1)
+
+    def predict_frame(self, networks: Sequence[Any], confidence: float | None = None) -> Any:
+        """A DataFrame: ``network``, ``latency_ms`` and, when calibrated, ``lower_ms``,
+        ``upper_ms``, ``confidence`` (and ``out_of_distribution`` for methods that flag
+        networks unlike the calibration ones) -- what ``latlab predict`` and the pyfunc model
+        give."""
+        import pandas as pd
+
+        from latlab.datasets.references import reference_of
+
+        nets = list(networks)
+        point = self.predict(nets)
+        out = pd.DataFrame({"network": [reference_of(n) for n in nets], "latency_ms": point})
+        if self.calibrated:
+            c = check_confidence(self.confidence if confidence is None else confidence)
+            low, high = self.predict_interval(nets, c, point_ms=point)
+            out["lower_ms"] = low
+            out["upper_ms"] = high
+            out["confidence"] = c
+            ood = intervals.ood_mask(self.conformal, nets)
+            if ood is not None:
+                out["out_of_distribution"] = np.asarray(ood, dtype=bool)
+        elif confidence is not None:
+            check_confidence(confidence)
+        return out
+
+
+def references_of(model_input: Any) -> list[str]:
+    """References from a pyfunc input: a DataFrame (``network`` column, else the first), a
+    Series, a list/array of strings, or a dict with a ``network`` list."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] == 0:
+            raise DataError("the input has no column: expected a 'network' column of references")
+        col = model_input["network"] if "network" in model_input else model_input.iloc[:, 0]
+        return [str(v) for v in col]
+    if isinstance(model_input, dict):
+        if "network" not in model_input:
+            raise DataError("the input has no 'network' key")
+        values = model_input["network"]
+        return [values] if isinstance(values, str) else [str(v) for v in values]
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(v) for v in list(model_input)]
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _staging_dir(out: Path) -> Path:
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise BundleError(f"cannot write bundle {out}: no folder {parent}")
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"cannot write bundle {out}: a file of that name exists")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise BundleError(
+            f"cannot write bundle {out}: the folder exists and is not a latlab bundle "
+            "(refusing to overwrite it)"
+        )
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    # mkdtemp makes the folder private (0700); the bundle gets the usual mode (umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)
+    return stage
+
+
+def save_bundle(
+    out: str | os.PathLike[str],
+    predictor: Any,
+    *,
+    conformal: Any = None,
+    manifest: dict[str, Any] | None = None,
+    split: dict[str, list[str]] | None = None,
+) -> Path:
+    """Write a bundle directory at ``out`` (atomically; an existing bundle is replaced).
+
+    ``predictor`` is a fitted :class:`~latlab.predictors.base.LatencyPredictor`, ``conformal``
+    its calibrated wrapper or ``None``; ``manifest`` adds fields (dataset, device, split,
+    metrics, tuning, ...) to the ones written here; ``split`` maps part names to references.
+    """
+    from latlab import __version__
+
+    target = Path(out)
+    stage = _staging_dir(target)
+    try:
+        conf_doc = None
+        predictor_dir = PREDICTOR_DIR
+        if conformal is not None:
+            conformal.save(stage / CONFORMAL_DIR)
+            conf_doc = dict((manifest or {}).get("conformal") or {})
+            conf_doc.setdefault("warnings", intervals.warnings_of(conformal))
+            conf_doc["dir"] = CONFORMAL_DIR
+            # The wrapper saves its base predictor with it: the bundle points there rather
+            # than holding a second copy.
+            inner = intervals.base_dir(stage / CONFORMAL_DIR)
+            if inner is not None:
+                predictor_dir = inner.relative_to(stage).as_posix()
+        if predictor_dir == PREDICTOR_DIR:
+            predictor.save(stage / PREDICTOR_DIR)
+        if split is not None:
+            (stage / SPLIT_FILE).write_text(json.dumps(split, separators=(",", ":")))
+        params = predictor.get_params(deep=False)
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "latlab_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **(manifest or {}),
+        }
+        doc["predictor"] = {
+            "name": predictor.name,
+            "params": params,
+            **((manifest or {}).get("predictor") or {}),
+            "dir": predictor_dir,
+        }
+        doc["features"] = feature_spec(stage / predictor_dir)
+        doc["conformal"] = conf_doc
+        doc.setdefault("environment", environment())
+        doc["files"] = {
+            p.relative_to(stage).as_posix(): _sha256(p)
+            for p in sorted(stage.rglob("*"))
+            if p.is_file()
+        }
+        text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+        (stage / MANIFEST).write_text(text + "\n")
+        _replace_dir(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return target
+
+
+def _replace_dir(stage: Path, target: Path) -> None:
+    """Move ``stage`` to ``target``; a previous bundle there is removed only afterwards."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        old.rmdir()
+        os.replace(target, old)
+    try:
+        os.replace(stage, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of the bundle at ``path``, checked for format and schema version."""
+    d = Path(path)
+    if not d.exists():
+        raise BundleError(f"bundle not found: {d}")
+    if not d.is_dir():
+        raise BundleError(f"not a bundle (not a directory): {d}")
+    mpath = d / MANIFEST
+    try:
+        doc = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"not a latlab bundle: no {MANIFEST} in {d}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"corrupt {mpath}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BundleError(f"not a latlab bundle: {mpath} has no format {FORMAT!r}")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(f"corrupt {mpath}: schema_version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {d} has schema version {version}, newer than this latlab "
+            f"({doc.get('latlab_version', '?')} wrote it; this one reads up to "
+            f"{SCHEMA_VERSION}): upgrade latlab"
+        )
+    return doc
+
+
+def verify_files(path: Path, manifest: dict[str, Any]) -> None:
+    """Check every file listed in the manifest against its SHA-256."""
+    for rel, digest in (manifest.get("files") or {}).items():
+        f = path / rel
+        if not f.is_file():
+            raise BundleError(f"bundle {path} lacks its file {rel}")
+        if _sha256(f) != digest:
+            raise BundleError(f"bundle {path}: {rel} does not match its checksum (modified?)")
+
+
+def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
+    """Load a bundle written by :func:`save_bundle` (safe: no pickle; see the module doc)."""
+    from latlab.predictors.base import load_predictor
+
+    d = Path(path)
+    manifest = read_manifest(d)
+    if verify:
+        verify_files(d, manifest)
+    conformal = None
+    conf = manifest.get("conformal")
+    if conf:
+        conformal = intervals.load(d / conf.get("dir", CONFORMAL_DIR))
+    predictor = getattr(conformal, "base", None)
+    if predictor is None:
+        predictor = load_predictor(d / manifest.get("predictor", {}).get("dir", PREDICTOR_DIR))
+    split: dict[str, list[str]] = {}
+    if (d / SPLIT_FILE).is_file():
+        try:
+            split = json.loads((d / SPLIT_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"corrupt {d / SPLIT_FILE}: {exc}") from None
+    return Bundle(d, manifest, predictor, conformal, split)
+
+
+def check_bundle_target(bundle: Bundle, target: str) -> None:
+    """Warn (log) when evaluating a bundle on another device column than it was trained for."""
+    if bundle.target and target != bundle.target:
+        log.warning(
+            "bundle %s was trained for %r, evaluated on column %r",
+            bundle.path,
+            bundle.target,
+            target,
+        )

@@ -1,0 +1,118 @@
+"""The seam between training and the conformal wrappers of :mod:`latlab.predictors.conformal`.
+
+Every call that depends on the wrappers' interface goes through here, so the pipeline, the
+bundle and the MLflow model share one adapter. The wrappers turn any fitted point predictor
+into calibrated intervals: ``make_conformal(method, predictor, **options)`` ->
+``calibrate(networks, latencies_ms)``, ``predict``, ``predict_interval(networks, confidence)``,
+``save(dir)`` / ``load_conformal(dir)``, ``warnings``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from latlab.errors import BundleError, DataError
+
+#: ``--conformal`` methods (``none`` switches intervals off).
+CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps")
+NO_CONFORMAL = "none"
+DEFAULT_METHOD = "split"
+
+
+def check_method(method: str | None) -> str | None:
+    """The method, ``None`` for ``none``/``None``; :class:`DataError` for unknown names."""
+    if method is None or method == NO_CONFORMAL:
+        return None
+    if method not in CONFORMAL_METHODS:
+        known = ", ".join((*CONFORMAL_METHODS, NO_CONFORMAL))
+        raise DataError(f"unknown conformal method {method!r} (known: {known})")
+    return method
+
+
+def _module() -> Any:
+    try:
+        return importlib.import_module("latlab.predictors.conformal")
+    except ModuleNotFoundError as exc:
+        if exc.name != "latlab.predictors.conformal":
+            raise
+        raise DataError(
+            "conformal intervals need latlab.predictors.conformal, which this build lacks: "
+            "train with --conformal none"
+        ) from None
+
+
+def available() -> bool:
+    """Whether the conformal wrappers are importable in this build."""
+    try:
+        _module()
+    except DataError:
+        return False
+    return True
+
+
+def wrap(method: str, predictor: Any, **options: Any) -> Any:
+    """A conformal wrapper of a *fitted* ``predictor`` (not yet calibrated)."""
+    return _module().make_conformal(method, predictor, **options)
+
+
+def load(directory: Path) -> Any:
+    """A saved, calibrated wrapper (its base predictor included)."""
+    mod = _module()
+    try:
+        return mod.load_conformal(directory)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"corrupt conformal calibration in {directory}: {exc}") from None
+
+
+def base_dir(directory: Path) -> Path | None:
+    """Where a saved wrapper keeps its base predictor (``base/``), if it does."""
+    inner = Path(directory) / "base"
+    return inner if (inner / "predictor.json").is_file() else None
+
+
+def calibrate(
+    wrapper: Any,
+    networks: list[Any],
+    latencies_ms: Any,
+    train: tuple[list[Any], Any] | None = None,
+) -> Any:
+    """Calibrate on the calibration split; the training split is passed along for methods
+    whose difficulty model is fitted on training data (it spares calibration points)."""
+    if train is not None and _accepts(wrapper.calibrate, "train_networks"):
+        return wrapper.calibrate(
+            networks, latencies_ms, train_networks=train[0], train_latencies_ms=train[1]
+        )
+    return wrapper.calibrate(networks, latencies_ms)
+
+
+def predict_interval(
+    wrapper: Any, networks: list[Any], confidence: float, point_ms: Any = None
+) -> tuple[Any, Any]:
+    """Interval bounds; reuses ``point_ms`` (the point predictions) where the wrapper can."""
+    if point_ms is not None and _accepts(wrapper.predict_interval, "point_ms"):
+        return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
+    return wrapper.predict_interval(networks, confidence)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def ood_mask(wrapper: Any, networks: list[Any]) -> Any:
+    """Which networks lie outside the calibration distribution (methods that can tell, such
+    as ``cm-o``), else ``None``."""
+    fn = getattr(wrapper, "ood_mask", None)
+    return None if fn is None else fn(networks)
+
+
+def warnings_of(wrapper: Any) -> list[str]:
+    return [str(w) for w in getattr(wrapper, "warnings", []) or []]

@@ -1,0 +1,138 @@
+"""The bundle as an MLflow pyfunc model (``mlflow models serve`` exposes it over HTTP).
+
+The model is logged *from code* (:mod:`latlab.training.pyfunc_model`), not as a pickled
+object: MLflow stores that small file, the bundle directory as the artifact ``bundle`` and a
+copy of the ``latlab`` package as its code path, and loading rebuilds the model by running the
+file and :meth:`BundleModel.load_context` -- which loads the bundle the safe way. Nothing is
+unpickled on either side.
+
+Input: a DataFrame with a ``network`` column of references (or a list of references).
+Output: a DataFrame with ``network``, ``latency_ms`` and, for calibrated bundles, ``lower_ms``
+and ``upper_ms`` at the runtime parameter ``confidence`` (default: the bundle's).
+
+Served with::
+
+    mlflow models serve -m runs:/<run_id>/model --env-manager local -p 5001
+    curl -X POST localhost:5001/invocations -H 'Content-Type: application/json' \\
+         -d '{"dataframe_records": [{"network": "fcnn:8-16-4"}], "params": {"confidence": 0.8}}'
+
+This module imports mlflow: import it only where MLflow is wanted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
+
+#: Name of the bundle artifact inside the MLflow model.
+ARTIFACT = "bundle"
+#: latlab's runtime dependencies, pinned to the versions installed where the model is logged.
+RUNTIME_PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "lightgbm",
+    "torch",
+    "torch-geometric",
+    "onnx",
+    "onnxruntime",
+    "networkx",
+    "crepes",
+    "skops",
+    "safetensors",
+    "sqlalchemy",
+    "pyarrow",
+    "psutil",
+    "threadpoolctl",
+    "mlflow",
+)
+
+
+class BundleModel(PythonModel):  # type: ignore[misc]
+    """pyfunc wrapper of a latlab bundle."""
+
+    # The input schema comes from the explicit signature (see model_signature), not from type
+    # hints on predict: this tells MLflow not to look for (and warn about) them.
+    _skip_type_hint_validation = True
+
+    # No type hints on these two: MLflow would try (and fail) to derive a schema from them.
+    def load_context(self, context):  # type: ignore[no-untyped-def]
+        from latlab.training.bundle import load_bundle
+
+        self.bundle = load_bundle(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from latlab.errors import LatlabError
+        from latlab.training.bundle import references_of
+
+        confidence = (params or {}).get("confidence")
+        try:
+            return self.bundle.predict_frame(references_of(model_input), confidence)
+        except LatlabError as exc:
+            # A bad reference or confidence is the client's error (HTTP 400), in one line.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the logged model (those installed here)."""
+    reqs = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            reqs.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def model_signature(calibrated: bool, confidence: float) -> Any:
+    """Input ``network`` (string); output latency (and bounds); runtime param ``confidence``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs: list[Any] = [ColSpec("string", "network")]
+    outputs: list[Any] = [ColSpec("string", "network"), ColSpec("double", "latency_ms")]
+    if calibrated:
+        outputs += [
+            ColSpec("double", "lower_ms"),
+            ColSpec("double", "upper_ms"),
+            ColSpec("double", "confidence"),
+            ColSpec("boolean", "out_of_distribution", required=False),
+        ]
+    return ModelSignature(
+        inputs=Schema(inputs),
+        outputs=Schema(outputs),
+        params=ParamSchema([ParamSpec("confidence", "double", float(confidence))]),
+    )
+
+
+def log_bundle_model(bundle_dir: str | Path, name: str = "model") -> str:
+    """Log the bundle as a pyfunc model in the active run; returns its model URI."""
+    from latlab.training.bundle import read_manifest
+    from latlab.training.tracking import copy_package_source, scratch_dir
+
+    manifest = read_manifest(bundle_dir)
+    conf = manifest.get("conformal") or {}
+    signature = model_signature(bool(conf), float(conf.get("confidence", 0.9)))
+    with scratch_dir() as tmp, warnings.catch_warnings():
+        # MLflow warns that no input example is given: the signature is explicit instead
+        # (an example would make it load and run the model once more at logging time).
+        warnings.simplefilter("ignore", UserWarning)
+        code = copy_package_source(tmp)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={ARTIFACT: str(Path(bundle_dir).resolve())},
+            code_paths=[str(code)],
+            signature=signature,
+            pip_requirements=pip_requirements(),
+        )
+    return str(info.model_uri)
