@@ -3,7 +3,7 @@
 Importing the package registers every predictor by name (see :data:`PREDICTORS`).
 """
 
-from latlab.predictors import flops
+from latlab.predictors import flops, transfer
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -21,4 +21,5 @@ __all__ = [
     "lxnorop",
     "make_predictor",
     "register_predictor",
+    "transfer",
 ]
