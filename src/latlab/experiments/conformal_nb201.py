@@ -63,7 +63,7 @@ def settings(quick: bool) -> Settings:
     available = tuple(p for p in wanted if p in PREDICTORS)
     if quick:
         return Settings(1, 500, 500, 2000, available)
-    return Settings(3, 1000, 1000, None, available)
+    return Settings(3, 1000, 2000, None, available)
 
 
 def split_indices(n: int, s: Settings, seed: int, device_index: int) -> tuple[np.ndarray, ...]:
