@@ -136,13 +136,16 @@ class ConformalPredictor:
         *,
         train_networks: Sequence[Network] | None = None,
         train_latencies_ms: Any = None,
+        layer_networks: Sequence[Network] | None = None,
+        layer_latencies_ms: Any = None,
     ) -> ConformalPredictor:
         """Compute nonconformity scores on a calibration split (disjoint from training).
 
         ``train_networks``/``train_latencies_ms`` (the base's training data) let difficulty
         estimators be fitted without spending calibration points; without them, methods that
         need a difficulty model fit it on a seeded half of the calibration set and calibrate on
-        the other half (and say so in ``warnings``).
+        the other half (and say so in ``warnings``). ``layer_networks``/``layer_latencies_ms``
+        are held-out single-layer benchmarks for ``cps`` (other methods ignore them).
         """
         networks = list(networks)
         y = check_training_data(networks, latencies_ms, min_rows=1)
@@ -152,6 +155,12 @@ class ConformalPredictor:
                 raise DataError("train_networks given without train_latencies_ms")
             tn = list(train_networks)
             train = (tn, check_training_data(tn, train_latencies_ms, min_rows=1))
+        self.layer_data: tuple[list[Network], np.ndarray] | None = None
+        if layer_networks is not None:
+            if layer_latencies_ms is None:
+                raise DataError("layer_networks given without layer_latencies_ms")
+            ln = list(layer_networks)
+            self.layer_data = (ln, check_training_data(ln, layer_latencies_ms, min_rows=1))
         self.warnings = []
         # Predictions at or below zero (a linear proxy's negative intercept) carry no usable
         # relative information; they are clamped to half the fastest measured latency, so
@@ -196,10 +205,9 @@ class ConformalPredictor:
         if len(networks) == 0:
             return np.zeros(0), np.zeros(0)
         self._check_size(c)
-        half = self._half_width(networks, point, c)
-        logp = np.log(self.clamp(point))
+        center, half = self._log_interval(networks, point, c)
         with np.errstate(over="ignore"):
-            return np.exp(logp - half), np.exp(logp + half)
+            return np.exp(center - half), np.exp(center + half)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the base (``base/``), model files, and ``conformal.json`` last (atomically):
@@ -229,6 +237,13 @@ class ConformalPredictor:
         train: tuple[list[Network], np.ndarray] | None,
     ) -> None:
         raise NotImplementedError
+
+    def _log_interval(
+        self, networks: list[Network], point: np.ndarray, c: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Center and half-width of each network's interval in log ms (default: centered on
+        the point prediction)."""
+        return np.log(self.clamp(point)), self._half_width(networks, point, c)
 
     def _half_width(self, networks: list[Network], point: np.ndarray, c: float) -> np.ndarray:
         """Half-width of the log interval for each network."""
