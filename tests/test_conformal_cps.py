@@ -44,7 +44,7 @@ def measured(tmp_path_factory):
     st = Store(tmp_path_factory.mktemp("cps") / "bench.db")
     kernels = _kernels()
     run_bench("kernels", st, "cpu", references=[SESSION_PROBE, *kernels], config=FAST,
-              profile_runs=0)  # fmt: skip
+              profile_runs=2)  # fmt: skip
     table = training_table(st, "cpu", method="single")
     st.close()
     nets = sample("nb201", 36, seed=5)
@@ -54,7 +54,7 @@ def measured(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def split(measured):
-    """Layer models on half the kernels; the other half and 18 networks calibrate."""
+    """Layer models on half the kernels; the other half and 20 networks calibrate."""
     table, nets, times = measured
     rows = table[table["network"] != SESSION_PROBE]
     perm = np.random.default_rng(0).permutation(len(rows))
@@ -66,7 +66,7 @@ def split(measured):
     base = make_predictor("statistical", mapping="none", min_points=5, n_estimators=30)
     base.fit(fit_refs, fit_y)
     layer = (list(held["network"]), held["cpu"].to_numpy())
-    return base, layer, (nets[:18], times[:18]), (nets[18:], times[18:])
+    return base, layer, (nets[:20], times[:20]), (nets[20:], times[20:])
 
 
 def test_cps_validates_and_recalibrates_at_network_level(split, tmp_path):
@@ -74,13 +74,16 @@ def test_cps_validates_and_recalibrates_at_network_level(split, tmp_path):
     cp = make_conformal("cps", base, samples=400).calibrate(
         cnets, ct, layer_networks=lnets, layer_latencies_ms=lt
     )
-    assert cp.n_calibration == 18 and cp.n_network_calibration_ == 18
-    assert 0 <= cp.aggregate_coverage_ <= 100
+    assert cp.n_calibration == 20 and cp.n_network_calibration_ == 20
     assert "*" in cp.layer_residuals_ and "conv" in cp.layer_residuals_
-    # By construction the recalibrated 90 % intervals hold >= ceil(19 * 0.9) = 18 of the 18
-    # calibration networks; on 18 held-out networks most are inside.
+    # Layer models fitted without the fusion mapping sum every BN and ReLU separately and
+    # over-predict these networks: the summed layer distributions miss most of them ...
+    assert cp.aggregate_coverage_ < 50
+    assert any("recalibrated at network level" in w for w in cp.warnings)
+    # ... and the network-level recalibration holds >= 18 of the 20 calibration networks by
+    # construction (two-sided quantiles at ranks 1 and 20 of 20), and most held-out ones.
     low, high = cp.predict_interval(cnets, 0.9)
-    assert np.sum((ct >= low) & (ct <= high)) >= 17
+    assert np.sum((ct >= low) & (ct <= high)) >= 18
     low, high = cp.predict_interval(tnets, 0.9)
     assert np.all(low > 0) and np.all(high > low)
     assert np.mean((tt >= low) & (tt <= high)) >= 0.6

@@ -205,9 +205,9 @@ class ConformalPredictor:
         if len(networks) == 0:
             return np.zeros(0), np.zeros(0)
         self._check_size(c)
-        center, half = self._log_interval(networks, point, c)
+        low, high = self._log_bounds(networks, point, c)
         with np.errstate(over="ignore"):
-            return np.exp(center - half), np.exp(center + half)
+            return np.exp(low), np.exp(high)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the base (``base/``), model files, and ``conformal.json`` last (atomically):
@@ -238,12 +238,17 @@ class ConformalPredictor:
     ) -> None:
         raise NotImplementedError
 
-    def _log_interval(
+    def _log_bounds(
         self, networks: list[Network], point: np.ndarray, c: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Center and half-width of each network's interval in log ms (default: centered on
-        the point prediction)."""
-        return np.log(self.clamp(point)), self._half_width(networks, point, c)
+        """Each network's interval in log ms (default: symmetric around the point)."""
+        center = np.log(self.clamp(point))
+        half = self._half_width(networks, point, c)
+        return center - half, center + half
+
+    def min_calibration_size(self, confidence: float) -> int:
+        """Smallest calibration set that gives bounded intervals at ``confidence``."""
+        return min_calibration_size(confidence)
 
     def _half_width(self, networks: list[Network], point: np.ndarray, c: float) -> np.ndarray:
         """Half-width of the log interval for each network."""
@@ -283,7 +288,7 @@ class ConformalPredictor:
 
     def _check_size(self, c: float) -> None:
         n = self.n_calibration
-        need = min_calibration_size(c)
+        need = self.min_calibration_size(c)
         if n < need:
             self.warn(
                 f"calibration set of {n} networks is too small for {c:.0%} confidence: it needs "

@@ -19,11 +19,14 @@ predictor with ``predict_layers``), following Wess et al. (IEEE Access 2024):
    *networks* (multi-layer networks measured end to end, disjoint from the benchmarks) its
    interval at ``reference_confidence`` is checked (``aggregate_coverage_``, with a warning when
    it under-covers), and the final interval is a network-level normalised conformal interval:
-   centred on the summed distribution's median, its half-width in log space is
-   ``q · sigma``, where ``sigma`` is half the log-width of the summed distribution's reference
-   interval and ``q`` the conformal quantile of ``|log t - log median| / sigma`` over the
-   calibration networks. Coverage is thus guaranteed at network level, and the layer
-   distributions still decide which networks get wider intervals.
+   ``[log m + q_lo · sigma, log m + q_hi · sigma]`` in log space, where ``m`` is the summed
+   distribution's median, ``sigma`` half the log-width of its reference interval, and
+   ``q_lo``/``q_hi`` the two-sided split-conformal quantiles (crepes CPS) of the signed scores
+   ``(log t - log m) / sigma`` of the calibration networks. Signed scores correct a bias of the
+   summed distribution (layer models that all over-predict) instead of only widening it; both
+   quantiles exist from ``2/(1-c)`` calibration networks (20 at 90 %). Coverage is thus
+   guaranteed at network level, and the layer distributions still decide which networks get
+   wider intervals.
 
 Calibration therefore needs both single-layer benchmarks (layer level) and measured multi-layer
 networks (network level); either missing is a :class:`DataError`.
@@ -41,7 +44,6 @@ from latlab.errors import DataError
 from latlab.predictors.base import Network, as_graphs
 from latlab.predictors.conformal.base import (
     ConformalPredictor,
-    conformal_quantile,
     import_crepes,
     register_method,
 )
@@ -123,16 +125,37 @@ class LayerCps(ConformalPredictor):
         inside = (yn >= low) & (yn <= high)
         self.aggregate_coverage_ = float(100 * inside.mean())
         self.n_network_calibration_ = len(yn)
-        self.scores_ = np.abs(np.log(yn) - center) / sigma
-        self.correction_ = conformal_quantile(self.scores_, ref)
+        # Signed scores: a bias of the summed distribution (layer models that all over- or
+        # under-predict) is corrected by the two one-sided quantiles, not only widened.
+        self.scores_ = (np.log(yn) - center) / sigma
+        self._build_network_cps()
         n = len(yn)
         if self.aggregate_coverage_ < 100 * (ref - 2 * math.sqrt(ref * (1 - ref) / n)):
+            lo, hi = self._score_bounds(ref)
             self.warn(
                 f"cps: the summed layer distributions cover only {self.aggregate_coverage_:.1f} % "
-                f"of the {n} calibration networks at {ref:.0%} (layer errors are correlated); "
-                f"the intervals are recalibrated at network level (widened "
-                f"{self.correction_:.2f}x in log space)"
+                f"of the {n} calibration networks at {ref:.0%} (layer errors are correlated or "
+                f"biased); the intervals are recalibrated at network level (log bounds "
+                f"median {lo:+.2f} / {hi:+.2f} spreads instead of -1 / +1)"
             )
+
+    def _build_network_cps(self) -> None:
+        crepes = import_crepes()
+        self.network_cps_ = crepes.ConformalPredictiveSystem().fit(np.asarray(self.scores_))
+
+    def _score_bounds(self, confidence: float) -> tuple[float, float]:
+        """Two-sided split-conformal bounds of the signed network scores (crepes CPS: the
+        ⌊(n+1)(1-c)/2⌋-th and ⌈(n+1)(1+c)/2⌉-th smallest; infinite when n is too small)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lo, hi = self.network_cps_.predict_int(np.zeros(1), confidence=confidence)[0]
+        return float(lo), float(hi)
+
+    def min_calibration_size(self, confidence: float) -> int:
+        """Both one-sided quantiles exist from ``n >= 2/(1-c)`` networks (20 at 90 %)."""
+        return max(1, math.ceil(2.0 / (1.0 - confidence) - 1e-9))
 
     def _fit_layer_cps(self, graphs: list[Any], t: np.ndarray) -> None:
         frame = self.base.predict_layers(graphs)
@@ -214,14 +237,12 @@ class LayerCps(ConformalPredictor):
         _, _, low, high = self._aggregate(list(networks), confidence)
         return low, high
 
-    def _log_interval(
+    def _log_bounds(
         self, networks: list[Network], point: np.ndarray, c: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        assert self.scores_ is not None
         center, sigma, _, _ = self._aggregate(networks, float(self.options["reference_confidence"]))
-        q = conformal_quantile(self.scores_, c)
-        with np.errstate(invalid="ignore"):
-            return center, np.where(np.isinf(q), np.inf, q * sigma)
+        lo, hi = self._score_bounds(c)
+        return center + lo * sigma, center + hi * sigma
 
     # ------------------------------------------------------------------ persistence
 
@@ -230,7 +251,6 @@ class LayerCps(ConformalPredictor):
             "layer_residuals": {k: v.tolist() for k, v in self.layer_residuals_.items()},
             "aggregate_coverage": self.aggregate_coverage_,
             "n_network_calibration": self.n_network_calibration_,
-            "correction": self.correction_,
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
@@ -239,8 +259,8 @@ class LayerCps(ConformalPredictor):
         }
         self.aggregate_coverage_ = float(state["aggregate_coverage"])
         self.n_network_calibration_ = int(state["n_network_calibration"])
-        self.correction_ = float(state["correction"])
         self._build_cps()
+        self._build_network_cps()
 
 
 def _per_kind(residuals: np.ndarray, bins: np.ndarray, min_points: int) -> dict[str, np.ndarray]:
