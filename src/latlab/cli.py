@@ -253,6 +253,118 @@ def _print_measure_summary(
     console.print(stats)
 
 
+@app.command()
+def bench(
+    suite: str | None = typer.Option(
+        None, "--suite", help="kernels, padding or multilayer (omit to only --export)"
+    ),
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="benchmarks in the suite (default: what the models need)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="suite generation seed"),
+    threads: int = typer.Option(1, "--threads", min=1, help="inference threads"),
+    device_name: str | None = typer.Option(
+        None, "--device-name", help="device name in the store (default: machine+backend id)"
+    ),
+    db: str = typer.Option("latlab.db", "--db", help="store: SQLite file or postgresql:// URL"),
+    export: Path | None = typer.Option(
+        None, "--export", help="write the layer-model training table (.csv/.parquet)"
+    ),
+    method: str = typer.Option(
+        "padded", "--method", help="layer time in the DEVICE column: padded, single or profile"
+    ),
+    export_fusion: Path | None = typer.Option(
+        None, "--export-fusion", help="write the fusion labels (.csv/.parquet)"
+    ),
+    timer: str = typer.Option(
+        "wall", "--timer", help="protocol clock: wall, or thread (ignores other processes' time)"
+    ),
+) -> None:
+    """ANNETTE benchmarks: micro-kernels, smart padding and multi-layer fusion, resumable.
+
+    Each benchmark is committed when done: after an interruption the same command resumes.
+    --export writes the table `latlab train --predictor roofline|refined|statistical|mixed|lut`
+    trains on (columns DEVICE, DEVICE@single, DEVICE@padded, DEVICE@profile).
+    """
+    from latlab.datasets.measure import default_device_name
+
+    if suite is None and export is None and export_fusion is None:
+        fail("give --suite NAME to measure, or --export/--export-fusion FILE to write tables")
+    _check_out_path(export)
+    _check_out_path(export_fusion)
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, SUITES, default_count, run_bench
+    from latlab.datasets.store import Store
+
+    if suite is not None and suite not in SUITES:
+        fail(f"unknown --suite {suite!r} (known: {', '.join(SUITES)})")
+    if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
+        fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
+    config = replace(BENCH_CONFIG, timer=timer, threads=threads)
+    device = device_name or default_device_name("onnxruntime", threads)
+    store = Store(db)
+    if suite is not None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        n = count or default_count(suite)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}", style="dim"),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{suite} on {device}", total=None, current="")
+
+            def on_event(event: Any) -> None:
+                bar.update(
+                    task, completed=event.done, total=event.total, current=event.network or ""
+                )
+
+            result = run_bench(
+                suite,
+                store,
+                device,
+                count=n,
+                seed=seed,
+                threads=threads,
+                config=config,
+                progress=on_event,
+            )
+        console.print(
+            f"{suite}: {len(result.references)} benchmarks on {device} "
+            f"({len(result.measured)} measured now, {len(result.skipped)} already stored, "
+            f"{len(result.failed)} failed) -> {store.display_url}",
+            highlight=False,
+        )
+        for ref, why in list(result.failed.items())[:5]:
+            err_console.print(f"[yellow]failed:[/] {ref}: {why}", highlight=False)
+    if export is not None or export_fusion is not None:
+        from latlab.datasets.bench.export import fusion_table, training_table
+        from latlab.datasets.tables import save_table
+
+        if export is not None:
+            table = training_table(store, device, method=method, protocol_key=config.protocol_key())
+            save_table(table, export)
+            console.print(f"wrote {export}: {len(table)} benchmarks, columns {list(table)[1:]}")
+        if export_fusion is not None:
+            labels = fusion_table(store, device)
+            save_table(labels, export_fusion)
+            console.print(f"wrote {export_fusion}: {len(labels)} layer pairs")
+    store.close()
+
+
 @app.command("table")
 def table_cmd(
     path: Path = typer.Argument(..., help="dataset table (.csv or .parquet)"),

@@ -4,7 +4,7 @@ Importing this package registers the built-in network reference schemes. Heavy l
 (torch, onnxruntime) are imported lazily by the modules that need them.
 """
 
-from latlab.datasets import onnx_files, spaces, zoo
+from latlab.datasets import bench, onnx_files, spaces, zoo
 from latlab.datasets.references import (
     Reference,
     Scheme,
@@ -17,6 +17,7 @@ from latlab.datasets.references import (
 __all__ = [
     "Reference",
     "Scheme",
+    "bench",
     "onnx_files",
     "parse_reference",
     "register_scheme",

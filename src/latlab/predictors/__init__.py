@@ -3,7 +3,7 @@
 Importing the package registers every predictor by name (see :data:`PREDICTORS`).
 """
 
-from latlab.predictors import flops
+from latlab.predictors import flops, layerwise
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -17,6 +17,7 @@ __all__ = [
     "PREDICTORS",
     "LatencyPredictor",
     "flops",
+    "layerwise",
     "load_predictor",
     "lxnorop",
     "make_predictor",

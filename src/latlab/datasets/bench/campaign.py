@@ -1,0 +1,383 @@
+"""Benchmark campaigns: measure a suite into the store, one committed item at a time.
+
+``run_bench(suite, store, device)`` with suite
+
+* ``kernels`` -- every single-layer benchmark (:func:`~.suites.kernel_suite`) measured three
+  ways' first two: (a) the single-layer model end to end with the measurement protocol
+  (``method="single"``; also a normal row of the ``measurements`` table) and (c) onnxruntime's
+  profiler, the time of the runtime node(s) executing the benchmarked layer
+  (``method="profile"``, the white-box reference; the profile and its nodes are stored).
+* ``padding`` -- (b) smart padding of the same configurations: the layer between two padding
+  layers (:data:`~.kernels` op ``padding``: a MaxPool 1x1 in the layer's own memory layout)
+  minus padding-only models. With ``P_x``/``P_y`` the padding cost at the layer's input/output
+  shape and ``O`` the session overhead, the padded model costs ``O + P_x + L + P_y``, the
+  padding-only model at the input shape ``O + 2 P_x`` and at the output shape ``O + 2 P_y``, so
+  ``L = padded - (pad_x + pad_y) / 2`` exactly when costs add up; ``padded - pad_x`` and
+  ``padded - pad_y`` (``L ± (P_y - P_x)``) are kept as the ``[lower, upper]`` interval. For a
+  shape-preserving layer the two padding-only models are one and the interval is the layer's
+  time plus measurement noise. The three models are timed in interleaved rounds
+  (:func:`paired_samples`) and the median of the per-round differences kept, so that a change
+  of load on the machine between two measurements does not land in the difference.
+* ``multilayer`` -- chains (:func:`~.suites.multilayer_suite`) measured end to end and
+  profiled; the profile's trace gives the fusion label of every successive layer pair.
+
+Each item is committed when done; an item already stored for the device and protocol is
+skipped, so an interrupted campaign resumes where it stopped. Progress is reported through
+``progress(BenchEvent)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from latlab.datasets.bench.kernels import (
+    KernelSpec,
+    Part,
+    canonical,
+    format_kernel,
+    part_layers,
+    resolve_kernel,
+    shape_params,
+)
+from latlab.datasets.bench.suites import (
+    DEFAULT_KERNEL_COUNT,
+    DEFAULT_MULTILAYER_COUNT,
+    SESSION_PROBE,
+    kernel_suite,
+    multilayer_suite,
+)
+from latlab.datasets.bench.tables import BenchStore
+from latlab.datasets.measure.protocol import MeasureConfig, measure
+from latlab.datasets.store import Store
+from latlab.errors import DataError, LatlabError, MeasurementError
+
+log = logging.getLogger(__name__)
+
+SUITES = ("kernels", "padding", "multilayer")
+
+#: The benchmark protocol: shorter than the default network protocol (benchmarks are many and
+#: small), same warm-up rule and robust-CV re-measurement.
+BENCH_CONFIG = MeasureConfig(
+    repeats=60,
+    min_repeats=10,
+    time_budget_s=0.4,
+    max_warmup=60,
+    max_warmup_s=0.4,
+    max_remeasures=1,
+)
+#: Profiled runs per benchmark (after 3 discarded warm-up runs), within a 0.4 s budget.
+PROFILE_RUNS = 20
+
+
+def default_count(suite: str) -> int:
+    """The default ``--count`` of a suite (what the layer models need on this machine)."""
+    return DEFAULT_MULTILAYER_COUNT if suite == "multilayer" else DEFAULT_KERNEL_COUNT
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    """Progress of a campaign: ``kind`` is start, done_item, skipped or finished."""
+
+    kind: str
+    done: int
+    total: int
+    network: str | None = None
+
+
+@dataclass
+class BenchResult:
+    suite: str
+    device: str
+    references: list[str]
+    measured: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def suite_references(suite: str, count: int | None = None, seed: int = 0) -> list[str]:
+    """The references a suite measures (deterministic for count and seed)."""
+    if suite not in SUITES:
+        raise DataError(f"unknown benchmark suite {suite!r} (known: {', '.join(SUITES)})")
+    n = default_count(suite) if count is None else count
+    if suite == "multilayer":
+        return multilayer_suite(n, seed)
+    refs = kernel_suite(n, seed)
+    if suite == "padding":
+        return [r for r in refs if r != SESSION_PROBE]
+    return refs
+
+
+def benchmarked_layers(spec: KernelSpec, graph: Any) -> list[int]:
+    """IR layer indices a benchmark measures: every layer except the padding parts."""
+    parts = part_layers(graph)
+    return [li for i, part in enumerate(spec.parts) if part.op != "padding" for li in parts[i]]
+
+
+def head_kind(graph: Any, layers: list[int]) -> str:
+    """Kind of the layer that dominates a benchmark (first compute layer, else the first)."""
+    kinds = [graph.layers[i].kind for i in layers]
+    for k in ("conv", "dwconv", "fc"):
+        if k in kinds:
+            return k
+    return kinds[0] if kinds else "other"
+
+
+def padded_references(reference: str) -> tuple[str, str, str]:
+    """(padded model, padding-only at the input shape, padding-only at the output shape)."""
+    spec, graph = resolve_kernel(reference)
+    pad = Part("padding")
+    padded = KernelSpec((pad, *spec.parts, pad), spec.params)
+    x_shape = graph.inputs["input"]
+    y_shape = graph.layers[-1].output_shape
+    pad_x = KernelSpec((pad, pad), tuple(sorted(shape_params(x_shape).items())))
+    pad_y = KernelSpec((pad, pad), tuple(sorted(shape_params(y_shape).items())))
+    return format_kernel(padded), format_kernel(pad_x), format_kernel(pad_y)
+
+
+class _Runner:
+    def __init__(
+        self, store: Store, device: str, config: MeasureConfig, threads: int, profile_runs: int
+    ) -> None:
+        self.store = store
+        self.bench = BenchStore(store)
+        self.device = device
+        self.config = config
+        self.threads = threads
+        self.profile_runs = profile_runs
+        self.key = config.protocol_key()
+        self._medians: dict[str, float] = {}
+
+    def measured_median(self, ref: str) -> float:
+        """Median latency of ``ref`` under the protocol (measured once, then read back)."""
+        if ref in self._medians:
+            return self._medians[ref]
+        st = self.store
+        stored = self.bench.median_ms(self.device, ref, self.key)
+        if stored is not None:
+            self._medians[ref] = stored
+            return stored
+        m = measure(ref, self.config)
+        st.add_network(ref)
+        st.add_measurement(self.device, m)
+        self._medians[ref] = m.median_ms
+        return m.median_ms
+
+    def profile(self, ref: str, *, labels: bool) -> tuple[float, float, float, str]:
+        from latlab.datasets.bench.profile import profile_network
+        from latlab.datasets.bench.trace import fusion_labels
+
+        spec, graph = resolve_kernel(ref)
+        prof = profile_network(
+            ref,
+            threads=self.threads,
+            runs=self.profile_runs,
+            warmup=3,
+            time_budget_s=0.4,
+            timer=self.config.timer,
+        )
+        layers = benchmarked_layers(spec, graph)
+        groups = {prof.mapping.layer_group[i] for i in layers if i in prof.mapping.layer_group}
+        per_run = [prof.group_samples_us(prof.mapping.groups[g]) for g in sorted(groups)]
+        n = min((len(s) for s in per_run), default=0)
+        if n == 0:
+            raise DataError(f"the profiler reported no node of {ref!r}")
+        total = np.sum([s[:n] for s in per_run], axis=0) / 1e3
+        labs = fusion_labels(prof.mapping, set(prof.node_samples_us)) if labels else None
+        key = self.bench.add_profile(self.device, prof, labs)
+        p10, p90 = np.percentile(total, [10, 90])
+        time_ms = sum(prof.group_ms(prof.mapping.groups[g]) for g in groups)
+        return float(time_ms), float(p10), float(p90), key
+
+    def kernels_item(self, ref: str, suite: str) -> None:
+        spec, graph = resolve_kernel(ref)
+        kind = head_kind(graph, benchmarked_layers(spec, graph))
+        self.store.add_network(graph)
+        single = self.measured_median(ref)
+        self.bench.add_layer_benchmark(
+            self.device, ref, "single", single, protocol_key=self.key, suite=suite, kind=kind
+        )
+        if not benchmarked_layers(spec, graph):  # the session probe: nothing to profile
+            return
+        med, p10, p90, key = self.profile(ref, labels=suite == "multilayer")
+        self.bench.add_layer_benchmark(
+            self.device,
+            ref,
+            "profile",
+            med,
+            protocol_key=self.key,
+            suite=suite,
+            kind=kind,
+            lower_ms=p10,
+            upper_ms=p90,
+            extra={"settings_key": key},
+        )
+
+    def padding_item(self, ref: str) -> None:
+        spec, graph = resolve_kernel(ref)
+        kind = head_kind(graph, benchmarked_layers(spec, graph))
+        padded_ref, pad_x, pad_y = padded_references(ref)
+        refs = [padded_ref, pad_x] if pad_y == pad_x else [padded_ref, pad_x, pad_y]
+        samples = paired_samples(refs, self.config)
+        padded = samples[0]
+        px = samples[1]
+        py = samples[2] if len(samples) > 2 else px
+        # per round: layer = padded - mean(padding-only); the two one-sided differences
+        # (padded - pad_x, padded - pad_y) bound it when the padding costs differ by shape
+        diff = padded - (px + py) / 2
+        a, b = float(np.median(padded - px)), float(np.median(padded - py))
+        self.store.add_network(graph)
+        self.bench.add_layer_benchmark(
+            self.device,
+            ref,
+            "padded",
+            float(np.median(diff)),
+            protocol_key=self.key,
+            suite="padding",
+            kind=kind,
+            lower_ms=min(a, b),
+            upper_ms=max(a, b),
+            extra={
+                "padded": padded_ref,
+                "padding_x": pad_x,
+                "padding_y": pad_y,
+                "padded_ms": float(np.median(padded)),
+                "padding_x_ms": float(np.median(px)),
+                "padding_y_ms": float(np.median(py)),
+                "rounds": len(padded),
+                "diff_p10_ms": float(np.percentile(diff, 10)),
+                "diff_p90_ms": float(np.percentile(diff, 90)),
+                "timer": self.config.timer,
+            },
+        )
+
+
+def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
+    """Time several networks in interleaved rounds (one run of each per round), in ms.
+
+    Smart padding subtracts latencies of similar size; measured one after the other, a change
+    of the machine's load between the two measurements lands in the difference. Interleaving
+    the padded and padding-only models round by round exposes them to the same conditions,
+    and the median of per-round differences ignores rounds a preemption hit. Follows the
+    protocol's warm-up, repeat count, time budget (per model) and clock.
+    """
+    import gc
+    import time
+
+    from latlab.datasets.measure import get_backend
+    from latlab.datasets.measure.protocol import TIMERS
+
+    be = get_backend(config.backend)
+    try:
+        runs = [be.prepare(r, config.batch, config.threads) for r in refs]
+    except LatlabError:
+        raise
+    except Exception as exc:  # the runtime's own errors: name the benchmark
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MeasurementError(f"cannot prepare {refs[0]!r}: {first}") from exc
+    clock = TIMERS[config.timer]
+    gc_was = gc.isenabled()
+    gc.disable()  # a collection inside a sample would add milliseconds to one run
+    try:
+        # warm-up: at least min_warmup rounds and 0.1 s (allocations and caches settle)
+        start = time.perf_counter()
+        rounds = 0
+        while rounds < config.min_warmup or (
+            rounds < config.max_warmup and time.perf_counter() - start < 0.1
+        ):
+            for run in runs:
+                run()
+            rounds += 1
+        out: list[list[float]] = [[] for _ in runs]
+        budget = config.time_budget_s * len(runs)
+        start = time.perf_counter()
+        while len(out[0]) < config.repeats:
+            for k, run in enumerate(runs):
+                t0 = clock()
+                run()
+                out[k].append((clock() - t0) / 1e6)
+            if len(out[0]) >= config.min_repeats and time.perf_counter() - start > budget:
+                break
+    finally:
+        if gc_was:
+            gc.enable()
+    return [np.asarray(o) for o in out]
+
+
+def _probe_only(ref: str) -> bool:
+    spec, graph = resolve_kernel(ref)
+    return not benchmarked_layers(spec, graph)
+
+
+def run_bench(
+    suite: str,
+    store: Store,
+    device: str,
+    *,
+    count: int | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    config: MeasureConfig | None = None,
+    profile_runs: int = PROFILE_RUNS,
+    references: list[str] | None = None,
+    progress: Callable[[BenchEvent], None] | None = None,
+) -> BenchResult:
+    """Measure a benchmark suite into ``store`` for ``device`` (resumable; see module doc).
+
+    ``references`` overrides the suite's generated list (same handling). A benchmark that
+    onnxruntime cannot run is logged and recorded in ``BenchResult.failed``, not fatal.
+    """
+    from latlab.datasets.measure import default_device_name, get_backend, machine_fingerprint
+
+    cfg = config or BENCH_CONFIG
+    if threads != cfg.threads:
+        from dataclasses import replace
+
+        cfg = replace(cfg, threads=threads)
+    if references is not None:  # canonical references, so that the store recognises them
+        refs = list(dict.fromkeys(canonical(r) for r in references))
+    else:
+        refs = suite_references(suite, count, seed)
+    if suite not in SUITES:
+        raise DataError(f"unknown benchmark suite {suite!r} (known: {', '.join(SUITES)})")
+    be = get_backend(cfg.backend)
+    device = device or default_device_name(cfg.backend, threads)
+    store.add_device(device, backend=cfg.backend, fingerprint=machine_fingerprint(), info=be.info())
+    runner = _Runner(store, device, cfg, threads, profile_runs)
+    notify = progress or (lambda e: None)
+    result = BenchResult(suite, device, refs)
+    if suite == "padding":
+        done = runner.bench.done(device, "padded", runner.key)
+    else:
+        profiled = runner.bench.done(device, "profile", runner.key)
+        done = {
+            r
+            for r in runner.bench.done(device, "single", runner.key)
+            if r in profiled or _probe_only(r)
+        }
+    notify(BenchEvent("start", 0, len(refs)))
+    for i, ref in enumerate(refs):
+        if ref in done:
+            result.skipped.append(ref)
+            notify(BenchEvent("skipped", i + 1, len(refs), ref))
+            continue
+        try:
+            if suite == "padding":
+                runner.padding_item(ref)
+            else:
+                runner.kernels_item(ref, suite)
+        except (DataError, MemoryError) as exc:
+            result.failed[ref] = str(exc)
+            log.warning("benchmark %s failed: %s", ref, exc)
+        except MeasurementError as exc:  # a runtime refusing one configuration is not fatal
+            result.failed[ref] = str(exc)
+            log.warning("benchmark %s failed: %s", ref, exc)
+        else:
+            result.measured.append(ref)
+        notify(BenchEvent("done_item", i + 1, len(refs), ref))
+    notify(BenchEvent("finished", len(refs), len(refs)))
+    return result

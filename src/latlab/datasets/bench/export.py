@@ -1,0 +1,73 @@
+"""Benchmark store -> tables the layer predictors train on.
+
+:func:`training_table` is a dataset table in the usual format (``network`` + latency columns in
+ms), so ``latlab train --data TABLE --target DEVICE`` fits a layer-wise predictor on it. Rows:
+
+* every single-layer benchmark (``kernel:`` reference): its **layer time**. Column ``DEVICE``
+  holds the chosen method (``padded`` by default: smart padding, the layer's marginal cost in a
+  network, without the session overhead); ``DEVICE@single``, ``DEVICE@padded`` and
+  ``DEVICE@profile`` hold all three, so ``--target DEVICE@single`` trains on plain single-layer
+  benchmarks for comparison. Smart-padding differences of layers that cost less than the
+  measurement noise can come out at or below zero; they are raised to ``floor_ms`` (0.5 us).
+* multi-layer benchmarks: the time of the whole chain by each method (no ``padded`` value: the
+  padding suite measures single layers); layer predictors learn fusion from their structure.
+* the session probe (:data:`~.suites.SESSION_PROBE`): its end-to-end latency in every column:
+  the per-inference overhead a layer-wise predictor adds once per network.
+
+:func:`fusion_table` exports the stored fusion labels (one row per layer pair).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from latlab.datasets.bench.suites import SESSION_PROBE
+from latlab.datasets.bench.tables import METHODS, BenchStore
+from latlab.datasets.store import Store
+from latlab.errors import DataError
+
+#: Smallest layer time written to a training table (ms).
+FLOOR_MS = 5e-4
+
+
+def training_table(
+    store: Store,
+    device: str,
+    *,
+    method: str = "padded",
+    protocol_key: str | None = None,
+    floor_ms: float = FLOOR_MS,
+) -> pd.DataFrame:
+    """The training table of ``device``'s benchmarks (see the module docstring)."""
+    if method not in METHODS:
+        raise DataError(f"unknown layer benchmark method {method!r} (known: {', '.join(METHODS)})")
+    bench = BenchStore(store)
+    long = bench.layer_benchmarks(device)
+    if protocol_key is not None:
+        long = long[long["protocol_key"] == protocol_key]
+    if long.empty:
+        raise DataError(f"no layer benchmarks of device {device!r} in store {store.display_url}")
+    long = long.drop_duplicates(["network", "method"], keep="last")
+    wide = long.pivot(index="network", columns="method", values="latency_ms")
+    order = list(dict.fromkeys(long["network"]))
+    wide = wide.reindex(index=order, columns=list(METHODS))
+    probe = wide.index == SESSION_PROBE
+    if probe.any():
+        wide.loc[probe, list(METHODS)] = wide.loc[probe, "single"].to_numpy()[:, None]
+    wide = wide.clip(lower=floor_ms)
+    out = pd.DataFrame({"network": wide.index})
+    out[device] = wide[method].to_numpy()
+    for m in METHODS:
+        out[f"{device}@{m}"] = wide[m].to_numpy()
+    return out
+
+
+def fusion_table(store: Store, device: str) -> pd.DataFrame:
+    """The stored fusion labels of ``device`` (network, producer, consumer, ops, kinds, label)."""
+    df = BenchStore(store).fusion_labels(device)
+    if df.empty:
+        raise DataError(
+            f"no fusion labels of device {device!r} in store {store.display_url}: "
+            "run latlab bench --suite multilayer first"
+        )
+    return df.drop(columns=["device"])

@@ -1,0 +1,408 @@
+"""Micro-kernel benchmark networks: ``kernel:`` references (ANNETTE's benchmark networks).
+
+A layer benchmark is a tiny network named by a reference, so that the store, the tables and
+the predictors treat it like any other network. Grammar::
+
+    kernel:PART[+PART...][?KEY=VALUE[&KEY=VALUE...]]
+    PART := OP | OP(KEY=VALUE[,KEY=VALUE...])
+
+The parts are applied in order to one input tensor ``(N, c, h, w)`` (``(N, c)`` when the first
+part other than ``padding`` is ``fc`` and ``h`` is not given). Global keys (the query) set
+every part's parameters; a part's own arguments override them for that part only, e.g. a
+depthwise-separable block::
+
+    kernel:dwconv(k=3)+bn+relu+conv(k=1,f=128)?c=64&h=56&w=56
+
+Keys (integers): ``h`` input height (default 1), ``w`` width (default ``h``), ``c`` input
+channels (required), ``f`` output channels of conv/fc (default: the current channels), ``k``
+window of conv/dwconv/pooling (default 1), ``s`` stride (default 1), ``g`` groups of ``conv``
+(default 1), ``c2`` channels of the second operand of ``concat`` (default: the current
+channels), ``b`` = 1 makes the second operand of ``add``/``mul`` a per-channel ``(N, C, 1, 1)``
+vector (squeeze-and-excitation style).
+
+Ops: ``conv`` (Conv, "same" padding ``(k-1)//2``), ``dwconv`` (depthwise Conv), ``fc`` (Gemm,
+preceded by a Flatten when the tensor is not 2-D), ``maxpool``/``avgpool`` (window ``k``, stride
+``s``, padding ``(k-1)//2``), ``gpool``/``gmaxpool`` (global average/max pooling), ``add``,
+``mul``, ``concat`` (along channels), ``bn`` (BatchNormalization), activations ``relu``,
+``relu6`` (Clip 0..6), ``sigmoid``, ``tanh``, ``hardswish``, ``hardsigmoid``, ``flatten``, and
+``padding``: the smart-padding layer (MaxPool 1x1 stride 1 on 4-D tensors, which onnxruntime
+runs in the same blocked NCHWc layout as convolutions and never fuses with a neighbour; Abs on
+2-D tensors, which no CPU fusion absorbs).
+
+Binary ops take their second operand from the chain's input (the tensor entering the first
+part that is not ``padding``) when it has the needed shape and is not the current tensor
+(``conv+add`` is a residual connection), otherwise from a second graph input named ``input2``
+(single-layer ``add`` benchmarks read two tensors, as in a network).
+
+References are canonical (:func:`kernel_reference` sorts keys and drops defaults), so equal
+benchmarks have equal references and a resumed campaign recognises them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
+from latlab.encoders.builder import NetBuilder
+from latlab.encoders.ir import Layer, NetworkGraph, Shape
+from latlab.errors import NetworkReferenceError
+
+SCHEME = "kernel"
+
+#: Ops of the grammar and the parameter keys each one reads.
+OPS: dict[str, tuple[str, ...]] = {
+    "conv": ("f", "k", "s", "g"),
+    "dwconv": ("k", "s"),
+    "fc": ("f",),
+    "maxpool": ("k", "s"),
+    "avgpool": ("k", "s"),
+    "gpool": (),
+    "gmaxpool": (),
+    "add": ("b",),
+    "mul": ("b",),
+    "concat": ("c2",),
+    "bn": (),
+    "relu": (),
+    "relu6": (),
+    "sigmoid": (),
+    "tanh": (),
+    "hardswish": (),
+    "hardsigmoid": (),
+    "flatten": (),
+    "padding": (),
+}
+#: Keys of the query (the input shape plus every op key).
+KEYS = ("h", "w", "c", "f", "k", "s", "g", "c2", "b")
+_DEFAULTS = {"k": 1, "s": 1, "g": 1, "b": 0}
+#: Largest value a key may take (guards against typos building gigantic networks).
+MAX_VALUE = 1 << 16
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid")
+
+_PART = re.compile(r"(?P<op>[a-z0-9]+)(?:\((?P<args>[^()]*)\))?")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One op of a kernel chain with its own parameter overrides."""
+
+    op: str
+    args: tuple[tuple[str, int], ...] = ()
+
+    def text(self) -> str:
+        if not self.args:
+            return self.op
+        return f"{self.op}(" + ",".join(f"{k}={v}" for k, v in self.args) + ")"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A parsed ``kernel:`` reference: the chain of parts and the global parameters."""
+
+    parts: tuple[Part, ...]
+    params: tuple[tuple[str, int], ...] = field(default=())
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return tuple(p.op for p in self.parts)
+
+    def param(self, key: str, part: Part | None = None) -> int | None:
+        """Value of ``key`` for ``part`` (its override, else the global value, else None)."""
+        if part is not None:
+            for k, v in part.args:
+                if k == key:
+                    return v
+        for k, v in self.params:
+            if k == key:
+                return v
+        return None
+
+    @property
+    def reference(self) -> str:
+        return format_kernel(self)
+
+
+def _bad(body: str, why: str) -> NetworkReferenceError:
+    return NetworkReferenceError(f"malformed reference '{SCHEME}:{body}': {why}")
+
+
+def _parse_pairs(text: str, sep: str, body: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if not text:
+        return out
+    for item in text.split(sep):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in KEYS:
+            raise _bad(body, f"unknown or malformed parameter {item!r} (keys: {', '.join(KEYS)})")
+        try:
+            v = int(value)
+        except ValueError:
+            raise _bad(body, f"parameter {key} must be an integer, got {value!r}") from None
+        if not 0 <= v <= MAX_VALUE or (v == 0 and key not in ("b",)):
+            raise _bad(body, f"parameter {key}={v} out of range 1..{MAX_VALUE}")
+        if key in out:
+            raise _bad(body, f"parameter {key} given twice")
+        out[key] = v
+    return out
+
+
+def parse_kernel(body: str) -> KernelSpec:
+    """Parse a ``kernel:`` reference body; raises :class:`NetworkReferenceError` naming it."""
+    chain, _, query = body.strip().partition("?")
+    if not chain:
+        raise _bad(body, "no op before '?'")
+    parts: list[Part] = []
+    for raw in chain.split("+"):
+        m = _PART.fullmatch(raw.strip())
+        if m is None:
+            raise _bad(body, f"cannot parse part {raw!r} (expected OP or OP(KEY=VALUE,...))")
+        op = m["op"]
+        if op not in OPS:
+            raise _bad(body, f"unknown op {op!r} (known: {', '.join(OPS)})")
+        args = _parse_pairs(m["args"] or "", ",", body)
+        parts.append(Part(op, tuple(sorted(args.items()))))
+    params = _parse_pairs(query, "&", body)
+    if "c" not in params:
+        raise _bad(body, "the input channels c are required (e.g. ?c=64&h=56)")
+    spec = KernelSpec(tuple(parts), tuple(sorted(params.items())))
+    try:
+        build_kernel(spec)  # checks shapes (stride larger than the map, bad groups, ...)
+    except NetworkReferenceError:
+        raise
+    except (ValueError, KeyError, IndexError) as exc:
+        raise _bad(body, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return spec
+
+
+def format_kernel(spec: KernelSpec) -> str:
+    """The canonical reference of ``spec``: sorted keys, defaults dropped, ``w`` only if != h."""
+    params = dict(spec.params)
+    for k, v in _DEFAULTS.items():
+        if params.get(k) == v:
+            params.pop(k)
+    if params.get("w") is not None and params.get("w") == params.get("h", 1):
+        params.pop("w")
+    first = next((p.op for p in spec.parts if p.op != "padding"), "padding")
+    if params.get("h") == 1 and "w" not in params and first != "fc":
+        params.pop("h")
+    query = "&".join(f"{k}={params[k]}" for k in KEYS if k in params)
+    chain = "+".join(p.text() for p in spec.parts)
+    return f"{SCHEME}:{chain}?{query}"
+
+
+def kernel_reference(ops: str | Sequence[str | Part], **params: int) -> str:
+    """Canonical reference for a chain (``"conv+bn+relu"`` or parts) and global parameters.
+
+    >>> kernel_reference("conv", c=64, h=56, f=128, k=3)
+    'kernel:conv?h=56&c=64&f=128&k=3'
+    """
+    if isinstance(ops, str):
+        body = ops
+    else:
+        body = "+".join(p.text() if isinstance(p, Part) else p for p in ops)
+    query = "&".join(f"{k}={int(v)}" for k, v in params.items() if v is not None)
+    return format_kernel(parse_kernel(f"{body}?{query}"))
+
+
+# --------------------------------------------------------------------------- building
+
+
+class _Chain:
+    """Applies parts to a NetBuilder, creating second graph inputs on demand."""
+
+    def __init__(self, b: NetBuilder) -> None:
+        self.b = b
+        self.start = b.input  # the tensor entering the first part that is not padding
+        self.extra_inputs: dict[str, Shape] = {}
+
+    def operand(self, x: str, shape: Shape) -> str:
+        """A tensor of ``shape`` other than ``x``: the chain input if it fits, else a new input."""
+        b = self.b
+        if self.start != x and b.shape(self.start) == shape:
+            return self.start
+        name = f"input{len(self.extra_inputs) + 2}"
+        b.shapes[name] = shape
+        self.extra_inputs[name] = shape
+        return name
+
+
+def _padding(b: NetBuilder, x: str) -> str:
+    if len(b.shape(x)) == 4:
+        return b.maxpool(x, 1, 1)
+    return b.act(x, "Abs")
+
+
+def _apply(chain: _Chain, spec: KernelSpec, part: Part, x: str) -> str:
+    b = chain.b
+    op = part.op
+    shape = b.shape(x)
+    channels = shape[1]
+
+    def get(key: str, default: int | None = None) -> int:
+        v = spec.param(key, part)
+        if v is None:
+            v = _DEFAULTS.get(key, default)
+        if v is None:
+            raise ValueError(f"{op} needs parameter {key}")
+        return int(v)
+
+    if op in ("conv", "dwconv", "maxpool", "avgpool") and len(shape) != 4:
+        raise ValueError(f"{op} needs a 4-D input, got shape {shape}")
+    if op == "conv":
+        f = get("f", channels)
+        k = get("k")
+        return b.conv(x, f, k, get("s"), groups=get("g"))
+    if op == "dwconv":
+        return b.dwconv(x, get("k"), get("s"))
+    if op == "fc":
+        if len(shape) != 2:
+            x = b.flatten(x)
+        return b.gemm(x, get("f", b.shape(x)[1]))
+    if op in ("maxpool", "avgpool"):
+        k = get("k")
+        s = get("s")
+        if k > shape[2] + 2 * ((k - 1) // 2) or k > shape[3] + 2 * ((k - 1) // 2):
+            raise ValueError(f"{op} window {k} is larger than the map {shape[2:]}")
+        fn = b.maxpool if op == "maxpool" else b.avgpool
+        return fn(x, k, s, padding=(k - 1) // 2)
+    if op == "gpool":
+        return b.global_avgpool(x)
+    if op == "gmaxpool":
+        return b.global_maxpool(x)
+    if op in ("add", "mul"):
+        other_shape = (shape[0], channels, 1, 1) if get("b") and len(shape) == 4 else shape
+        other = chain.operand(x, other_shape)
+        return b.add(x, other) if op == "add" else b.mul(x, other)
+    if op == "concat":
+        c2 = get("c2", channels)
+        other = chain.operand(x, (shape[0], c2, *shape[2:]))
+        return b.concat([x, other])
+    if op == "bn":
+        return b.bn(x)
+    if op == "relu":
+        return b.relu(x)
+    if op == "relu6":
+        return b.relu6(x)
+    if op == "sigmoid":
+        return b.sigmoid(x)
+    if op == "tanh":
+        return b.act(x, "Tanh")
+    if op == "hardswish":
+        return b.hardswish(x)
+    if op == "hardsigmoid":
+        return b.hardsigmoid(x)
+    if op == "flatten":
+        return b.flatten(x)
+    if op == "padding":
+        return _padding(b, x)
+    raise ValueError(f"unknown op {op!r}")  # unreachable: parse_kernel checks ops
+
+
+def build_kernel(spec: KernelSpec, batch: int = 1, name: str | None = None) -> NetworkGraph:
+    """The IR of a kernel benchmark; layer names are ``p{i}_{op}`` after the chain position."""
+    params = dict(spec.params)
+    c = params["c"]
+    h = params.get("h", 1)
+    w = params.get("w", h)
+    first = next((p.op for p in spec.parts if p.op != "padding"), "padding")
+    in_shape: Shape = (batch, c) if first == "fc" and "h" not in params else (batch, c, h, w)
+    ref = name or format_kernel(spec)
+    meta = {"family": SCHEME, "kernel_ops": list(spec.ops), "kernel_params": params}
+    b = NetBuilder(ref, in_shape, meta=meta)
+    chain = _Chain(b)
+    x = b.input
+    for i, part in enumerate(spec.parts):
+        if part.op != "padding" and all(p.op == "padding" for p in spec.parts[:i]):
+            chain.start = x
+        before = len(b.layers)
+        _apply(chain, spec, part, x)
+        new = b.layers[before:]
+        for j, layer in enumerate(new):
+            _rename(b, layer, f"p{i}_{part.op}" + ("" if j == len(new) - 1 else f"_{j}"))
+        x = b.layers[-1].outputs[0]
+    for layer in b.layers:
+        if min(layer.output_shape) < 1:
+            raise ValueError(f"layer {layer.name} has an empty output {layer.output_shape}")
+    graph = b.build([x])
+    graph.inputs.update(chain.extra_inputs)
+    return graph
+
+
+def _rename(b: NetBuilder, layer: Layer, new: str) -> None:
+    """Rename a layer and its single output tensor (names say which part a layer is)."""
+    old_out = layer.outputs
+    layer.name = new
+    if len(old_out) == 1:
+        layer.outputs = (new,)
+        b.shapes[new] = b.shapes.pop(old_out[0])
+        for other in b.layers:
+            if old_out[0] in other.inputs:
+                other.inputs = tuple(new if t == old_out[0] else t for t in other.inputs)
+
+
+def part_layers(graph: NetworkGraph) -> dict[int, list[int]]:
+    """Chain position -> indices of the IR layers it built (``p{i}_...`` names)."""
+    out: dict[int, list[int]] = {}
+    for li, layer in enumerate(graph.layers):
+        m = re.match(r"p(\d+)_", layer.name)
+        if m:
+            out.setdefault(int(m.group(1)), []).append(li)
+    return out
+
+
+def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
+    spec = parse_kernel(body)
+    return build_kernel(spec, batch=opts.batch)
+
+
+def resolve_kernel(reference: str, batch: int = 1) -> tuple[KernelSpec, NetworkGraph]:
+    """Parse and build a ``kernel:`` reference (raises naming it)."""
+    if not reference.startswith(SCHEME + ":"):
+        raise NetworkReferenceError(f"{reference!r} is not a {SCHEME}: reference")
+    spec = parse_kernel(reference[len(SCHEME) + 1 :])
+    return spec, build_kernel(spec, batch=batch, name=format_kernel(spec))
+
+
+def canonical(reference: str) -> str:
+    """The canonical form of a ``kernel:`` reference (other references pass through)."""
+    if not is_kernel(reference):
+        return reference
+    return format_kernel(parse_kernel(reference[len(SCHEME) + 1 :]))
+
+
+def is_kernel(reference: Any) -> bool:
+    return isinstance(reference, str) and reference.startswith(SCHEME + ":")
+
+
+def with_params(spec: KernelSpec, **updates: int | None) -> KernelSpec:
+    """A copy of ``spec`` with global parameters replaced (None removes one)."""
+    params: dict[str, int] = dict(spec.params)
+    for k, v in updates.items():
+        if v is None:
+            params.pop(k, None)
+        else:
+            params[k] = int(v)
+    return KernelSpec(spec.parts, tuple(sorted(params.items())))
+
+
+def shape_params(shape: Shape) -> Mapping[str, int]:
+    """Global parameters ``c, h, w`` describing a tensor shape (rank 2 or 4)."""
+    if len(shape) == 2:
+        return {"c": int(shape[1])}
+    if len(shape) == 4:
+        return {"c": int(shape[1]), "h": int(shape[2]), "w": int(shape[3])}
+    raise ValueError(f"benchmark tensors are 2-D or 4-D, got shape {shape}")
+
+
+register_scheme(
+    Scheme(
+        SCHEME,
+        _resolve,
+        validate=parse_kernel,
+        help="micro-kernel benchmark, e.g. kernel:conv?c=64&h=56&f=64&k=3 or "
+        "kernel:conv+bn+relu?c=32&h=28&k=3",
+    )
+)

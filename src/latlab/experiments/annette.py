@@ -1,0 +1,604 @@
+"""ANNETTE's evaluation reproduced on this machine: layer models vs measured zoo and nb201 nets.
+
+``python -m latlab.experiments.annette [--quick] [--out DIR] [--db URL] [--timer thread|wall]``
+
+Every latency (benchmarks, networks, profiler kernels) is taken with the protocol's
+``thread`` clock by default: the calling thread's CPU time, which on a machine shared with
+other jobs leaves out the time the measurement was preempted (one inference thread runs in the
+caller). On an idle machine it equals wall time; ``--timer wall`` uses wall time.
+
+1. **Benchmarks** (resumable, in the store ``--db``, default ``DIR/bench.db``): the kernel
+   suite (single-layer models and profiler), smart padding of the same kernels, and the
+   multi-layer suite (fusion labels).
+2. **Training**: the five layer-wise predictors (roofline, refined, statistical, mixed, LUT)
+   fitted on the exported benchmark table only (no zoo or nb201 network in training), once
+   per layer-time method (smart-padded, single-layer, profiler).
+3. **Networks**: every zoo architecture measured end to end (onnxruntime, 1 thread, the
+   measurement protocol) and profiled per node; ``nb201`` networks measured end to end.
+4. **Tables** (``report.md``, ``metrics.json`` and CSVs in ``DIR``):
+
+   * Table 3 analogue -- layer level: MAE, RMSPE, MAPE of each layer model on every
+     convolution layer of the zoo (the runtime's group around each conv, profiled), the
+     runtime's own grouping used so that the layer models are judged alone;
+   * Table 5 analogue -- network level: MAE and MAPE of each model on every zoo network, and
+     Spearman's rho over the zoo;
+   * Table 6 analogue -- fidelity: Spearman's rho on random nb201 networks;
+   * smart padding: layer-time error of single-layer and smart-padded benchmarks against the
+     profiler, and network MAPE of models trained on each;
+   * mapping: F1 and MCC of the fusion trees on held-out multi-layer benchmark pairs and on
+     the zoo networks' layer pairs.
+
+``--quick`` uses small suites, five zoo networks and 34 nb201 networks (about 5 minutes on
+two cores); the full run uses the default suite sizes, the whole zoo and 50 nb201 networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
+from latlab.datasets.bench.export import training_table
+from latlab.datasets.bench.tables import METHODS, BenchStore
+from latlab.datasets.measure import MeasureConfig
+from latlab.datasets.references import resolve
+from latlab.datasets.store import Store
+from latlab.predictors import make_predictor
+from latlab.predictors.layerwise import LayerwisePredictor, MappingModel
+from latlab.predictors.layerwise.mapping import labelled_pairs, mapping_scores
+from latlab.training.metrics import regression_metrics
+
+log = logging.getLogger("latlab.experiments.annette")
+
+MODELS = ("roofline", "refined", "statistical", "mixed", "lut")
+QUICK_ZOO = ("mobilenet_v3_small", "mobilenet_v2", "squeezenet1_1", "resnet18", "efficientnet_b0")
+CONV_KINDS = ("conv", "dwconv")
+
+
+@dataclass
+class Settings:
+    """What one run measures (the quick and full presets differ only here)."""
+
+    quick: bool
+    kernels: int
+    multilayer: int
+    zoo: list[str]
+    nb201: int
+    nb201_seed: int = 0
+    timer: str = "wall"
+    network_protocol: MeasureConfig = field(default_factory=MeasureConfig)
+    profile_runs: int = 20
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, quick: bool, timer: str = "wall") -> Settings:
+        from latlab.datasets import zoo
+
+        if quick:
+            proto = MeasureConfig(time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer=timer)
+            return cls(
+                True,
+                150,
+                48,
+                [n for n in QUICK_ZOO if n in zoo.names()],
+                34,
+                timer=timer,
+                network_protocol=proto,
+                profile_runs=10,
+            )
+        return cls(
+            False,
+            900,
+            160,
+            zoo.names(),
+            50,
+            timer=timer,
+            network_protocol=MeasureConfig(timer=timer),
+        )
+
+
+def _progress(label: str) -> Any:
+    last = [0.0]
+
+    def report(event: Any) -> None:
+        now = time.monotonic()
+        if event.kind in ("start", "finished") or now - last[0] > 10:
+            last[0] = now
+            log.info("%s: %d/%d", label, event.done, event.total)
+
+    return report
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def run_benchmarks(store: Store, device: str, s: Settings) -> dict[str, Any]:
+    cfg = replace(BENCH_CONFIG, timer=s.timer)
+    out = {}
+    for suite, count in (
+        ("kernels", s.kernels),
+        ("padding", s.kernels),
+        ("multilayer", s.multilayer),
+    ):
+        t0 = time.monotonic()
+        res = run_bench(
+            suite,
+            store,
+            device,
+            count=count,
+            seed=s.seed,
+            config=cfg,
+            profile_runs=s.profile_runs,
+            progress=_progress(suite),
+        )
+        out[suite] = {
+            "benchmarks": len(res.references),
+            "measured_now": len(res.measured),
+            "failed": len(res.failed),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        log.info("%s: %s", suite, out[suite])
+    return out
+
+
+def measure_networks(store: Store, device: str, refs: list[str], s: Settings) -> pd.Series:
+    """End-to-end medians (ms) of ``refs`` under the network protocol (resumable)."""
+    from latlab.datasets.measure.protocol import measure_many
+
+    measure_many(
+        refs, s.network_protocol, store, device, anchor=None, progress=_progress("networks")
+    )
+    df = store.measurements([device], s.network_protocol)
+    df = df[df["network"].isin(set(refs))].drop_duplicates("network", keep="last")
+    return df.set_index("network")["median_ms"].reindex(refs)
+
+
+def profile_networks(
+    store: Store, device: str, refs: list[str], s: Settings
+) -> dict[str, list[dict[str, Any]]]:
+    """Runtime groups with profiled times per network (profiled once, then read back)."""
+    import onnxruntime as ort
+
+    from latlab.datasets.bench.profile import profile_network
+    from latlab.datasets.bench.tables import settings_key
+    from latlab.datasets.bench.trace import fusion_labels
+
+    bench = BenchStore(store)
+    out: dict[str, list[dict[str, Any]]] = {}
+    key = settings_key(
+        {
+            "threads": 1,
+            "onnxruntime": ort.__version__,
+            "graph_optimization": "all",
+            "timer": s.timer,
+        }
+    )
+    stored = bench.profiles(device)
+    stored = stored[stored["settings_key"] == key]
+    for i, ref in enumerate(refs):
+        got = stored[stored["network"] == ref]
+        if len(got):
+            out[ref] = list(got["groups"].iloc[-1])
+            continue
+        prof = profile_network(ref, runs=s.profile_runs, warmup=3, time_budget_s=3.0, timer=s.timer)
+        bench.add_profile(device, prof, fusion_labels(prof.mapping, set(prof.node_samples_us)))
+        out[ref] = prof.group_table().to_dict(orient="records")
+        log.info("profiled %s (%d/%d)", ref, i + 1, len(refs))
+    return out
+
+
+def train_models(
+    table: pd.DataFrame, device: str, methods: tuple[str, ...]
+) -> dict[tuple[str, str], LayerwisePredictor]:
+    """``{(model, method): fitted predictor}`` on the benchmark table."""
+    fitted: dict[tuple[str, str], LayerwisePredictor] = {}
+    for method in methods:
+        col = f"{device}@{method}"
+        rows = table[table[col].notna()]
+        for name in MODELS:
+            t0 = time.monotonic()
+            model = make_predictor(name)
+            model.fit(list(rows["network"]), rows[col].to_numpy(dtype=float))
+            assert isinstance(model, LayerwisePredictor)
+            fitted[(name, method)] = model
+            log.info(
+                "trained %s on %s (%d rows) in %.1f s",
+                name,
+                method,
+                len(rows),
+                time.monotonic() - t0,
+            )
+    return fitted
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _metrics(t: Any, p: Any) -> dict[str, float]:
+    m = regression_metrics(t, p)
+    return {k: m[k] for k in ("n", "mae", "rmspe", "mape", "spearman", "acc10")}
+
+
+def layer_table(
+    fitted: dict[tuple[str, str], LayerwisePredictor],
+    groups: dict[str, list[dict[str, Any]]],
+    method: str,
+) -> pd.DataFrame:
+    """One row per profiled convolution group of the zoo: measured and predicted ms."""
+    rows = []
+    for ref, grps in groups.items():
+        conv = [
+            g
+            for g in grps
+            if any(k in CONV_KINDS for k in g["kinds"]) and g.get("time_ms") and g["time_ms"] > 0
+        ]
+        if not conv:
+            continue
+        members = [list(g["layer_indices"]) for g in conv]
+        preds = {name: fitted[(name, method)].predict_groups(ref, members) for name in MODELS}
+        for k, g in enumerate(conv):
+            row = {"network": ref, "layers": "+".join(g["layers"]), "measured_ms": g["time_ms"]}
+            row["kind"] = next(kd for kd in g["kinds"] if kd in CONV_KINDS)
+            row.update({name: float(preds[name][k]) for name in MODELS})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def network_table(
+    fitted: dict[tuple[str, str], LayerwisePredictor], measured: pd.Series, method: str
+) -> pd.DataFrame:
+    refs = [r for r in measured.index if np.isfinite(measured[r])]
+    out = pd.DataFrame({"network": refs, "measured_ms": measured[refs].to_numpy()})
+    for name in MODELS:
+        out[name] = fitted[(name, method)].predict(refs)
+    return out
+
+
+def summarise(df: pd.DataFrame, truth: str = "measured_ms") -> dict[str, dict[str, float]]:
+    return {name: _metrics(df[truth], df[name]) for name in MODELS if len(df)}
+
+
+def padding_table(table: pd.DataFrame, device: str) -> dict[str, Any]:
+    """Layer-time error of single-layer and smart-padded benchmarks against the profiler."""
+    single = f"{device}@single"
+    padded = f"{device}@padded"
+    prof = f"{device}@profile"
+    df = table.dropna(subset=[single, padded, prof])
+    df = df[df["network"].str.count(r"\+") == 0]  # single-layer benchmarks only
+    out: dict[str, Any] = {}
+    for label, sel in (("all layers", df[prof] > 0), ("layers >= 0.1 ms", df[prof] >= 0.1)):
+        d = df[sel]
+        if not len(d):
+            continue
+        out[label] = {
+            "n": len(d),
+            **{
+                f"{m}_{stat}": float(fn(100 * np.abs(d[col] - d[prof]) / d[prof]))
+                for m, col in (("single", single), ("padded", padded))
+                for stat, fn in (("mape", np.mean), ("median_ape", np.median))
+            },
+        }
+    return out
+
+
+def mapping_tables(
+    store: Store, device: str, zoo_refs: list[str], fitted: LayerwisePredictor, seed: int
+) -> dict[str, Any]:
+    """F1/MCC of the fusion trees: held-out benchmark pairs, and the zoo's own pairs."""
+    labels = BenchStore(store).fusion_labels(device)
+    bench_nets = [n for n in dict.fromkeys(labels["network"]) if n.startswith("kernel:")]
+    out: dict[str, Any] = {}
+    if len(bench_nets) >= 4:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(bench_nets))
+        cut = round(0.7 * len(bench_nets))
+        split = {
+            "train": [bench_nets[i] for i in order[:cut]],
+            "test": [bench_nets[i] for i in order[cut:]],
+        }
+        frames = {}
+        for part, nets in split.items():
+            graphs = [resolve(n) for n in nets]
+            labs = [_label_dict(labels, n) for n in nets]
+            frames[part] = labelled_pairs(graphs, labs)
+        model = MappingModel().fit(frames["train"])
+        test = frames["test"]
+        out["held_out_benchmarks"] = mapping_scores(test["fused"], model.predict_pairs(test))
+        out["held_out_benchmarks"]["networks"] = len(split["test"])
+    zoo_graphs = [resolve(n) for n in zoo_refs if n in set(labels["network"])]
+    if zoo_graphs and fitted.mapping_ is not None:
+        pairs = labelled_pairs(zoo_graphs, [_label_dict(labels, g.reference) for g in zoo_graphs])
+        if len(pairs):
+            out["zoo"] = mapping_scores(pairs["fused"], fitted.mapping_.predict_pairs(pairs))
+            out["zoo"]["networks"] = len(zoo_graphs)
+    return out
+
+
+def _label_dict(labels: pd.DataFrame, network: str) -> dict[tuple[str, str], str]:
+    d = labels[labels["network"] == network]
+    return {(r.producer, r.consumer): r.label for r in d.itertuples()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> None:
+    m = metrics
+    parts = [
+        "# ANNETTE on this machine: layer-wise models vs measured networks",
+        "",
+        f"Command: `{m['command']}`  ",
+        f"Device `{m['device']}`, onnxruntime {m['onnxruntime']}, 1 thread, timer "
+        f"`{m['settings']['timer']}`; {m['settings']['kernels']} kernel benchmarks, "
+        f"{m['settings']['multilayer']} multi-layer benchmarks; models trained on benchmarks "
+        "only (no zoo or nb201 network). Run time "
+        f"{m['seconds']:.0f} s.",
+        "",
+        "## Layer level (ANNETTE Table 3): convolution layers of the zoo, profiled",
+        "",
+        f"{m['layer_level']['layers']} convolution groups (conv + fused BN/activation/add) "
+        "of the zoo networks; measured = onnxruntime profiler; models trained on smart-padded "
+        "benchmarks.",
+        "",
+        _md_table(
+            ["model", "MAE (ms)", "RMSPE (%)", "MAPE (%)", "MAPE >= 0.1 ms (%)"],
+            [
+                [
+                    k,
+                    v["mae"],
+                    v["rmspe"],
+                    v["mape"],
+                    m["layer_level"]["models_over_0.1ms"][k]["mape"],
+                ]
+                for k, v in m["layer_level"]["models"].items()
+            ],
+        ),
+        "",
+        f"(last column: the {m['layer_level']['layers_over_0.1ms']} groups of at least 0.1 ms; "
+        "below, the profiler's own per-node cost -- a few microseconds -- dominates the "
+        "measured time.)",
+        "",
+        "## Network level (ANNETTE Table 5): zoo networks end to end",
+        "",
+        _md_table(
+            ["model", "MAE (ms)", "MAPE (%)", "Spearman rho", "within 10 %"],
+            [
+                [k, v["mae"], v["mape"], v["spearman"], v["acc10"]]
+                for k, v in m["network_level"]["models"].items()
+            ],
+        ),
+        "",
+        "Per network (prediction error in %):",
+        "",
+        _md_table(
+            ["network", "measured (ms)", *MODELS],
+            [
+                [
+                    r["network"],
+                    r["measured_ms"],
+                    *(100 * (r[n] - r["measured_ms"]) / r["measured_ms"] for n in MODELS),
+                ]
+                for _, r in networks.iterrows()
+            ],
+        ),
+        "",
+        "## Fidelity (ANNETTE Table 6): nb201 networks",
+        "",
+    ]
+    fid = m.get("fidelity")
+    if fid:
+        parts += [
+            f"{fid['networks']} random nb201 networks measured end to end.",
+            "",
+            _md_table(
+                ["model", "Spearman rho", "Kendall tau", "MAPE (%)"],
+                [[k, v["spearman"], v["kendall"], v["mape"]] for k, v in fid["models"].items()],
+            ),
+            "",
+        ]
+    else:
+        parts += ["(no nb201 networks)", ""]
+    pad = m["smart_padding"]
+    parts += [
+        "## Smart padding",
+        "",
+        "Layer time of each single-layer benchmark against the profiler's kernel time:",
+        "",
+        _md_table(
+            ["benchmarks", "n", "single MAPE", "padded MAPE", "single median", "padded median"],
+            [
+                [
+                    k,
+                    v["n"],
+                    v["single_mape"],
+                    v["padded_mape"],
+                    v["single_median_ape"],
+                    v["padded_median_ape"],
+                ]
+                for k, v in pad["layer_error"].items()
+            ],
+        ),
+        "",
+        "Zoo network MAPE (%) of each model trained on each kind of layer time:",
+        "",
+        _md_table(
+            ["model", *pad["network_mape"].keys()],
+            [
+                [name, *(pad["network_mape"][meth][name] for meth in pad["network_mape"])]
+                for name in MODELS
+            ],
+        ),
+        "",
+        "## Mapping model (fusion)",
+        "",
+        _md_table(
+            ["pairs", "networks", "n", "fused", "F1", "MCC", "accuracy"],
+            [
+                [k, v["networks"], v["n"], v["fused"], v["f1"], v["mcc"], v["accuracy"]]
+                for k, v in m["mapping"].items()
+            ],
+        ),
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(parts))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run(
+    out: Path,
+    *,
+    quick: bool = False,
+    db: str | None = None,
+    device: str | None = None,
+    timer: str = "thread",
+    skip_bench: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run the whole evaluation; returns the metrics written to ``out/metrics.json``."""
+    import onnxruntime as ort
+
+    from latlab.datasets.measure import default_device_name
+    from latlab.datasets.spaces import sample
+
+    start = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    s = Settings.preset(quick, timer)
+    device = device or default_device_name("onnxruntime", 1)
+    store = Store(db or str(out / "bench.db"))
+    bench_info = {} if skip_bench else run_benchmarks(store, device, s)
+    key = replace(BENCH_CONFIG, timer=s.timer).protocol_key()
+    table = training_table(store, device, protocol_key=key)
+    table.to_csv(out / "benchmarks.csv", index=False)
+
+    zoo_refs = [f"zoo:{n}" for n in s.zoo]
+    nb_refs = sample("nb201", s.nb201, s.nb201_seed) if s.nb201 else []
+    measured = measure_networks(store, device, zoo_refs + nb_refs, s)
+    groups = profile_networks(store, device, zoo_refs, s)
+
+    fitted = train_models(table, device, METHODS)
+    main = "padded"
+    layers = layer_table(fitted, groups, main)
+    layers.to_csv(out / "zoo_layers.csv", index=False)
+    nets = network_table(fitted, measured[zoo_refs], main)
+    nets.to_csv(out / "zoo_networks.csv", index=False)
+    metrics: dict[str, Any] = {
+        "command": command,
+        "device": device,
+        "onnxruntime": ort.__version__,
+        "settings": {
+            "quick": quick,
+            "kernels": s.kernels,
+            "multilayer": s.multilayer,
+            "zoo": s.zoo,
+            "nb201": s.nb201,
+            "timer": s.timer,
+        },
+        "benchmarks": bench_info,
+        "training": fitted[("mixed", main)].training_,
+        "layer_level": {
+            "layers": len(layers),
+            "models": summarise(layers),
+            "layers_over_0.1ms": int((layers["measured_ms"] >= 0.1).sum()),
+            "models_over_0.1ms": summarise(layers[layers["measured_ms"] >= 0.1]),
+        },
+        "network_level": {"networks": len(nets), "models": summarise(nets)},
+    }
+    if nb_refs:
+        nb = network_table(fitted, measured[nb_refs], main)
+        nb.to_csv(out / "nb201_networks.csv", index=False)
+        metrics["fidelity"] = {
+            "networks": len(nb),
+            "models": {n: regression_metrics(nb["measured_ms"], nb[n]) for n in MODELS},
+        }
+    metrics["smart_padding"] = {
+        "layer_error": padding_table(table, device),
+        "network_mape": {
+            meth: {
+                n: summarise(network_table(fitted, measured[zoo_refs], meth))[n]["mape"]
+                for n in MODELS
+            }
+            for meth in METHODS
+        },
+    }
+    metrics["mapping"] = mapping_tables(store, device, zoo_refs, fitted[("mixed", main)], s.seed)
+    metrics["seconds"] = time.monotonic() - start
+    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
+    write_report(out, metrics, nets)
+    store.close()
+    return metrics
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    if isinstance(o, float | np.floating):
+        f = float(o)
+        return f if math.isfinite(f) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m latlab.experiments.annette",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="small suites, 5 zoo nets (~5 min)")
+    p.add_argument("--out", type=Path, default=Path("results/annette"), help="output folder")
+    p.add_argument("--db", default=None, help="benchmark store (default OUT/bench.db)")
+    p.add_argument("--device-name", default=None, help="device name in the store")
+    p.add_argument(
+        "--timer",
+        choices=("wall", "thread"),
+        default="thread",
+        help="protocol clock (default thread: time other processes take is not counted)",
+    )
+    p.add_argument("--skip-bench", action="store_true", help="use the store's benchmarks as is")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    command = "python -m latlab.experiments.annette " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    metrics = run(
+        args.out,
+        quick=args.quick,
+        db=args.db,
+        device=args.device_name,
+        timer=args.timer,
+        skip_bench=args.skip_bench,
+        command=command.strip(),
+    )
+    log.info("wrote %s (%.0f s)", args.out / "report.md", metrics["seconds"])
+
+
+if __name__ == "__main__":
+    main()
