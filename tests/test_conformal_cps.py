@@ -6,17 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("latlab.predictors.layerwise", reason="the layer-wise predictors land later")
-
-from latlab.datasets.bench.campaign import run_bench  # noqa: E402
-from latlab.datasets.bench.export import training_table  # noqa: E402
-from latlab.datasets.bench.suites import SESSION_PROBE  # noqa: E402
-from latlab.datasets.measure import MeasureConfig, measure  # noqa: E402
-from latlab.datasets.spaces import sample  # noqa: E402
-from latlab.datasets.store import Store  # noqa: E402
-from latlab.errors import DataError  # noqa: E402
-from latlab.predictors import make_predictor  # noqa: E402
-from latlab.predictors.conformal import load_conformal, make_conformal  # noqa: E402
+from latlab.datasets.bench.campaign import run_bench
+from latlab.datasets.bench.export import training_table
+from latlab.datasets.bench.suites import SESSION_PROBE
+from latlab.datasets.measure import MeasureConfig, measure
+from latlab.datasets.spaces import sample
+from latlab.datasets.store import Store
+from latlab.errors import DataError
+from latlab.predictors import make_predictor
+from latlab.predictors.conformal import load_conformal, make_conformal
 
 FAST = MeasureConfig(repeats=20, min_repeats=5, time_budget_s=0.08, max_warmup=10,
                      max_warmup_s=0.05)  # fmt: skip

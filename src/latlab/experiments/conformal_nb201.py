@@ -86,6 +86,7 @@ def run(
     quick: bool = False,
     devices: list[str] | None = None,
     predictors: list[str] | None = None,
+    seeds: int | None = None,
     fresh: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
@@ -98,6 +99,10 @@ def run(
         if missing:
             raise SystemExit(f"predictor {missing[0]!r} is not in this build")
         s = Settings(s.seeds, s.n_train, s.n_cal, s.n_test, tuple(predictors))
+    if seeds is not None:
+        if seeds < 1:
+            raise SystemExit(f"--seeds must be at least 1, got {seeds}")
+        s = Settings(seeds, s.n_train, s.n_cal, s.n_test, s.predictors)
     table = load_table(data)
     cols = devices or table.devices
     runs_path = out / "runs.jsonl"
@@ -208,6 +213,7 @@ def summarise(done: dict[str, dict[str, Any]], cols: list[str], s: Settings) -> 
             if not rows:
                 continue
             entry: dict[str, Any] = {
+                "runs": len(rows),
                 "point_mape": float(np.mean([r["point"]["mape"] for r in rows])),
                 "point_spearman": float(np.mean([r["point"]["spearman"] for r in rows])),
             }
@@ -333,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--devices", default=None, help="comma-separated columns (default: all)")
     p.add_argument("--predictors", default=None, help="comma-separated predictors")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 quick)")
     p.add_argument("--fresh", action="store_true", help="ignore runs.jsonl (no resume)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -346,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             quick=args.quick,
             devices=args.devices.split(",") if args.devices else None,
             predictors=args.predictors.split(",") if args.predictors else None,
+            seeds=args.seeds,
             fresh=args.fresh,
             command=command.strip(),
         )
