@@ -40,6 +40,7 @@ import numpy as np
 from latlab.errors import LatlabError
 from latlab.predictors import make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
+from latlab.predictors.conformal.layers import LayerCps
 from latlab.training.metrics import regression_metrics
 
 log = logging.getLogger("latlab.experiments.conformal_layers")
@@ -102,7 +103,7 @@ def run(
             list(train_rows["network"]), train_rows[device].to_numpy(dtype=float)
         )
         point = base.predict(nets)
-        per_seed = []
+        per_seed: list[dict[str, Any]] = []
         for seed in range(seeds):
             perm = np.random.default_rng([seed, 7]).permutation(len(nets))
             cal, test = np.sort(perm[: len(nets) // 2]), np.sort(perm[len(nets) // 2 :])
@@ -110,6 +111,7 @@ def run(
             cps = make_conformal("cps", base, seed=seed).calibrate(
                 cal_nets, y[cal], layer_networks=layer_nets, layer_latencies_ms=layer_y
             )
+            assert isinstance(cps, LayerCps)
             low, high = cps.aggregate_interval(test_nets, CONFIDENCE)
             inside = (y[test] >= low) & (y[test] <= high)
             split = make_conformal("split", base).calibrate(cal_nets, y[cal])
