@@ -57,7 +57,7 @@ import pandas as pd
 
 from latlab.datasets.references import reference_of
 from latlab.datasets.tables import NETWORK, load_table
-from latlab.errors import BundleError, DataError
+from latlab.errors import BundleError, DataError, FeatureError
 from latlab.predictors.base import (
     LatencyPredictor,
     Network,
@@ -418,7 +418,7 @@ class TransferPredictor(LatencyPredictor):
     (stage 1: ``ensemble``, ``nearest``, ``ridge``), ``head`` (stage 2: ``gp``, ``ridge``,
     ``none``), ``features`` (``auto`` or an encoder spec), ``weight_power`` (ensemble
     sharpness), ``source_predictor`` (registered predictor for networks outside the table, or
-    ``none``), ``random_state``.
+    ``none``), ``proxies`` (analytical pseudo-sources: ``macs``, ``bytes``), ``random_state``.
     """
 
     name = "transfer"
@@ -491,8 +491,13 @@ class TransferPredictor(LatencyPredictor):
             self.head_state_ = fit_head("none", np.zeros((len(y), 0)), r)
         else:
             spec = _auto_features(graphs) if self.features == "auto" else self.features
-            encoder, mean, scale = _population_features(sources.networks, spec, 4000)
-            self.features_ = _Features(spec, encoder, mean, scale)
+            try:
+                encoder, mean, scale = _population_features(sources.networks, spec, 4000)
+                self.features_ = _Features(spec, encoder, mean, scale)
+            except FeatureError:
+                # The pretrain networks are of other families than the target's (features such
+                # as the nb201 one-hot do not apply to them): scale on the target networks.
+                self.features_ = _Features.fit(spec, graphs)
             self.head_state_ = fit_head(
                 self.head, self.features_.transform(graphs), r, int(self.random_state)
             )
