@@ -81,6 +81,23 @@ def _key(device: str, k: int, seed: int, model: str) -> str:
     return f"{device}|{k}|{seed}|{model}"
 
 
+def predictor_params(name: str, seed: int, threads: int) -> dict[str, Any]:
+    """Seed and thread count for a registered predictor, where it takes them.
+
+    One thread by default: on a machine shared with other jobs, LightGBM's and torch's thread
+    pools oversubscribe the cores (a 10-row LightGBM fit took 29 s with two threads under load,
+    0.2 s with one).
+    """
+    params = make_predictor(name).get_params()
+    out: dict[str, Any] = {}
+    if "random_state" in params:
+        out["random_state"] = seed
+    for key in ("n_jobs", "num_threads"):
+        if key in params:
+            out[key] = threads
+    return out
+
+
 def run(
     data: Path,
     out: Path,
@@ -88,6 +105,7 @@ def run(
     quick: bool = False,
     devices: list[str] | None = None,
     fresh: bool = False,
+    threads: int = 1,
     command: str = "",
 ) -> dict[str, Any]:
     """Run the protocol; returns the metrics written to ``out/metrics.json``."""
@@ -124,7 +142,9 @@ def run(
                         key = _key(dev, k, seed, model)
                         if key in done:
                             continue
-                        row = _one(model, data, dev, train_nets, y[idx], test_nets, y[test], seed)
+                        row = _one(
+                            model, data, dev, train_nets, y[idx], test_nets, y[test], seed, threads
+                        )
                         row.update(key=key, device=dev, k=k, seed=seed, model=model)
                         sink.write(json.dumps(_clean(row)) + "\n")
                         sink.flush()
@@ -143,6 +163,7 @@ def run(
             "seeds": s.seeds,
             "variants": {v: VARIANTS[v] for v in s.variants},
             "scratch": list(s.scratch),
+            "threads": threads,
         },
         seconds=time.monotonic() - start,
     )
@@ -160,6 +181,7 @@ def _one(
     test_nets: list[str],
     test_y: np.ndarray,
     seed: int,
+    threads: int = 1,
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
@@ -172,9 +194,7 @@ def _one(
                 **VARIANTS[model],
             )
         else:
-            params = dict(SCRATCH_OPTIONS.get(model, {}))
-            if "random_state" in make_predictor(model).get_params():
-                params["random_state"] = seed
+            params = {**predictor_params(model, seed, threads), **SCRATCH_OPTIONS.get(model, {})}
             pred = make_predictor(model, **params)
         pred.fit(train_nets, train_y)
         p = pred.predict(test_nets)
@@ -306,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="k = 10, 50; one seed (~3 min)")
     p.add_argument("--out", type=Path, default=Path("results/transfer"), help="output folder")
     p.add_argument("--devices", default=None, help="comma-separated columns (default: all)")
+    p.add_argument("--threads", type=int, default=1, help="threads per baseline (default 1)")
     p.add_argument("--fresh", action="store_true", help="ignore runs.jsonl (no resume)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -319,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             quick=args.quick,
             devices=args.devices.split(",") if args.devices else None,
             fresh=args.fresh,
+            threads=args.threads,
             command=command.strip(),
         )
     except LatlabError as exc:
