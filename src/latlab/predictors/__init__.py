@@ -29,4 +29,8 @@ __all__ = [
     "lxnorop",
     "make_predictor",
     "register_predictor",
+    "transfer",
 ]
+
+# Registered on its own line at the end, so that branches adding predictors above merge cleanly.
+from latlab.predictors import transfer
