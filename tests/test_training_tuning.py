@@ -110,16 +110,7 @@ def test_gbm_tuning_through_the_pipeline_beats_or_keeps_defaults(tmp_path, nb201
 
 def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_parts):
     _needs("fcnn")
-    import inspect
-
-    from latlab.predictors import torch_utils
     from latlab.predictors.epochs import epoch_callback
-
-    if "report_epoch" not in inspect.getsource(torch_utils.train_epochs):
-        pytest.xfail(
-            "torch_utils.train_epochs does not call latlab.predictors.epochs.report_epoch yet "
-            "(one line after each epoch's validation loss; see docs/training.md)"
-        )
 
     train_part, val_part = nb201_parts
     seen: list[tuple[int, float]] = []

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from latlab.errors import BundleError
 from latlab.predictors.base import atomic_write_bytes, read_model_file
+from latlab.predictors.epochs import report_epoch
 
 if TYPE_CHECKING:
     import torch
@@ -138,6 +139,7 @@ def train_epochs(
         out.epochs = epoch + 1
         out.train_loss.append(total / max(count, 1))
         out.val_loss.append(v)
+        report_epoch(epoch, v)  # the tuner's pruning callback (may raise TrialPruned)
         if not math.isfinite(v):
             log.warning("validation loss is %s at epoch %d: stopping", v, epoch)
             out.stopped_early = True
