@@ -26,6 +26,7 @@ This module imports mlflow: import it only where MLflow is wanted.
 
 from __future__ import annotations
 
+import os
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow.pyfunc import PythonModel
 
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 #: Name of the bundle artifact inside the MLflow model.
 ARTIFACT = "bundle"
 #: latlab's runtime dependencies, pinned to the versions installed where the model is logged.
@@ -143,18 +145,26 @@ def save_bundle_model(bundle_dir: str | Path, path: str | Path) -> Path:
     manifest = read_manifest(bundle_dir)
     conf = manifest.get("conformal") or {}
     signature = model_signature(bool(conf), float(conf.get("confidence", 0.9)))
-    with scratch_dir() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        code = copy_package_source(tmp)
-        art = bundle_copy(bundle_dir, tmp)
-        mlflow.pyfunc.save_model(
-            path=str(path),
-            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-            artifacts={ARTIFACT: str(art)},
-            code_paths=[str(code)],
-            signature=signature,
-            pip_requirements=pip_requirements(),
-        )
+    quiet = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"  # no "Downloading artifacts" bar on a bundle save
+    try:
+        with scratch_dir() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            code = copy_package_source(tmp)
+            art = bundle_copy(bundle_dir, tmp)
+            mlflow.pyfunc.save_model(
+                path=str(path),
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={ARTIFACT: str(art)},
+                code_paths=[str(code)],
+                signature=signature,
+                pip_requirements=pip_requirements(),
+            )
+    finally:
+        if quiet is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = quiet
     return Path(path)
 
 
