@@ -699,7 +699,7 @@ def nas(
     objective: str = typer.Option("macs", "--objective", help="macs or params (maximised)"),
     cycles: int = typer.Option(2000, "--cycles", help="children evaluated"),
     population: int = typer.Option(64, "--population", help="population size"),
-    sample: int = typer.Option(16, "--sample", help="tournament size"),
+    sample: int = typer.Option(8, "--sample", help="tournament size"),
     top: int = typer.Option(10, "--top", help="architectures to report"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
