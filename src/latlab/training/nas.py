@@ -13,8 +13,8 @@ Regularized evolution (Real et al., AAAI 2019): a population of ``population`` n
 each step draws ``sample`` of them at random, mutates the best one (one cell edge gets another
 op), adds the child and removes the oldest member. Fitness ranks feasible networks by the
 objective (ties: the lower bound first) above all infeasible ones, which rank by how little
-they exceed the budget (so a population that starts over budget is pulled under it). Children are predicted in batches of
-``batch`` through :meth:`Bundle.predict` / :meth:`Bundle.predict_interval`, whose feature cache
+they exceed the budget (so a population that starts over budget is pulled under it).
+Children are predicted in batches of ``batch`` through :meth:`Bundle.predict` / :meth:`Bundle.predict_interval`, whose feature cache
 makes re-visited networks cost nothing. Seeded: the same seed, bundle and settings return the
 same architectures.
 """
