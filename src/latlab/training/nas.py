@@ -14,8 +14,8 @@ each step draws ``sample`` of them at random, mutates the best one (one cell edg
 op), adds the child and removes the oldest member. Fitness ranks feasible networks by the
 objective (ties: the lower bound first) above all infeasible ones, which rank by how little
 they exceed the budget (so a population that starts over budget is pulled under it).
-Children are predicted in batches of ``batch`` through :meth:`Bundle.predict` / :meth:`Bundle.predict_interval`, whose feature cache
-makes re-visited networks cost nothing. Seeded: the same seed, bundle and settings return the
+Children are predicted in batches of ``batch`` through :meth:`Bundle.predict` /
+:meth:`Bundle.predict_interval`, whose feature cache makes re-visited networks cost nothing. Seeded: the same seed, bundle and settings return the
 same architectures.
 """
 
