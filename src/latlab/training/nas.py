@@ -15,8 +15,8 @@ op), adds the child and removes the oldest member. Fitness ranks feasible networ
 objective (ties: the lower bound first) above all infeasible ones, which rank by how little
 they exceed the budget (so a population that starts over budget is pulled under it).
 Children are predicted in batches of ``batch`` through :meth:`Bundle.predict` /
-:meth:`Bundle.predict_interval`, whose feature cache makes re-visited networks cost nothing. Seeded: the same seed, bundle and settings return the
-same architectures.
+:meth:`Bundle.predict_interval`, whose feature cache makes re-visited networks cost nothing.
+Seeded: the same seed, bundle and settings return the same architectures.
 """
 
 from __future__ import annotations
