@@ -10,22 +10,11 @@ import pytest
 import latlab
 from latlab.errors import DataError
 from latlab.training.nas import Nb201Space, search
-from latlab.training.pipeline import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, nb201_small: Path):
-    out = tmp_path_factory.mktemp("nas") / "nb201-gbm"
-    config = TrainConfig(
-        predictor="gbm",
-        params={"n_estimators": 400},
-        train_size=400,
-        val_size=50,
-        cal_size=100,
-        conformal="split",
-    )
-    train(nb201_small, "titanx_32", config, out)
-    return latlab.load_bundle(out)
+def bundle(nb201_gbm_bundle: Path):
+    return latlab.load_bundle(nb201_gbm_bundle)
 
 
 BUDGET = 8.0  # ms on titanx_32: about the 30th percentile of the space

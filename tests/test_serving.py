@@ -15,23 +15,12 @@ import pytest
 import latlab
 from latlab.datasets.references import resolve
 from latlab.errors import NetworkReferenceError
-from latlab.training.pipeline import TrainConfig, train
 from latlab.training.serving import CachedPredictor, FeatureCache, resolve_fast, stage_for
 
 
 @pytest.fixture(scope="module")
-def fcnn_bundle(tmp_path_factory: pytest.TempPathFactory, fcnn_measured: dict) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "fcnn-gbm"
-    config = TrainConfig(
-        predictor="gbm",
-        params={"n_estimators": 300},
-        train_size=50,
-        val_size=10,
-        cal_size=20,
-        conformal="split",
-    )
-    train(fcnn_measured["csv"], "cpu", config, out)
-    return out
+def fcnn_bundle(fcnn_gbm_bundle: Path) -> Path:
+    return fcnn_gbm_bundle
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +29,8 @@ def fcnn_refs(fcnn_measured: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def nb201_bundle(tmp_path_factory: pytest.TempPathFactory, nb201_small: Path) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "nb201-gbm"
-    config = TrainConfig(
-        predictor="gbm",
-        params={"n_estimators": 400},
-        train_size=400,
-        val_size=50,
-        cal_size=100,
-        conformal="split",
-    )
-    train(nb201_small, "titanx_32", config, out)
-    return out
+def nb201_bundle(nb201_gbm_bundle: Path) -> Path:
+    return nb201_gbm_bundle
 
 
 def test_predict_matches_predictor_and_keeps_order(fcnn_bundle: Path, fcnn_refs: list[str]):

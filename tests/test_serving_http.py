@@ -17,23 +17,12 @@ import pandas as pd
 import pytest
 
 import latlab
-from latlab.training.pipeline import TrainConfig, train
 from latlab.training.served import ModelServer, invoke, load_test, records
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, fcnn_measured: dict) -> Path:
-    out = tmp_path_factory.mktemp("http") / "fcnn-gbm"
-    config = TrainConfig(
-        predictor="gbm",
-        params={"n_estimators": 300},
-        train_size=50,
-        val_size=10,
-        cal_size=20,
-        conformal="split",
-    )
-    train(fcnn_measured["csv"], "cpu", config, out)
-    return out
+def bundle(fcnn_gbm_bundle: Path) -> Path:
+    return fcnn_gbm_bundle
 
 
 @pytest.fixture(scope="module")
