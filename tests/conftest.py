@@ -110,3 +110,43 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+@pytest.fixture(scope="session")
+def fcnn_gbm_bundle(tmp_path_factory: pytest.TempPathFactory, fcnn_measured) -> Path:
+    """A calibrated LightGBM bundle (with its mlflow_model) on the measured FCNNs: runs
+    everywhere, CI included."""
+    from latlab.training.pipeline import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("serve") / "fcnn-gbm"
+    config = TrainConfig(
+        predictor="gbm",
+        params={"n_estimators": 300},
+        train_size=50,
+        val_size=10,
+        cal_size=20,
+        conformal="split",
+    )
+    train(fcnn_measured["csv"], "cpu", config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nb201_gbm_bundle(tmp_path_factory: pytest.TempPathFactory, nb201_small: Path) -> Path:
+    """A calibrated LightGBM bundle on 400 nb201 rows (titanx_32); skipped without the table."""
+    from latlab.training.pipeline import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("serve") / "nb201-gbm"
+    config = TrainConfig(
+        predictor="gbm",
+        params={"n_estimators": 400},
+        train_size=400,
+        val_size=50,
+        cal_size=100,
+        conformal="split",
+    )
+    train(nb201_small, "titanx_32", config, out)
+    return out

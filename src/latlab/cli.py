@@ -683,6 +683,79 @@ def predict(
     console.print(table)
 
 
+@app.command()
+def nas(
+    bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
+    budget_ms: float = typer.Option(..., "--budget-ms", help="latency budget (ms)"),
+    space: str = typer.Option("nb201", "--space", help="search space (nb201)"),
+    confidence: float | None = typer.Option(
+        None,
+        "--confidence",
+        help="test the conformal upper bound at this confidence (default: the bundle's)",
+    ),
+    point: bool = typer.Option(
+        False, "--point", help="test the point prediction instead of the upper bound"
+    ),
+    objective: str = typer.Option("macs", "--objective", help="macs or params (maximised)"),
+    cycles: int = typer.Option(2000, "--cycles", help="children evaluated"),
+    population: int = typer.Option(64, "--population", help="population size"),
+    sample: int = typer.Option(8, "--sample", help="tournament size"),
+    top: int = typer.Option(10, "--top", help="architectures to report"),
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Evolutionary search for the largest networks (MACs, a capacity proxy) whose predicted
+    latency upper bound is within the budget."""
+    from latlab.training.bundle import load_bundle
+    from latlab.training.nas import check_search, search
+
+    _check_confidence_option(confidence)
+    if point and confidence is not None:
+        fail("--point and --confidence exclude each other")
+    b = load_bundle(bundle)
+    conf = None if point else (confidence if confidence is not None else b.confidence)
+    if not point and not b.calibrated:
+        fail(f"bundle {bundle} has no conformal calibration: use --point (point predictions)")
+    check_search(space, budget_ms, objective, conf)
+    with _stage_progress() as bar:
+        task = bar.add_task("search", total=population + cycles)
+        result = search(
+            b,
+            budget_ms,
+            confidence=conf,
+            space=space,
+            objective=objective,
+            population=population,
+            sample=sample,
+            cycles=cycles,
+            top=top,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        _json_out(result.as_dict())
+        return
+    bound = "point" if conf is None else f"{100 * conf:g} % upper bound"
+    table = Table(
+        "#",
+        Column("network", overflow="fold", min_width=24),
+        Column(f"{objective} (M)", justify="right"),
+        Column("latency ms", justify="right"),
+        Column("bound ms", justify="right"),
+        title=f"nas: {objective} under {budget_ms:g} ms ({bound}), seed {seed}",
+    )
+    for i, c in enumerate(result.best, 1):
+        cells = [f"{c.objective / 1e6:.2f}", f"{c.latency_ms:.4g}", f"{c.bound_ms:.4g}"]
+        table.add_row(str(i), c.network, *cells)
+    console.print(table)
+    if not result.best:
+        err_console.print(f"[bold yellow]warning:[/] no network found within {budget_ms:g} ms")
+    console.print(
+        f"{result.evaluated} evaluations, {result.distinct} distinct networks, "
+        f"cache hits {result.cache.get('hits', 0)}"
+    )
+
+
 def _setup_logging() -> None:
     """Library warnings (dropped table values, anchor drift) as rich lines on stderr."""
     root = logging.getLogger("latlab")

@@ -32,6 +32,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ import numpy as np
 
 from latlab.errors import BundleError, DataError
 from latlab.training import intervals
+from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 from latlab.training.splits import check_confidence
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ MANIFEST = "manifest.json"
 PREDICTOR_DIR = "predictor"
 CONFORMAL_DIR = "conformal"
 SPLIT_FILE = "split.json"
+#: The bundle as an MLflow pyfunc model (``mlflow models serve -m BUNDLE/mlflow_model``).
+MLFLOW_MODEL_DIR = "mlflow_model"
 
 #: Packages whose versions are recorded as the training environment.
 ENV_PACKAGES = (
@@ -144,6 +148,26 @@ class Bundle:
     predictor: Any
     conformal: Any = None
     split: dict[str, list[str]] = field(default_factory=dict)
+    #: Capacity of the feature cache (networks); 0 switches caching off.
+    cache_size: int = DEFAULT_CACHE_SIZE
+    _fast: Any = field(default=None, init=False, repr=False, compare=False)
+    _fast_lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    # -------------------------------------------------------------- the fast path
+
+    @property
+    def fast(self) -> CachedPredictor:
+        """The predictor behind this bundle's feature cache (created on first use)."""
+        if self._fast is None:
+            with self._fast_lock:
+                if self._fast is None:
+                    self._fast = CachedPredictor(self.predictor, FeatureCache(self.cache_size))
+        return self._fast  # type: ignore[no-any-return]
+
+    @property
+    def cache(self) -> FeatureCache:
+        """The feature cache: encoded networks keyed by their hash (``cache.stats()``)."""
+        return self.fast.cache
 
     # -------------------------------------------------------------- what it is
 
@@ -182,9 +206,9 @@ class Bundle:
     # -------------------------------------------------------------- predictions
 
     def predict(self, networks: Sequence[Any]) -> np.ndarray:
-        """Latency in ms, one per network (references or NetworkGraph objects)."""
-        model = self.conformal if self.conformal is not None else self.predictor
-        return np.asarray(model.predict(list(networks)), dtype=float).reshape(-1)
+        """Latency in ms, one per network, in input order: references, NetworkGraph objects
+        or bare nb201 arch strings, any number per call; encoded networks are cached."""
+        return self.fast.predict(networks)
 
     def predict_interval(
         self,
@@ -201,7 +225,10 @@ class Bundle:
                 f"bundle {self.path} has no conformal calibration: it gives point predictions "
                 "only (train with --conformal METHOD)"
             )
-        low, high = intervals.predict_interval(self.conformal, list(networks), c, point_ms)
+        nets = self.fast.normalise(networks)
+        if point_ms is None:
+            point_ms = self.fast.predict(nets)
+        low, high = intervals.predict_interval(self.conformal, nets, c, point_ms)
         return np.asarray(low, dtype=float).reshape(-1), np.asarray(high, dtype=float).reshape(-1)
 
     def predict_frame(self, networks: Sequence[Any], confidence: float | None = None) -> Any:
@@ -213,7 +240,7 @@ class Bundle:
 
         from latlab.datasets.references import reference_of
 
-        nets = list(networks)
+        nets = self.fast.normalise(networks)
         point = self.predict(nets)
         out = pd.DataFrame({"network": [reference_of(n) for n in nets], "latency_ms": point})
         if self.calibrated:
@@ -279,12 +306,15 @@ def save_bundle(
     conformal: Any = None,
     manifest: dict[str, Any] | None = None,
     split: dict[str, list[str]] | None = None,
+    mlflow_model: bool = True,
 ) -> Path:
     """Write a bundle directory at ``out`` (atomically; an existing bundle is replaced).
 
     ``predictor`` is a fitted :class:`~latlab.predictors.base.LatencyPredictor`, ``conformal``
     its calibrated wrapper or ``None``; ``manifest`` adds fields (dataset, device, split,
-    metrics, tuning, ...) to the ones written here; ``split`` maps part names to references.
+    metrics, tuning, ...) to the ones written here; ``split`` maps part names to references;
+    ``mlflow_model`` also saves the bundle as an MLflow pyfunc model in ``mlflow_model/``
+    (skipped, with a warning, where MLflow is not installed).
     """
     from latlab import __version__
 
@@ -329,13 +359,31 @@ def save_bundle(
             for p in sorted(stage.rglob("*"))
             if p.is_file()
         }
+        want_model = mlflow_model and _mlflow_available()
+        doc["mlflow_model"] = MLFLOW_MODEL_DIR if want_model else None
         text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
         (stage / MANIFEST).write_text(text + "\n")
+        if want_model:
+            # After the manifest: the model carries a copy of the whole bundle. Its files are
+            # not in the manifest's checksums (MLflow writes them; the copy is checked when
+            # the model loads it).
+            from latlab.training.pyfunc import save_bundle_model
+
+            save_bundle_model(stage, stage / MLFLOW_MODEL_DIR)
         _replace_dir(stage, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return target
+
+
+def _mlflow_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        log.warning("MLflow is not installed: the bundle has no mlflow_model (pip install mlflow)")
+        return False
+    return True
 
 
 def _replace_dir(stage: Path, target: Path) -> None:
@@ -396,8 +444,12 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"bundle {path}: {rel} does not match its checksum (modified?)")
 
 
-def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
-    """Load a bundle written by :func:`save_bundle` (safe: no pickle; see the module doc)."""
+def load_bundle(
+    path: str | os.PathLike[str], *, verify: bool = True, cache_size: int = DEFAULT_CACHE_SIZE
+) -> Bundle:
+    """Load a bundle written by :func:`save_bundle` (safe: no pickle; see the module doc).
+
+    ``cache_size`` bounds the feature cache of the loaded bundle (networks; 0: no cache)."""
     from latlab.predictors.base import load_predictor
 
     d = Path(path)
@@ -417,7 +469,7 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
             split = json.loads((d / SPLIT_FILE).read_text())
         except json.JSONDecodeError as exc:
             raise BundleError(f"corrupt {d / SPLIT_FILE}: {exc}") from None
-    return Bundle(d, manifest, predictor, conformal, split)
+    return Bundle(d, manifest, predictor, conformal, split, cache_size=cache_size)
 
 
 def check_bundle_target(bundle: Bundle, target: str) -> None:

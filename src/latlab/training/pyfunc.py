@@ -6,12 +6,17 @@ copy of the ``latlab`` package as its code path, and loading rebuilds the model 
 file and :meth:`BundleModel.load_context` -- which loads the bundle the safe way. Nothing is
 unpickled on either side.
 
-Input: a DataFrame with a ``network`` column of references (or a list of references).
+Input: a DataFrame with a ``network`` column of references or bare nb201 arch strings (or a
+list of them). A bad row is the client's error: HTTP 400 with a one-line message naming the
+row (``row 3: unknown network reference scheme ...``); a missing ``network`` column is refused
+by the signature's schema check (HTTP 400 naming the column).
 Output: a DataFrame with ``network``, ``latency_ms`` and, for calibrated bundles, ``lower_ms``
 and ``upper_ms`` at the runtime parameter ``confidence`` (default: the bundle's).
 
-Served with::
+Every bundle holds the model at ``BUNDLE/mlflow_model`` (:func:`save_bundle_model`), and
+training logs it to the tracking server (:func:`log_bundle_model`). Served with::
 
+    mlflow models serve -m BUNDLE/mlflow_model --env-manager local -p 5001
     mlflow models serve -m runs:/<run_id>/model --env-manager local -p 5001
     curl -X POST localhost:5001/invocations -H 'Content-Type: application/json' \\
          -d '{"dataframe_records": [{"network": "fcnn:8-16-4"}], "params": {"confidence": 0.8}}'
@@ -21,6 +26,7 @@ This module imports mlflow: import it only where MLflow is wanted.
 
 from __future__ import annotations
 
+import os
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +35,7 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow.pyfunc import PythonModel
 
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 #: Name of the bundle artifact inside the MLflow model.
 ARTIFACT = "bundle"
 #: latlab's runtime dependencies, pinned to the versions installed where the model is logged.
@@ -76,6 +83,8 @@ class BundleModel(PythonModel):  # type: ignore[misc]
 
         confidence = (params or {}).get("confidence")
         try:
+            # One bundle (and its feature cache) serves every request of this process; the
+            # cache is thread-safe, the models' predict calls are.
             return self.bundle.predict_frame(references_of(model_input), confidence)
         except LatlabError as exc:
             # A bad reference or confidence is the client's error (HTTP 400), in one line.
@@ -114,6 +123,51 @@ def model_signature(calibrated: bool, confidence: float) -> Any:
     )
 
 
+def bundle_copy(bundle_dir: str | Path, dest: Path) -> Path:
+    """A copy of the bundle without its ``mlflow_model`` folder (which holds a bundle copy
+    itself): what the pyfunc model carries as its ``bundle`` artifact."""
+    import shutil
+
+    from latlab.training.bundle import MLFLOW_MODEL_DIR
+
+    target = dest / "bundle"
+    shutil.copytree(Path(bundle_dir), target, ignore=shutil.ignore_patterns(MLFLOW_MODEL_DIR))
+    return target
+
+
+def save_bundle_model(bundle_dir: str | Path, path: str | Path) -> Path:
+    """Save the bundle as a pyfunc model directory at ``path`` (which must not exist): what
+    ``mlflow models serve -m PATH --env-manager local`` serves and
+    ``mlflow.pyfunc.load_model(PATH)`` loads."""
+    from latlab.training.bundle import read_manifest
+    from latlab.training.tracking import copy_package_source, scratch_dir
+
+    manifest = read_manifest(bundle_dir)
+    conf = manifest.get("conformal") or {}
+    signature = model_signature(bool(conf), float(conf.get("confidence", 0.9)))
+    quiet = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"  # no "Downloading artifacts" bar on a bundle save
+    try:
+        with scratch_dir() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            code = copy_package_source(tmp)
+            art = bundle_copy(bundle_dir, tmp)
+            mlflow.pyfunc.save_model(
+                path=str(path),
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={ARTIFACT: str(art)},
+                code_paths=[str(code)],
+                signature=signature,
+                pip_requirements=pip_requirements(),
+            )
+    finally:
+        if quiet is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = quiet
+    return Path(path)
+
+
 def log_bundle_model(bundle_dir: str | Path, name: str = "model") -> str:
     """Log the bundle as a pyfunc model in the active run; returns its model URI."""
     from latlab.training.bundle import read_manifest
@@ -127,10 +181,11 @@ def log_bundle_model(bundle_dir: str | Path, name: str = "model") -> str:
         # (an example would make it load and run the model once more at logging time).
         warnings.simplefilter("ignore", UserWarning)
         code = copy_package_source(tmp)
+        art = bundle_copy(bundle_dir, tmp)
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-            artifacts={ARTIFACT: str(Path(bundle_dir).resolve())},
+            artifacts={ARTIFACT: str(art)},
             code_paths=[str(code)],
             signature=signature,
             pip_requirements=pip_requirements(),

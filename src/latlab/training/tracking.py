@@ -228,9 +228,10 @@ class Tracker:
             return None
         with warnings.catch_warnings():  # "add type hints to predict": the signature is explicit
             warnings.simplefilter("ignore", UserWarning)
-            from latlab.training.pyfunc import log_bundle_model
+            from latlab.training.pyfunc import bundle_copy, log_bundle_model
 
-        self.mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
+        with scratch_dir() as tmp:  # the bundle's mlflow_model is logged as the model below
+            self.mlflow.log_artifacts(str(bundle_copy(bundle_dir, tmp)), artifact_path="bundle")
         return log_bundle_model(bundle_dir, name=model_name)
 
 

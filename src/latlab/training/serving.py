@@ -1,0 +1,367 @@
+"""The NAS fast path: a bundle's predictions over thousands of networks, with a feature cache.
+
+A NAS loop asks for the latency of the same candidates again and again (the population, its
+mutants, the archive). Encoding a network -- resolving its reference to the IR and turning
+the IR into the predictor's input (a feature row, a cell graph) -- costs more than running the
+model on it, so :class:`FeatureCache` keeps each network's *encoded input*, keyed by the
+network's hash, and a repeated candidate costs only its share of the model's forward pass.
+
+Networks are given as references (``nb201:|...|``, ``fcnn:8-16-4``, ``zoo:resnet18``...),
+:class:`~latlab.encoders.ir.NetworkGraph` objects, or bare NAS-Bench-201 arch strings
+(``|nor_conv_3x3~0|+|...|``, read as ``nb201:`` references).
+
+The split of a predictor into *encode* and *predict-encoded* is done here, by an adapter per
+predictor kind (:func:`stage_for`): LightGBM, random forest and FCNN cache feature rows, the
+GCN caches its torch-geometric graphs, any other predictor caches the resolved IR (the
+resolution is most of its encoding cost). Each adapter runs exactly the model call of the
+predictor's own ``_predict`` (a test checks that both give identical predictions), so that the
+predictors themselves need no serving-specific code.
+
+Keys: a reference string is its own key (after normalisation: stripped, bare arch strings
+prefixed with ``nb201:``); a graph is keyed by its IR digest and its reference, so that graphs
+built alike share an entry and a graph never aliases a different network.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from latlab.encoders.ir import NetworkGraph
+from latlab.errors import LatlabError, NetworkReferenceError
+
+log = logging.getLogger(__name__)
+
+#: Default capacity of a bundle's feature cache (networks): the whole nb201 space and more.
+DEFAULT_CACHE_SIZE = 65536
+NB201_PREFIX = "nb201:"
+
+
+# --------------------------------------------------------------------------- network keys
+
+
+def normalise_network(network: Any, row: int | None = None) -> str | NetworkGraph:
+    """A reference or graph; bare NAS-Bench-201 arch strings become ``nb201:`` references.
+
+    Raises :class:`NetworkReferenceError` (naming the row when given) for anything else.
+    """
+    if isinstance(network, NetworkGraph):
+        return network
+    if isinstance(network, str):
+        text = network.strip()
+        if text.startswith("|"):
+            return NB201_PREFIX + text
+        return text
+    where = f"row {row}: " if row is not None else ""
+    raise NetworkReferenceError(
+        f"{where}a network must be a reference string, an nb201 arch string or a NetworkGraph, "
+        f"got {type(network).__name__} {network!r}"
+    )
+
+
+def network_key(network: str | NetworkGraph) -> str:
+    """The cache key of a normalised network (see the module docstring)."""
+    if isinstance(network, str):
+        return network
+    return f"graph:{network.digest}:{network.reference}"
+
+
+def with_row(exc: LatlabError, row: int, network: Any) -> LatlabError:
+    """The same kind of error, its message prefixed with the row (and the network) it is about."""
+    text = str(exc)
+    name = network if isinstance(network, str) else getattr(network, "reference", repr(network))
+    if str(name) not in text:
+        text = f"{text} (network {name!r})"
+    return type(exc)(f"row {row}: {text}")
+
+
+# --------------------------------------------------------------------------- nb201 fast path
+
+
+@lru_cache(maxsize=1)
+def _nb201_index() -> dict[str, tuple[str, ...]]:
+    """Every canonical nb201 arch string -> its six ops (15,625 entries, built once)."""
+    from latlab.encoders.nb201_cell import EDGES, OPS
+
+    fmt = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|"
+    return {fmt.format(*ops): ops for ops in itertools.product(OPS, repeat=len(EDGES))}
+
+
+def _nb201_ops(arch: str) -> tuple[str, ...] | None:
+    """The six ops of a canonical arch string, ``None`` for anything else (which then takes
+    the general path and its error messages). A look-up in a table of the whole (finite)
+    space, built in milliseconds by formatting: the general parser validates, re-formats and
+    profiles the cell per call, ~20x the cost, which was most of the cost of encoding the
+    whole space."""
+    return _nb201_index().get(arch)
+
+
+def _resolve_nb201_fast(ref: str) -> NetworkGraph | None:
+    """The lazy graph of an ``nb201:`` reference in canonical form, built without the cell
+    profile and digest that :func:`latlab.datasets.spaces.nb201.nb201_graph` computes up front
+    (both stay available, computed on first use); ``None`` when the reference is not such."""
+    if not ref.startswith(NB201_PREFIX):
+        return None
+    arch = ref[len(NB201_PREFIX) :]
+    ops = _nb201_ops(arch)
+    if ops is None:
+        return None
+    return _LazyNb201(ref, arch, ops)
+
+
+class _LazyNb201(NetworkGraph):
+    """An nb201 network whose layers, totals and digest are computed on first use."""
+
+    def __init__(self, ref: str, arch: str, ops: tuple[str, ...]) -> None:
+        self.name = ref
+        self.meta = {"reference": ref, "family": "nb201", "arch": arch, "ops": ops}
+        self._ops = ops
+
+    @property
+    def full(self) -> NetworkGraph:
+        from latlab.datasets.references import resolve
+
+        return resolve(self.name)
+
+    @property
+    def layers(self) -> Any:  # type: ignore[override]
+        return self.full.layers
+
+    @property
+    def inputs(self) -> Any:  # type: ignore[override]
+        return self.full.inputs
+
+    @property
+    def outputs(self) -> Any:  # type: ignore[override]
+        return self.full.outputs
+
+    @property
+    def totals(self) -> Any:  # type: ignore[override]
+        return self.full.totals
+
+    @property
+    def digest(self) -> str:  # type: ignore[override]
+        return self.full.digest
+
+
+def resolve_fast(network: str | NetworkGraph) -> NetworkGraph:
+    """:func:`~latlab.datasets.references.resolve`, with the nb201 fast path."""
+    from latlab.datasets.references import resolve
+
+    if isinstance(network, str):
+        graph = _resolve_nb201_fast(network)
+        if graph is not None:
+            return graph
+    return resolve(network)
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+class FeatureCache:
+    """A bounded LRU of encoded networks, safe to share between threads.
+
+    ``hits``, ``misses`` and ``encoded`` (networks actually encoded) count what happened, so
+    that callers and tests can see that a repeated network skipped encoding.
+    """
+
+    def __init__(self, maxsize: int = DEFAULT_CACHE_SIZE) -> None:
+        if int(maxsize) < 0:
+            raise ValueError(f"cache size must be >= 0, got {maxsize!r}")
+        self.maxsize = int(maxsize)
+        self._data: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.encoded = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The cached item of each key, ``None`` where absent (counted as hits and misses)."""
+        out: list[Any] = []
+        with self._lock:
+            data = self._data
+            for k in keys:
+                item = data.get(k)
+                if item is not None:
+                    data.move_to_end(k)
+                out.append(item)
+            found = sum(1 for item in out if item is not None)
+            self.hits += found
+            self.misses += len(out) - found
+        return out
+
+    def put_many(self, keys: Sequence[str], items: Sequence[Any]) -> None:
+        with self._lock:
+            self.encoded += len(keys)
+            if self.maxsize == 0:
+                return
+            data = self._data
+            for k, item in zip(keys, items, strict=True):
+                data[k] = item
+                data.move_to_end(k)
+            while len(data) > self.maxsize:
+                data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = self.encoded = 0
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "size": len(self._data),
+            "maxsize": self.maxsize,
+            "hits": self.hits,
+            "misses": self.misses,
+            "encoded": self.encoded,
+        }
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A predictor split into ``encode(graphs) -> items`` and ``predict(items) -> ms``."""
+
+    kind: str
+    encode: Callable[[list[NetworkGraph]], list[Any]]
+    predict: Callable[[list[Any]], np.ndarray]
+
+
+def _rows(x: Any) -> list[Any]:
+    return list(np.asarray(x))
+
+
+def stage_for(predictor: Any) -> Stage:
+    """The encode/predict split of a fitted predictor (see the module docstring)."""
+    from latlab.predictors.common import decode_target, resolve_n_jobs
+
+    name = getattr(predictor, "name", "")
+    p = predictor
+    if name == "gbm" and hasattr(p, "booster_"):
+
+        def gbm_predict(items: list[Any]) -> np.ndarray:
+            z = p.booster_.predict(np.vstack(items), num_threads=resolve_n_jobs(p.n_jobs))
+            return np.asarray(decode_target(z, p.target))
+
+        return Stage("gbm-rows", lambda gs: _rows(p.features_.transform(gs)), gbm_predict)
+
+    if name == "rf" and hasattr(p, "forest_"):
+        from latlab.predictors.forest import predict_rows_parallel
+
+        def rf_predict(items: list[Any]) -> np.ndarray:
+            z = predict_rows_parallel(p.forest_, np.vstack(items), p.n_jobs)
+            return np.asarray(decode_target(z, p.target))
+
+        return Stage("rf-rows", lambda gs: _rows(p.features_.transform(gs)), rf_predict)
+
+    if name == "fcnn" and hasattr(p, "model_"):
+
+        def fcnn_predict(items: list[Any]) -> np.ndarray:
+            import torch
+
+            from latlab.predictors.torch_utils import torch_threads
+
+            x = torch.from_numpy(np.vstack(items))
+            with torch.inference_mode(), torch_threads(p.num_threads):
+                out = p.model_(x).squeeze(-1).double().numpy()
+            return np.asarray(decode_target(out * p.y_std_ + p.y_mean_, p.target))
+
+        return Stage("fcnn-rows", lambda gs: _rows(p._inputs(gs).numpy()), fcnn_predict)
+
+    if name == "gcn" and hasattr(p, "encoder_"):
+
+        def gcn_predict(items: list[Any]) -> np.ndarray:
+            import torch
+
+            from latlab.predictors.gcn_infer import predict_compressed
+            from latlab.predictors.torch_utils import torch_threads
+
+            p.model_.eval()
+            with torch.inference_mode(), torch_threads(p.num_threads):
+                out = predict_compressed(p.model_, items, max(1, int(p.predict_max_nodes)))
+            return np.asarray(decode_target(out * p.y_std_ + p.y_mean_, p.target))
+
+        return Stage("gcn-graphs", lambda gs: list(p.encoder_.transform(gs)), gcn_predict)
+
+    # Any other predictor: the resolved IR is what is cached.
+    return Stage(
+        "graphs", lambda gs: list(gs), lambda items: np.asarray(p.predict(items), dtype=float)
+    )
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+class CachedPredictor:
+    """A fitted predictor behind a :class:`FeatureCache` (what a loaded bundle predicts with).
+
+    ``predict(networks)`` encodes only the networks the cache lacks (each distinct one once,
+    also within a call) and runs the model once over the whole call, in input order.
+    """
+
+    def __init__(self, predictor: Any, cache: FeatureCache | None = None) -> None:
+        self.predictor = predictor
+        self.cache = cache if cache is not None else FeatureCache()
+        self.stage = stage_for(predictor)
+
+    def normalise(self, networks: Sequence[Any]) -> list[str | NetworkGraph]:
+        if isinstance(networks, str | NetworkGraph):
+            networks = [networks]
+        return [normalise_network(n, i) for i, n in enumerate(networks)]
+
+    def encoded(self, networks: Sequence[str | NetworkGraph]) -> list[Any]:
+        """The encoded input of each (normalised) network, from the cache where it is."""
+        keys = [network_key(n) for n in networks]
+        items = self.cache.get_many(keys)
+        missing: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item is None and keys[i] not in missing:
+                missing[keys[i]] = i
+        if missing:
+            rows = list(missing.values())
+            graphs = []
+            for i in rows:
+                try:
+                    graphs.append(resolve_fast(networks[i]))
+                except LatlabError as exc:
+                    raise with_row(exc, i, networks[i]) from None
+            try:
+                new = self.stage.encode(graphs)
+            except LatlabError as exc:
+                raise self._row_error(exc, graphs, rows, networks) from None
+            self.cache.put_many(list(missing), new)
+            by_key = dict(zip(missing, new, strict=True))
+            items = [by_key[k] if it is None else it for k, it in zip(keys, items, strict=True)]
+        return items
+
+    def _row_error(
+        self, exc: LatlabError, graphs: list[NetworkGraph], rows: list[int], nets: Sequence[Any]
+    ) -> LatlabError:
+        """Find the first network the encoder refuses, so that the error names its row."""
+        for g, i in zip(graphs, rows, strict=True):
+            try:
+                self.stage.encode([g])
+            except LatlabError as one:
+                return with_row(one, i, nets[i])
+        return exc
+
+    def predict(self, networks: Sequence[Any]) -> np.ndarray:
+        """Latency (ms) of each network, in input order."""
+        nets = self.normalise(networks)
+        if not nets:
+            return np.zeros(0)
+        out = self.stage.predict(self.encoded(nets))
+        return np.asarray(out, dtype=float).reshape(-1)
