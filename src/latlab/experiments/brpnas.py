@@ -156,7 +156,7 @@ def predictor_params(cfg: BrpnasConfig, name: str, seed: int) -> tuple[str, dict
     """Registry name and full parameters of a reported predictor for one seed."""
     reg, params = {**PREDICTORS, **cfg.variants}[name]
     p = {**params, **cfg.overrides.get(name, {})}
-    if reg != "flops":
+    if reg not in ("flops", "layer-sum"):  # the deterministic ones take no seed
         p["random_state"] = seed
     if cfg.threads is not None:
         if reg in ("fcnn", "gcn"):
