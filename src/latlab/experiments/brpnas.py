@@ -618,16 +618,14 @@ def experiment(ctx: Any) -> dict[str, Any]:
 
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """Headline figures: the best ±10 % accuracy and Spearman ρ per device."""
-    out: dict[str, Any] = {}
-    for d, t in doc["targets"].items():
-        out[f"{d} best acc10 %"] = (
-            f"{t['best_acc10']['value']:.1f} ({t['best_acc10']['predictor']})"
-        )
-        out[f"{d} best ρ"] = (
+    """Headline figures: per device, the best ±10 % accuracy and the best Spearman ρ."""
+    return {
+        f"{d}: best acc10 %, best ρ": (
+            f"{t['best_acc10']['value']:.1f} ({t['best_acc10']['predictor']}), "
             f"{t['best_spearman']['value']:.4f} ({t['best_spearman']['predictor']})"
         )
-    return out
+        for d, t in doc["targets"].items()
+    }
 
 
 # --------------------------------------------------------------------------- command line
