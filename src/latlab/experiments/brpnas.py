@@ -52,11 +52,12 @@ log = logging.getLogger(__name__)
 #: FCNN's dropout 0.3 was chosen on validation data (``benchmarks/tune_brpnas.py``: mean
 #: validation MAPE 5.27 % vs 5.40 % with the library default 0.1, 13 devices x 2 seeds).
 #: ``layer-sum`` is the layer-wise predictor of the BRP-NAS comparison: the network as a sum of
-#: per-layer lookup-table times, here fitted on the training networks' latencies
-#: (:mod:`latlab.predictors.layersum`) because the table has no per-layer measurements.
+#: per-op lookup-table times over every op of the cell (dead ones included), the entries fitted
+#: on the training networks' latencies (:mod:`latlab.predictors.layersum`) because the table
+#: has no per-op measurements.
 PREDICTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "flops": ("flops", {}),
-    "layer-sum": ("layer-sum", {}),
+    "layer-sum": ("layer-sum", {"layers": "nb201-ops"}),
     "gbm-onehot": ("gbm", {"features": "nb201-onehot"}),
     "fcnn": ("fcnn", {"dropout": 0.3}),
     "gbm": ("gbm", {}),
