@@ -425,6 +425,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
         for name, s in dev_stats.items()
     ]
     lines = [
+        "",
         "## Absolute deviations (Figures 7-8 of the paper)",
         "",
         "|predicted − measured| on the test set for the first seed, in µs.",
