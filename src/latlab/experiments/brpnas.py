@@ -65,6 +65,19 @@ PREDICTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "gcn": ("gcn", {}),
 }
 BASELINE = "gbm-onehot"
+#: One line per reported predictor for the report.
+NOTES = {
+    "flops": "linear in MACs and bytes (the FLOPs proxy)",
+    "layer-sum": "the layer-wise model of the BRP-NAS comparison -- a per-op lookup table "
+    "summed over every op of the cell (dead ones included) plus an extra entry per op on a "
+    "live edge, the entries fitted by non-negative least squares on the training latencies "
+    "(the table has no per-op measurements)",
+    "gbm-onehot": "LightGBM on the 30-feature cell one-hot (the baseline)",
+    "fcnn": "the FCNN estimator (dropout 0.3)",
+    "gbm": "LightGBM on latlab's features",
+    "rf": "random forest on latlab's features",
+    "gcn": "the BRP-NAS GCN",
+}
 #: Metrics in the report, with their table digits.
 REPORTED: dict[str, int] = {
     "acc1": 1,
@@ -409,6 +422,9 @@ def report(doc: dict[str, Any]) -> str:
         f"torch threads {doc['environment']['torch_threads']}.",
         "",
     ]
+    notes = [f"`{p}`: {NOTES[p]}" for p in preds if p in NOTES]
+    if notes:
+        lines += ["Predictors: " + "; ".join(notes) + ".", ""]
     titles = {
         "acc1": "±1 % accuracy (%)",
         "acc5": "±5 % accuracy (%)",
