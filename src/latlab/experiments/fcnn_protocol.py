@@ -32,7 +32,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class FcnnProtocolConfig:
     fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
     fit_threads: int | None = None
     quick: bool = False
+    #: Filled by the run: device -> networks found in the store (not re-measured).
+    reused: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def quick_config(cls, out: str, **kw: Any) -> FcnnProtocolConfig:
@@ -102,7 +104,10 @@ def measure_campaign(
     mcfg = cfg.measure_config()
     store = Store(Path(cfg.out) / "measurements.db")
     try:
-        measure_many(refs, mcfg, store, device, progress=progress)
+        result = measure_many(refs, mcfg, store, device, progress=progress)
+        if result.skipped:
+            log.info("%s: %d networks already in the store, reused", device, len(result.skipped))
+        cfg.reused[device] = len(result.skipped)
         frame = store.measurements([device], mcfg.protocol_key())
     finally:
         store.close()
@@ -275,7 +280,14 @@ def report(doc: dict[str, Any]) -> str:
         f"{ds['networks']} networks of the FCNN space (1-5 hidden layers, <= 50 neurons), "
         f"measured with {cfg['backend']} on {cfg['threads']} thread(s) "
         f"({cfg['repeats']} repeats / {cfg['time_budget_s']} s per network; measuring took "
-        f"{ds['measure_s']:.0f} s, re-measuring the test networks {ds['remeasure_s']:.0f} s). "
+        f"{ds['measure_s']:.0f} s, re-measuring the test networks {ds['remeasure_s']:.0f} s"
+        + (
+            f" in this run, which reused {sum(cfg['reused'].values())} measurements "
+            "already in the store"
+            if sum(cfg.get("reused", {}).values())
+            else ""
+        )
+        + "). "
         f"Latency: median {ds['latency_ms']['median']:.4f} ms, range "
         f"{ds['latency_ms']['min']:.4f}-{ds['latency_ms']['max']:.4f} ms. Split "
         f"{' / '.join(map(str, ds['split']))}; {cfg['seeds']} seed(s), mean ± std."
