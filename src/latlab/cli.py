@@ -915,8 +915,6 @@ def experiment_run(
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
 ) -> None:
     """Run (or resume: re-run the same command) one experiment into its report directory."""
-    import time
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -930,7 +928,6 @@ def experiment_run(
     check_data(name, data)  # unknown name / missing --data: one line before anything starts
     out_dir = out if out is not None else default_out(name, quick)
     command = " ".join(["latlab", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else ""
-    t0 = time.perf_counter()
     try:
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -957,12 +954,7 @@ def experiment_run(
                 progress=progress,
                 report_only=report_only,
             )
-    except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted after {time.perf_counter() - t0:.0f} s: finished work is kept in "
-            f"{out_dir}; re-run the same command to resume",
-            highlight=False,
-        )
+    except KeyboardInterrupt:  # main() prints the one line: completed work is kept, re-run
         raise SystemExit(130) from None
     if result.summary:
         table = Table("figure", Column("value", justify="right"), title=f"{name} summary")
