@@ -48,17 +48,15 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "annette",
             "latlab.experiments.annette:experiment",
-            "ANNETTE-style layer-wise models (roofline, refined, statistical, mixed) on this "
-            "machine: micro-benchmarks, network MAPE",
+            "ANNETTE-style layer-wise models, measured on this machine",
             full_duration="~1 h (estimate)",
             quick_duration="~5 min",
         ),
         Experiment(
             "brp-nas",
             "latlab.experiments.brpnas:experiment",
-            "BRP-NAS protocol on the nb201 table: ±1/5/10 % accuracy per device × predictor "
-            "(layer-wise sum model included), mean ± std over 5 seeds",
-            full_duration="~10 h (GCN ~5 min per fit; --report-only reports what finished)",
+            "BRP-NAS protocol: ±1/5/10 % accuracy, device × predictor",
+            full_duration="~10 h (a GCN fit ~5 min; --report-only reports what finished)",
             quick_duration="~3 min",
             needs_data=NB201_DATA,
             report_only=True,
@@ -66,15 +64,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "fcnn",
             "latlab.experiments.fcnn_protocol:experiment",
-            "FCNN estimator protocol on this machine: 7000 measured networks, MSE/MAE/RMSE vs "
-            "the noise floor, loss curves, deviation violin/box plots",
-            full_duration="~60 min (measuring; ~10 min when the store is complete)",
+            "FCNN estimator protocol: errors vs the noise floor, plots",
+            full_duration="~60 min (~5 min with the 7000 networks in the store)",
             quick_duration="~3 min",
         ),
         Experiment(
             "conformal",
             "latlab.experiments.conformal_nb201:experiment",
-            "conformal intervals on the nb201 table: coverage and width per method",
+            "conformal intervals on the nb201 table: coverage, width",
             full_duration="~30 min (estimate)",
             quick_duration="~3 min",
             needs_data=NB201_DATA,
@@ -82,15 +79,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "bnn",
             "latlab.experiments.bnn:experiment",
-            "LXNOROP model vs bit-packed measurements: forward predicted vs measured rates, "
-            "inverse-task verdicts for required rates",
+            "LXNOROP model vs bit-packed measurements (forward, inverse)",
             full_duration="~3 min",
-            quick_duration="~1 min",
+            quick_duration="~2 min",
         ),
         Experiment(
             "transfer",
             "latlab.experiments.transfer:experiment",
-            "transfer to a new device from few measurements on the nb201 table",
+            "transfer to a new device from few measurements",
             full_duration="~30 min (estimate)",
             quick_duration="~3 min",
             needs_data=NB201_DATA,
