@@ -96,7 +96,7 @@ def test_flat_metrics_keeps_finite_numbers_only():
     assert flat_metrics({"±10 %": 3.0}) == {"_10 _": 3.0}
 
 
-def test_brpnas_tiny_run_report_mlflow_and_resume(tiny_table, tmp_path, monkeypatch):
+def test_brpnas_tiny_run_report_mlflow_and_resume(tiny_table, tmp_path, monkeypatch, mlflow_store):
     from latlab.experiments import brpnas
     from latlab.training.tracking import Tracker
 
@@ -105,14 +105,16 @@ def test_brpnas_tiny_run_report_mlflow_and_resume(tiny_table, tmp_path, monkeypa
         brpnas, "PREDICTORS", {k: brpnas.PREDICTORS[k] for k in ("flops", "gbm", "layer-sum")}
     )
     monkeypatch.setattr(brpnas, "QUICK_OVERRIDES", {"gbm": {"n_estimators": 100}})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # The shared test store (MLFLOW_TRACKING_URI): one MLflow store per session, as mlflow
+    # keeps process-wide state (tracking URI, active experiment) between tests.
+    uri = mlflow_store
     out = tmp_path / "report"
     res = run_experiment(
         "brp-nas",
         out=out,
         quick=True,
         data=tiny_table,
-        tracker=Tracker(uri=uri, experiment="t"),
+        tracker=Tracker(experiment="latlab-experiment-test"),
     )
     n = len(pd.read_csv(tiny_table).dropna())
     assert (out / "report.md").exists() and (out / "acc10.png").stat().st_size > 1000
