@@ -51,8 +51,13 @@ log = logging.getLogger(__name__)
 #: the best predictor must match in ranking (LightGBM on the 30-feature cell one-hot). The
 #: FCNN's dropout 0.3 was chosen on validation data (``benchmarks/tune_brpnas.py``: mean
 #: validation MAPE 5.27 % vs 5.40 % with the library default 0.1, 13 devices x 2 seeds).
+#: ``layer-sum`` is the layer-wise predictor of the BRP-NAS comparison: the network as a sum of
+#: per-op lookup-table times over every op of the cell (dead ones included), the entries fitted
+#: on the training networks' latencies (:mod:`latlab.predictors.layersum`) because the table
+#: has no per-op measurements.
 PREDICTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "flops": ("flops", {}),
+    "layer-sum": ("layer-sum", {"layers": "nb201-ops"}),
     "gbm-onehot": ("gbm", {"features": "nb201-onehot"}),
     "fcnn": ("fcnn", {"dropout": 0.3}),
     "gbm": ("gbm", {}),
@@ -60,6 +65,19 @@ PREDICTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "gcn": ("gcn", {}),
 }
 BASELINE = "gbm-onehot"
+#: One line per reported predictor for the report.
+NOTES = {
+    "flops": "linear in MACs and bytes (the FLOPs proxy)",
+    "layer-sum": "the layer-wise model of the BRP-NAS comparison -- a per-op lookup table "
+    "summed over every op of the cell (dead ones included) plus an extra entry per op on a "
+    "live edge, the entries fitted by non-negative least squares on the training latencies "
+    "(the table has no per-op measurements)",
+    "gbm-onehot": "LightGBM on the 30-feature cell one-hot (the baseline)",
+    "fcnn": "the FCNN estimator (dropout 0.3)",
+    "gbm": "LightGBM on latlab's features",
+    "rf": "random forest on latlab's features",
+    "gcn": "the BRP-NAS GCN",
+}
 #: Metrics in the report, with their table digits.
 REPORTED: dict[str, int] = {
     "acc1": 1,
@@ -92,6 +110,10 @@ class BrpnasConfig:
     variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     threads: int | None = None
     quick: bool = False
+    #: Seeds are ``first_seed .. first_seed + seeds - 1``.
+    first_seed: int = 0
+    #: Fit nothing: aggregate and report the runs already in ``runs.jsonl``.
+    report_only: bool = False
 
     @classmethod
     def quick_config(cls, data: str, out: str, **kw: Any) -> BrpnasConfig:
@@ -148,7 +170,7 @@ def predictor_params(cfg: BrpnasConfig, name: str, seed: int) -> tuple[str, dict
     """Registry name and full parameters of a reported predictor for one seed."""
     reg, params = {**PREDICTORS, **cfg.variants}[name]
     p = {**params, **cfg.overrides.get(name, {})}
-    if reg != "flops":
+    if reg not in ("flops", "layer-sum"):  # the deterministic ones take no seed
         p["random_state"] = seed
     if cfg.threads is not None:
         if reg in ("fcnn", "gcn"):
@@ -183,11 +205,43 @@ def _one_run(
         "val": val,
         "fit_s": fit_s,
         "predict_s": predict_s,
-        "train_log": {k: v for k, v in train_log.items() if k != "val_loss"},
+        "train_log": {k: v for k, v in train_log.items() if k not in ("val_loss", "train_loss")},
+        "pred": pred,
     }
 
 
 Progress = Callable[[str, int, int], None]
+PREDICTIONS_DIR = "predictions"
+
+
+def _predictions_file(out: Path, device: str, name: str) -> Path:
+    return out / PREDICTIONS_DIR / f"{device}__{name}.npz"
+
+
+def save_predictions(out: Path, device: str, name: str, y: np.ndarray, pred: np.ndarray) -> None:
+    """Keep one seed's test predictions (float32, beside ``runs.jsonl``) for the plots."""
+    import os
+    import tempfile
+
+    path = _predictions_file(out, device, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, y=y.astype(np.float32), pred=np.asarray(pred, np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_predictions(out: Path, device: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kept test predictions of ``name`` on ``device`` (None for runs that kept none)."""
+    path = _predictions_file(out, device, name)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return z["y"].astype(float), z["pred"].astype(float)
 
 
 def run(cfg: BrpnasConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -220,7 +274,7 @@ def run(cfg: BrpnasConfig, progress: Progress | None = None) -> dict[str, Any]:
                 graph_of[ref] = resolve(ref)
         graphs = [graph_of[r] for r in refs]
         ceilings[device] = pruned_graph_ceiling(refs, y)
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             tr, va, te = split(len(y), seed, cfg.n_train, cfg.n_val)
             if cfg.max_test is not None and len(te) > cfg.max_test:
                 te = np.sort(np.random.default_rng(1000 + seed).choice(te, cfg.max_test, False))
@@ -240,9 +294,12 @@ def run(cfg: BrpnasConfig, progress: Progress | None = None) -> dict[str, Any]:
                 key = f"{device}|{name}|{seed}|{config_hash(setting)}"
                 wanted.append(key)
                 done += 1
-                if not runs.done(key):
+                if not runs.done(key) and not cfg.report_only:
                     log.info("%s %s seed %d: fitting", device, name, seed)
                     result = _one_run(reg, params, graphs, y, (tr, va, te))
+                    pred = result.pop("pred")
+                    if seed == cfg.first_seed:  # one seed's test predictions, for the plots
+                        save_predictions(out, device, name, y[te], pred)
                     runs.add({"key": key, **setting, **result})
                     log.info(
                         "%s %s seed %d: acc10 %.2f %% MAPE %.2f %% rho %.4f (fit %.1f s)",
@@ -354,11 +411,20 @@ def report(doc: dict[str, Any]) -> str:
         f"{cfg['n_train']} training / {cfg['n_val']} validation networks, the rest as test"
         + (f" (a random {cfg['max_test']} of them)" if cfg["max_test"] else "")
         + f"; {seeds} seed(s); mean ± std over seeds of the test metrics."
-        + (" **Quick run.**" if cfg["quick"] else ""),
+        + (" **Quick run.**" if cfg["quick"] else "")
+        + (
+            " **Report from the finished runs only**: a cell marked *n=k seeds* averages the "
+            "k seeds that finished."
+            if cfg.get("report_only")
+            else ""
+        ),
         f"Environment: {doc['environment']['platform']}, "
         f"torch threads {doc['environment']['torch_threads']}.",
         "",
     ]
+    notes = [f"`{p}`: {NOTES[p]}" for p in preds if p in NOTES]
+    if notes:
+        lines += ["Predictors: " + "; ".join(notes) + ".", ""]
     titles = {
         "acc1": "±1 % accuracy (%)",
         "acc5": "±5 % accuracy (%)",
@@ -367,17 +433,16 @@ def report(doc: dict[str, Any]) -> str:
         "spearman": "Spearman ρ",
         "kendall": "Kendall τ",
     }
+
+    def cell(d: str, p: str, metric: str, digits: int) -> str:
+        if p not in results[d]:
+            return "–"
+        text = fmt(results[d][p]["test"][metric], digits)
+        k = results[d][p]["seeds"]
+        return text if k >= seeds else f"{text} (n={k} seeds)"
+
     for metric, digits in REPORTED.items():
-        rows = [
-            [
-                d,
-                *(
-                    fmt(results[d][p]["test"][metric], digits) if p in results[d] else "–"
-                    for p in preds
-                ),
-            ]
-            for d in devices
-        ]
+        rows = [[d, *(cell(d, p, metric, digits) for p in preds)] for d in devices]
         lines += [f"## {titles[metric]}", "", markdown_table(["device", *preds], rows), ""]
     rows = [
         [d, *(fmt(results[d][p]["fit_s"], 1) if p in results[d] else "–" for p in preds)]
@@ -443,6 +508,141 @@ def report(doc: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- latlab experiment
+
+#: Minimum test networks per device; smaller tables get proportional split sizes.
+MIN_TEST = 100
+
+
+def sized_for(cfg: BrpnasConfig, n_valid: int) -> BrpnasConfig:
+    """``cfg`` with 60 % / 10 % train / validation when the table is too small for 900 + 100.
+
+    A table measured on the spot (CI measures ~150 nb201 networks) cannot hold BRP-NAS's
+    900 + 100 + test split; proportional sizes keep the protocol's shape on it.
+    """
+    if n_valid >= cfg.n_train + cfg.n_val + MIN_TEST:
+        return cfg
+    n_train, n_val = int(0.6 * n_valid), max(int(0.1 * n_valid), 2)
+    if n_train < 10:
+        raise DataError(f"{n_valid} valid networks: the BRP-NAS protocol needs at least 20")
+    log.warning(
+        "%d valid networks: using %d training / %d validation networks (60 / 10 %%)",
+        n_valid,
+        n_train,
+        n_val,
+    )
+    cfg.n_train, cfg.n_val = n_train, n_val
+    return cfg
+
+
+def config_for(ctx: Any, report_only: bool = False) -> BrpnasConfig:
+    """The protocol's settings for a ``latlab experiment run brp-nas`` context."""
+    assert ctx.data is not None  # the runner checks --data first
+    table, _ = load_latencies(ctx.data)
+    columns = [c for c in table.columns if c != "network"]
+    if not columns:
+        raise DataError(f"{ctx.data} has no device column")
+    if ctx.quick:
+        devices = [d for d in QUICK_DEVICES if d in columns] or columns[:2]
+        cfg = BrpnasConfig.quick_config(str(ctx.data), str(ctx.out), devices=devices)
+    else:
+        cfg = BrpnasConfig(str(ctx.data), str(ctx.out), devices=columns)
+    cfg.threads = ctx.threads
+    cfg.first_seed = ctx.seed
+    cfg.report_only = report_only
+    n_valid = int(min(table[d].notna().sum() for d in cfg.devices or columns))
+    return sized_for(cfg, n_valid)
+
+
+def plot(doc: dict[str, Any], out: Path) -> list[str]:
+    """The report's figures: ±10 % accuracy per device × predictor, predicted vs measured."""
+    from latlab.experiments import plots
+
+    results = doc["results"]
+    devices = [d for d in results if results[d]]
+    preds = [p for p in doc["config"]["predictors"] if any(p in results[d] for d in devices)]
+    files = []
+    if devices:
+        series = {p: [_mean(results, d, p, "acc10") for d in devices] for p in preds}
+        errors = {
+            p: [results[d][p]["test"]["acc10"]["std"] if p in results[d] else None for d in devices]
+            for p in preds
+        }
+        fig = plots.grouped_bars(
+            devices,
+            series,
+            errors,
+            ylabel="test networks within ±10 % (%)",
+            title="±10 % accuracy, mean ± std over seeds",
+            ylim=(0, 100),
+        )
+        plots.save(fig, out / "acc10.png")
+        files.append("acc10.png")
+    for d in devices:
+        panels = {}
+        for p in preds:
+            kept = load_predictions(out, d, p)
+            if kept is not None:
+                panels[p] = kept
+        if panels:
+            fig = plots.scatter_grid(
+                panels, title=f"{d}: predicted vs measured, seed {doc['config']['first_seed']}"
+            )
+            plots.save(fig, out / "predicted_vs_measured.png")
+            files.append("predicted_vs_measured.png")
+            doc["scatter_device"] = d
+            break
+    return files
+
+
+def experiment(ctx: Any) -> dict[str, Any]:
+    """``latlab experiment run brp-nas``: run or resume the protocol, then plot and report.
+
+    ``ctx.out`` holds ``runs.jsonl`` (one line per finished fit, keyed by the run's settings),
+    so re-running resumes and a folder made by ``python -m latlab.experiments.brpnas`` with
+    the same settings is reused as it is. ``ctx.report_only`` (``--report-only``) fits
+    nothing and reports the finished runs, marking cells with fewer seeds than asked.
+    """
+    cfg = config_for(ctx, bool(getattr(ctx, "report_only", False)))
+    if ctx.threads:
+        import torch
+
+        torch.set_num_threads(ctx.threads)
+    doc = run(cfg, ctx.progress)
+    figures = plot(doc, Path(cfg.out))
+    text = report(doc)
+    lines = ["", "## Figures", ""]
+    if "acc10.png" in figures:
+        lines += ["![±10 % accuracy per device and predictor](acc10.png)", ""]
+    if "predicted_vs_measured.png" in figures:
+        lines += [
+            f"![predicted vs measured on {doc['scatter_device']}](predicted_vs_measured.png)",
+            "",
+        ]
+    else:
+        lines += [
+            "No predicted-vs-measured plot: these runs were made before the runner kept test "
+            "predictions (`predictions/`).",
+            "",
+        ]
+    lines += ["## How to repeat", "", f"`{ctx.command}`", ""]
+    write_atomic(Path(cfg.out) / "report.md", text + "\n".join(lines))
+    doc["figures"] = figures
+    doc["summary"] = summary(doc)
+    return doc
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures: per device, the best ±10 % accuracy and the best Spearman ρ."""
+    return {
+        f"{d}: best acc10 %, best ρ": (
+            f"{t['best_acc10']['value']:.1f} ({t['best_acc10']['predictor']}), "
+            f"{t['best_spearman']['value']:.4f} ({t['best_spearman']['predictor']})"
+        )
+        for d, t in doc["targets"].items()
+    }
 
 
 # --------------------------------------------------------------------------- command line

@@ -41,3 +41,6 @@ class ExperimentContext:
     threads: int = 1
     command: str = ""
     progress: Progress = field(default=_no_progress)
+    #: ``--report-only``: run nothing new, report what the resume files in ``out`` hold
+    #: (only for experiments registered with ``report_only=True``).
+    report_only: bool = False

@@ -32,7 +32,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class FcnnProtocolConfig:
     fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
     fit_threads: int | None = None
     quick: bool = False
+    #: Filled by the run: device -> networks found in the store (not re-measured).
+    reused: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def quick_config(cls, out: str, **kw: Any) -> FcnnProtocolConfig:
@@ -102,7 +104,10 @@ def measure_campaign(
     mcfg = cfg.measure_config()
     store = Store(Path(cfg.out) / "measurements.db")
     try:
-        measure_many(refs, mcfg, store, device, progress=progress)
+        result = measure_many(refs, mcfg, store, device, progress=progress)
+        if result.skipped:
+            log.info("%s: %d networks already in the store, reused", device, len(result.skipped))
+        cfg.reused[device] = len(result.skipped)
         frame = store.measurements([device], mcfg.protocol_key())
     finally:
         store.close()
@@ -144,9 +149,18 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(
-    cfg: FcnnProtocolConfig, refs: list[str], y: np.ndarray, test_idx: np.ndarray, floor: dict
+    cfg: FcnnProtocolConfig,
+    refs: list[str],
+    y: np.ndarray,
+    test_idx: np.ndarray,
+    floor: dict,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit every predictor for every seed on the fixed split; metrics on the test set."""
+    """Fit every predictor for every seed on the fixed split; metrics on the test set.
+
+    ``keep``, when given, receives the first seed's test predictions and training log per
+    predictor (``{name: {"pred": array, "train_log": dict}}``) for the report's figures.
+    """
     from latlab.predictors import make_predictor
 
     n = len(refs)
@@ -170,6 +184,8 @@ def evaluate(
             model.fit([refs[i] for i in tr], y[tr], eval_set=([refs[i] for i in va], y[va]))
             fit_s = time.perf_counter() - t0
             pred = model.predict([refs[i] for i in test_idx])
+            if keep is not None and seed == 0:
+                keep[name] = {"pred": pred, "train_log": getattr(model, "train_log_", {}) or {}}
             s: dict[str, Any] = dict(_scores(y[test_idx], pred))
             s["fit_s"] = fit_s
             for k in ("mse", "mae", "rmse"):
@@ -188,8 +204,13 @@ def evaluate(
     return out
 
 
-def run(cfg: FcnnProtocolConfig, progress: Any = None) -> dict[str, Any]:
-    """Measure (or resume), re-measure the test networks, fit and score; returns metrics."""
+def run(
+    cfg: FcnnProtocolConfig, progress: Any = None, keep: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Measure (or resume), re-measure the test networks, fit and score; returns metrics.
+
+    ``keep`` (see :func:`evaluate`) also receives ``"_test": (test references, measured ms)``.
+    """
     from latlab.datasets.spaces import sample
 
     if abs(sum(cfg.fractions) - 1) > 1e-9:
@@ -214,7 +235,9 @@ def run(cfg: FcnnProtocolConfig, progress: Any = None) -> dict[str, Any]:
         floor["floor"]["mae"],
         floor["retest"]["mae"],
     )
-    results = evaluate(cfg, refs, y, test_idx, floor)
+    if keep is not None:
+        keep["_test"] = (test_refs, y[test_idx])
+    results = evaluate(cfg, refs, y, test_idx, floor, keep)
     doc = {
         "experiment": "fcnn-protocol",
         "config": asdict(cfg),
@@ -257,7 +280,14 @@ def report(doc: dict[str, Any]) -> str:
         f"{ds['networks']} networks of the FCNN space (1-5 hidden layers, <= 50 neurons), "
         f"measured with {cfg['backend']} on {cfg['threads']} thread(s) "
         f"({cfg['repeats']} repeats / {cfg['time_budget_s']} s per network; measuring took "
-        f"{ds['measure_s']:.0f} s, re-measuring the test networks {ds['remeasure_s']:.0f} s). "
+        f"{ds['measure_s']:.0f} s, re-measuring the test networks {ds['remeasure_s']:.0f} s"
+        + (
+            f" in this run, which reused {sum(cfg['reused'].values())} measurements "
+            "already in the store"
+            if sum(cfg.get("reused", {}).values())
+            else ""
+        )
+        + "). "
         f"Latency: median {ds['latency_ms']['median']:.4f} ms, range "
         f"{ds['latency_ms']['min']:.4f}-{ds['latency_ms']['max']:.4f} ms. Split "
         f"{' / '.join(map(str, ds['split']))}; {cfg['seeds']} seed(s), mean ± std."
@@ -331,6 +361,120 @@ def report(doc: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- latlab experiment
+
+
+def experiment(ctx: Any) -> dict[str, Any]:
+    """``latlab experiment run fcnn``: the protocol, plus the paper's figures.
+
+    The measurement store ``measurements.db`` in ``ctx.out`` makes the run resumable: a
+    folder from an earlier run (or ``python -m latlab.experiments.fcnn_protocol``) with the
+    same protocol is reused, only missing networks are measured. Adds to the report the
+    FCNN's training / validation loss curves (first seed) and the violin and box plots of the
+    absolute deviations |predicted - measured| on the test set per predictor (Figures 7-8 of
+    the FCNN paper).
+    """
+    from latlab.experiments import plots
+
+    kw: dict[str, Any] = {"fit_threads": ctx.threads}
+    cfg = (
+        FcnnProtocolConfig.quick_config(str(ctx.out), **kw)
+        if ctx.quick
+        else FcnnProtocolConfig(str(ctx.out), **kw)
+    )
+    cfg.sample_seed = ctx.seed
+
+    def progress(event: Any) -> None:
+        if event.kind in ("start", "measured", "skipped"):
+            ctx.progress("measuring", event.done, event.total)
+
+    keep: dict[str, Any] = {}
+    import torch
+
+    torch.set_num_threads(ctx.threads)
+    doc = run(cfg, progress, keep)
+    out = Path(cfg.out)
+    _, y_test = keep.pop("_test")
+    curves = {
+        name: k["train_log"]
+        for name, k in keep.items()
+        if k["train_log"].get("val_loss") or k["train_log"].get("train_loss")
+    }
+    figures = []
+    if curves:
+        plots.save(plots.loss_curves(curves, title="FCNN loss per epoch (seed 0)"),
+                   out / "loss_curves.png")  # fmt: skip
+        figures.append("loss_curves.png")
+    deviations = {name: 1000 * np.abs(k["pred"] - y_test) for name, k in keep.items()}
+    plots.save(
+        plots.deviation_plots(
+            deviations, unit="µs", title="absolute deviation on the test set (seed 0)"
+        ),
+        out / "deviations.png",
+    )
+    figures.append("deviations.png")
+    dev_stats = {
+        name: {
+            "median_us": float(np.median(d)),
+            "p90_us": float(np.percentile(d, 90)),
+            "max_us": float(d.max()),
+        }
+        for name, d in deviations.items()
+    }
+    doc["deviations_seed0"] = dev_stats
+    doc["training_seed0"] = {
+        name: {
+            "epochs": c.get("epochs"),
+            "best_epoch": c.get("best_epoch"),
+            "best_val_loss": c.get("best_val_loss"),
+        }
+        for name, c in curves.items()
+    }
+    rows = [
+        [name, f"{s['median_us']:.3f}", f"{s['p90_us']:.3f}", f"{s['max_us']:.3f}"]
+        for name, s in dev_stats.items()
+    ]
+    lines = [
+        "",
+        "## Absolute deviations (Figures 7-8 of the paper)",
+        "",
+        "|predicted − measured| on the test set for the first seed, in µs.",
+        "",
+        markdown_table(["predictor", "median", "90th percentile", "max"], rows),
+        "",
+        "![violin and box plots of the absolute deviations](deviations.png)",
+        "",
+    ]
+    if curves:
+        t = doc["training_seed0"]
+        lines += [
+            "## Training",
+            "",
+            "Loss per epoch of the FCNN fit (first seed): mean-squared error of the "
+            "standardised log latency on the training batches (with dropout) and on the "
+            "validation networks; training stops early on the validation loss and keeps "
+            "the best epoch ("
+            + ", ".join(f"{n}: epoch {v['best_epoch']} of {v['epochs']}" for n, v in t.items())
+            + ").",
+            "",
+            "![training and validation loss](loss_curves.png)",
+            "",
+        ]
+    lines += ["## How to repeat", "", f"`{ctx.command}`", ""]
+    write_atomic(out / "report.md", report(doc) + "\n".join(lines))
+    doc["figures"] = figures
+    fc = doc["results"]["fcnn"]
+    doc["summary"] = {
+        "networks": doc["dataset"]["networks"],
+        "fcnn MSE ms²": fc["mse"]["mean"],
+        "fcnn MAE ms": fc["mae"]["mean"],
+        "fcnn RMSE ms": fc["rmse"]["mean"],
+        "fcnn MAE / noise floor": fc["mae_over_floor"]["mean"],
+        "noise floor MAE ms": doc["noise_floor"]["floor"]["mae"],
+    }
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:

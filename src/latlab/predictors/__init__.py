@@ -2,11 +2,12 @@
 
 Importing the package registers every predictor by name (see :data:`PREDICTORS`): ``flops``
 (FLOPs proxy), ``fcnn`` (torch MLP), ``gbm`` (LightGBM), ``rf`` (random forest), ``gcn``
-(torch-geometric GCN). Heavy libraries (torch, lightgbm) are imported when a predictor fits
+(torch-geometric GCN), ``layer-sum`` (per-layer lookup table fitted on network latencies).
+Heavy libraries (torch, lightgbm) are imported when a predictor fits
 or loads, not here.
 """
 
-from latlab.predictors import fcnn, flops, forest, gbm, gcn, layerwise
+from latlab.predictors import fcnn, flops, forest, gbm, gcn, layersum, layerwise
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -24,6 +25,7 @@ __all__ = [
     "forest",
     "gbm",
     "gcn",
+    "layersum",
     "layerwise",
     "load_predictor",
     "lxnorop",

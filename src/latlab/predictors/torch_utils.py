@@ -90,6 +90,7 @@ class TrainLog:
             "best_val_loss": self.best_val_loss,
             "stopped_early": self.stopped_early,
             "val_loss": [round(v, 6) for v in self.val_loss],
+            "train_loss": [round(v, 6) for v in self.train_loss],
         }
 
 

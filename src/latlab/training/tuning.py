@@ -195,6 +195,8 @@ SEARCH_SPACES.update(
         "statistical": SearchSpace({**_PEAKS, **_FOREST}),
         "mixed": SearchSpace({**_PEAKS, **_FOREST, "min_points": integer(10, 3, 50)}),
         "lut": SearchSpace({"lut_scale": cat(True, True, False), **_PEAKS}),
+        # Per-op table over every nb201 cell edge (auto on nb201) or per distinct IR layer.
+        "layer-sum": SearchSpace({"layers": cat("auto", "auto", "ir")}),
         # Few-shot transfer: how source devices are combined and what the architecture head
         # learns (tuning needs a validation split of the target device's few networks).
         "transfer": SearchSpace(

@@ -1,0 +1,103 @@
+"""The experiments ``latlab experiment run NAME`` knows, by name.
+
+Each entry names its function as a lazy ``"module:function"`` string, so that listing the
+experiments (and ``latlab --help``) imports none of them: an experiment module pulls in torch,
+LightGBM or onnxruntime only when it runs. ``needs_data`` marks the experiments that read the
+NAS-Bench-201 latency table (``--data``); the durations are what a run took on the 2-core
+development machine (stated so that nobody starts a 10-hour run by accident).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from latlab.errors import DataError
+
+#: What ``--data`` must be for the experiments that need it.
+NB201_DATA = "the NAS-Bench-201 latency table"
+NB201_EXAMPLE = "../shared/data/nb201_latency.csv"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One registered experiment."""
+
+    name: str
+    target: str  # "package.module:function", imported on first use
+    summary: str
+    full_duration: str
+    quick_duration: str
+    needs_data: str | None = None  # what --data must be; None when no table is needed
+    report_only: bool = False  # supports --report-only (report the finished runs only)
+
+    def load(self) -> Callable[..., dict[str, Any]]:
+        """The experiment function (imports its module now)."""
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+    def missing_data_message(self) -> str:
+        return f"{self.name} needs {self.needs_data}: pass --data PATH (e.g. {NB201_EXAMPLE})"
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            "annette",
+            "latlab.experiments.annette:experiment",
+            "ANNETTE-style layer-wise models, measured on this machine",
+            full_duration="~1 h (estimate)",
+            quick_duration="~5 min",
+        ),
+        Experiment(
+            "brp-nas",
+            "latlab.experiments.brpnas:experiment",
+            "BRP-NAS protocol: ±1/5/10 % accuracy, device × predictor",
+            full_duration="~10 h (a GCN fit ~5 min; --report-only reports what finished)",
+            quick_duration="~3 min",
+            needs_data=NB201_DATA,
+            report_only=True,
+        ),
+        Experiment(
+            "fcnn",
+            "latlab.experiments.fcnn_protocol:experiment",
+            "FCNN estimator protocol: errors vs the noise floor, plots",
+            full_duration="~60 min (~5 min with the 7000 networks in the store)",
+            quick_duration="~3 min",
+        ),
+        Experiment(
+            "conformal",
+            "latlab.experiments.conformal_nb201:experiment",
+            "conformal intervals on the nb201 table: coverage, width",
+            full_duration="~30 min (estimate)",
+            quick_duration="~3 min",
+            needs_data=NB201_DATA,
+        ),
+        Experiment(
+            "bnn",
+            "latlab.experiments.bnn:experiment",
+            "LXNOROP model vs bit-packed measurements (forward, inverse)",
+            full_duration="~3 min",
+            quick_duration="~2 min",
+        ),
+        Experiment(
+            "transfer",
+            "latlab.experiments.transfer:experiment",
+            "transfer to a new device from few measurements",
+            full_duration="~30 min (estimate)",
+            quick_duration="~3 min",
+            needs_data=NB201_DATA,
+        ),
+    )
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The registered experiment ``name``; a one-line error listing the known ones otherwise."""
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise DataError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})") from None

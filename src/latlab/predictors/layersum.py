@@ -1,0 +1,158 @@
+"""The layer-wise sum model fitted from whole-network latencies: a per-layer lookup table.
+
+BRP-NAS compares its GCN with a *layer-wise predictor*: the latency of a network as the sum of
+the latencies of its layers, each looked up in a table. BRP-NAS measures the table entries one
+layer at a time; a table of network latencies (the NAS-Bench-201 table) has no per-layer
+measurements, so here the entries are *fitted*: every distinct layer (its
+:meth:`~latlab.encoders.ir.Layer.signature`: op, shapes, attributes, weights) is one column of
+a count matrix, and the per-layer times are the non-negative least-squares solution of
+``t = Σ count_layer · time_layer + overhead``, weighted by ``1/t²`` so that relative errors are
+minimised (as for every latlab predictor). Non-negativity keeps each entry a latency.
+
+Two kinds of table (``layers``):
+
+* ``"nb201-ops"`` (NAS-Bench-201 cells; ``"auto"`` picks it when every network is one): one
+  entry per cell operation, counted over **all six edges** of the cell -- as BRP-NAS's
+  layer-wise model sums every op of the cell -- plus one per operation on a *live* edge (on an
+  input-output path; :class:`~latlab.encoders.vector.Nb201OpCountEncoder`). The first is the
+  cost of an op the device runs whether or not its result is used, the second the extra cost
+  of a used one: frameworks that drop dead ops pay only the second. The graph latlab builds
+  has the dead ops pruned, so its layers alone cannot show what the device ran.
+* ``"ir"`` (any network): one entry per distinct layer of latlab's graph.
+
+What the model cannot do is what the BRP-NAS comparison shows: a sum of independent layer
+times ignores fusion, caching and scheduling between layers. A layer type never seen in
+training has no entry; it is counted as zero time and logged as a warning (the prediction is
+then a lower bound), never silently hidden.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+
+log = logging.getLogger(__name__)
+
+
+def layer_key(layer: Any) -> str:
+    """A readable, stable key of a layer's signature (op and shapes first)."""
+    op, ins, outs, attrs, weights, wbits, abits = layer.signature()
+    return f"{op}|{ins}|{outs}|{attrs}|{weights}|{wbits}|{abits}"
+
+
+def _nb201_counts(graphs: list[Any]) -> list[dict[str, int]]:
+    from latlab.encoders.vector import Nb201OpCountEncoder
+
+    enc = Nb201OpCountEncoder()
+    names = [str(n) for n in enc.get_feature_names_out()]
+    x = enc.transform(graphs)
+    return [{n: int(v) for n, v in zip(names, row, strict=True) if v} for row in x]
+
+
+def is_nb201(graphs: list[Any]) -> bool:
+    return all(g.family == "nb201" and "ops" in g.meta for g in graphs)
+
+
+def layer_counts(networks: list[Network], layers: str = "ir") -> list[dict[str, int]]:
+    """How many times each table entry occurs in each network (``layers``: ir, nb201-ops)."""
+    graphs = as_graphs(networks)
+    if layers == "nb201-ops":
+        if not is_nb201(graphs):
+            from latlab.errors import FeatureError
+
+            bad = next(g for g in graphs if not is_nb201([g]))
+            raise FeatureError(
+                f"layer-sum with layers='nb201-ops': {bad.reference!r} is no nb201 cell"
+            )
+        return _nb201_counts(graphs)
+    out = []
+    for g in graphs:
+        counts: dict[str, int] = {}
+        for layer in g.layers:
+            k = layer_key(layer)
+            counts[k] = counts.get(k, 0) + 1
+        out.append(counts)
+    return out
+
+
+@register_predictor
+class LayerSumPredictor(LatencyPredictor):
+    """Network latency as a sum of fitted per-layer lookup-table times plus an overhead."""
+
+    name = "layer-sum"
+
+    def __init__(self, layers: str = "auto") -> None:
+        self.layers = layers
+
+    def _kind(self, networks: list[Network]) -> str:
+        from latlab.errors import DataError
+
+        if self.layers not in ("auto", "ir", "nb201-ops"):
+            raise DataError(f"layer-sum: unknown layers={self.layers!r} (auto, ir, nb201-ops)")
+        if self.layers != "auto":
+            return self.layers
+        return "nb201-ops" if is_nb201(as_graphs(networks)) else "ir"
+
+    def _matrix(self, counts: list[dict[str, int]], keys: list[str]) -> np.ndarray:
+        col = {k: i for i, k in enumerate(keys)}
+        x = np.zeros((len(counts), len(keys) + 1))
+        x[:, -1] = 1.0  # the per-inference overhead, a non-negative coefficient too
+        for row, c in enumerate(counts):
+            for k, n in c.items():
+                j = col.get(k)
+                if j is not None:
+                    x[row, j] = n
+        return x
+
+    def _fit(self, networks: list[Network], y: np.ndarray, eval_set: Any) -> None:
+        self.kind_ = self._kind(networks)
+        counts = layer_counts(networks, self.kind_)
+        keys = sorted({k for c in counts for k in c})
+        x = self._matrix(counts, keys)
+        # Columns with the same count in every training network cannot be told apart from
+        # the overhead; the non-negative solution then shares the time among them, which
+        # sums to the same prediction for every network with those counts.
+        reg = LinearRegression(positive=True, fit_intercept=False)
+        reg.fit(x, y, sample_weight=1.0 / y**2)
+        self.keys_ = keys
+        self.times_ = reg.coef_[:-1].astype(float)
+        self.overhead_ = float(reg.coef_[-1])
+
+    def _predict(self, networks: list[Network]) -> np.ndarray:
+        counts = layer_counts(networks, self.kind_)
+        known = set(self.keys_)
+        unseen = {k for c in counts for k in c if k not in known}
+        if unseen:
+            log.warning(
+                "layer-sum: %d layer type(s) not in the lookup table count as 0 ms (e.g. %s)",
+                len(unseen),
+                sorted(unseen)[0],
+            )
+        return self._matrix(counts, self.keys_) @ np.append(self.times_, self.overhead_)
+
+    def table(self) -> dict[str, float]:
+        """The fitted lookup table: layer key -> ms (with ``"overhead"``)."""
+        return {
+            **dict(zip(self.keys_, self.times_.tolist(), strict=True)),
+            "overhead": self.overhead_,
+        }
+
+    def _state(self, directory: Path) -> dict[str, Any]:
+        return {
+            "kind": self.kind_,
+            "keys": self.keys_,
+            "times": self.times_.tolist(),
+            "overhead": self.overhead_,
+        }
+
+    def _restore(self, directory: Path, state: dict[str, Any]) -> None:
+        self.kind_ = str(state["kind"])
+        self.keys_ = list(state["keys"])
+        self.times_ = np.asarray(state["times"], dtype=float)
+        self.overhead_ = float(state["overhead"])
