@@ -51,7 +51,7 @@ NETWORK = "zoo:mobilenet_v2"
 
 def _settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"per_type": 40, "seeds": 5, "sweep_f": (8, 16, 32, 64, 128, 256, 512)}
+        return {"per_type": 30, "seeds": 4, "sweep_f": (8, 16, 32, 64, 128, 256, 512)}
     return {
         "per_type": 150,
         "seeds": 20,

@@ -24,7 +24,7 @@ Two levels, as in Wess et al. (IEEE Access 2024):
 Settings: full -- every device column, 3 seeds, 1000 training / 2000 calibration / up to 5000
 test networks, predictors flops, gbm, rf, fcnn; 900 layer benchmarks, 20 seeds (about 45
 minutes on two busy cores: fcnn fits dominate). ``--quick`` -- four device columns, one seed,
-500 / 500 / 2000 networks, flops and gbm; 240 layer benchmarks, 5 seeds (about 2-3 minutes).
+500 / 500 / 2000 networks, flops and gbm; 180 layer benchmarks, 4 seeds (about 2 minutes).
 A small table (CI's ~150 rows measured on the machine) scales the splits to 40 / 30 / 30 % of
 its rows; fewer than 60 valid rows on a device is a :class:`~latlab.errors.DataError`.
 
