@@ -126,7 +126,7 @@ def test_conformal_experiment_refuses_a_table_too_small(nb201_table_path, tmp_pa
     from latlab.experiments.conformal_nb201 import experiment
 
     tiny = _slice(nb201_table_path, tmp_path / "tiny.csv", 40, ["titanx_32"])
-    with pytest.raises(DataError, match="has 40 valid rows.*at least 60"):
+    with pytest.raises(DataError, match=r"has 40 valid rows.*at least 60"):
         experiment(ExperimentContext(out=tmp_path, quick=True, data=tiny))
     with pytest.raises(DataError, match="--data"):
         experiment(ExperimentContext(out=tmp_path, quick=True))

@@ -22,9 +22,9 @@ mean over devices against the targets (mean rho >= 0.95 at k = 10 and >= 0.97 at
 Settings: full -- every device column, k = 5, 10, 20, 50, 100, 3 seeds (about 45 minutes on
 two busy cores for the 13-device nb201 table: ~9 s per (device, k, seed), two thirds of it the
 transfer predictor loading its pre-training table); ``--quick`` -- three device columns spread
-over the table, k = 5, 20, 50, 2 seeds (about 2-3 minutes). Small tables scale down: k values that leave fewer than 20 test
-networks are dropped; fewer than 25 valid rows or a single device column is a
-:class:`~latlab.errors.DataError` (nothing to transfer from).
+over the table, k = 5, 20, 50, 2 seeds (about 2-3 minutes). Small tables scale down: k values
+that leave fewer than 20 test networks are dropped; fewer than 25 valid rows or a single device
+column is a :class:`~latlab.errors.DataError` (nothing to transfer from).
 
 Resumable: one line per finished run in ``runs.jsonl`` in the output folder.
 """
