@@ -19,12 +19,13 @@ The test set is a seeded sample of the target's other valid networks (3000 in th
 device, k and predictor, mean ± std over seeds, a plot of rho against k per device, and the
 mean over devices against the targets (mean rho >= 0.95 at k = 10 and >= 0.97 at k = 50).
 
-Settings: full -- every device column, k = 5, 10, 20, 50, 100, 3 seeds (about 45 minutes on
-two busy cores for the 13-device nb201 table: ~9 s per (device, k, seed), two thirds of it the
-transfer predictor loading its pre-training table); ``--quick`` -- three device columns spread
-over the table, k = 5, 20, 50, 2 seeds (about 2-3 minutes). Small tables scale down: k values
-that leave fewer than 20 test networks are dropped; fewer than 25 valid rows or a single device
-column is a :class:`~latlab.errors.DataError` (nothing to transfer from).
+Settings: full -- every device column, k = 5, 10, 20, 50, 100, 3 seeds (28 minutes measured
+for the 13-device nb201 table on the shared 2-core VM at load ~10: 585 runs, ~3 s each, two
+thirds of it the transfer predictor loading its pre-training table); ``--quick`` -- three
+device columns spread over the table, k = 5, 20, 50, 2 seeds (4.4 minutes at that load).
+Small tables scale down: k values that leave fewer than 20 test networks are dropped; fewer
+than 25 valid rows or a single device column is a :class:`~latlab.errors.DataError` (nothing
+to transfer from).
 
 Resumable: one line per finished run in ``runs.jsonl`` in the output folder.
 """
@@ -314,7 +315,7 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         "split removes the target's column, so only its k latencies are used), `gbm` and "
         "`flops` from scratch. Spearman ρ on the held-out networks, mean ± std over seeds. "
         f"Targets: mean ρ ≥ 0.95 at k = 10 and ≥ 0.97 at k = 50 (HELP: {HELP_ANCHOR} at "
-        "k = 10). Full run: about 45 minutes on two busy cores for the 13-device nb201 table.",
+        "k = 10). Full run: 28 minutes for the 13-device nb201 table on a shared 2-core VM.",
         "",
         "## Mean Spearman ρ over devices (min over devices in brackets)",
         "",
