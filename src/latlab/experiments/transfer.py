@@ -1,31 +1,40 @@
-"""Few-shot transfer to an unseen device: leave one device out of a latency table.
+"""``transfer``: Spearman rho against the number k of target-device samples, per device.
 
-    python -m latlab.experiments.transfer --data ../shared/data/nb201_latency.csv
-        [--quick] [--out DIR]
+    latlab experiment run transfer --data ../shared/data/nb201_latency.csv [--quick]
 
-Protocol (HELP, NeurIPS 2021, reaches mean Spearman rho 0.932 over six unseen devices with 10
-samples on nb201): for every device column of the table in turn, the ``transfer`` predictor is
-pretrained on the *other* columns (``target_exclude``), adapted with k random networks of the
-held-out device (k = 10, 20, 50) and tested on all its other valid networks; 5 seeds. The
-held-out device contributes exactly those k latencies. Baselines train from scratch on the same
-k networks (``flops``, and ``gbm``/``rf`` where registered).
+Leave one device out of a latency table (HELP's protocol, NeurIPS 2021: mean rho 0.932 over six
+unseen devices with k = 10 on nb201). Each device column in turn is the *new* device; for each
+k and seed, three predictors are trained on the same k random networks of it, each exactly as
+``latlab train --data TABLE --target DEVICE --train-size K --val-size 0 --conformal none``
+trains it (the public pipeline, :func:`latlab.training.pipeline.train`, one bundle per run):
 
-Variants of the transfer method are measured side by side (that is how the default was
-chosen): stage 1 ``ensemble``/``nearest``/``ridge`` and the head ``gp``/``ridge``/``none``
-(see :mod:`latlab.predictors.transfer`).
+* ``transfer`` -- few-shot transfer (``--predictor transfer --pretrain TABLE``): pretrained on
+  the other device columns (the pipeline's device split removes the target's column), adapted
+  with the k latencies (:mod:`latlab.predictors.transfer`);
+* ``gbm`` -- LightGBM trained from scratch on the k networks;
+* ``flops`` -- the FLOPs proxy fitted on the k networks.
 
-Writes ``report.md`` and ``metrics.json`` (and ``runs.jsonl``, one line per fitted model, which
-makes an interrupted run resume where it stopped). ``--quick`` runs k = 10 and 50 with one seed
-and two transfer variants (about 3 minutes on two cores).
+The test set is a seeded sample of the target's other valid networks (3000 in the full run,
+1000 in ``--quick``; all of them when fewer): Spearman rho and MAPE on it. Reported: rho per
+device, k and predictor, mean ± std over seeds, a plot of rho against k per device, and the
+mean over devices against the targets (mean rho >= 0.95 at k = 10 and >= 0.97 at k = 50).
+
+Settings: full -- every device column, k = 5, 10, 20, 50, 100, 3 seeds (28 minutes measured
+for the 13-device nb201 table on the shared 2-core VM at load ~10: 585 runs, ~3 s each, two
+thirds of it the transfer predictor loading its pre-training table); ``--quick`` -- three
+device columns spread over the table, k = 5, 20, 50, 2 seeds (4.4 minutes at that load).
+Small tables scale down: k values that leave fewer than 20 test networks are dropped; fewer
+than 25 valid rows or a single device column is a :class:`~latlab.errors.DataError` (nothing
+to transfer from).
+
+Resumable: one line per finished run in ``runs.jsonl`` in the output folder.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,321 +42,319 @@ from typing import Any
 
 import numpy as np
 
-from latlab.datasets.tables import load_table
-from latlab.errors import LatlabError
-from latlab.predictors import PREDICTORS, make_predictor
-from latlab.training.metrics import regression_metrics
+from latlab.errors import DataError
+from latlab.experiments.common import RunLog, config_hash, markdown_table, mean_std, write_atomic
+from latlab.experiments.context import ExperimentContext
 
-log = logging.getLogger("latlab.experiments.transfer")
+log = logging.getLogger(__name__)
 
-#: The transfer predictor's default configuration (what ``latlab train --pretrain`` uses).
-DEFAULT = "transfer"
-#: Transfer variants: name -> constructor options.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "transfer": {},  # ensemble + gp head (the defaults)
-    "ensemble": {"head": "none"},
-    "ensemble+ridge": {"head": "ridge"},
-    "nearest": {"method": "nearest", "head": "none"},
-    "ridge": {"method": "ridge", "head": "none"},
-}
-#: From-scratch baselines trained on the same k networks (those registered in this build).
-SCRATCH: tuple[str, ...] = ("flops", "gbm", "rf")
-#: Scratch options that make sense with k = 10 rows.
+#: The predictors compared; the first is the transfer predictor.
+MODELS: tuple[str, ...] = ("transfer", "gbm", "flops")
+#: Options of the from-scratch baselines that make sense with k = 5 rows.
 SCRATCH_OPTIONS: dict[str, dict[str, Any]] = {"gbm": {"min_child_samples": 2}}
+KS_FULL: tuple[int, ...] = (5, 10, 20, 50, 100)
+KS_QUICK: tuple[int, ...] = (5, 20, 50)
+#: Test networks must number at least this many (a rank correlation of fewer is noise).
+MIN_TEST = 20
+MIN_ROWS = 25
+TARGETS: dict[int, float] = {10: 0.95, 50: 0.97}
 HELP_ANCHOR = 0.932
 
 
 @dataclass(frozen=True)
 class Settings:
+    devices: tuple[str, ...]
     ks: tuple[int, ...]
     seeds: int
-    variants: tuple[str, ...]
-    scratch: tuple[str, ...]
+    test_size: int
+    quick: bool
 
 
-def settings(quick: bool) -> Settings:
-    scratch = tuple(s for s in SCRATCH if s in PREDICTORS)
-    if quick:
-        return Settings((10, 50), 1, ("transfer", "ensemble"), scratch[:2])
-    return Settings((10, 20, 50), 5, tuple(VARIANTS), scratch)
+def plan(devices: list[str], rows: dict[str, int], quick: bool) -> Settings:
+    """The devices, k values and seeds of a run on a table with ``rows`` valid rows per device.
 
-
-def _sample(n: int, k: int, seed: int, device_index: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, k, device_index])
-    return np.sort(rng.choice(n, size=k, replace=False))
-
-
-def _key(device: str, k: int, seed: int, model: str) -> str:
-    return f"{device}|{k}|{seed}|{model}"
-
-
-def predictor_params(name: str, seed: int, threads: int) -> dict[str, Any]:
-    """Seed and thread count for a registered predictor, where it takes them.
-
-    One thread by default: on a machine shared with other jobs, LightGBM's and torch's thread
-    pools oversubscribe the cores (a 10-row LightGBM fit took 29 s with two threads under load,
-    0.2 s with one).
+    Raises :class:`DataError` when the table cannot support leave-one-device-out transfer.
     """
-    params = make_predictor(name).get_params()
-    out: dict[str, Any] = {}
-    if "random_state" in params:
-        out["random_state"] = seed
-    for key in ("n_jobs", "num_threads"):
-        if key in params:
-            out[key] = threads
-    return out
+    if len(devices) < 2:
+        raise DataError(
+            f"transfer needs at least two device columns (one to hold out, one to transfer "
+            f"from); the table has {len(devices)}: {', '.join(devices) or 'none'}"
+        )
+    fewest = min(rows[d] for d in devices)
+    if fewest < MIN_ROWS:
+        worst = min(devices, key=lambda d: rows[d])
+        raise DataError(
+            f"device column {worst!r} has {fewest} valid rows; transfer needs at least "
+            f"{MIN_ROWS} (k = 5 training networks and {MIN_TEST} test networks)"
+        )
+    if quick and len(devices) > 3:
+        idx = np.unique(np.linspace(0, len(devices) - 1, 3).round().astype(int))
+        devices = [devices[i] for i in idx]
+    wanted = KS_QUICK if quick else KS_FULL
+    ks = tuple(k for k in wanted if fewest - k >= MIN_TEST)
+    return Settings(tuple(devices), ks, 2 if quick else 3, 1000 if quick else 3000, quick)
 
 
-def run(
+def _run_one(
+    source: Any,
     data: Path,
-    out: Path,
-    *,
-    quick: bool = False,
-    devices: list[str] | None = None,
-    fresh: bool = False,
-    threads: int = 1,
-    command: str = "",
+    device: str,
+    model: str,
+    k: int,
+    seed: int,
+    test_size: int,
+    threads: int,
 ) -> dict[str, Any]:
-    """Run the protocol; returns the metrics written to ``out/metrics.json``."""
-    start = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
-    s = settings(quick)
-    table = load_table(data)
-    cols = devices or table.devices
-    runs_path = out / "runs.jsonl"
-    done: dict[str, dict[str, Any]] = {}
-    if fresh:
-        runs_path.unlink(missing_ok=True)
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["key"]] = row
-        log.info("resuming: %d runs already in %s", len(done), runs_path)
-    total = len(cols) * len(s.ks) * s.seeds * (len(s.variants) + len(s.scratch))
-    count, last = 0, 0.0
-    with runs_path.open("a") as sink:
-        for di, dev in enumerate(cols):
-            valid = table.valid(dev)
-            nets = list(valid["network"])
-            y = valid["latency_ms"].to_numpy(dtype=float)
-            for k in s.ks:
-                for seed in range(s.seeds):
-                    idx = _sample(len(nets), k, seed, di)
-                    test = np.setdiff1d(np.arange(len(nets)), idx)
-                    train_nets = [nets[i] for i in idx]
-                    test_nets = [nets[i] for i in test]
-                    for model in (*s.variants, *s.scratch):
-                        count += 1
-                        key = _key(dev, k, seed, model)
-                        if key in done:
-                            continue
-                        row = _one(
-                            model, data, dev, train_nets, y[idx], test_nets, y[test], seed, threads
-                        )
-                        row.update(key=key, device=dev, k=k, seed=seed, model=model)
-                        sink.write(json.dumps(_clean(row)) + "\n")
-                        sink.flush()
-                        done[key] = row
-                        now = time.monotonic()
-                        if now - last > 15:
-                            last = now
-                            log.info("%d/%d runs (%s k=%d seed %d)", count, total, dev, k, seed)
-    metrics = summarise(done, cols, s)
-    metrics.update(
-        command=command,
-        data=str(data),
-        settings={
-            "quick": quick,
-            "ks": list(s.ks),
-            "seeds": s.seeds,
-            "variants": {v: VARIANTS[v] for v in s.variants},
-            "scratch": list(s.scratch),
-            "threads": threads,
-        },
-        seconds=time.monotonic() - start,
+    """One ``latlab train`` run (bundle in a temporary folder); its test metrics."""
+    from latlab.predictors import make_predictor
+    from latlab.training.pipeline import TrainConfig, train
+
+    params: dict[str, Any] = dict(SCRATCH_OPTIONS.get(model, {}))
+    defaults = make_predictor(model).get_params()
+    for key in ("n_jobs", "num_threads"):
+        if key in defaults:
+            params[key] = threads
+    config = TrainConfig(
+        predictor=model,
+        params=params,
+        train_size=k,
+        val_size=0,
+        test_size=test_size,
+        conformal=None,
+        seed=seed,
+        pretrain=str(data) if model == "transfer" else None,
     )
-    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
-    (out / "report.md").write_text(report(metrics))
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="latlab-transfer-") as tmp:
+        result = train(source, device, config, Path(tmp) / "bundle")
+    test = result.metrics["test"]
+    return {
+        "spearman": float(test["spearman"]),
+        "mape": float(test["mape"]),
+        "n_test": int(test["n"]),
+        "seconds": time.monotonic() - t0,
+    }
+
+
+def experiment(ctx: ExperimentContext) -> dict[str, Any]:
+    """Run (or resume) the transfer experiment; writes report.md and plots into ``ctx.out``."""
+    from latlab.training.data import load_source, training_data
+
+    if ctx.data is None:
+        raise DataError("the transfer experiment needs a latency table (--data)")
+    start = time.monotonic()
+    source = load_source(ctx.data)
+    rows = {d: len(training_data(source, d)) for d in source.devices}
+    s = plan(list(source.devices), rows, ctx.quick)
+    runs = RunLog(ctx.out / "runs.jsonl")
+    total = len(s.devices) * len(s.ks) * s.seeds * len(MODELS)
+    done = 0
+    tag = config_hash({"data": str(ctx.data), "test_size": s.test_size, "models": MODELS})
+    for device in s.devices:
+        for k in s.ks:
+            for seed in range(ctx.seed, ctx.seed + s.seeds):
+                for model in MODELS:
+                    key = f"{tag}|{device}|{k}|{seed}|{model}"
+                    if not runs.done(key):
+                        test_size = min(s.test_size, rows[device] - k)
+                        rec = _run_one(
+                            source, ctx.data, device, model, k, seed, test_size, ctx.threads
+                        )
+                        runs.add({"key": key, "device": device, "k": k, "seed": seed,
+                                  "model": model, **rec})  # fmt: skip
+                        log.info("%s k=%d seed %d %s: rho %.4f", device, k, seed, model,
+                                 rec["spearman"])  # fmt: skip
+                    done += 1
+                    ctx.progress("transfer runs", done, total)
+    records = [r for r in runs.records.values() if r["key"].startswith(tag + "|")]
+    metrics = summarise(records, s, ctx.seed)
+    metrics["settings"] = {
+        "devices": list(s.devices),
+        "ks": list(s.ks),
+        "seeds": s.seeds,
+        "test_size": s.test_size,
+        "models": list(MODELS),
+        "quick": s.quick,
+        "threads": ctx.threads,
+    }
+    metrics["seconds"] = time.monotonic() - start
+    metrics["run_seconds"] = float(sum(r.get("seconds", 0.0) for r in records))
+    plot_rho_vs_k(metrics, ctx.out / "rho_vs_k.png")
+    plot_mean_rho_vs_k(metrics, ctx.out / "mean_rho_vs_k.png")
+    write_atomic(ctx.out / "report.md", report(metrics, ctx))
     return metrics
 
 
-def _one(
-    model: str,
-    data: Path,
-    device: str,
-    train_nets: list[str],
-    train_y: np.ndarray,
-    test_nets: list[str],
-    test_y: np.ndarray,
-    seed: int,
-    threads: int = 1,
-) -> dict[str, Any]:
-    t0 = time.monotonic()
-    try:
-        if model in VARIANTS:
-            pred = make_predictor(
-                "transfer",
-                pretrain=str(data),
-                target_exclude=device,
-                random_state=seed,
-                **VARIANTS[model],
-            )
-        else:
-            params = {**predictor_params(model, seed, threads), **SCRATCH_OPTIONS.get(model, {})}
-            pred = make_predictor(model, **params)
-        pred.fit(train_nets, train_y)
-        p = pred.predict(test_nets)
-        m = regression_metrics(test_y, p)
-        return {"spearman": m["spearman"], "mape": m["mape"], "seconds": time.monotonic() - t0}
-    except LatlabError as exc:  # e.g. a baseline that refuses k rows: recorded, not fatal
-        log.warning("%s on %s failed: %s", model, device, exc)
-        return {"spearman": math.nan, "mape": math.nan, "error": str(exc)}
-
-
-def summarise(done: dict[str, dict[str, Any]], cols: list[str], s: Settings) -> dict[str, Any]:
-    """Per model, k and device: mean and std of Spearman rho (and MAPE) over seeds."""
-    out: dict[str, Any] = {"models": {}}
-    for model in (*s.variants, *s.scratch):
+def summarise(records: list[dict[str, Any]], s: Settings, seed0: int = 0) -> dict[str, Any]:
+    """Per model, k and device: rho and MAPE mean ± std over seeds; means over devices."""
+    by_key = {(r["device"], r["k"], r["seed"], r["model"]): r for r in records}
+    seeds = range(seed0, seed0 + s.seeds)
+    results: dict[str, Any] = {}
+    for model in MODELS:
         per_k: dict[str, Any] = {}
         for k in s.ks:
-            per_dev = {}
-            for dev in cols:
-                rows = [done[_key(dev, k, seed, model)] for seed in range(s.seeds)]
-                rho = np.array([r.get("spearman", math.nan) for r in rows], dtype=float)
-                mape = np.array([r.get("mape", math.nan) for r in rows], dtype=float)
+            per_dev: dict[str, Any] = {}
+            for dev in s.devices:
+                rs = [by_key[(dev, k, sd, model)] for sd in seeds if (dev, k, sd, model) in by_key]
                 per_dev[dev] = {
-                    "spearman": _nanmean(rho),
-                    "spearman_std": float(np.nanstd(rho)) if np.isfinite(rho).any() else math.nan,
-                    "mape": _nanmean(mape),
-                    "runs": len(rows),
-                    "failed": int((~np.isfinite(rho)).sum()),
+                    "spearman": mean_std(r["spearman"] for r in rs),
+                    "mape": mean_std(r["mape"] for r in rs),
                 }
-            means = [v["spearman"] for v in per_dev.values()]
+            means = [v["spearman"]["mean"] for v in per_dev.values()]
+            finite = [m for m in means if m is not None and math.isfinite(m)]
             per_k[str(k)] = {
                 "devices": per_dev,
-                "mean_spearman": _nanmean(np.array(means, dtype=float)),
-                "min_spearman": float(np.nanmin(means)) if np.isfinite(means).any() else math.nan,
+                "mean_spearman": float(np.mean(finite)) if finite else None,
+                "min_spearman": float(np.min(finite)) if finite else None,
             }
-        out["models"][model] = per_k
-    best: dict[str, Any] = {}
-    for k in s.ks:
-        scratch = {m: out["models"][m][str(k)]["mean_spearman"] for m in s.scratch}
-        scratch = {m: v for m, v in scratch.items() if math.isfinite(v)}
-        best[str(k)] = max(scratch, key=lambda m: scratch[m]) if scratch else None
-    out["best_scratch"] = best
-    out["targets"] = {"10": 0.95, "50": 0.97}
-    return out
+        results[model] = per_k
+    targets = {}
+    for k, goal in TARGETS.items():
+        got = results[MODELS[0]].get(str(k), {}).get("mean_spearman")
+        targets[str(k)] = {"target": goal, "measured": got, "met": got is not None and got >= goal}
+    return {"results": results, "targets": targets}
 
 
-def _nanmean(a: np.ndarray) -> float:
-    return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
+# --------------------------------------------------------------------------- plots
 
 
-def report(m: dict[str, Any]) -> str:
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_STYLE = {"transfer": ("C0", "o"), "gbm": ("C1", "s"), "flops": ("C2", "^")}
+
+
+def plot_rho_vs_k(m: dict[str, Any], path: Path) -> None:
+    """One panel per device: rho (mean ± std over seeds) against k for every predictor."""
+    plt = _pyplot()
+    devices, ks = m["settings"]["devices"], m["settings"]["ks"]
+    cols = min(4, len(devices))
+    rows = math.ceil(len(devices) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), dpi=90, squeeze=False)
+    for ax, dev in zip(axes.flat, devices, strict=False):
+        for model in MODELS:
+            stats = [m["results"][model][str(k)]["devices"][dev]["spearman"] for k in ks]
+            mean = np.array([np.nan if st["mean"] is None else st["mean"] for st in stats])
+            std = np.array([np.nan if st["std"] is None else st["std"] for st in stats])
+            color, marker = _STYLE.get(model, ("k", "."))
+            ax.errorbar(ks, mean, yerr=std, color=color, marker=marker, ms=4, capsize=2,
+                        lw=1.2, label=model)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.set_title(dev, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(devices) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    fig.supxlabel("k (target-device networks)", fontsize=9)
+    fig.supylabel("Spearman ρ on held-out networks", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_mean_rho_vs_k(m: dict[str, Any], path: Path) -> None:
+    """Mean rho over devices against k per predictor, with the targets."""
+    plt = _pyplot()
+    ks = m["settings"]["ks"]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    for model in MODELS:
+        ys = [m["results"][model][str(k)]["mean_spearman"] for k in ks]
+        color, marker = _STYLE.get(model, ("k", "."))
+        ax.plot(ks, [np.nan if y is None else y for y in ys], color=color, marker=marker,
+                label=model)  # fmt: skip
+    for k, goal in TARGETS.items():
+        ax.plot([k], [goal], "k*", ms=9, label="target" if k == 10 else None)
+    ax.axhline(HELP_ANCHOR, color="grey", ls=":", lw=1, label=f"HELP k=10 ({HELP_ANCHOR})")
+    ax.set_xscale("log")
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("k (target-device networks)")
+    ax.set_ylabel("mean Spearman ρ over devices")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _cell(st: dict[str, Any]) -> str:
+    if st["mean"] is None:
+        return "–"
+    return f"{st['mean']:.3f} ± {st['std']:.3f}" if st["n"] > 1 else f"{st['mean']:.3f}"
+
+
+def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
     s = m["settings"]
     ks = [str(k) for k in s["ks"]]
-    models = m["models"]
-    devices = list(models[DEFAULT][ks[0]]["devices"])
+    res = m["results"]
     lines = [
-        "# Few-shot transfer to an unseen device (leave one device out)",
+        "# Few-shot transfer: Spearman ρ against k, per device",
         "",
-        f"Command: `{m['command']}`  ",
-        f"Data: `{m['data']}`; {len(devices)} devices; k = {', '.join(ks)}; "
-        f"{s['seeds']} seed(s); {m['seconds']:.0f} s.",
+        f"Command: `{ctx.command or 'latlab experiment run transfer'}`  ",
+        f"Data: `{ctx.data}`; {len(s['devices'])} device column(s) held out in turn; "
+        f"k = {', '.join(ks)}; {s['seeds']} seed(s); test set: {s['test_size']} random "
+        f"held-out networks of the device (all when fewer); "
+        f"{'quick' if s['quick'] else 'full'} run, {m['seconds']:.0f} s "
+        f"({m['run_seconds']:.0f} s of fitting and scoring in this and earlier resumed runs).",
         "",
-        "Each device is held out in turn: the transfer predictor is pretrained on the other "
-        "columns, adapted with k random networks of the held-out device and tested on all its "
-        "other valid networks. Spearman rho (mean over seeds; ± std). Scratch baselines train on "
-        f"the same k networks. HELP's anchor: mean rho {HELP_ANCHOR} over six devices, k = 10. "
-        "Targets: mean rho >= 0.95 at k = 10 and >= 0.97 at k = 50.",
+        "Protocol: for every device column, k and seed, `latlab train --target DEVICE "
+        "--train-size K --val-size 0 --conformal none` trains each predictor on the same k "
+        "random networks of that device: `transfer` (`--pretrain` the same table; the device "
+        "split removes the target's column, so only its k latencies are used), `gbm` and "
+        "`flops` from scratch. Spearman ρ on the held-out networks, mean ± std over seeds. "
+        f"Targets: mean ρ ≥ 0.95 at k = 10 and ≥ 0.97 at k = 50 (HELP: {HELP_ANCHOR} at "
+        "k = 10). Full run: 28 minutes for the 13-device nb201 table on a shared 2-core VM.",
         "",
-        "## Per device (default `transfer`: source ensemble + GP head)",
+        "## Mean Spearman ρ over devices (min over devices in brackets)",
         "",
     ]
-    header = ["device"]
-    for k in ks:
-        header += [f"transfer k={k}", f"best scratch k={k}"]
     rows = []
-    for dev in devices:
-        row = [dev]
+    for model in MODELS:
+        cells = [model]
         for k in ks:
-            d = models[DEFAULT][k]["devices"][dev]
-            row.append(f"{d['spearman']:.3f} ± {d['spearman_std']:.3f}")
-            b = m["best_scratch"].get(k)
-            row.append(f"{models[b][k]['devices'][dev]['spearman']:.3f} ({b})" if b else "n/a")
-        rows.append(row)
-    mean_row = ["**mean**"]
-    for k in ks:
-        mean_row.append(f"**{models[DEFAULT][k]['mean_spearman']:.3f}**")
-        b = m["best_scratch"].get(k)
-        mean_row.append(f"{models[b][k]['mean_spearman']:.3f} ({b})" if b else "n/a")
-    rows.append(mean_row)
-    lines += _md(header, rows)
-    lines += ["", "## Every model: mean Spearman rho over devices (min in brackets)", ""]
-    header = ["model"] + [f"k={k}" for k in ks]
-    rows = []
-    for name, per_k in models.items():
-        rows.append(
-            [name]
-            + [f"{per_k[k]['mean_spearman']:.3f} ({per_k[k]['min_spearman']:.3f})" for k in ks]
-        )
-    lines += _md(header, rows)
+            e = res[model][k]
+            cells.append(
+                "–"
+                if e["mean_spearman"] is None
+                else f"{e['mean_spearman']:.3f} ({e['min_spearman']:.3f})"
+            )
+        rows.append(cells)
+    lines += [markdown_table(["predictor"] + [f"k={k}" for k in ks], rows), ""]
+    for k, t in m["targets"].items():
+        if k not in ks:
+            continue
+        verdict = "met" if t["met"] else "**missed**"
+        lines.append(f"- target mean ρ ≥ {t['target']} at k = {k}: {verdict} "
+                     f"({t['measured']:.3f})")  # fmt: skip
+    lines += ["", "![rho vs k](mean_rho_vs_k.png)", "", "## Per device", ""]
+    for model in MODELS:
+        lines += [f"### {model}", ""]
+        rows = [
+            [dev] + [_cell(res[model][k]["devices"][dev]["spearman"]) for k in ks]
+            for dev in s["devices"]
+        ]
+        lines += [markdown_table(["device"] + [f"ρ k={k}" for k in ks], rows), ""]
+    lines += ["![rho vs k per device](rho_vs_k.png)", ""]
+    mape_rows = []
+    for model in MODELS:
+        cells = [model]
+        for k in ks:
+            v = [res[model][k]["devices"][d]["mape"]["mean"] for d in s["devices"]]
+            v = [x for x in v if x is not None]
+            cells.append(f"{np.mean(v):.1f}" if v else "–")
+        mape_rows.append(cells)
+    lines += ["## Mean MAPE over devices (%)", "", markdown_table(["predictor", *ks], mape_rows)]
     lines.append("")
     return "\n".join(lines)
-
-
-def _md(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return out
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, float | np.floating):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.transfer",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data", type=Path, required=True, help="latency table (CSV/Parquet)")
-    p.add_argument("--quick", action="store_true", help="k = 10, 50; one seed (~3 min)")
-    p.add_argument("--out", type=Path, default=Path("results/transfer"), help="output folder")
-    p.add_argument("--devices", default=None, help="comma-separated columns (default: all)")
-    p.add_argument("--threads", type=int, default=1, help="threads per baseline (default 1)")
-    p.add_argument("--fresh", action="store_true", help="ignore runs.jsonl (no resume)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    command = "python -m latlab.experiments.transfer " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    try:
-        metrics = run(
-            args.data,
-            args.out,
-            quick=args.quick,
-            devices=args.devices.split(",") if args.devices else None,
-            fresh=args.fresh,
-            threads=args.threads,
-            command=command.strip(),
-        )
-    except LatlabError as exc:
-        log.error("%s", exc)
-        raise SystemExit(1) from None
-    log.info("wrote %s (%.0f s)", args.out / "report.md", metrics["seconds"])
-
-
-if __name__ == "__main__":
-    main()
