@@ -683,6 +683,78 @@ def predict(
     console.print(table)
 
 
+# --------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    quick: bool = typer.Option(False, "--quick", help="small suites, 5 zoo networks (~4 min)"),
+    out: Path = typer.Option(Path("reports/main"), "--out", help="report folder"),
+    db: str | None = typer.Option(
+        None, "--db", help="measurement store: SQLite path or URL (default OUT/bench.db)"
+    ),
+    threads: int = typer.Option(1, "--threads", help="threads of the learned predictors"),
+) -> None:
+    """The headline comparison on this machine.
+
+    Measures kernel benchmarks and generated, nb201 and zoo networks here, trains the
+    layer-wise (roofline, refined, statistical, mixed, LUT) and learned (flops, gbm, rf, fcnn,
+    gcn) predictors, evaluates them on held-out networks and on the zoo, and prints the
+    table. Interrupted, it resumes from the store.
+    """
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from latlab.experiments.annette import comparison_rows, main_job
+
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder")
+    if threads < 1:
+        fail(f"--threads must be at least 1, got {threads}")
+    command = "latlab compare" + "".join(
+        [" --quick" if quick else "", f" --out {out}" if out != Path("reports/main") else ""]
+        + ([f" --db {db}"] if db else [])
+        + ([f" --threads {threads}"] if threads != 1 else [])
+    )
+    start = time.monotonic()
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bars:
+
+        def notify(description: str, done: int, total: int | None) -> None:
+            if description not in tasks:
+                tasks[description] = bars.add_task(description, total=total)
+            bars.update(tasks[description], completed=done, total=total)
+
+        metrics = main_job(out, quick=quick, db=db, threads=threads, command=command, notify=notify)
+    header, rows = comparison_rows(metrics)
+    table = Table(
+        *(Column(h, justify="right" if i > 1 else "left") for i, h in enumerate(header)),
+        title=f"Network latency predictors on {metrics['device']} (measured here)",
+    )
+    for row in rows:
+        table.add_row(*(_fmt("mape", v) if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    console.print(
+        "gen = held-out generated cnn networks, nb201 = random nb201 networks, zoo = torchvision"
+        " networks (out of distribution for the learned predictors)"
+    )
+    console.print(f"report: {out / 'report.md'}  ({time.monotonic() - start:.0f} s)")
+
+
 def _setup_logging() -> None:
     """Library warnings (dropped table values, anchor drift) as rich lines on stderr."""
     root = logging.getLogger("latlab")

@@ -51,6 +51,7 @@ from latlab.datasets.bench.tables import METHODS, BenchStore
 from latlab.datasets.measure import MeasureConfig
 from latlab.datasets.references import resolve
 from latlab.datasets.store import Store
+from latlab.errors import DataError
 from latlab.experiments.annette_learned import LEARNED, fit_and_predict, split_generated
 from latlab.experiments.common import dump_json, write_atomic
 from latlab.experiments.context import ExperimentContext, Progress
@@ -87,6 +88,14 @@ class Settings:
     learned: tuple[str, ...] = LEARNED
     gcn_epochs: int = 120
     name: str = "custom"
+    #: Kernel-benchmark protocol; None: the campaign's ``BENCH_CONFIG`` with ``timer``.
+    bench_protocol: MeasureConfig | None = None
+    #: Layer-time methods the layer models are trained on (``padded`` is the main one; the
+    #: others only feed the smart-padding comparison).
+    methods: tuple[str, ...] = METHODS
+
+    def bench_config(self) -> MeasureConfig:
+        return self.bench_protocol or replace(BENCH_CONFIG, timer=self.timer)
 
     @classmethod
     def preset_named(cls, name: str, timer: str = "thread") -> Settings:
@@ -165,7 +174,7 @@ def _progress(label: str, notify: Progress | None = None) -> Any:
 def run_benchmarks(
     store: Store, device: str, s: Settings, notify: Progress | None = None
 ) -> dict[str, Any]:
-    cfg = replace(BENCH_CONFIG, timer=s.timer)
+    cfg = s.bench_config()
     out = {}
     for suite, count in (
         ("kernels", s.kernels),
@@ -700,7 +709,7 @@ def run_settings(
     store = Store(db or str(out / "bench.db"))
     try:
         bench_info = {} if skip_bench else run_benchmarks(store, device, s, notify)
-        key = replace(BENCH_CONFIG, timer=s.timer).protocol_key()
+        key = s.bench_config().protocol_key()
         table = training_table(store, device, protocol_key=key)
         table.to_csv(out / "benchmarks.csv", index=False)
 
@@ -710,7 +719,7 @@ def run_settings(
         gen_refs = [r for refs in gen.values() for r in refs]
         measured = measure_networks(store, device, zoo_refs + nb_refs + gen_refs, s, notify)
         groups = profile_networks(store, device, zoo_refs, s, notify)
-        fitted = train_models(table, device, METHODS, notify)
+        fitted = train_models(table, device, tuple(dict.fromkeys(("padded", *s.methods))), notify)
         metrics = _evaluate(
             out, s, store, device, table, measured, groups, fitted, gen, threads, notify
         )
@@ -797,7 +806,7 @@ def _evaluate(
                 n: summarise(network_table(fitted, measured.reindex(zoo_refs), meth))[n]["mape"]
                 for n in MODELS
             }
-            for meth in METHODS
+            for meth in dict.fromkeys(("padded", *s.methods))
         },
     }
     metrics["mapping"] = mapping_tables(store, device, zoo_refs, fitted[("mixed", main)], s.seed)
@@ -809,6 +818,30 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     """``latlab experiment run annette``: the quick or full preset into ``ctx.out``."""
     s = replace(Settings.preset(ctx.quick), seed=ctx.seed)
     return run_settings(ctx.out, s, command=ctx.command, threads=ctx.threads, notify=ctx.progress)
+
+
+def main_job(
+    out: Path,
+    *,
+    quick: bool = False,
+    db: str | None = None,
+    threads: int = 1,
+    command: str = "latlab compare",
+    notify: Progress | None = None,
+) -> dict[str, Any]:
+    """The main job (``latlab compare``): the ``main`` preset (``quick`` with ``quick``).
+
+    Opens the store first so that a bad ``db`` fails before anything is written; writes
+    ``report.md``, the figures, CSVs and ``metrics.json`` (atomically) into ``out``.
+    """
+    if threads < 1:
+        raise DataError(f"threads must be at least 1, got {threads}")
+    if db is not None:
+        Store(db).close()  # a bad URL or an unreachable server: one-line StoreError now
+    s = Settings.preset_named("quick" if quick else "main")
+    metrics = run_settings(out, s, db=db, command=command, threads=threads, notify=notify)
+    dump_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def run(
