@@ -147,6 +147,8 @@ def test_second_run_resumes_from_store(runs: dict[str, Any]) -> None:
     a, b = runs["first"]["comparison"]["models"], runs["second"]["comparison"]["models"]
     for name in LEARNED:
         assert a[name]["zoo"]["mape"] == pytest.approx(b[name]["zoo"]["mape"], rel=1e-9)
+    assert runs["first"]["run"]["networks_measured_now"] == runs["first"]["run"]["networks"]
+    assert runs["second"]["run"]["networks_measured_now"] == 0
     bench = runs["second"]["benchmarks"]
     assert all(v["measured_now"] == 0 for v in bench.values())
 

@@ -713,7 +713,7 @@ def compare(
         TimeElapsedColumn,
     )
 
-    from latlab.experiments.annette import comparison_rows, main_job
+    from latlab.experiments.annette import main_job
 
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder")
@@ -740,17 +740,31 @@ def compare(
             bars.update(tasks[description], completed=done, total=total)
 
         metrics = main_job(out, quick=quick, db=db, threads=threads, command=command, notify=notify)
-    header, rows = comparison_rows(metrics)
+    comp = metrics["comparison"]
     table = Table(
-        *(Column(h, justify="right" if i > 1 else "left") for i, h in enumerate(header)),
+        "predictor",
+        "kind",
+        *(
+            Column(f"{part} (n={v['networks']})\nMAPE % / ρ / ±10 %", justify="right")
+            for part, v in comp["sets"].items()
+        ),
         title=f"Network latency predictors on {metrics['device']} (measured here)",
     )
-    for row in rows:
-        table.add_row(*(_fmt("mape", v) if isinstance(v, float) else str(v) for v in row))
+    for name, row in comp["models"].items():
+        cells = []
+        for part in comp["sets"]:
+            m = row.get(part) or {}
+            cells.append(
+                " / ".join(
+                    "-" if m.get(k) is None else f"{m[k]:{spec}}"
+                    for k, spec in (("mape", ".1f"), ("spearman", ".2f"), ("acc10", ".0f"))
+                )
+            )
+        table.add_row(name, row["kind"], *cells)
     console.print(table)
     console.print(
-        "gen = held-out generated cnn networks, nb201 = random nb201 networks, zoo = torchvision"
-        " networks (out of distribution for the learned predictors)"
+        "generated = held-out generated cnn networks, nb201 = random nb201 networks, zoo ="
+        " torchvision networks (out of distribution for the learned predictors)"
     )
     console.print(f"report: {out / 'report.md'}  ({time.monotonic() - start:.0f} s)")
 

@@ -1,6 +1,8 @@
-"""ANNETTE's evaluation reproduced on this machine: layer models vs measured zoo and nb201 nets.
+"""ANNETTE's evaluation on this machine: layer-wise and learned predictors vs measured networks.
 
-``python -m latlab.experiments.annette [--quick] [--out DIR] [--db URL] [--timer thread|wall]``
+``python -m latlab.experiments.annette [--quick | --preset quick|main|full] [--out DIR]
+[--db URL] [--timer thread|wall] [--threads N]``; ``latlab experiment run annette`` calls
+:func:`experiment`, ``latlab compare`` (the main job) calls :func:`main_job`.
 
 Every latency (benchmarks, networks, profiler kernels) is taken with the protocol's
 ``thread`` clock by default: the calling thread's CPU time, which on a machine shared with
@@ -14,8 +16,15 @@ caller). On an idle machine it equals wall time; ``--timer wall`` uses wall time
    fitted on the exported benchmark table only (no zoo or nb201 network in training), once
    per layer-time method (smart-padded, single-layer, profiler).
 3. **Networks**: every zoo architecture measured end to end (onnxruntime, 1 thread, the
-   measurement protocol) and profiled per node; ``nb201`` networks measured end to end.
-4. **Tables** (``report.md``, ``metrics.json`` and CSVs in ``DIR``):
+   measurement protocol) and profiled per node; ``nb201`` networks measured end to end; and
+   generated ``cnn`` + ``nb201`` networks for the learned predictors.
+4. **Learned predictors** (flops, gbm, rf, fcnn, gcn; :mod:`.annette_learned`): fitted on
+   the generated networks' training split.
+5. **Tables** (``report.md``, ``metrics.json`` and CSVs in ``DIR``):
+
+   * headline comparison: MAPE, Spearman's rho and ±10 % accuracy of every predictor on
+     held-out generated networks, on random nb201 networks and on the zoo (out of
+     distribution for the learned predictors), with predicted-vs-measured figures;
 
    * Table 3 analogue -- layer level: MAE, RMSPE, MAPE of each layer model on every
      convolution layer of the zoo (the runtime's group around each conv, profiled), the
@@ -28,8 +37,11 @@ caller). On an idle machine it equals wall time; ``--timer wall`` uses wall time
    * mapping: F1 and MCC of the fusion trees on held-out multi-layer benchmark pairs and on
      the zoo networks' layer pairs.
 
-``--quick`` uses small suites, five zoo networks and 34 nb201 networks (about 5 minutes on
-two cores); the full run uses the default suite sizes, the whole zoo and 50 nb201 networks.
+Presets (:meth:`Settings.preset_named`): ``quick`` -- small suites, five zoo networks, 34
+nb201 and 60 cnn networks; ``main`` -- 400 kernels, the whole zoo, 50 nb201 networks, 200 cnn
+and 100 more nb201 networks for the learned predictors, the light network protocol;
+``full`` -- the default suite sizes (900 kernels), the whole zoo, 300 cnn networks and the
+default network protocol.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -208,7 +221,7 @@ def measure_networks(
     """End-to-end medians (ms) of ``refs`` under the network protocol (resumable)."""
     from latlab.datasets.measure.protocol import measure_many
 
-    measure_many(
+    res = measure_many(
         refs,
         s.network_protocol,
         store,
@@ -216,9 +229,12 @@ def measure_networks(
         anchor=None,
         progress=_progress("networks", notify),
     )
+    log.info("networks: %d measured now, %d from the store", len(res.measured), len(res.skipped))
     df = store.measurements([device], s.network_protocol)
     df = df[df["network"].isin(set(refs))].drop_duplicates("network", keep="last")
-    return df.set_index("network")["median_ms"].reindex(refs)
+    out = df.set_index("network")["median_ms"].reindex(refs)
+    out.attrs["measured_now"] = len(res.measured)
+    return out
 
 
 def profile_networks(
@@ -466,8 +482,12 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
         f"Device `{m['device']}`, onnxruntime {m['onnxruntime']}, 1 thread, timer "
         f"`{m['settings']['timer']}`; {m['settings']['kernels']} kernel benchmarks, "
         f"{m['settings']['multilayer']} multi-layer benchmarks; models trained on benchmarks "
-        "only (no zoo or nb201 network). Run time "
-        f"{m['seconds']:.0f} s.",
+        "only (no zoo or nb201 network).  ",
+        f"Run time {m['seconds']:.0f} s wall, {m['run']['cpu_s']:.0f} s CPU; load average "
+        f"{m['run']['load_avg_start']:.1f} at the start, {m['run']['load_avg_end']:.1f} at the "
+        f"end on {m['run']['cpus']} CPUs; {m['run']['networks_measured_now']} of "
+        f"{m['run']['networks']} networks measured in this invocation (the rest read back "
+        "from the store).",
         "",
         "## Headline comparison: every predictor on held-out networks",
         "",
@@ -704,6 +724,8 @@ def run_settings(
     from latlab.datasets.spaces import sample
 
     start = time.monotonic()
+    cpu0 = time.process_time()
+    load0 = os.getloadavg()[0]
     out.mkdir(parents=True, exist_ok=True)
     device = device or default_device_name("onnxruntime", 1)
     store = Store(db or str(out / "bench.db"))
@@ -732,6 +754,14 @@ def run_settings(
             "onnxruntime": ort.__version__,
             "benchmarks": bench_info,
             "seconds": time.monotonic() - start,
+            "run": {
+                "cpu_s": time.process_time() - cpu0,
+                "load_avg_start": load0,
+                "load_avg_end": os.getloadavg()[0],
+                "cpus": os.cpu_count(),
+                "networks": int(measured.notna().sum()),
+                "networks_measured_now": measured.attrs.get("measured_now", 0),
+            },
         }
     )
     write_report(out, metrics, metrics.pop("_zoo_frame"))

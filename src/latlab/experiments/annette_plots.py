@@ -23,7 +23,7 @@ def _save(fig: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
+        fig.savefig(tmp, dpi=60)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
