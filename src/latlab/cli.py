@@ -686,6 +686,35 @@ def predict(
 # --------------------------------------------------------------------------- compare
 
 
+def _comparison_table(metrics: dict[str, Any]) -> Table:
+    """The main job's table: MAPE % / Spearman rho / within ±10 % per set (fits 80 columns)."""
+    comp = metrics["comparison"]
+    table = Table(
+        "predictor",
+        *(
+            Column(f"{part} (n={v['networks']})\nMAPE / ρ / ±10 %", justify="right")
+            for part, v in comp["sets"].items()
+        ),
+        title=f"Network latency predictors on {metrics['device']} (measured here)",
+    )
+    kind = None
+    for name, row in comp["models"].items():
+        if kind is not None and row["kind"] != kind:
+            table.add_section()
+        kind = row["kind"]
+        cells = []
+        for part in comp["sets"]:
+            m = row.get(part) or {}
+            cells.append(
+                " / ".join(
+                    "-" if m.get(k) is None else f"{m[k]:{spec}}"
+                    for k, spec in (("mape", ".1f"), ("spearman", ".2f"), ("acc10", ".0f"))
+                )
+            )
+        table.add_row(name, *cells)
+    return table
+
+
 @app.command()
 def compare(
     quick: bool = typer.Option(False, "--quick", help="small suites, 5 zoo networks (~4 min)"),
@@ -740,31 +769,11 @@ def compare(
             bars.update(tasks[description], completed=done, total=total)
 
         metrics = main_job(out, quick=quick, db=db, threads=threads, command=command, notify=notify)
-    comp = metrics["comparison"]
-    table = Table(
-        "predictor",
-        "kind",
-        *(
-            Column(f"{part} (n={v['networks']})\nMAPE % / ρ / ±10 %", justify="right")
-            for part, v in comp["sets"].items()
-        ),
-        title=f"Network latency predictors on {metrics['device']} (measured here)",
-    )
-    for name, row in comp["models"].items():
-        cells = []
-        for part in comp["sets"]:
-            m = row.get(part) or {}
-            cells.append(
-                " / ".join(
-                    "-" if m.get(k) is None else f"{m[k]:{spec}}"
-                    for k, spec in (("mape", ".1f"), ("spearman", ".2f"), ("acc10", ".0f"))
-                )
-            )
-        table.add_row(name, row["kind"], *cells)
-    console.print(table)
+    console.print(_comparison_table(metrics))
     console.print(
-        "generated = held-out generated cnn networks, nb201 = random nb201 networks, zoo ="
-        " torchvision networks (out of distribution for the learned predictors)"
+        "layer-wise models above the line, learned below; generated = held-out generated cnn"
+        " networks, nb201 = random nb201 networks, zoo = torchvision networks (out of"
+        " distribution for the learned predictors)"
     )
     console.print(f"report: {out / 'report.md'}  ({time.monotonic() - start:.0f} s)")
 
