@@ -24,11 +24,22 @@ def _save(fig: Any, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=60)
+        _to_palette(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
+
+
+def _to_palette(png: str) -> None:
+    """Re-encode as a 256-colour palette PNG: line plots need few colours, and the committed
+    report folders stay small (about a third of the RGBA size)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        small = im.convert("RGB").quantize(colors=256)
+    small.save(png, optimize=True)
 
 
 def _pyplot() -> Any:
