@@ -1,6 +1,8 @@
-"""ANNETTE's evaluation reproduced on this machine: layer models vs measured zoo and nb201 nets.
+"""ANNETTE's evaluation on this machine: layer-wise and learned predictors vs measured networks.
 
-``python -m latlab.experiments.annette [--quick] [--out DIR] [--db URL] [--timer thread|wall]``
+``python -m latlab.experiments.annette [--quick | --preset quick|main|full] [--out DIR]
+[--db URL] [--timer thread|wall] [--threads N]``; ``latlab experiment run annette`` calls
+:func:`experiment`, ``latlab compare`` (the main job) calls :func:`main_job`.
 
 Every latency (benchmarks, networks, profiler kernels) is taken with the protocol's
 ``thread`` clock by default: the calling thread's CPU time, which on a machine shared with
@@ -14,8 +16,15 @@ caller). On an idle machine it equals wall time; ``--timer wall`` uses wall time
    fitted on the exported benchmark table only (no zoo or nb201 network in training), once
    per layer-time method (smart-padded, single-layer, profiler).
 3. **Networks**: every zoo architecture measured end to end (onnxruntime, 1 thread, the
-   measurement protocol) and profiled per node; ``nb201`` networks measured end to end.
-4. **Tables** (``report.md``, ``metrics.json`` and CSVs in ``DIR``):
+   measurement protocol) and profiled per node; ``nb201`` networks measured end to end; and
+   generated ``cnn`` + ``nb201`` networks for the learned predictors.
+4. **Learned predictors** (flops, gbm, rf, fcnn, gcn; :mod:`.annette_learned`): fitted on
+   the generated networks' training split.
+5. **Tables** (``report.md``, ``metrics.json`` and CSVs in ``DIR``):
+
+   * headline comparison: MAPE, Spearman's rho and ±10 % accuracy of every predictor on
+     held-out generated networks, on random nb201 networks and on the zoo (out of
+     distribution for the learned predictors), with predicted-vs-measured figures;
 
    * Table 3 analogue -- layer level: MAE, RMSPE, MAPE of each layer model on every
      convolution layer of the zoo (the runtime's group around each conv, profiled), the
@@ -28,16 +37,19 @@ caller). On an idle machine it equals wall time; ``--timer wall`` uses wall time
    * mapping: F1 and MCC of the fusion trees on held-out multi-layer benchmark pairs and on
      the zoo networks' layer pairs.
 
-``--quick`` uses small suites, five zoo networks and 34 nb201 networks (about 5 minutes on
-two cores); the full run uses the default suite sizes, the whole zoo and 50 nb201 networks.
+Presets (:meth:`Settings.preset_named`): ``quick`` -- small suites, five zoo networks, 34
+nb201 and 60 cnn networks; ``main`` -- 400 kernels, the whole zoo, 50 nb201 networks, 200 cnn
+and 100 more nb201 networks for the learned predictors, the light network protocol;
+``full`` -- the default suite sizes (900 kernels), the whole zoo, 300 cnn networks and the
+default network protocol.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +64,10 @@ from latlab.datasets.bench.tables import METHODS, BenchStore
 from latlab.datasets.measure import MeasureConfig
 from latlab.datasets.references import resolve
 from latlab.datasets.store import Store
+from latlab.errors import DataError
+from latlab.experiments.annette_learned import LEARNED, fit_and_predict, split_generated
+from latlab.experiments.common import dump_json, write_atomic
+from latlab.experiments.context import ExperimentContext, Progress
 from latlab.predictors import make_predictor
 from latlab.predictors.layerwise import LayerwisePredictor, MappingModel
 from latlab.predictors.layerwise.mapping import labelled_pairs, mapping_scores
@@ -66,7 +82,7 @@ CONV_KINDS = ("conv", "dwconv")
 
 @dataclass
 class Settings:
-    """What one run measures (the quick and full presets differ only here)."""
+    """What one run measures (the presets differ only here)."""
 
     quick: bool
     kernels: int
@@ -78,13 +94,29 @@ class Settings:
     network_protocol: MeasureConfig = field(default_factory=MeasureConfig)
     profile_runs: int = 20
     seed: int = 0
+    #: Generated networks for the learned predictors: ``cnn`` chains (split train/val/test)
+    #: and extra ``nb201`` cells to train on (the ``nb201`` fidelity networks stay held out).
+    cnn: int = 0
+    nb201_train: int = 0
+    learned: tuple[str, ...] = LEARNED
+    gcn_epochs: int = 120
+    name: str = "custom"
+    #: Kernel-benchmark protocol; None: the campaign's ``BENCH_CONFIG`` with ``timer``.
+    bench_protocol: MeasureConfig | None = None
+    #: Layer-time methods the layer models are trained on (``padded`` is the main one; the
+    #: others only feed the smart-padding comparison).
+    methods: tuple[str, ...] = METHODS
+
+    def bench_config(self) -> MeasureConfig:
+        return self.bench_protocol or replace(BENCH_CONFIG, timer=self.timer)
 
     @classmethod
-    def preset(cls, quick: bool, timer: str = "wall") -> Settings:
+    def preset_named(cls, name: str, timer: str = "thread") -> Settings:
+        """``quick``, ``main`` (the main job's size) or ``full`` (ANNETTE's suite sizes)."""
         from latlab.datasets import zoo
 
-        if quick:
-            proto = MeasureConfig(time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer=timer)
+        light = MeasureConfig(time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer=timer)
+        if name == "quick":
             return cls(
                 True,
                 150,
@@ -92,24 +124,55 @@ class Settings:
                 [n for n in QUICK_ZOO if n in zoo.names()],
                 34,
                 timer=timer,
-                network_protocol=proto,
+                network_protocol=light,
                 profile_runs=10,
+                cnn=60,
+                nb201_train=40,
+                gcn_epochs=40,
+                name=name,
             )
-        return cls(
-            False,
-            900,
-            160,
-            zoo.names(),
-            50,
-            timer=timer,
-            network_protocol=MeasureConfig(timer=timer),
-        )
+        if name == "main":
+            return cls(
+                False,
+                400,
+                100,
+                zoo.names(),
+                50,
+                timer=timer,
+                network_protocol=light,
+                profile_runs=10,
+                cnn=200,
+                nb201_train=100,
+                gcn_epochs=100,
+                name=name,
+            )
+        if name == "full":
+            return cls(
+                False,
+                900,
+                160,
+                zoo.names(),
+                50,
+                timer=timer,
+                network_protocol=MeasureConfig(timer=timer),
+                cnn=300,
+                nb201_train=150,
+                name=name,
+            )
+        raise ValueError(f"unknown preset {name!r}: quick, main or full")
+
+    @classmethod
+    def preset(cls, quick: bool, timer: str = "thread") -> Settings:
+        return cls.preset_named("quick" if quick else "full", timer)
 
 
-def _progress(label: str) -> Any:
+def _progress(label: str, notify: Progress | None = None) -> Any:
+    """A campaign/benchmark event callback: a log line every 10 s and ``notify`` each event."""
     last = [0.0]
 
     def report(event: Any) -> None:
+        if notify is not None:
+            notify(label, event.done, event.total)
         now = time.monotonic()
         if event.kind in ("start", "finished") or now - last[0] > 10:
             last[0] = now
@@ -121,8 +184,10 @@ def _progress(label: str) -> Any:
 # --------------------------------------------------------------------------- steps
 
 
-def run_benchmarks(store: Store, device: str, s: Settings) -> dict[str, Any]:
-    cfg = replace(BENCH_CONFIG, timer=s.timer)
+def run_benchmarks(
+    store: Store, device: str, s: Settings, notify: Progress | None = None
+) -> dict[str, Any]:
+    cfg = s.bench_config()
     out = {}
     for suite, count in (
         ("kernels", s.kernels),
@@ -138,7 +203,7 @@ def run_benchmarks(store: Store, device: str, s: Settings) -> dict[str, Any]:
             seed=s.seed,
             config=cfg,
             profile_runs=s.profile_runs,
-            progress=_progress(suite),
+            progress=_progress(f"benchmarks: {suite}", notify),
         )
         out[suite] = {
             "benchmarks": len(res.references),
@@ -150,20 +215,30 @@ def run_benchmarks(store: Store, device: str, s: Settings) -> dict[str, Any]:
     return out
 
 
-def measure_networks(store: Store, device: str, refs: list[str], s: Settings) -> pd.Series:
+def measure_networks(
+    store: Store, device: str, refs: list[str], s: Settings, notify: Progress | None = None
+) -> pd.Series:
     """End-to-end medians (ms) of ``refs`` under the network protocol (resumable)."""
     from latlab.datasets.measure.protocol import measure_many
 
-    measure_many(
-        refs, s.network_protocol, store, device, anchor=None, progress=_progress("networks")
+    res = measure_many(
+        refs,
+        s.network_protocol,
+        store,
+        device,
+        anchor=None,
+        progress=_progress("networks", notify),
     )
+    log.info("networks: %d measured now, %d from the store", len(res.measured), len(res.skipped))
     df = store.measurements([device], s.network_protocol)
     df = df[df["network"].isin(set(refs))].drop_duplicates("network", keep="last")
-    return df.set_index("network")["median_ms"].reindex(refs)
+    out = df.set_index("network")["median_ms"].reindex(refs)
+    out.attrs["measured_now"] = len(res.measured)
+    return out
 
 
 def profile_networks(
-    store: Store, device: str, refs: list[str], s: Settings
+    store: Store, device: str, refs: list[str], s: Settings, notify: Progress | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """Runtime groups with profiled times per network (profiled once, then read back)."""
     import onnxruntime as ort
@@ -185,6 +260,8 @@ def profile_networks(
     stored = bench.profiles(device)
     stored = stored[stored["settings_key"] == key]
     for i, ref in enumerate(refs):
+        if notify is not None:
+            notify("profiling zoo", i, len(refs))
         got = stored[stored["network"] == ref]
         if len(got):
             out[ref] = list(got["groups"].iloc[-1])
@@ -193,23 +270,30 @@ def profile_networks(
         bench.add_profile(device, prof, fusion_labels(prof.mapping, set(prof.node_samples_us)))
         out[ref] = prof.group_table().to_dict(orient="records")
         log.info("profiled %s (%d/%d)", ref, i + 1, len(refs))
+    if notify is not None:
+        notify("profiling zoo", len(refs), len(refs))
     return out
 
 
 def train_models(
-    table: pd.DataFrame, device: str, methods: tuple[str, ...]
+    table: pd.DataFrame, device: str, methods: tuple[str, ...], notify: Progress | None = None
 ) -> dict[tuple[str, str], LayerwisePredictor]:
     """``{(model, method): fitted predictor}`` on the benchmark table."""
     fitted: dict[tuple[str, str], LayerwisePredictor] = {}
+    total = len(methods) * len(MODELS)
     for method in methods:
         col = f"{device}@{method}"
         rows = table[table[col].notna()]
         for name in MODELS:
+            if notify is not None:
+                notify("layer models", len(fitted), total)
             t0 = time.monotonic()
             model = make_predictor(name)
             model.fit(list(rows["network"]), rows[col].to_numpy(dtype=float))
             assert isinstance(model, LayerwisePredictor)
             fitted[(name, method)] = model
+            if notify is not None:
+                notify("layer models", len(fitted), total)
             log.info(
                 "trained %s on %s (%d rows) in %.1f s",
                 name,
@@ -343,6 +427,52 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The headline table: one row per predictor, MAPE/rho/acc10 per network set."""
+    comp = metrics["comparison"]
+    parts = list(comp["sets"])
+    short = {"generated": "gen", "nb201": "nb201", "zoo": "zoo"}
+    header = ["predictor", "kind"]
+    for part in parts:
+        n = comp["sets"][part]["networks"]
+        header += [
+            f"{short[part]} MAPE % (n={n})",
+            f"{short[part]} rho",
+            f"{short[part]} ±10 %",
+        ]
+    rows = []
+    for name, row in comp["models"].items():
+        cells: list[Any] = [name, row["kind"]]
+        for part in parts:
+            m = row.get(part) or {}
+            cells += [m.get("mape"), m.get("spearman"), m.get("acc10")]
+        rows.append(cells)
+    return header, rows
+
+
+def headline_note(metrics: dict[str, Any]) -> str:
+    """What the headline table's sets are and what each predictor was trained on."""
+    comp = metrics["comparison"]
+    tn = comp.get("training_networks", {})
+    learned = (
+        f"Learned predictors trained on {tn.get('cnn_train', 0)} generated cnn and "
+        f"{tn.get('nb201_train', 0)} nb201 networks measured here (validation "
+        f"{tn.get('cnn_val', 0) + tn.get('nb201_val', 0)}); "
+        if tn
+        else "No learned predictors in this run; "
+    )
+    return (
+        "Network latency end to end (onnxruntime, 1 thread). Layer-wise models "
+        "(roofline ... lut) trained on kernel benchmarks only. "
+        + learned
+        + "none of the test networks below was seen in training. `gen` = held-out generated "
+        "cnn networks, `nb201` = random nb201 networks, `zoo` = torchvision zoo networks "
+        "(out of distribution for the learned predictors: no hand-designed architecture is "
+        "in their training spaces). MAPE in %, Spearman's rho, and the fraction of networks "
+        "predicted within ±10 %."
+    )
+
+
 def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> None:
     m = metrics
     parts = [
@@ -352,8 +482,22 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
         f"Device `{m['device']}`, onnxruntime {m['onnxruntime']}, 1 thread, timer "
         f"`{m['settings']['timer']}`; {m['settings']['kernels']} kernel benchmarks, "
         f"{m['settings']['multilayer']} multi-layer benchmarks; models trained on benchmarks "
-        "only (no zoo or nb201 network). Run time "
-        f"{m['seconds']:.0f} s.",
+        "only (no zoo or nb201 network).  ",
+        f"Run time {m['seconds']:.0f} s wall, {m['run']['cpu_s']:.0f} s CPU; load average "
+        f"{m['run']['load_avg_start']:.1f} at the start, {m['run']['load_avg_end']:.1f} at the "
+        f"end on {m['run']['cpus']} CPUs; {m['run']['networks_measured_now']} of "
+        f"{m['run']['networks']} networks measured in this invocation (the rest read back "
+        "from the store).",
+        "",
+        "## Headline comparison: every predictor on held-out networks",
+        "",
+        headline_note(m),
+        "",
+        _md_table(*comparison_rows(m)),
+        "",
+        "![zoo](zoo_predicted_vs_measured.png)",
+        "",
+        "![networks](networks_predicted_vs_measured.png)",
         "",
         "## Layer level (ANNETTE Table 3): convolution layers of the zoo, profiled",
         "",
@@ -461,10 +605,273 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
         ),
         "",
     ]
-    (out / "report.md").write_text("\n".join(parts))
+    write_atomic(out / "report.md", "\n".join(parts) + "\n")
 
 
 # --------------------------------------------------------------------------- driver
+
+#: Network sets of the headline comparison: label, description.
+SETS = {
+    "generated": "held-out generated cnn networks",
+    "nb201": "random nb201 networks (held out)",
+    "zoo": "zoo networks (out of distribution for the learned predictors)",
+}
+
+
+def generated_networks(s: Settings) -> dict[str, list[str]]:
+    """The networks the learned predictors learn from and are tested on (deterministic).
+
+    ``cnn_train``/``cnn_val``/``cnn_test`` split ``s.cnn`` generated chains; ``nb201_train``/
+    ``nb201_val`` are further nb201 cells, never one of the ``s.nb201`` fidelity networks.
+    """
+    from latlab.datasets.spaces import sample
+
+    if not s.cnn:
+        return {}
+    split = split_generated(sample("cnn", s.cnn, s.seed), s.seed)
+    held_out = set(sample("nb201", s.nb201, s.nb201_seed)) if s.nb201 else set()
+    extra = [
+        r for r in sample("nb201", s.nb201_train + s.nb201, s.nb201_seed + 1) if r not in held_out
+    ][: s.nb201_train]
+    n_val = max(1, round(0.1 * len(extra))) if len(extra) > 1 else 0
+    return {
+        "cnn_train": split.train,
+        "cnn_val": split.val,
+        "cnn_test": split.test,
+        "nb201_train": extra[n_val:],
+        "nb201_val": extra[:n_val],
+    }
+
+
+def comparison(
+    fitted: dict[tuple[str, str], LayerwisePredictor],
+    measured: pd.Series,
+    sets: dict[str, list[str]],
+    gen: dict[str, list[str]],
+    s: Settings,
+    out: Path,
+    threads: int,
+    notify: Progress | None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every predictor (layer-wise and learned) on every network set: frames and metrics."""
+    frames = {
+        name: network_table(fitted, measured.reindex(refs), "padded")
+        for name, refs in sets.items()
+        if refs
+    }
+    fit_s: dict[str, float] = {}
+    learned: list[str] = []
+    if gen and s.learned:
+
+        def ok(refs: list[str]) -> list[str]:
+            return [r for r in refs if np.isfinite(measured.get(r, np.nan))]
+
+        train = ok(gen["cnn_train"] + gen["nb201_train"])
+        val = ok(gen["cnn_val"] + gen["nb201_val"])
+        targets = {name: list(df["network"]) for name, df in frames.items()}
+        preds = fit_and_predict(
+            s.learned,
+            (train, measured[train].to_numpy(float)),
+            (val, measured[val].to_numpy(float)),
+            targets,
+            out,
+            threads=threads,
+            seed=s.seed,
+            gcn_epochs=s.gcn_epochs,
+            progress=notify,
+        )
+        for name, rec in preds.items():
+            learned.append(name)
+            fit_s[name] = rec["seconds"]
+            for part, df in frames.items():
+                df[name] = np.array(rec["pred"][part], dtype=float)
+    models: dict[str, Any] = {}
+    for name in (*MODELS, *learned):
+        row: dict[str, Any] = {"kind": "learned" if name in learned else "layer-wise"}
+        for part, df in frames.items():
+            row[part] = _metrics(df["measured_ms"], df[name])
+        if name in fit_s:
+            row["fit_seconds"] = fit_s[name]
+        models[name] = row
+    info = {
+        "sets": {part: {"networks": len(df), "what": SETS[part]} for part, df in frames.items()},
+        "training_networks": {k: len(v) for k, v in gen.items()},
+        "models": models,
+    }
+    return frames, info
+
+
+def run_settings(
+    out: Path,
+    s: Settings,
+    *,
+    db: str | None = None,
+    device: str | None = None,
+    skip_bench: bool = False,
+    command: str = "",
+    threads: int = 1,
+    notify: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the whole evaluation with settings ``s``; writes the report, returns the metrics.
+
+    Every measurement goes to the store (``db``, default ``out/bench.db``) as it completes and
+    fitted learned predictors' predictions to ``out/learned.jsonl``, so re-running after an
+    interruption measures and trains only what is missing.
+    """
+    import onnxruntime as ort
+
+    from latlab.datasets.measure import default_device_name
+    from latlab.datasets.spaces import sample
+
+    start = time.monotonic()
+    cpu0 = time.process_time()
+    load0 = os.getloadavg()[0]
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or default_device_name("onnxruntime", 1)
+    store = Store(db or str(out / "bench.db"))
+    try:
+        bench_info = {} if skip_bench else run_benchmarks(store, device, s, notify)
+        key = s.bench_config().protocol_key()
+        table = training_table(store, device, protocol_key=key)
+        table.to_csv(out / "benchmarks.csv", index=False)
+
+        zoo_refs = [f"zoo:{n}" for n in s.zoo]
+        nb_refs = sample("nb201", s.nb201, s.nb201_seed) if s.nb201 else []
+        gen = generated_networks(s)
+        gen_refs = [r for refs in gen.values() for r in refs]
+        measured = measure_networks(store, device, zoo_refs + nb_refs + gen_refs, s, notify)
+        groups = profile_networks(store, device, zoo_refs, s, notify)
+        fitted = train_models(table, device, tuple(dict.fromkeys(("padded", *s.methods))), notify)
+        metrics = _evaluate(
+            out, s, store, device, table, measured, groups, fitted, gen, threads, notify
+        )
+    finally:
+        store.close()
+    metrics.update(
+        {
+            "command": command,
+            "device": device,
+            "onnxruntime": ort.__version__,
+            "benchmarks": bench_info,
+            "seconds": time.monotonic() - start,
+            "run": {
+                "cpu_s": time.process_time() - cpu0,
+                "load_avg_start": load0,
+                "load_avg_end": os.getloadavg()[0],
+                "cpus": os.cpu_count(),
+                "networks": int(measured.notna().sum()),
+                "networks_measured_now": measured.attrs.get("measured_now", 0),
+            },
+        }
+    )
+    write_report(out, metrics, metrics.pop("_zoo_frame"))
+    return _clean(metrics)  # type: ignore[no-any-return]
+
+
+def _evaluate(
+    out: Path,
+    s: Settings,
+    store: Store,
+    device: str,
+    table: pd.DataFrame,
+    measured: pd.Series,
+    groups: dict[str, list[dict[str, Any]]],
+    fitted: dict[tuple[str, str], LayerwisePredictor],
+    gen: dict[str, list[str]],
+    threads: int,
+    notify: Progress | None,
+) -> dict[str, Any]:
+    from latlab.datasets.spaces import sample
+    from latlab.experiments import annette_plots as plots
+
+    zoo_refs = [f"zoo:{n}" for n in s.zoo]
+    nb_refs = sample("nb201", s.nb201, s.nb201_seed) if s.nb201 else []
+    main = "padded"
+    layers = layer_table(fitted, groups, main)
+    layers.to_csv(out / "zoo_layers.csv", index=False)
+    sets = {"generated": gen.get("cnn_test", []), "nb201": nb_refs, "zoo": zoo_refs}
+    frames, headline = comparison(fitted, measured, sets, gen, s, out, threads, notify)
+    for part, df in frames.items():
+        name = {"zoo": "zoo_networks", "nb201": "nb201_networks"}.get(part, "generated_networks")
+        df.to_csv(out / f"{name}.csv", index=False)
+    nets = frames["zoo"]
+    predictors = list(headline["models"])
+    plots.zoo_bars(nets, predictors, out / "zoo_predicted_vs_measured.png")
+    plots.network_scatter(frames, predictors, out / "networks_predicted_vs_measured.png")
+    plots.zoo_layer_scatter(layers, "mixed", out / "zoo_layers_mixed.png")
+    metrics: dict[str, Any] = {
+        "settings": {
+            "preset": s.name,
+            "quick": s.quick,
+            "kernels": s.kernels,
+            "multilayer": s.multilayer,
+            "zoo": s.zoo,
+            "nb201": s.nb201,
+            "cnn": s.cnn,
+            "nb201_train": s.nb201_train,
+            "learned": list(s.learned),
+            "timer": s.timer,
+            "network_protocol_key": s.network_protocol.protocol_key(),
+        },
+        "comparison": headline,
+        "training": fitted[("mixed", main)].training_,
+        "layer_level": {
+            "layers": len(layers),
+            "models": summarise(layers),
+            "layers_over_0.1ms": int((layers["measured_ms"] >= 0.1).sum()),
+            "models_over_0.1ms": summarise(layers[layers["measured_ms"] >= 0.1]),
+        },
+        "network_level": {"networks": len(nets), "models": summarise(nets)},
+    }
+    if "nb201" in frames:
+        nb = frames["nb201"]
+        metrics["fidelity"] = {
+            "networks": len(nb),
+            "models": {n: regression_metrics(nb["measured_ms"], nb[n]) for n in predictors},
+        }
+    metrics["smart_padding"] = {
+        "layer_error": padding_table(table, device),
+        "network_mape": {
+            meth: {
+                n: summarise(network_table(fitted, measured.reindex(zoo_refs), meth))[n]["mape"]
+                for n in MODELS
+            }
+            for meth in dict.fromkeys(("padded", *s.methods))
+        },
+    }
+    metrics["mapping"] = mapping_tables(store, device, zoo_refs, fitted[("mixed", main)], s.seed)
+    metrics["_zoo_frame"] = nets
+    return metrics
+
+
+def experiment(ctx: ExperimentContext) -> dict[str, Any]:
+    """``latlab experiment run annette``: the quick or full preset into ``ctx.out``."""
+    s = replace(Settings.preset(ctx.quick), seed=ctx.seed)
+    return run_settings(ctx.out, s, command=ctx.command, threads=ctx.threads, notify=ctx.progress)
+
+
+def main_job(
+    out: Path,
+    *,
+    quick: bool = False,
+    db: str | None = None,
+    threads: int = 1,
+    command: str = "latlab compare",
+    notify: Progress | None = None,
+) -> dict[str, Any]:
+    """The main job (``latlab compare``): the ``main`` preset (``quick`` with ``quick``).
+
+    Opens the store first so that a bad ``db`` fails before anything is written; writes
+    ``report.md``, the figures, CSVs and ``metrics.json`` (atomically) into ``out``.
+    """
+    if threads < 1:
+        raise DataError(f"threads must be at least 1, got {threads}")
+    if db is not None:
+        Store(db).close()  # a bad URL or an unreachable server: one-line StoreError now
+    s = Settings.preset_named("quick" if quick else "main")
+    metrics = run_settings(out, s, db=db, command=command, threads=threads, notify=notify)
+    dump_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def run(
@@ -476,78 +883,15 @@ def run(
     timer: str = "thread",
     skip_bench: bool = False,
     command: str = "",
+    preset: str | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """Run the whole evaluation; returns the metrics written to ``out/metrics.json``."""
-    import onnxruntime as ort
-
-    from latlab.datasets.measure import default_device_name
-    from latlab.datasets.spaces import sample
-
-    start = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
-    s = Settings.preset(quick, timer)
-    device = device or default_device_name("onnxruntime", 1)
-    store = Store(db or str(out / "bench.db"))
-    bench_info = {} if skip_bench else run_benchmarks(store, device, s)
-    key = replace(BENCH_CONFIG, timer=s.timer).protocol_key()
-    table = training_table(store, device, protocol_key=key)
-    table.to_csv(out / "benchmarks.csv", index=False)
-
-    zoo_refs = [f"zoo:{n}" for n in s.zoo]
-    nb_refs = sample("nb201", s.nb201, s.nb201_seed) if s.nb201 else []
-    measured = measure_networks(store, device, zoo_refs + nb_refs, s)
-    groups = profile_networks(store, device, zoo_refs, s)
-
-    fitted = train_models(table, device, METHODS)
-    main = "padded"
-    layers = layer_table(fitted, groups, main)
-    layers.to_csv(out / "zoo_layers.csv", index=False)
-    nets = network_table(fitted, measured[zoo_refs], main)
-    nets.to_csv(out / "zoo_networks.csv", index=False)
-    metrics: dict[str, Any] = {
-        "command": command,
-        "device": device,
-        "onnxruntime": ort.__version__,
-        "settings": {
-            "quick": quick,
-            "kernels": s.kernels,
-            "multilayer": s.multilayer,
-            "zoo": s.zoo,
-            "nb201": s.nb201,
-            "timer": s.timer,
-        },
-        "benchmarks": bench_info,
-        "training": fitted[("mixed", main)].training_,
-        "layer_level": {
-            "layers": len(layers),
-            "models": summarise(layers),
-            "layers_over_0.1ms": int((layers["measured_ms"] >= 0.1).sum()),
-            "models_over_0.1ms": summarise(layers[layers["measured_ms"] >= 0.1]),
-        },
-        "network_level": {"networks": len(nets), "models": summarise(nets)},
-    }
-    if nb_refs:
-        nb = network_table(fitted, measured[nb_refs], main)
-        nb.to_csv(out / "nb201_networks.csv", index=False)
-        metrics["fidelity"] = {
-            "networks": len(nb),
-            "models": {n: regression_metrics(nb["measured_ms"], nb[n]) for n in MODELS},
-        }
-    metrics["smart_padding"] = {
-        "layer_error": padding_table(table, device),
-        "network_mape": {
-            meth: {
-                n: summarise(network_table(fitted, measured[zoo_refs], meth))[n]["mape"]
-                for n in MODELS
-            }
-            for meth in METHODS
-        },
-    }
-    metrics["mapping"] = mapping_tables(store, device, zoo_refs, fitted[("mixed", main)], s.seed)
-    metrics["seconds"] = time.monotonic() - start
-    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
-    write_report(out, metrics, nets)
-    store.close()
+    """Run the evaluation and write ``out/metrics.json`` too (the script entry point)."""
+    s = Settings.preset_named(preset or ("quick" if quick else "full"), timer)
+    metrics = run_settings(
+        out, s, db=db, device=device, skip_bench=skip_bench, command=command, threads=threads
+    )
+    dump_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -573,6 +917,13 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="small suites, 5 zoo nets (~5 min)")
+    p.add_argument(
+        "--preset",
+        choices=("quick", "main", "full"),
+        default=None,
+        help="suite sizes (default full, or quick with --quick; main = latlab compare's)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="threads of the learned predictors")
     p.add_argument("--out", type=Path, default=Path("results/annette"), help="output folder")
     p.add_argument("--db", default=None, help="benchmark store (default OUT/bench.db)")
     p.add_argument("--device-name", default=None, help="device name in the store")
@@ -596,6 +947,8 @@ def main(argv: list[str] | None = None) -> None:
         timer=args.timer,
         skip_bench=args.skip_bench,
         command=command.strip(),
+        preset=args.preset,
+        threads=args.threads,
     )
     log.info("wrote %s (%.0f s)", args.out / "report.md", metrics["seconds"])
 
