@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="quick suite, 10 networks, 5 rounds")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=Path("reports/bnn"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=None, help="randomised passes (default 5/7)")
     ap.add_argument("--reduce", default="min", choices=("min", "median"),
