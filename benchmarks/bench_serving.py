@@ -128,6 +128,11 @@ def measure(path: Path, refs: list[str], repeats: int) -> dict[str, Any]:
     }
 
 
+def _load_note(load: float) -> str:
+    """How to read the timings: the load average tells whether other jobs shared the cores."""
+    return "(a busy machine: noisy, pessimistic figures)" if load > 1.5 else "(an idle machine)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 repeats, a small GCN training set")
@@ -176,7 +181,8 @@ def main() -> None:
         "",
         f"`python benchmarks/bench_serving.py{' --quick' if args.quick else ''}`; "
         f"{doc['cores']} cores, load average {doc['load_average'][0]:.1f} at the end "
-        f"(a busy shared machine gives noisy, pessimistic figures); medians of {repeats} runs.",
+        f"{_load_note(doc['load_average'][0])}; "
+        f"medians of {repeats} runs.",
         "",
         "| bundle | cold s | warm s | bare model s | cold / bare | warm / bare | target s |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -123,7 +123,9 @@ def main() -> None:
         "",
         f"`python benchmarks/load_test_serving.py{' --quick' if args.quick else ''}`; bundle: "
         f"LightGBM on {what}; {report['cores']} cores, load average "
-        f"{report['load_average'][0]:.1f} (a busy shared machine: noisy figures). Server "
+        f"{report['load_average'][0]:.1f} "
+        f"{'(a busy machine: noisy figures)' if report['load_average'][0] > 1.5 else '(idle)'}. "
+        f"Server "
         f"up in {startup:.1f} s, {args.workers} worker, stopped by its pid.",
         "",
         "| clients | requests | batch | failed | requests/s | networks/s | p50 ms | p90 ms "
