@@ -524,12 +524,12 @@ def main(argv: list[str] | None = None) -> int:
 
             run(cfg, progress)
     except LatlabError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        sys.stderr.write(f"error: {str(exc).splitlines()[0]}" + "\n")
         return 2
     except KeyboardInterrupt:
-        print("interrupted: measurements are stored; re-run the command to resume", file=sys.stderr)
+        sys.stderr.write("interrupted: measurements are stored; re-run the command to resume\n")
         return 130
-    print(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'report.md'}")
+    sys.stdout.write(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'report.md'}\n")
     return 0
 
 
