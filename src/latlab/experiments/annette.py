@@ -66,7 +66,7 @@ from latlab.datasets.references import resolve
 from latlab.datasets.store import Store
 from latlab.errors import DataError
 from latlab.experiments.annette_learned import LEARNED, fit_and_predict, split_generated
-from latlab.experiments.common import dump_json, write_atomic
+from latlab.experiments.common import dump_json, json_safe, write_atomic
 from latlab.experiments.context import ExperimentContext, Progress
 from latlab.predictors import make_predictor
 from latlab.predictors.layerwise import LayerwisePredictor, MappingModel
@@ -765,7 +765,7 @@ def run_settings(
         }
     )
     write_report(out, metrics, metrics.pop("_zoo_frame"))
-    return _clean(metrics)  # type: ignore[no-any-return]
+    return json_safe(metrics)  # type: ignore[no-any-return]
 
 
 def _evaluate(
@@ -893,19 +893,6 @@ def run(
     )
     dump_json(out / "metrics.json", metrics)
     return metrics
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, float | np.floating):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def main(argv: list[str] | None = None) -> None:

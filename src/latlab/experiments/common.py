@@ -63,16 +63,17 @@ class RunLog:
         self.records[record["key"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
-            fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+            fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """A JSON-able copy: numpy scalars as Python numbers, NaN/inf as None, keys as strings."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -110,4 +111,4 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def dump_json(path: Path, doc: Any) -> None:
-    write_atomic(path, json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False) + "\n")

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from latlab.experiments.common import markdown_table
+from latlab.experiments.common import json_safe, markdown_table
 from latlab.experiments.context import ExperimentContext
 
 log = logging.getLogger(__name__)
@@ -513,7 +513,6 @@ def main(argv: list[str] | None = None) -> None:
     import time
 
     from latlab.experiments.common import write_atomic
-    from latlab.experiments.conformal_nb201 import _clean
 
     p = argparse.ArgumentParser(prog="python -m latlab.experiments.conformal_layer_level")
     p.add_argument("--quick", action="store_true", help="180 benchmarks, 4 seeds")
@@ -522,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    m = _clean(run_layer_level(ExperimentContext(out=args.out, quick=args.quick)))
+    m = json_safe(run_layer_level(ExperimentContext(out=args.out, quick=args.quick)))
     m["seconds"] = time.monotonic() - t0
     write_atomic(args.out / "layer.json", json.dumps(m, indent=1, allow_nan=False) + "\n")
     write_atomic(args.out / "layer.md", "\n".join(report_section(m)) + "\n")

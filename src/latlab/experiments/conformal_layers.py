@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import LatlabError
+from latlab.experiments.common import json_safe
 from latlab.predictors import make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.predictors.conformal.layers import LayerCps
@@ -172,7 +172,7 @@ def run(
         "results": results,
         "seconds": time.monotonic() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
     (out / "report.md").write_text(report(metrics))
     return metrics
 
@@ -214,19 +214,6 @@ def report(m: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(c) + " |" for c in rows]
     lines.append("")
     return "\n".join(lines)
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, float | np.floating):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def main(argv: list[str] | None = None) -> None:

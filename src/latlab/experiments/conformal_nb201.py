@@ -37,7 +37,6 @@ predictor: re-running resumes) and ``bench.db`` (the layer benchmarks; resumable
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import DataError, LatlabError
-from latlab.experiments.common import RunLog, config_hash, markdown_table, write_atomic
+from latlab.experiments.common import RunLog, config_hash, json_safe, markdown_table, write_atomic
 from latlab.experiments.context import ExperimentContext
 from latlab.predictors import PREDICTORS, make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
@@ -136,7 +135,7 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     plot_network(network, ctx.out / "network_coverage_width.png")
     t_layer = time.monotonic()
     layer = run_layer_level(ctx)
-    metrics = _clean(
+    metrics = json_safe(
         {
             "network_level": network,
             "layer_level": layer,
@@ -395,18 +394,3 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
     lines += ["![coverage and width per device](network_coverage_width.png)", ""]
     lines += report_section(m["layer_level"])
     return "\n".join(lines)
-
-
-def _clean(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, bool | np.bool_):
-        return bool(o)
-    if isinstance(o, float | np.floating):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
