@@ -37,7 +37,11 @@ def test_errors_are_relative_to_the_measurement():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    st.lists(st.floats(0.01, 1000), min_size=3, max_size=40),
+    # Distinct latencies at least 0.01 ms apart: scaling near-ties (1000 and 999.9999999999999)
+    # can round them to equal floats, which changes ranks without any metric being wrong.
+    st.lists(st.integers(1, 100_000), min_size=3, max_size=40, unique=True).map(
+        lambda xs: [x / 100 for x in xs]
+    ),
     st.floats(0.5, 2.0),
 )
 def test_scaling_predictions_by_a_constant_keeps_ranks(values, factor):
@@ -45,8 +49,7 @@ def test_scaling_predictions_by_a_constant_keeps_ranks(values, factor):
     m = regression_metrics(t, t * factor)
     assert m["mape"] == pytest.approx(100 * abs(factor - 1), rel=1e-6, abs=1e-9)
     assert m["acc10"] == (100.0 if abs(factor - 1) <= 0.1 + 1e-12 else 0.0)
-    if np.ptp(t) > 0:
-        assert m["spearman"] == pytest.approx(1.0)
+    assert m["spearman"] == pytest.approx(1.0)
 
 
 def test_bad_input_is_named():
