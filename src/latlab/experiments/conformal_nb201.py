@@ -22,10 +22,10 @@ Two levels, as in Wess et al. (IEEE Access 2024):
   ``zoo:mobilenet_v2`` (their Figure 13).
 
 Settings: full -- every device column, 3 seeds, 1000 training / 2000 calibration / up to 5000
-test networks, predictors flops, gbm, rf, fcnn; 900 layer benchmarks, 20 seeds (about an
-hour on two idle cores, 80 s per device and seed, fcnn and rf fits dominating; several times
-longer on a machine shared with other jobs: 7 of the 156 network-level runs took 6.5 minutes at
-a load average of 11). ``--quick`` -- four device columns, one seed,
+test networks, predictors flops, gbm, rf, fcnn; 900 layer benchmarks, 20 seeds (15.5 minutes
+on the 2-core development machine with one other job running, fcnn and rf fits dominating;
+several times longer on a loaded machine: at a load average of 11, 7 of the 156 network-level
+runs took 6.5 minutes). ``--quick`` -- four device columns, one seed,
 500 / 500 / 2000 networks, flops and gbm; 180 layer benchmarks, 4 seeds (about 2 minutes).
 A small table (CI's ~150 rows measured on the machine) scales the splits to 40 / 30 / 30 % of
 its rows; fewer than 60 valid rows on a device is a :class:`~latlab.errors.DataError`.
@@ -341,7 +341,7 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         "",
         f"Command: `{ctx.command or 'latlab experiment run conformal'}`  ",
         f"{'Quick' if s['quick'] else 'Full'} run, {m['seconds']:.0f} s "
-        f"(layer level {m['layer_seconds']:.0f} s). Full run: about an hour on two idle "
+        f"(layer level {m['layer_seconds']:.0f} s). A full run takes about 15 minutes on two "
         "cores.",
         "",
         "## Network level: held-out networks of the table",
