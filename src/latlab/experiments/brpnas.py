@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latlab.errors import DataError, LatlabError
+from latlab.errors import DataError
 from latlab.experiments.common import (
     RunLog,
     config_hash,
@@ -42,6 +41,7 @@ from latlab.experiments.common import (
     fmt,
     markdown_table,
     mean_std,
+    run_script,
     write_atomic,
 )
 
@@ -677,29 +677,14 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-        ) as bar:
-            task = bar.add_task("brpnas", total=None)
+    def job(bar: Any, task: Any) -> None:
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
 
-            def progress(what: str, done: int, total: int) -> None:
-                bar.update(task, description=what, completed=done, total=total)
+        run(cfg, progress)
 
-            run(cfg, progress)
-    except LatlabError as exc:
-        sys.stderr.write(f"error: {str(exc).splitlines()[0]}" + "\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: finished runs are saved; re-run the command to resume\n")
-        return 130
-    sys.stdout.write(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'report.md'}\n")
-    return 0
+    return run_script(job, label="brpnas", saved="finished runs are saved", out=Path(out))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import argparse
 import logging
 import math
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import DataError, LatlabError
-from latlab.experiments.common import dump_json, fmt, markdown_table, mean_std, write_atomic
+from latlab.errors import DataError
+from latlab.experiments.common import (
+    dump_json,
+    fmt,
+    markdown_table,
+    mean_std,
+    run_script,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -505,32 +511,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.seeds is not None:
         cfg.seeds = args.seeds
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-        ) as bar:
-            task = bar.add_task("measuring", total=None)
+    def job(bar: Any, task: Any) -> None:
+        def progress(event: Any) -> None:
+            if event.kind == "start":
+                bar.update(task, total=event.total, completed=0)
+            elif event.kind in ("measured", "skipped"):
+                bar.update(task, completed=event.done)
 
-            def progress(event: Any) -> None:
-                if event.kind == "start":
-                    bar.update(task, total=event.total, completed=0)
-                elif event.kind in ("measured", "skipped"):
-                    bar.update(task, completed=event.done)
+        run(cfg, progress)
 
-            run(cfg, progress)
-    except LatlabError as exc:
-        sys.stderr.write(f"error: {str(exc).splitlines()[0]}" + "\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: measurements are stored; re-run the command to resume\n")
-        return 130
-    sys.stdout.write(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'report.md'}\n")
-    return 0
+    return run_script(job, label="measuring", saved="measurements are stored", out=Path(out))
 
 
 if __name__ == "__main__":
