@@ -244,8 +244,14 @@ def load_predictions(out: Path, device: str, name: str) -> tuple[np.ndarray, np.
         return z["y"].astype(float), z["pred"].astype(float)
 
 
-def run(cfg: BrpnasConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Run (or resume) the reproduction; returns the ``metrics.json`` document."""
+def run(
+    cfg: BrpnasConfig,
+    progress: Progress | None = None,
+    loaded: tuple[pd.DataFrame, dict[str, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the reproduction; returns the ``metrics.json`` document.
+
+    ``loaded`` is ``load_latencies(cfg.data)`` when the caller already read the table."""
     from latlab.datasets.references import resolve
 
     known = {**PREDICTORS, **cfg.variants}
@@ -254,7 +260,7 @@ def run(cfg: BrpnasConfig, progress: Progress | None = None) -> dict[str, Any]:
         raise DataError(f"unknown predictor {unknown[0]!r} (known: {', '.join(known)})")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    table, drop_report = load_latencies(cfg.data)
+    table, drop_report = loaded if loaded is not None else load_latencies(cfg.data)
     devices = cfg.devices or [c for c in table.columns if c != "network"]
     missing = [d for d in devices if d not in table.columns]
     if missing:
@@ -537,10 +543,14 @@ def sized_for(cfg: BrpnasConfig, n_valid: int) -> BrpnasConfig:
     return cfg
 
 
-def config_for(ctx: Any, report_only: bool = False) -> BrpnasConfig:
-    """The protocol's settings for a ``latlab experiment run brp-nas`` context."""
+def config_for(
+    ctx: Any, report_only: bool = False
+) -> tuple[BrpnasConfig, tuple[pd.DataFrame, dict[str, dict[str, Any]]]]:
+    """The protocol's settings for a ``latlab experiment run brp-nas`` context, and the loaded
+    table (passed on to :func:`run`, so that it is read and validated once)."""
     assert ctx.data is not None  # the runner checks --data first
-    table, _ = load_latencies(ctx.data)
+    loaded = load_latencies(ctx.data)
+    table = loaded[0]
     columns = [c for c in table.columns if c != "network"]
     if not columns:
         raise DataError(f"{ctx.data} has no device column")
@@ -553,7 +563,7 @@ def config_for(ctx: Any, report_only: bool = False) -> BrpnasConfig:
     cfg.first_seed = ctx.seed
     cfg.report_only = report_only
     n_valid = int(min(table[d].notna().sum() for d in cfg.devices or columns))
-    return sized_for(cfg, n_valid)
+    return sized_for(cfg, n_valid), loaded
 
 
 def plot(doc: dict[str, Any], out: Path) -> list[str]:
@@ -605,12 +615,12 @@ def experiment(ctx: Any) -> dict[str, Any]:
     the same settings is reused as it is. ``ctx.report_only`` (``--report-only``) fits
     nothing and reports the finished runs, marking cells with fewer seeds than asked.
     """
-    cfg = config_for(ctx, bool(getattr(ctx, "report_only", False)))
+    cfg, loaded = config_for(ctx, bool(getattr(ctx, "report_only", False)))
     if ctx.threads:
         import torch
 
         torch.set_num_threads(ctx.threads)
-    doc = run(cfg, ctx.progress)
+    doc = run(cfg, ctx.progress, loaded)
     figures = plot(doc, Path(cfg.out))
     text = report(doc)
     lines = ["", "## Figures", ""]
