@@ -79,6 +79,16 @@ def test_every_invalid_kind_is_counted_per_column(tmp_path):
     assert relaxed.report.loc["dev_a", "valid"] == 4
 
 
+def test_drop_report_is_a_warning_once_per_process(tmp_path, caplog):
+    """An experiment reloads its table for every run: the drop report is said once."""
+    path = _write(tmp_path, "network,dev\nn1,10\nn2,-1\nn3,12\n")
+    with caplog.at_level("DEBUG", logger="latlab.datasets.tables"):
+        for _ in range(3):
+            assert load_table(path).report.loc["dev", "non_positive"] == 1
+    levels = [r.levelname for r in caplog.records if "dropped 1 of 3" in r.getMessage()]
+    assert levels == ["WARNING", "DEBUG", "DEBUG"]
+
+
 @pytest.mark.parametrize(
     ("text", "name", "expected"),
     [

@@ -34,6 +34,8 @@ import pandas as pd
 from latlab.errors import DataError
 
 log = logging.getLogger(__name__)
+#: Drop reports already logged by this process (later loads of the same table log at DEBUG).
+_REPORTED: set[str] = set()
 
 NETWORK = "network"
 REASONS = ("text", "missing", "non_finite", "non_positive", "near_zero")
@@ -213,14 +215,14 @@ def validate_frame(
             }
         )
         if dropped:
-            log.warning(
-                "%s column %r: dropped %d of %d values (%s)",
-                source,
-                col,
-                dropped,
-                len(check.values),
-                ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+            reasons = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+            message = (
+                f"{source} column {col!r}: dropped {dropped} of {len(check.values)} values "
+                f"({reasons})"
             )
+            # Experiments reload one table per run (hundreds of times): say it once per process.
+            log.log(logging.DEBUG if message in _REPORTED else logging.WARNING, message)
+            _REPORTED.add(message)
     report = pd.DataFrame(rows).set_index("column")
     report.index.name = None
     return LatencyTable(path, data, report, int(duplicated.sum()))
