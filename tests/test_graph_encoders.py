@@ -272,6 +272,30 @@ def test_cell_graph_features_never_touch_layers_and_round_trip():
         Nb201CellGraphEncoder().transform([residual_net()])
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"prune": False}, {"graph_features": True}, {"global_node": False, "self_loops": False}],
+)
+def test_light_items_carry_exactly_the_tensors_of_the_data_objects(options):
+    graphs = nb201_graphs(all_archs()[::97])
+    enc = Nb201CellGraphEncoder(**options).fit(graphs)
+    for d, item in zip(enc.transform(graphs), enc.transform_light(graphs), strict=True):
+        assert torch.equal(d.x, item.x) and torch.equal(d.edge_index, item.edge_index)
+        assert d.num_nodes == item.num_nodes and d.network == item.network
+        if options.get("global_node", True):
+            assert torch.equal(d.global_index, item.global_index)
+        else:
+            assert item.global_index is None and "global_index" not in d
+        if options.get("graph_features"):
+            assert torch.equal(d.graph_features, item.graph_features)
+        else:
+            assert item.graph_features is None and "graph_features" not in d
+    nets = [residual_net(), residual_net("wide", 16)]
+    generic = GraphEncoder(graph_features=True).fit(nets)
+    for d, item in zip(generic.transform(nets), generic.transform_light(nets), strict=True):
+        assert torch.equal(d.x, item.x) and torch.equal(d.graph_features, item.graph_features)
+
+
 def test_test_helper_totals_formula_matches_built_networks():
     random.seed(1)
     for arch in random.sample(all_archs(), 5):

@@ -230,6 +230,7 @@ def test_missing_or_corrupt_model_files_are_named(name, fcnn_data, tmp_path):
 def test_compressed_gcn_inference_equals_the_batched_forward(graph, nb201_data, fcnn_data):
     import torch
 
+    from latlab.predictors.common import decode_target
     from latlab.predictors.gcn import collate
     from latlab.predictors.gcn_infer import predict_compressed
 
@@ -240,8 +241,12 @@ def test_compressed_gcn_inference_equals_the_batched_forward(graph, nb201_data, 
         dense = model.model_(*collate(datas)).double().numpy()
         compressed = predict_compressed(model.model_, datas)
         chunked = predict_compressed(model.model_, datas, max_nodes=500)
+        light = predict_compressed(model.model_, model.encoder_.transform_light(graphs[:400]))
     np.testing.assert_allclose(compressed, dense, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(chunked, dense, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(light, compressed)  # the serving items: the same inputs
+    expected = decode_target(compressed * model.y_std_ + model.y_mean_, model.target)
+    np.testing.assert_allclose(model.predict(graphs[:400]), expected, rtol=1e-12)
 
 
 def test_gcn_on_cnn_graphs_and_an_onnx_file(tmp_path):

@@ -31,6 +31,10 @@ torch-geometric terms that is ``direction="reverse"``, ``global_edges="in"``,
 ``self_loops=True`` with an un-normalised convolution (``GCNConv(normalize=False)``); with
 the default normalised ``GCNConv`` the self-loops present are not duplicated.
 
+For inference only (latlab's own GCN inference and the serving cache), ``transform_light``
+gives the same tensors as :class:`EncodedGraph` items, without building one torch-geometric
+``Data`` per network -- whose per-attribute bookkeeping cost more than encoding the cell.
+
 Fitted state (numeric means/stds, the op vocabulary, summary means/stds) exports as plain JSON
 with ``to_state()`` and loads with ``from_state()``/:func:`latlab.encoders.base.encoder_from_state`.
 """
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -52,7 +56,23 @@ from latlab.encoders.vector import SUMMARY_FEATURES, nb201_op_indices, summary_v
 from latlab.errors import FeatureError
 
 if TYPE_CHECKING:
+    import torch
     from torch_geometric.data import Data
+
+
+class EncodedGraph(NamedTuple):
+    """One encoded network for inference: the tensors of its ``Data`` (same names, same
+    convention), as a plain record (a named tuple: the cheapest Python record to create, which
+    matters at 15,625 per call). The tensors may be views of a batch's arrays shared with
+    other items: read them, never modify them in place."""
+
+    x: torch.Tensor
+    edge_index: torch.Tensor
+    num_nodes: int
+    global_index: torch.Tensor | None
+    graph_features: torch.Tensor | None
+    network: str
+
 
 _DIRECTIONS = ("forward", "reverse", "both")
 _GLOBAL_EDGES = ("in", "out", "both")
@@ -359,6 +379,21 @@ class GraphEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap
             out.append(data)
         return out
 
+    def transform_light(self, graphs: Sequence[NetworkGraph]) -> list[EncodedGraph]:
+        """:meth:`transform` as :class:`EncodedGraph` items (the interface GCN inference reads;
+        here the per-layer encoding dominates, so the ``Data`` objects are simply unwrapped)."""
+        return [
+            EncodedGraph(
+                d.x,
+                d.edge_index,
+                int(d.num_nodes),
+                getattr(d, "global_index", None),
+                getattr(d, "graph_features", None),
+                d.network,
+            )
+            for d in self.transform(graphs)
+        ]
+
 
 # --------------------------------------------------------------------------- nb201 cell
 
@@ -523,8 +558,26 @@ class Nb201CellGraphEncoder(
         )
 
     def transform(self, graphs: Sequence[NetworkGraph]) -> list[Data]:
-        import torch
         from torch_geometric.data import Data
+
+        out = []
+        for item in self.transform_light(graphs):
+            data = Data(
+                x=item.x.clone(),
+                edge_index=item.edge_index.clone(),
+                num_nodes=item.num_nodes,
+                network=item.network,
+            )
+            if item.global_index is not None:
+                data.global_index = item.global_index.clone()
+            if item.graph_features is not None:
+                data.graph_features = item.graph_features.clone()
+            out.append(data)
+        return out
+
+    def transform_light(self, graphs: Sequence[NetworkGraph]) -> list[EncodedGraph]:
+        """The tensors of :meth:`transform` as :class:`EncodedGraph` items (for inference)."""
+        import torch
 
         self._require_fitted()
         self._validate()
@@ -540,48 +593,37 @@ class Nb201CellGraphEncoder(
         x[:, off + _N_CELL - 1, n_op_feats + 1] = 1.0  # output
         if self.global_node:
             x[:, 0, n_op_feats + 2] = 1.0
-        rows = np.arange(n)[:, None]
-        op_nodes = off + 1 + np.arange(len(EDGES))[None, :]
-        # Edge structures: one per pattern (none/skip/other per edge), computed once and shared.
-        edge_cache: dict[tuple[int, ...], Any] = {}
-        pattern_of = np.minimum(idx, 2)
         if self.prune:
-            keep = np.zeros((n, len(EDGES)), dtype=bool)
-            patterns = []
-            for i in range(n):
-                pat = tuple(pattern_of[i].tolist())
-                adjacency, labels = _brp_cell(pat)
-                keep[i] = labels[1 : 1 + len(EDGES)]
-                if pat not in edge_cache:
-                    edge_cache[pat] = torch.from_numpy(self._edges(adjacency))
-                patterns.append(pat)
-            ri, ei = np.nonzero(keep)  # kept op nodes are conv/pool ops (index >= 2)
+            # Edges and kept nodes depend only on each edge being none / skip / other: one of
+            # 3^6 patterns, computed once per distinct pattern and shared by its networks.
+            pats, which = np.unique(np.minimum(idx, 2), axis=0, return_inverse=True)
+            cells = [_brp_cell(tuple(p.tolist())) for p in pats]
+            edges = [torch.from_numpy(self._edges(adjacency)) for adjacency, _ in cells]
+            keep = np.array([labels[1 : 1 + len(EDGES)] for _, labels in cells], dtype=bool)
+            ri, ei = np.nonzero(keep[which.reshape(-1)])  # kept op nodes: conv/pool (index >= 2)
             x[ri, off + 1 + ei, idx[ri, ei] - 2] = 1.0
+            edge_of = [edges[j] for j in which.reshape(-1).tolist()]
         else:
-            fixed = torch.from_numpy(self._edges(_CELL_FLOW))
-            patterns = [()] * n
-            edge_cache[()] = fixed
-            x[rows, op_nodes, idx] = 1.0
+            edge_of = [torch.from_numpy(self._edges(_CELL_FLOW))] * n
+            x[np.arange(n)[:, None], off + 1 + np.arange(len(EDGES))[None, :], idx] = 1.0
         gfeat = None
         if self.graph_features:
             raw = _GraphFeatureScaler.raw(gs, self.allow_unknown, type(self).__name__)
             gfeat = (raw - np.asarray(self.graph_mean_)) / np.asarray(self.graph_std_)
             gfeat = torch.from_numpy(gfeat.astype(np.float32))
         xt = torch.from_numpy(x)
-        out = []
-        for i, g in enumerate(gs):
-            data = Data(
-                x=xt[i].clone(),
-                edge_index=edge_cache[patterns[i]].clone(),
-                num_nodes=n_nodes,
-                network=g.reference,
+        glob = torch.tensor([0], dtype=torch.long) if self.global_node else None
+        return [
+            EncodedGraph(
+                xt[i],
+                edge_of[i],
+                n_nodes,
+                glob,
+                None if gfeat is None else gfeat[i : i + 1],
+                g.reference,
             )
-            if self.global_node:
-                data.global_index = torch.tensor([0], dtype=torch.long)
-            if gfeat is not None:
-                data.graph_features = gfeat[i : i + 1].clone()
-            out.append(data)
-        return out
+            for i, g in enumerate(gs)
+        ]
 
 
 def brp_adjacency(ops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

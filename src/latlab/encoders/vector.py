@@ -18,7 +18,9 @@ Every encoder takes a sequence of :class:`NetworkGraph` and returns a float64 ar
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -277,16 +279,29 @@ def nb201_ops(graph: NetworkGraph) -> tuple[str, ...]:
 
 
 def nb201_op_indices(graphs: Sequence[NetworkGraph]) -> np.ndarray:
-    """``(n, 6)`` int array of op positions in :data:`OPS` for each network's six edges."""
-    out = np.empty((len(graphs), len(EDGES)), dtype=np.int64)
-    cache: dict[tuple[str, ...], tuple[int, ...]] = {}
-    for i, g in enumerate(graphs):
-        ops = nb201_ops(g)
-        idx = cache.get(ops)
+    """``(n, 6)`` int array of op positions in :data:`OPS` for each network's six edges.
+
+    A network whose ``meta["ops"]`` is one of the space's 15,625 op tuples is a dictionary
+    look-up (this runs for every network a NAS loop scores, twice per feature set); anything
+    else goes through :func:`nb201_ops`, which validates and names the culprit.
+    """
+    known = _op_indices_of_space()
+    rows = []
+    for g in graphs:
+        ops = g.meta.get("ops")
+        idx = known.get(ops) if isinstance(ops, tuple) else None
         if idx is None:
-            idx = cache[ops] = tuple(_OP_INDEX[op] for op in ops)
-        out[i] = idx
-    return out
+            idx = tuple(_OP_INDEX[op] for op in nb201_ops(g))
+        rows.append(idx)
+    return np.array(rows, dtype=np.int64).reshape(len(rows), len(EDGES))
+
+
+@lru_cache(maxsize=1)
+def _op_indices_of_space() -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Every valid six-op tuple of the space -> its op positions (built once, milliseconds)."""
+    return {
+        ops: tuple(_OP_INDEX[op] for op in ops) for ops in itertools.product(OPS, repeat=len(EDGES))
+    }
 
 
 #: Feature names of :class:`Nb201OneHotEncoder`: ``"<dst><-<src>=<op>"``, edge-major.

@@ -319,7 +319,7 @@ class GcnPredictor(LatencyPredictor):
         from latlab.predictors.gcn_infer import predict_compressed
         from latlab.predictors.torch_utils import torch_threads
 
-        datas = self._encode(networks)
+        datas = self.encoder_.transform_light(as_graphs(networks))
         self.model_.eval()
         with torch.inference_mode(), torch_threads(self.num_threads):
             out = predict_compressed(self.model_, datas, max(1, int(self.predict_max_nodes)))

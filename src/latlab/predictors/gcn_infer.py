@@ -43,7 +43,8 @@ def _row_ids(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def concat_graphs(datas: Sequence[Any]) -> tuple[Any, ...]:
-    """``(x, src, dst, global_nodes, graph_features)`` of many encoded graphs, offsets applied.
+    """``(x, src, dst, global_nodes, graph_features)`` of many encoded graphs (torch-geometric
+    ``Data`` or :class:`~latlab.encoders.graph.EncodedGraph`), offsets applied.
 
     ``src -> dst`` are the message directions (torch-geometric's ``edge_index`` rows). A plain
     concatenation: ``Batch.from_data_list`` does the same with per-attribute bookkeeping that
@@ -58,7 +59,8 @@ def concat_graphs(datas: Sequence[Any]) -> tuple[Any, ...]:
     edge_index = torch.cat([d.edge_index for d in datas], dim=1)
     edge_index = edge_index + torch.repeat_interleave(offsets, counts)
     glob = torch.cat([d.global_index for d in datas]) + offsets
-    gf = torch.cat([d.graph_features for d in datas]) if "graph_features" in datas[0] else None
+    has_gf = getattr(datas[0], "graph_features", None) is not None
+    gf = torch.cat([d.graph_features for d in datas]) if has_gf else None
     return x, edge_index[0], edge_index[1], glob, gf
 
 

@@ -294,7 +294,7 @@ def stage_for(predictor: Any) -> Stage:
                 out = predict_compressed(p.model_, items, max(1, int(p.predict_max_nodes)))
             return np.asarray(decode_target(out * p.y_std_ + p.y_mean_, p.target))
 
-        return Stage("gcn-graphs", lambda gs: list(p.encoder_.transform(gs)), gcn_predict)
+        return Stage("gcn-graphs", p.encoder_.transform_light, gcn_predict)
 
     # Any other predictor: the resolved IR is what is cached.
     return Stage(
