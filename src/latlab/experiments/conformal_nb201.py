@@ -5,28 +5,29 @@
 Two levels, as in Wess et al. (IEEE Access 2024):
 
 * **Network level, on the nb201 table** (``--data``): for every device column, seed and point
-  predictor (``flops``, ``gbm``, ``rf``, ``fcnn``; registered ones only) the valid networks are
-  split at random into training (the base predictor is fitted on it), calibration and test
-  sets, disjoint. Each conformal method (``split``, ``cm-tv``, ``cm-lv``, ``cm-o``) wraps the
-  same fitted base, calibrates on the calibration set (its difficulty model on the training
-  set) and is scored on the held-out test networks: empirical coverage (% of measured
-  latencies inside the interval) and mean relative width (mean of (high - low) / measured, %)
-  at 80, 90 and 95 % confidence. Target: coverage within ±3 % of the nominal confidence for
-  every predictor and device (87-93 % at 90 %); at equal coverage a smaller width is better.
-  The methods are compared on one fitted base through the wrapper API
-  (:func:`latlab.predictors.conformal.make_conformal`); ``latlab train --conformal`` wraps
-  and calibrates the same way but fits a new base per run.
+  predictor (``flops``, ``gbm``, ``rf``, ``fcnn``, ``gcn``; registered ones only) the valid
+  networks are split at random into training (the base predictor is fitted on it), calibration
+  and test sets, disjoint. Each conformal method (``split``, ``cm-tv``, ``cm-lv``, ``cm-o``)
+  wraps the same fitted base, calibrates on the calibration set (its difficulty model on the
+  training set) and is scored on the held-out test networks: empirical coverage (% of measured
+  latencies inside the interval) and mean relative width (mean of (high - low) / measured, %) at
+  80, 90 and 95 % confidence. Target: coverage within ±3 % of the nominal confidence for every
+  predictor and device (87-93 % at 90 %); at equal coverage a smaller width is better. The
+  methods are compared on one fitted base through the wrapper API
+  (:func:`latlab.predictors.conformal.make_conformal`); ``latlab train --conformal`` wraps and
+  calibrates the same way but fits a new base per run.
 * **Layer level, on this machine** (:mod:`latlab.experiments.conformal_layer_level`):
   coverage and width per layer type from measured single-layer benchmarks, interval bands
   along a conv output-channel sweep (their Figure 9), and per-layer intervals of
   ``zoo:mobilenet_v2`` (their Figure 13).
 
 Settings: full -- every device column, 3 seeds, 1000 training / 2000 calibration / up to 5000
-test networks, predictors flops, gbm, rf, fcnn; 900 layer benchmarks, 20 seeds (15.5 minutes
-on the 2-core development machine with one other job running, fcnn and rf fits dominating;
-several times longer on a loaded machine: at a load average of 11, 7 of the 156 network-level
-runs took 6.5 minutes). ``--quick`` -- four device columns, one seed,
-500 / 500 / 2000 networks, flops and gbm; 180 layer benchmarks, 4 seeds (about 2 minutes).
+test networks, predictors flops, gbm, rf, fcnn, gcn; 900 layer benchmarks, 20 seeds (15.5
+minutes on the 2-core development machine with one other job running without the GCN; each
+GCN fit adds 2-5 minutes, 39 of them; several times longer on a loaded machine). Runs go seed
+by seed over all devices, so an interrupted run has every device at its first seeds.
+``--quick`` -- four device columns, one seed, 500 / 500 / 2000 networks, flops and gbm; 180
+layer benchmarks, 4 seeds (about 2 minutes).
 A small table (CI's ~150 rows measured on the machine) scales the splits to 40 / 30 / 30 % of
 its rows; fewer than 60 valid rows on a device is a :class:`~latlab.errors.DataError`.
 
@@ -53,7 +54,7 @@ from latlab.training.metrics import regression_metrics
 
 log = logging.getLogger("latlab.experiments.conformal_nb201")
 
-PREDICTORS_WANTED: tuple[str, ...] = ("flops", "gbm", "rf", "fcnn")
+PREDICTORS_WANTED: tuple[str, ...] = ("flops", "gbm", "rf", "fcnn", "gcn")
 QUICK_PREDICTORS: tuple[str, ...] = ("flops", "gbm")
 METHODS: tuple[str, ...] = ("split", "cm-tv", "cm-lv", "cm-o")
 CONFIDENCES: tuple[float, ...] = (0.8, 0.9, 0.95)
@@ -162,10 +163,11 @@ def run_network_level(ctx: ExperimentContext) -> dict[str, Any]:
     seeds = range(ctx.seed, ctx.seed + s.seeds)
     total = len(s.devices) * s.seeds * len(s.predictors)
     count = 0
-    for di, dev in enumerate(s.devices):
-        nets = list(valid[dev]["network"])
-        y = valid[dev]["latency_ms"].to_numpy(dtype=float)
-        for seed in seeds:
+    # Seed-major: an interrupted run has covered every device before it repeats any.
+    for seed in seeds:
+        for di, dev in enumerate(s.devices):
+            nets = list(valid[dev]["network"])
+            y = valid[dev]["latency_ms"].to_numpy(dtype=float)
             tr, ca, te = split_indices(len(nets), s, seed, di)
             for name in s.predictors:
                 key = f"{tag}|{dev}|{seed}|{name}"
