@@ -56,6 +56,22 @@ def test_transfer_experiment_reports_rho_per_k_and_resumes(nb201_table_path, tmp
     assert again["results"] == m["results"]
 
 
+def test_transfer_plan_follows_the_protocol_in_full_and_shrinks_for_quick():
+    from latlab.experiments.transfer import plan
+
+    devices = [f"d{i}" for i in range(13)]
+    rows = dict.fromkeys(devices, 15625) | {"d6": 15442}
+    full = plan(devices, rows, quick=False)
+    # HELP's protocol as the issue states it: every device, 5 seeds, all other networks.
+    assert full.devices == tuple(devices) and full.seeds == 5 and full.test_size is None
+    assert full.ks == (5, 10, 20, 50, 100)
+    quick = plan(devices, rows, quick=True)
+    assert quick.devices == ("d0", "d6", "d12") and quick.seeds == 2
+    assert quick.test_size == 1000 and quick.ks == (5, 20, 50)
+    # A device with 60 valid rows keeps only the k that leave 20 test networks.
+    assert plan(devices, rows | {"d3": 60}, quick=False).ks == (5, 10, 20)
+
+
 def test_transfer_experiment_refuses_tables_it_cannot_use(nb201_table_path, tmp_path):
     from latlab.experiments.transfer import experiment
 

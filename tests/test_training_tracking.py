@@ -114,3 +114,34 @@ def test_pyfunc_model_refuses_bad_input_as_a_client_error(tracked_training, mlfl
     with pytest.raises(MlflowException, match="malformed reference 'fcnn:8-x'") as exc:
         model.predict(pd.DataFrame({"network": ["fcnn:8-x"]}))
     assert exc.value.get_http_status_code() == 400
+
+
+def _open_run(uri: str, queue) -> None:  # a spawned worker: module-level to be picklable
+    try:
+        with Tracker(uri=uri, experiment="parallel-workers").run("worker"):
+            pass
+        queue.put("ok")
+    except Exception as exc:  # reported to the parent, which asserts on it
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.slow
+def test_parallel_workers_can_start_on_a_fresh_sqlite_store(tmp_path):
+    """Four processes opening one new mlflow.db at once (parallel tuning workers): without the
+    first-use lock, MLflow's table creation raced and most of them failed."""
+    import multiprocessing
+
+    import mlflow
+
+    ctx = multiprocessing.get_context("spawn")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_open_run, args=(uri, queue)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=240)
+    assert [queue.get(timeout=5) for _ in workers] == ["ok"] * 4
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("parallel-workers")
+    assert len(client.search_runs([exp.experiment_id])) == 4

@@ -45,6 +45,26 @@ def tracking_uri() -> str:
     return f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
 
 
+def _first_use_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
+    """An inter-process lock around a local SQLite store's first use (``<db>.lock``).
+
+    MLflow creates and migrates the tables of a new SQLite store, and creates a missing
+    experiment, without coordination: four parallel workers (``--tune`` with several Optuna
+    workers, each logging to the default ``mlflow.db``) starting on a fresh store failed three
+    times in four with "table ... already exists" or alembic errors. Server and database URIs
+    coordinate themselves; nothing is locked for them.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return contextlib.nullcontext()
+    db = Path(uri[len(prefix) :].split("?", 1)[0])
+    if not db.parent.is_dir():
+        return contextlib.nullcontext()  # MLflow's own error names the missing folder
+    from filelock import FileLock
+
+    return FileLock(f"{db}.lock")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -95,7 +115,8 @@ class Tracker:
         mlflow = self.mlflow
         try:
             mlflow.set_tracking_uri(self.uri)
-            exp = mlflow.set_experiment(self.experiment)
+            with _first_use_lock(self.uri):
+                exp = mlflow.set_experiment(self.experiment)
         except Exception as exc:
             raise TrackingError(
                 f"cannot use MLflow tracking store {self.uri}: {_first_line(exc)}"
