@@ -132,3 +132,40 @@ def test_bad_input_is_named(held_out, tmp_path):
     ).fit(k_nets, k_y)
     with pytest.raises(DataError, match="fcnn:8-8-2 is not in the pretrain table"):
         model.predict(["fcnn:8-8-2"])
+
+
+def test_gp_head_leave_one_out_error_equals_refitting_without_each_point():
+    """The closed form that ``head="auto"`` selects with is the brute-force LOO error."""
+    from latlab.predictors.transfer import _make_gp, fit_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(25, 4))
+    r = np.sin(x[:, 0]) * 0.1 + 0.02 * rng.normal(size=25)
+    state = fit_head("gp", x, r, random_state=0)
+    rc = np.asarray(state["r"])
+    errors = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        gp = _make_gp(state["theta"], 0).fit(x[keep], rc[keep])
+        errors.append(float(gp.predict(x[i : i + 1])[0]) - rc[i])
+    assert state["loo_mse"] == pytest.approx(np.mean(np.square(errors)), rel=1e-6)
+
+
+def test_auto_head_keeps_the_head_with_the_smaller_leave_one_out_error():
+    from latlab.predictors.transfer import _Head, fit_head
+
+    rng = np.random.default_rng(1)
+    # 50 cells: one of 5 ops on each of 6 edges, one-hot and standardised (the nb201 head's
+    # input); residuals additive per (edge, op), or an interaction of two edges.
+    ops = rng.integers(0, 5, size=(50, 6))
+    onehot = np.zeros((50, 30))
+    onehot[np.arange(50)[:, None], ops + 5 * np.arange(6)] = 1.0
+    x = (onehot - onehot.mean(0)) / np.where(onehot.std(0) > 0, onehot.std(0), 1.0)
+    for residuals in (onehot @ rng.normal(0, 0.1, size=30), np.zeros(50), ops[:, 0] * 0.01):
+        r = residuals + 0.005 * rng.normal(size=50)
+        state = fit_head("auto", x, r)
+        loo = state["selected_from"]
+        assert set(loo) == {"gp", "ridge"} and all(v > 0 for v in loo.values())
+        assert state["head"] == min(loo, key=loo.get) and state["loo_mse"] == min(loo.values())
+        alone = fit_head(state["head"], x, r)
+        np.testing.assert_allclose(_Head(state).predict(x), _Head(alone).predict(x))

@@ -150,7 +150,13 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     runs = RunLog(ctx.out / "runs.jsonl")
     total = len(s.devices) * len(s.ks) * s.seeds * len(MODELS)
     done = 0
-    tag = config_hash({"data": str(ctx.data), "test_size": s.test_size, "models": MODELS})
+    # The models' default parameters are part of the key: a changed default refits.
+    from latlab.predictors import make_predictor
+
+    defaults = {m: make_predictor(m).get_params() for m in MODELS}
+    tag = config_hash(
+        {"data": str(ctx.data), "test_size": s.test_size, "models": MODELS, "params": defaults}
+    )
     for device in s.devices:
         for k in s.ks:
             for seed in range(ctx.seed, ctx.seed + s.seeds):
@@ -313,8 +319,9 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         f"Command: `{ctx.command or 'latlab experiment run transfer'}`  ",
         f"Data: `{ctx.data}`; {len(s['devices'])} device column(s) held out in turn; "
         f"k = {', '.join(ks)}; {s['seeds']} seed(s); test set: {test_set}; "
-        f"{'quick' if s['quick'] else 'full'} run, {m['seconds']:.0f} s "
-        f"({m['run_seconds']:.0f} s of fitting and scoring in this and earlier resumed runs).",
+        f"{'quick' if s['quick'] else 'full'} run: {m['run_seconds']:.0f} s of fitting and "
+        f"scoring over all its runs ({m['seconds']:.0f} s in the invocation that wrote this "
+        "report; runs already in runs.jsonl are not repeated).",
         "",
         "Protocol: for every device column, k and seed, `latlab train --target DEVICE "
         "--train-size K --val-size 0 --conformal none` trains each predictor on the same k "

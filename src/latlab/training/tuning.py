@@ -202,7 +202,7 @@ SEARCH_SPACES.update(
         "transfer": SearchSpace(
             {
                 "method": cat("ensemble", "ensemble", "nearest", "ridge"),
-                "head": cat("gp", "gp", "ridge", "none"),
+                "head": cat("auto", "auto", "gp", "ridge", "none"),
                 "weight_power": flt(2.0, 0.0, 8.0),
             }
         ),
