@@ -21,8 +21,9 @@ against k per device, and the mean over devices against the targets (mean rho >=
 k = 10 and >= 0.97 at k = 50).
 
 Settings: full -- every device column, k = 5, 10, 20, 50, 100, 5 seeds (975 runs for the
-13-device nb201 table; DURATION); ``--quick`` -- three device columns spread over the table,
-k = 5, 20, 50, 2 seeds (4.4 minutes at a load average of ~10 on the shared 2-core VM).
+13-device nb201 table: 17 minutes on the 2-core VM with one other job running);
+``--quick`` -- three device columns spread over the table, k = 5, 20, 50, 2 seeds (4.4 minutes
+at a load average of ~10 on the shared 2-core VM).
 Small tables scale down: k values that leave fewer than 20 test networks are dropped; fewer
 than 25 valid rows or a single device column is a :class:`~latlab.errors.DataError` (nothing
 to transfer from).
