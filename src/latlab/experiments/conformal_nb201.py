@@ -22,10 +22,9 @@ Two levels, as in Wess et al. (IEEE Access 2024):
   ``zoo:mobilenet_v2`` (their Figure 13).
 
 Settings: full -- every device column, 3 seeds, 1000 training / 2000 calibration / up to 5000
-test networks, predictors flops, gbm, rf, fcnn, gcn; 900 layer benchmarks, 20 seeds (15.5
-minutes on the 2-core development machine with one other job running without the GCN; each
-GCN fit adds 2-5 minutes, 39 of them; several times longer on a loaded machine). Runs go seed
-by seed over all devices, so an interrupted run has every device at its first seeds.
+test networks, predictors flops, gbm, rf, fcnn, gcn; 900 layer benchmarks, 20 seeds (97
+minutes of single-threaded fitting in total, 83 of them the 39 GCN fits). Runs go seed by
+seed over all devices, so an interrupted run has every device at its first seeds.
 ``--quick`` -- four device columns, one seed, 500 / 500 / 2000 networks, flops and gbm; 180
 layer benchmarks, 4 seeds (about 2 minutes).
 A small table (CI's ~150 rows measured on the machine) scales the splits to 40 / 30 / 30 % of
@@ -342,9 +341,10 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         "# Conformal intervals: CM_TV, CM_LV, CM_O (and split conformal)",
         "",
         f"Command: `{ctx.command or 'latlab experiment run conformal'}`  ",
-        f"{'Quick' if s['quick'] else 'Full'} run, {m['seconds']:.0f} s "
-        f"(layer level {m['layer_seconds']:.0f} s). A full run takes about 15 minutes on two "
-        "cores.",
+        f"{'Quick' if s['quick'] else 'Full'} run: {net['run_seconds'] / 60:.1f} min of "
+        "network-level fitting and scoring over all its runs (one thread each; runs already in "
+        f"network_runs.jsonl are not repeated); this invocation {m['seconds']:.0f} s, layer "
+        f"level {m['layer_seconds']:.0f} s.",
         "",
         "## Network level: held-out networks of the table",
         "",
