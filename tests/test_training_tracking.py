@@ -145,3 +145,18 @@ def test_parallel_workers_can_start_on_a_fresh_sqlite_store(tmp_path):
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("parallel-workers")
     assert len(client.search_runs([exp.experiment_id])) == 4
+
+
+def test_a_new_store_does_not_print_mlflow_setup_chatter(tmp_path, capfd):
+    """MLflow announces new tables and experiments at INFO amid latlab's output; only the
+    tracker's setup is quietened (MLflow's own logger levels are restored afterwards)."""
+    import logging
+
+    before = logging.getLogger("mlflow.store.db.utils").level
+    with Tracker(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="quiet").run("r"):
+        pass
+    err = capfd.readouterr().err
+    assert "Creating initial MLflow database tables" not in err
+    assert "does not exist. Creating a new experiment" not in err
+    assert logging.getLogger("mlflow.store.db.utils").level == before
+    assert (tmp_path / "mlflow.db").stat().st_size > 0

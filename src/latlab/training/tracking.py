@@ -65,6 +65,25 @@ def _first_use_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
     return FileLock(f"{db}.lock")
 
 
+#: MLflow loggers that announce a new store's tables and a new experiment at INFO, in the
+#: middle of latlab's own output (MLflow gives them their own handler: not ours to format).
+_SETUP_LOGGERS = ("mlflow.store.db.utils", "mlflow.tracking.fluent", "alembic")
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise the given loggers to WARNING for the duration of the block."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -115,7 +134,7 @@ class Tracker:
         mlflow = self.mlflow
         try:
             mlflow.set_tracking_uri(self.uri)
-            with _first_use_lock(self.uri):
+            with _first_use_lock(self.uri), _quiet(*_SETUP_LOGGERS):
                 exp = mlflow.set_experiment(self.experiment)
         except Exception as exc:
             raise TrackingError(
