@@ -26,24 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-try:
-    import latlab  # noqa: F401
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import numpy as np
 import pandas as pd
+from bench_common import TABLE, load_note, machine, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parent / "shared" / "data" / "nb201_latency.csv"
-RESULTS = ROOT / "benchmarks" / "results"
 TARGET = "titanx_32"
 
 
@@ -130,11 +122,6 @@ def measure(path: Path, refs: list[str], repeats: int) -> dict[str, Any]:
     }
 
 
-def _load_note(load: float) -> str:
-    """How to read the timings: the load average tells whether other jobs shared the cores."""
-    return "(a busy machine: noisy, pessimistic figures)" if load > 1.5 else "(an idle machine)"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 repeats, a small GCN training set")
@@ -167,23 +154,19 @@ def main() -> None:
     doc = {
         "what": "all nb201 networks predicted with 90 % intervals, through Bundle.predict and "
         "Bundle.predict_interval; medians of repeats",
-        "cores": len(os.sched_getaffinity(0)),
-        "load_average": os.getloadavg(),
+        **machine(),
         "repeats": repeats,
         "quick": args.quick,
         "results": rows,
         "targets_s": targets,
         "ratio_targets": {"cold": 2.0, "warm": 1.2},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "bench_serving_quick" if args.quick else "bench_serving"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = [
         "# In-process serving: all 15,625 nb201 networks with 90 % intervals",
         "",
         f"`python benchmarks/bench_serving.py{' --quick' if args.quick else ''}`; "
         f"{doc['cores']} cores, load average {doc['load_average'][0]:.1f} at the end "
-        f"{_load_note(doc['load_average'][0])}; "
+        f"{load_note(doc['load_average'][0])}; "
         f"medians of {repeats} runs.",
         "",
         "| bundle | cold s | warm s | bare model s | cold / bare | warm / bare | target s |",
@@ -201,8 +184,7 @@ def main() -> None:
         "the same call again; bare: the model alone on precomputed features. Targets: "
         "cold / bare <= 2, warm / bare <= 1.2.",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result("bench_serving_quick" if args.quick else "bench_serving", doc, lines)
 
 
 if __name__ == "__main__":

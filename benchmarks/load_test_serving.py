@@ -18,23 +18,13 @@ Writes ``benchmarks/results/load_test_serving[_quick].{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-try:
-    import latlab  # noqa: F401
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import pandas as pd
-
-ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parent / "shared" / "data" / "nb201_latency.csv"
-RESULTS = ROOT / "benchmarks" / "results"
+from bench_common import TABLE, load_note, machine, write_result
 
 
 def make_bundle(table: Path, tmp: Path) -> tuple[Path, list[str], str]:
@@ -110,21 +100,17 @@ def main() -> None:
             "server_workers": args.workers,
             "startup_s": startup,
             "bundle_s": t_bundle,
-            "cores": len(os.sched_getaffinity(0)),
-            "load_average": os.getloadavg(),
+            **machine(),
             "quick": args.quick,
         }
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "load_test_serving_quick" if args.quick else "load_test_serving"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [
         "# HTTP serving: `mlflow models serve --env-manager local` on loopback",
         "",
         f"`python benchmarks/load_test_serving.py{' --quick' if args.quick else ''}`; bundle: "
         f"LightGBM on {what}; {report['cores']} cores, load average "
         f"{report['load_average'][0]:.1f} "
-        f"{'(a busy machine: noisy figures)' if report['load_average'][0] > 1.5 else '(idle)'}. "
+        f"{load_note(report['load_average'][0])}. "
         f"Server "
         f"up in {startup:.1f} s, {args.workers} worker, stopped by its pid.",
         "",
@@ -135,8 +121,7 @@ def main() -> None:
         f"{report['failed']} | {report['requests_per_s']:.1f} | {report['networks_per_s']:.0f} "
         f"| {report['p50_ms']:.1f} | {report['p90_ms']:.1f} | {report['p99_ms']:.1f} |",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result("load_test_serving_quick" if args.quick else "load_test_serving", report, lines)
     if report["failed"]:
         print("failed requests:", *report["failures"], sep="\n", file=sys.stderr)
         sys.exit(1)

@@ -22,23 +22,14 @@ Writes ``benchmarks/results/nas_violations[_quick].{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-try:
-    import latlab  # noqa: F401
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import numpy as np
 import pandas as pd
-
-ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parent / "shared" / "data" / "nb201_latency.csv"
-RESULTS = ROOT / "benchmarks" / "results"
+from bench_common import TABLE, write_result
 
 
 def main() -> None:
@@ -80,7 +71,9 @@ def main() -> None:
                 budget = float(np.percentile(valid, pct))
                 for seed in seeds:
                     for mode, conf in (("point", None), ("upper", q)):
-                        res = search(bundle, budget, confidence=conf, cycles=cycles, seed=seed)
+                        res = search(
+                            bundle, budget, confidence=conf, cycles=cycles, top=args.top, seed=seed
+                        )
                         true = np.array([measured[c.network] for c in res.best])
                         runs.append(
                             {
@@ -123,9 +116,6 @@ def main() -> None:
         "runs": runs,
         "quick": args.quick,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "nas_violations_quick" if args.quick else "nas_violations"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = [
         f"# Latency-constrained NAS: budget violations, point vs {100 * q:g} % upper bound",
         "",
@@ -152,8 +142,7 @@ def main() -> None:
         + f" of returned networks over budget (target for the bound: about 1 - Q = "
         f"{100 * (1 - q):g} % or less).",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result("nas_violations_quick" if args.quick else "nas_violations", doc, lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""What the serving and NAS benchmark scripts share: where things are, the machine's state, and
+writing a result as ``benchmarks/results/STEM.json`` + ``STEM.md``.
+
+Importing this module first also makes ``latlab`` importable from a checkout that was not
+installed (``python benchmarks/SCRIPT.py`` puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT.parent / "shared" / "data" / "nb201_latency.csv"
+RESULTS = ROOT / "benchmarks" / "results"
+
+try:
+    import latlab  # noqa: F401
+except ImportError:  # running from a checkout without installing
+    sys.path.insert(0, str(ROOT / "src"))
+
+
+def machine() -> dict[str, Any]:
+    """Cores this process may use and the load average: how to read its timings."""
+    return {"cores": len(os.sched_getaffinity(0)), "load_average": os.getloadavg()}
+
+
+def load_note(load: float) -> str:
+    """Whether other jobs shared the cores while the timings were taken."""
+    return "(a busy machine: noisy, pessimistic figures)" if load > 1.5 else "(an idle machine)"
+
+
+def write_result(stem: str, doc: dict[str, Any], lines: list[str]) -> None:
+    """``RESULTS/STEM.json`` (the figures) and ``RESULTS/STEM.md`` (``lines``, also printed)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
