@@ -32,8 +32,6 @@ SKIP_ARTIFACT_SUFFIXES = (".db", ".db-journal", ".db-wal", ".db-shm", ".tmp")
 MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
 #: MLflow accepts alphanumerics, ``_ - . / `` and spaces in metric names.
 _BAD_METRIC_CHARS = re.compile(r"[^0-9A-Za-z_\-./ ]")
-#: Metrics per MLflow call (its batch limit is 1000).
-_METRIC_CHUNK = 500
 
 
 @dataclass
@@ -72,14 +70,13 @@ def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, floa
     """Every finite number of a nested metrics dict as ``a.b.c`` -> float (lists skipped)."""
     import math
 
-    out: dict[str, float] = {}
-    for k, v in metrics.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(flat_metrics(v, key))
-        elif isinstance(v, int | float) and math.isfinite(float(v)):  # bools count as 0/1
-            out[_BAD_METRIC_CHARS.sub("_", key)] = float(v)
-    return out
+    from latlab.training.tracking import flatten
+
+    return {
+        _BAD_METRIC_CHARS.sub("_", key): float(v)
+        for key, v in flatten(prefix, dict(metrics)).items()
+        if isinstance(v, int | float) and math.isfinite(float(v))  # bools count as 0/1
+    }
 
 
 def summary_of(metrics: Mapping[str, Any], limit: int = 12) -> dict[str, Any]:
@@ -103,10 +100,7 @@ def _log_to_mlflow(tracker: Any, ctx: ExperimentContext, name: str, metrics: dic
             "command": ctx.command,
         }
     )
-    flat = flat_metrics(metrics)
-    items = list(flat.items())
-    for i in range(0, len(items), _METRIC_CHUNK):
-        tracker.log_metrics(dict(items[i : i + _METRIC_CHUNK]))
+    tracker.log_metrics(flat_metrics(metrics))
     if not tracker.enabled:
         return
     for path in sorted(ctx.out.rglob("*")):

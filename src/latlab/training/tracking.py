@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "latlab"
 DEFAULT_DB = "mlflow.db"
+#: Metrics per MLflow call (its batch limit is 1000).
+_METRIC_CHUNK = 500
 #: MLflow refuses parameter values longer than this (6000 in MLflow 2.x/3.x); longer ones are cut.
 MAX_PARAM_CHARS = 6000
 
@@ -198,8 +200,9 @@ class Tracker:
                 continue
             if math.isfinite(float(v)):
                 clean[k.replace(":", "_")] = float(v)
-        if clean:
-            self.mlflow.log_metrics(clean, step=step)
+        items = list(clean.items())
+        for i in range(0, len(items), _METRIC_CHUNK):  # MLflow refuses batches over 1000
+            self.mlflow.log_metrics(dict(items[i : i + _METRIC_CHUNK]), step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.enabled:
