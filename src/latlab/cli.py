@@ -180,25 +180,7 @@ def measure(
     be = get_backend(backend)
     device = device_name or default_device_name(backend, threads, accelerator=be.info().get("gpu"))
     store = Store(db)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with _progress_bar(eta=True, current=True) as bar:
         task = bar.add_task(f"measuring on {device}", total=len(references), current="")
 
         def on_event(event: Any) -> None:
@@ -305,26 +287,8 @@ def bench(
     device = device_name or default_device_name("onnxruntime", threads)
     store = Store(db)
     if suite is not None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         n = count or default_count(suite)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}", style="dim"),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with _progress_bar(eta=True, current=True) as bar:
             task = bar.add_task(f"{suite} on {device}", total=None, current="")
 
             def on_event(event: Any) -> None:
@@ -490,16 +454,28 @@ def _metrics_table(rows: dict[str, dict[str, Any]], title: str, first: str = "me
     return table
 
 
-def _stage_progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err_console,
-        transient=True,
+def _progress_bar(
+    *, elapsed: bool = True, eta: bool = False, current: bool = False, transient: bool = True
+) -> Any:
+    """latlab's progress bar on stderr: description, bar, done/total, then optionally the
+    elapsed time, the time remaining and a task's ``current`` field (the item in progress)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
+
+    columns: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if elapsed:
+        columns.append(TimeElapsedColumn())
+    if eta:
+        columns.append(TimeRemainingColumn())
+    if current:
+        columns.append(TextColumn("{task.fields[current]}", style="dim"))
+    return Progress(*columns, console=err_console, transient=transient)
 
 
 @app.command()
@@ -568,7 +544,7 @@ def train(
         confidence=confidence,
         pretrain=pretrain,
     )
-    with _stage_progress() as bar:
+    with _progress_bar(elapsed=False) as bar:
         task = bar.add_task("loading", total=None)
 
         def progress(stage: str, done: int | None, total: int | None) -> None:
@@ -717,7 +693,7 @@ def nas(
     if not point and not b.calibrated:
         fail(f"bundle {bundle} has no conformal calibration: use --point (point predictions)")
     check_search(space, budget_ms, objective, conf)
-    with _stage_progress() as bar:
+    with _progress_bar(elapsed=False) as bar:
         task = bar.add_task("search", total=population + cycles)
         result = search(
             b,
@@ -806,14 +782,7 @@ def compare(
     """
     import time
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import TaskID
 
     from latlab.experiments.annette import main_job
 
@@ -828,13 +797,7 @@ def compare(
     )
     start = time.monotonic()
     tasks: dict[str, TaskID] = {}
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as bars:
+    with _progress_bar(transient=False) as bars:
 
         def notify(description: str, done: int, total: int | None) -> None:
             if description not in tasks:
@@ -1083,28 +1046,13 @@ def experiment_run(
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
 ) -> None:
     """Run (or resume: re-run the same command) one experiment into its report directory."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from latlab.experiments.runner import check_data, default_out, run_experiment
 
     check_data(name, data)  # unknown name / missing --data: one line before anything starts
     out_dir = out if out is not None else default_out(name, quick)
     command = " ".join(["latlab", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else ""
     try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with _progress_bar() as bar:
             task = bar.add_task(name, total=None)
 
             def progress(what: str, done: int, total: int | None) -> None:
