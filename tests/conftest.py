@@ -115,38 +115,41 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # ----------------------------------------------------------------------------- serving
 
 
+def _gbm_bundle(data: Path, target: str, out: Path, trees: int, sizes: tuple[int, int, int]):
+    """A calibrated (split conformal) LightGBM bundle trained through the public pipeline."""
+    from latlab.training.pipeline import TrainConfig, train
+
+    train_size, val_size, cal_size = sizes
+    config = TrainConfig(
+        predictor="gbm",
+        params={"n_estimators": trees},
+        train_size=train_size,
+        val_size=val_size,
+        cal_size=cal_size,
+        conformal="split",
+    )
+    train(data, target, config, out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def fcnn_gbm_bundle(tmp_path_factory: pytest.TempPathFactory, fcnn_measured) -> Path:
     """A calibrated LightGBM bundle (with its mlflow_model) on the measured FCNNs: runs
     everywhere, CI included."""
-    from latlab.training.pipeline import TrainConfig, train
-
     out = tmp_path_factory.mktemp("serve") / "fcnn-gbm"
-    config = TrainConfig(
-        predictor="gbm",
-        params={"n_estimators": 300},
-        train_size=50,
-        val_size=10,
-        cal_size=20,
-        conformal="split",
-    )
-    train(fcnn_measured["csv"], "cpu", config, out)
-    return out
+    return _gbm_bundle(fcnn_measured["csv"], "cpu", out, 300, (50, 10, 20))
+
+
+@pytest.fixture(scope="session")
+def fcnn_refs(fcnn_measured: dict) -> list[str]:
+    """The references of the measured FCNN table, in table order."""
+    import pandas as pd
+
+    return pd.read_csv(fcnn_measured["csv"])["network"].tolist()
 
 
 @pytest.fixture(scope="session")
 def nb201_gbm_bundle(tmp_path_factory: pytest.TempPathFactory, nb201_small: Path) -> Path:
     """A calibrated LightGBM bundle on 400 nb201 rows (titanx_32); skipped without the table."""
-    from latlab.training.pipeline import TrainConfig, train
-
     out = tmp_path_factory.mktemp("serve") / "nb201-gbm"
-    config = TrainConfig(
-        predictor="gbm",
-        params={"n_estimators": 400},
-        train_size=400,
-        val_size=50,
-        cal_size=100,
-        conformal="split",
-    )
-    train(nb201_small, "titanx_32", config, out)
-    return out
+    return _gbm_bundle(nb201_small, "titanx_32", out, 400, (400, 50, 100))

@@ -18,23 +18,8 @@ from latlab.errors import NetworkReferenceError
 from latlab.training.serving import CachedPredictor, FeatureCache, resolve_fast, stage_for
 
 
-@pytest.fixture(scope="module")
-def fcnn_bundle(fcnn_gbm_bundle: Path) -> Path:
-    return fcnn_gbm_bundle
-
-
-@pytest.fixture(scope="module")
-def fcnn_refs(fcnn_measured: dict) -> list[str]:
-    return pd.read_csv(fcnn_measured["csv"])["network"].tolist()
-
-
-@pytest.fixture(scope="module")
-def nb201_bundle(nb201_gbm_bundle: Path) -> Path:
-    return nb201_gbm_bundle
-
-
-def test_predict_matches_predictor_and_keeps_order(fcnn_bundle: Path, fcnn_refs: list[str]):
-    b = latlab.load_bundle(fcnn_bundle)
+def test_predict_matches_predictor_and_keeps_order(fcnn_gbm_bundle: Path, fcnn_refs: list[str]):
+    b = latlab.load_bundle(fcnn_gbm_bundle)
     ms = b.predict(fcnn_refs)
     assert ms.shape == (len(fcnn_refs),)
     # the cached path runs the same model as the predictor's own predict: identical numbers
@@ -48,8 +33,8 @@ def test_predict_matches_predictor_and_keeps_order(fcnn_bundle: Path, fcnn_refs:
     assert np.all(high8 <= high) and np.all(low8 >= low)
 
 
-def test_cache_skips_encoding_on_repeats(fcnn_bundle: Path, fcnn_refs: list[str]):
-    b = latlab.load_bundle(fcnn_bundle)
+def test_cache_skips_encoding_on_repeats(fcnn_gbm_bundle: Path, fcnn_refs: list[str]):
+    b = latlab.load_bundle(fcnn_gbm_bundle)
     first = b.predict(fcnn_refs[:30] + fcnn_refs[:30])  # duplicates within one call: once
     assert b.cache.stats()["encoded"] == 30 and b.cache.stats()["misses"] == 60
     second = b.predict(fcnn_refs[:30])
@@ -74,8 +59,8 @@ def test_cache_is_bounded_lru():
     assert off.get_many(["a"]) == [None] and off.encoded == 1
 
 
-def test_bad_reference_names_its_row(fcnn_bundle: Path, fcnn_refs: list[str]):
-    b = latlab.load_bundle(fcnn_bundle)
+def test_bad_reference_names_its_row(fcnn_gbm_bundle: Path, fcnn_refs: list[str]):
+    b = latlab.load_bundle(fcnn_gbm_bundle)
     with pytest.raises(NetworkReferenceError, match=r"row 2: .*'foo'"):
         b.predict([fcnn_refs[0], fcnn_refs[1], "foo:bar"])
     with pytest.raises(NetworkReferenceError, match=r"row 1: .*fcnn:8-x-4"):
@@ -130,9 +115,9 @@ def test_nb201_fast_path_encodes_alike(nb201_small: Path):
         resolve_fast("nb201:|bogus~0|+|")
 
 
-def test_nb201_refs_graphs_and_bare_strings(nb201_bundle: Path, nb201_small: Path):
+def test_nb201_refs_graphs_and_bare_strings(nb201_gbm_bundle: Path, nb201_small: Path):
     refs = pd.read_csv(nb201_small)["network"].tolist()
-    b = latlab.load_bundle(nb201_bundle)
+    b = latlab.load_bundle(nb201_gbm_bundle)
     ms = b.predict(refs)
     np.testing.assert_array_equal(ms, b.predictor.predict(refs))
     bare = [r.removeprefix("nb201:") for r in refs[:50]]
@@ -144,16 +129,16 @@ def test_nb201_refs_graphs_and_bare_strings(nb201_bundle: Path, nb201_small: Pat
     assert (frame["latency_ms"] <= frame["upper_ms"]).all()
 
 
-def test_bundle_holds_a_loadable_pyfunc_model(fcnn_bundle: Path, fcnn_refs: list[str]):
+def test_bundle_holds_a_loadable_pyfunc_model(fcnn_gbm_bundle: Path, fcnn_refs: list[str]):
     import mlflow.pyfunc
 
-    model_dir = fcnn_bundle / "mlflow_model"
+    model_dir = fcnn_gbm_bundle / "mlflow_model"
     assert (model_dir / "MLmodel").is_file()
-    manifest = latlab.load_bundle(fcnn_bundle).manifest
+    manifest = latlab.load_bundle(fcnn_gbm_bundle).manifest
     assert manifest["mlflow_model"] == "mlflow_model"
     model = mlflow.pyfunc.load_model(str(model_dir))
     out = model.predict(pd.DataFrame({"network": fcnn_refs[:8]}), params={"confidence": 0.8})
-    expected = latlab.load_bundle(fcnn_bundle).predict_frame(fcnn_refs[:8], 0.8)
+    expected = latlab.load_bundle(fcnn_gbm_bundle).predict_frame(fcnn_refs[:8], 0.8)
     assert out["network"].tolist() == fcnn_refs[:8]
     np.testing.assert_allclose(out["latency_ms"], expected["latency_ms"])
     np.testing.assert_allclose(out["upper_ms"], expected["upper_ms"])

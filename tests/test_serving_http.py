@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import latlab
@@ -21,19 +20,11 @@ from latlab.training.served import ModelServer, invoke, load_test, records
 
 
 @pytest.fixture(scope="module")
-def bundle(fcnn_gbm_bundle: Path) -> Path:
-    return fcnn_gbm_bundle
-
-
-@pytest.fixture(scope="module")
-def refs(fcnn_measured: dict) -> list[str]:
-    return pd.read_csv(fcnn_measured["csv"])["network"].tolist()
-
-
-@pytest.fixture(scope="module")
-def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+def server(
+    fcnn_gbm_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServer]:
     log = tmp_path_factory.mktemp("http-log") / "server.log"
-    srv = ModelServer(bundle, startup_timeout_s=300, log_path=log)
+    srv = ModelServer(fcnn_gbm_bundle, startup_timeout_s=300, log_path=log)
     srv.start()
     try:
         yield srv
@@ -41,20 +32,22 @@ def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         srv.stop()
 
 
-def test_valid_request_gives_latency_and_bounds(server: ModelServer, bundle: Path, refs):
-    payload = records(refs[:5])
+def test_valid_request_gives_latency_and_bounds(
+    server: ModelServer, fcnn_gbm_bundle: Path, fcnn_refs
+):
+    payload = records(fcnn_refs[:5])
     payload["params"] = {"confidence": 0.8}
     status, body = invoke(server.url, payload)
     assert status == 200, body
     assert isinstance(body, dict)
     rows = body["predictions"]
-    expected = latlab.load_bundle(bundle).predict_frame(refs[:5], 0.8)
-    assert [r["network"] for r in rows] == refs[:5]
+    expected = latlab.load_bundle(fcnn_gbm_bundle).predict_frame(fcnn_refs[:5], 0.8)
+    assert [r["network"] for r in rows] == fcnn_refs[:5]
     np.testing.assert_allclose([r["latency_ms"] for r in rows], expected["latency_ms"])
     np.testing.assert_allclose([r["lower_ms"] for r in rows], expected["lower_ms"])
     np.testing.assert_allclose([r["upper_ms"] for r in rows], expected["upper_ms"])
     assert all(r["confidence"] == 0.8 for r in rows)
-    status, body = invoke(server.url, records(refs[:2]))  # the bundle's default confidence
+    status, body = invoke(server.url, records(fcnn_refs[:2]))  # the bundle's default confidence
     assert status == 200 and body["predictions"][0]["confidence"] == 0.9
 
 
@@ -66,40 +59,40 @@ def test_valid_request_gives_latency_and_bounds(server: ModelServer, bundle: Pat
         (["nb201:|bogus~0|+|"], ["row 0", "bogus"]),
     ],
 )
-def test_invalid_rows_are_400_naming_the_row(server: ModelServer, refs, rows, expect):
-    status, body = invoke(server.url, records([refs[0] if r == "GOOD" else r for r in rows]))
+def test_invalid_rows_are_400_naming_the_row(server: ModelServer, fcnn_refs, rows, expect):
+    status, body = invoke(server.url, records([fcnn_refs[0] if r == "GOOD" else r for r in rows]))
     assert status == 400
     assert isinstance(body, dict)
     for text in expect:
         assert text in body["message"]
 
 
-def test_missing_column_and_bad_confidence_are_400(server: ModelServer, refs):
-    status, body = invoke(server.url, {"dataframe_records": [{"net": refs[0]}]})
+def test_missing_column_and_bad_confidence_are_400(server: ModelServer, fcnn_refs):
+    status, body = invoke(server.url, {"dataframe_records": [{"net": fcnn_refs[0]}]})
     assert status == 400 and "network" in body["message"]
-    payload = records(refs[:1])
+    payload = records(fcnn_refs[:1])
     payload["params"] = {"confidence": 1.5}
     status, body = invoke(server.url, payload)
     assert status == 400 and "confidence" in body["message"]
     # the server survived every bad request
-    assert invoke(server.url, records(refs[:1]))[0] == 200
+    assert invoke(server.url, records(fcnn_refs[:1]))[0] == 200
 
 
-def test_small_load_test_has_no_failures(server: ModelServer, refs):
-    report = load_test(server.url, refs, clients=2, requests=50, batch=64, confidence=0.9)
+def test_small_load_test_has_no_failures(server: ModelServer, fcnn_refs):
+    report = load_test(server.url, fcnn_refs, clients=2, requests=50, batch=64, confidence=0.9)
     assert report["failed"] == 0, report["failures"]
     assert report["requests"] == 50 and report["requests_per_s"] > 0
     assert 0 < report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
 
 
-def test_zz_server_stops_by_pid(server: ModelServer, refs):
+def test_zz_server_stops_by_pid(server: ModelServer, fcnn_refs):
     """Last test of the module: stop the shared server by its pid; its whole group goes."""
     assert server.proc is not None
     pid = server.proc.pid
-    assert invoke(server.url, records(refs[:1]))[0] == 200
+    assert invoke(server.url, records(fcnn_refs[:1]))[0] == 200
     server.stop()
     assert server.proc.poll() is not None
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # no process of the server's group is left
     with pytest.raises(OSError):
-        invoke(server.url, records(refs[:1]), timeout=5)
+        invoke(server.url, records(fcnn_refs[:1]), timeout=5)
