@@ -22,9 +22,8 @@ format). The method, chosen by measurement on the leave-one-device-out protocol 
    fits the GP and the ridge head and keeps the one with the smaller leave-one-out error on
    the k networks (exact closed forms for both, so no network is spent on validation). With
    k = 10 the GP mostly stays flat (the data cannot support a head); with k = 50 an additive
-   ridge head sometimes recovers per-op costs of the device that the GP's RBF on 57 features
-   misses (pixel3 on two development splits: rho 0.887 with the GP, 0.920 chosen by LOO). On
-   the experiment's own splits ``auto`` and ``gp`` agree within 0.001 mean rho at every k.
+   ridge head can recover per-op costs of the device that the GP's RBF on 57 features misses
+   (pixel3 in development runs), and LOO picks it there.
 
 Everything is fitted on ``log(latency)``, so predictions are positive.
 
