@@ -7,48 +7,14 @@ half-written.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=60)
-        _to_palette(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _to_palette(png: str) -> None:
-    """Re-encode as a 256-colour palette PNG: line plots need few colours, and the committed
-    report folders stay small (about a third of the RGBA size)."""
-    from PIL import Image
-
-    with Image.open(png) as im:
-        small = im.convert("RGB").quantize(colors=256)
-    small.save(png, optimize=True)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from latlab.experiments.plots import save
+from latlab.training.plots import pyplot
 
 
 def network_scatter(sets: dict[str, pd.DataFrame], predictors: Sequence[str], path: Path) -> None:
@@ -57,7 +23,7 @@ def network_scatter(sets: dict[str, pd.DataFrame], predictors: Sequence[str], pa
     ``sets`` maps a set name (held-out generated, nb201, zoo) to a frame with ``measured_ms``
     and one column per predictor.
     """
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(5, len(predictors))
     rows = -(-len(predictors) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
@@ -85,12 +51,12 @@ def network_scatter(sets: dict[str, pd.DataFrame], predictors: Sequence[str], pa
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path, dpi=60, palette=True)
 
 
 def zoo_bars(zoo: pd.DataFrame, predictors: Sequence[str], path: Path) -> None:
     """One panel per zoo network: each predictor's prediction as a bar, measured as a line."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(zoo)
     cols = min(4, max(n, 1))
     rows = max(1, -(-n // cols))
@@ -110,12 +76,12 @@ def zoo_bars(zoo: pd.DataFrame, predictors: Sequence[str], path: Path) -> None:
     if n:
         axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path, dpi=60, palette=True)
 
 
 def zoo_layer_scatter(layers: pd.DataFrame, model: str, path: Path) -> None:
     """One panel per zoo network: predicted vs measured time of its convolution groups."""
-    plt = _pyplot()
+    plt = pyplot()
     nets = list(dict.fromkeys(layers["network"])) if len(layers) else []
     cols = min(4, max(len(nets), 1))
     rows = max(1, -(-len(nets) // cols))
@@ -137,4 +103,4 @@ def zoo_layer_scatter(layers: pd.DataFrame, model: str, path: Path) -> None:
     fig.supxlabel("measured layer time (ms, profiler)", fontsize=8)
     fig.supylabel("predicted (ms)", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path, dpi=60, palette=True)

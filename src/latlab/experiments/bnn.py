@@ -249,9 +249,9 @@ def inverse_markdown(doc: dict[str, Any], host_name: str) -> str:
 
 def forward_figure(doc: dict[str, Any]) -> Any:
     """Predicted vs measured rates (log-log), one marker per predictor."""
-    from latlab.experiments.plots import _pyplot
+    from latlab.training.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     meas = np.array([r["measured_fps"] for r in doc["rows"]])
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for key, label, marker in (

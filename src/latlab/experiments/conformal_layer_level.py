@@ -36,6 +36,8 @@ import numpy as np
 
 from latlab.experiments.common import json_safe, markdown_table
 from latlab.experiments.context import ExperimentContext
+from latlab.experiments.plots import save
+from latlab.training.plots import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -332,21 +334,12 @@ def _network_layers(models: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 _COLORS = {"cm-tv": "C0", "cm-lv": "C1", "cm-o": "C2", "split": "C7"}
 
 
 def plot_per_type(per_type: dict[str, Any], path: Path) -> None:
     """Coverage and mean width at 90 % per layer type and method (grouped bars)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [t for t in per_type if per_type[t]["test_points"]]
     x = np.arange(len(names))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
@@ -367,13 +360,12 @@ def plot_per_type(per_type: dict[str, Any], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     a.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path, dpi=None)
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     """Figure 9: 90 % bands of each method along the conv output-channel sweep."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = ("cm-tv", "cm-lv", "cm-o")
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=90, sharey=True)
     f = [r["f"] for r in rows]
@@ -391,13 +383,12 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_ylabel("latency (ms)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path, dpi=None)
 
 
 def plot_network_layers(rows: list[dict[str, Any]], net_ms: float | None, path: Path) -> None:
     """Figure 13: per-layer 90 % interval widths of one network's mapped layers."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in rows if r.get("benchmark")]
     methods = ("cm-tv", "cm-lv", "cm-o")
     x = np.arange(len(rows))
@@ -426,8 +417,7 @@ def plot_network_layers(rows: list[dict[str, Any]], net_ms: float | None, path: 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path, dpi=None)
 
 
 # --------------------------------------------------------------------------- report

@@ -47,9 +47,11 @@ import numpy as np
 from latlab.errors import DataError, LatlabError
 from latlab.experiments.common import RunLog, config_hash, json_safe, markdown_table, write_atomic
 from latlab.experiments.context import ExperimentContext
+from latlab.experiments.plots import save
 from latlab.predictors import PREDICTORS, make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.training.metrics import regression_metrics
+from latlab.training.plots import pyplot
 
 log = logging.getLogger("latlab.experiments.conformal_nb201")
 
@@ -283,21 +285,12 @@ def summarise(
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 _COLORS = {"split": "C7", "cm-tv": "C0", "cm-lv": "C1", "cm-o": "C2"}
 
 
 def plot_network(m: dict[str, Any], path: Path) -> None:
     """Per predictor: coverage and mean width at 90 % per device and method."""
-    plt = _pyplot()
+    plt = pyplot()
     preds = [p for p in m["settings"]["predictors"] if m["results"].get(p)]
     devices = m["settings"]["devices"]
     c = str(MAIN_CONFIDENCE)
@@ -324,8 +317,7 @@ def plot_network(m: dict[str, Any], path: Path) -> None:
             ax.grid(axis="y", alpha=0.3)
     axes[0][1].legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path, dpi=None)
 
 
 # --------------------------------------------------------------------------- report

@@ -14,24 +14,27 @@ from typing import Any
 
 import numpy as np
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from latlab.training.plots import pyplot
 
 
-def save(fig: Any, path: Path, dpi: int = 90) -> Path:
-    """Write ``fig`` to ``path`` (PNG) through a temporary file, then close it."""
-    plt = _pyplot()
+def save(fig: Any, path: Path, dpi: float | None = 90, palette: bool = False) -> Path:
+    """Write ``fig`` to ``path`` (PNG) through a temporary file, then close it.
+
+    ``dpi=None`` keeps the figure's own; ``palette`` re-encodes as a 256-colour palette PNG
+    (line plots need few colours, and committed report folders stay small: about a third of
+    the RGBA size)."""
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi="figure" if dpi is None else dpi)
+        if palette:
+            from PIL import Image
+
+            with Image.open(tmp) as im:
+                small = im.convert("RGB").quantize(colors=256)
+            small.save(tmp, optimize=True)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -52,7 +55,7 @@ def grouped_bars(
     ylim: tuple[float, float] | None = None,
 ) -> Any:
     """One group of bars per entry of ``groups`` (devices), one bar per series (predictors)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(series), 1)
     width = 0.8 / n
     x = np.arange(len(groups))
@@ -83,7 +86,7 @@ def scatter_grid(
     band: float = 0.10,
 ) -> Any:
     """Predicted vs measured, one panel per predictor, with the exact line and ±band."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(panels), 1)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
@@ -111,7 +114,7 @@ def scatter_grid(
 
 def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, title: str) -> Any:
     """Training and validation loss per epoch, one line pair per run (log y axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, c) in enumerate(curves.items()):
         color = f"C{i}"
@@ -133,7 +136,7 @@ def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, title: s
 
 def deviation_plots(deviations: Mapping[str, np.ndarray], *, unit: str, title: str) -> Any:
     """Violin (left) and box plot (right) of absolute deviations per predictor."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(deviations)
     data = [np.asarray(deviations[n], dtype=float) for n in names]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))

@@ -46,6 +46,8 @@ import numpy as np
 from latlab.errors import DataError
 from latlab.experiments.common import RunLog, config_hash, markdown_table, mean_std, write_atomic
 from latlab.experiments.context import ExperimentContext
+from latlab.experiments.plots import save
+from latlab.training.plots import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -228,21 +230,12 @@ def summarise(records: list[dict[str, Any]], s: Settings, seed0: int = 0) -> dic
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 _STYLE = {"transfer": ("C0", "o"), "gbm": ("C1", "s"), "flops": ("C2", "^")}
 
 
 def plot_rho_vs_k(m: dict[str, Any], path: Path) -> None:
     """One panel per device: rho (mean ± std over seeds) against k for every predictor."""
-    plt = _pyplot()
+    plt = pyplot()
     devices, ks = m["settings"]["devices"], m["settings"]["ks"]
     cols = min(4, len(devices))
     rows = math.ceil(len(devices) / cols)
@@ -267,13 +260,12 @@ def plot_rho_vs_k(m: dict[str, Any], path: Path) -> None:
     fig.supxlabel("k (target-device networks)", fontsize=9)
     fig.supylabel("Spearman ρ on held-out networks", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path, dpi=None)
 
 
 def plot_mean_rho_vs_k(m: dict[str, Any], path: Path) -> None:
     """Mean rho over devices against k per predictor, with the targets."""
-    plt = _pyplot()
+    plt = pyplot()
     ks = m["settings"]["ks"]
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     for model in MODELS:
@@ -292,8 +284,7 @@ def plot_mean_rho_vs_k(m: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path, dpi=None)
 
 
 # --------------------------------------------------------------------------- report

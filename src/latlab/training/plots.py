@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -22,7 +23,7 @@ def _pyplot() -> Any:
 
 def predicted_vs_measured(y_true: Any, y_pred: Any, title: str = "") -> Any:
     """Log-log scatter of predicted against measured latency with the ±10 % band."""
-    plt = _pyplot()
+    plt = pyplot()
     t = np.asarray(y_true, dtype=float)
     p = np.asarray(y_pred, dtype=float)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
@@ -46,7 +47,7 @@ def predicted_vs_measured(y_true: Any, y_pred: Any, title: str = "") -> Any:
 
 def error_histogram(y_true: Any, y_pred: Any, title: str = "") -> Any:
     """Histogram of the signed relative error ``(p - t) / t`` in percent."""
-    plt = _pyplot()
+    plt = pyplot()
     t = np.asarray(y_true, dtype=float)
     p = np.asarray(y_pred, dtype=float)
     rel = 100 * (p - t) / t
