@@ -58,12 +58,11 @@ def clear_reference_cache() -> None:
     """Process-wide caches a fresh process would not have: resolved references, the nb201
     fast path's table of the space."""
     from latlab.datasets import references
-    from latlab.encoders import vector
-    from latlab.training import serving
+    from latlab.encoders import nb201_cell, vector
 
     with references._CACHE.lock:
         references._CACHE.data.clear()
-    serving._nb201_index.cache_clear()
+    nb201_cell.arch_index.cache_clear()
     vector._op_indices_of_space.cache_clear()
 
 

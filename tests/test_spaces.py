@@ -27,7 +27,7 @@ from latlab.datasets.spaces.nb201 import (
     nb201_graph,
 )
 from latlab.encoders.ir import LazyNetworkGraph
-from latlab.encoders.nb201_cell import OPS, format_arch
+from latlab.encoders.nb201_cell import OPS, all_archs, arch_index, format_arch, parse_arch
 from latlab.errors import DataError, NetworkReferenceError
 from ort_helpers import run_ort
 
@@ -294,3 +294,12 @@ def test_nb201_and_format_round_trip_through_references():
     for ref in sample("nb201", 30, seed=9):
         arch = ref.split(":", 1)[1]
         assert format_arch(resolve(ref).meta["ops"]) == arch
+
+
+def test_arch_index_is_format_and_parse_over_the_whole_space():
+    """The look-up table the serving and encoding fast paths use agrees with the validating
+    formatter and parser on every one of the 15,625 cells, in all_archs order."""
+    index = arch_index()
+    assert len(index) == 15625 and list(index) == all_archs()
+    for arch, ops in index.items():
+        assert format_arch(ops) == arch and parse_arch(arch) == ops

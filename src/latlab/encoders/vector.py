@@ -18,7 +18,6 @@ Every encoder takes a sequence of :class:`NetworkGraph` and returns a float64 ar
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -36,7 +35,7 @@ from latlab.encoders.base import (
 )
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import layer_geometry
-from latlab.encoders.nb201_cell import EDGES, OPS, parse_arch
+from latlab.encoders.nb201_cell import EDGES, OPS, arch_index, parse_arch
 from latlab.errors import FeatureError, NetworkReferenceError
 
 # --------------------------------------------------------------------------- summary
@@ -299,9 +298,7 @@ def nb201_op_indices(graphs: Sequence[NetworkGraph]) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _op_indices_of_space() -> dict[tuple[str, ...], tuple[int, ...]]:
     """Every valid six-op tuple of the space -> its op positions (built once, milliseconds)."""
-    return {
-        ops: tuple(_OP_INDEX[op] for op in ops) for ops in itertools.product(OPS, repeat=len(EDGES))
-    }
+    return {ops: tuple(_OP_INDEX[op] for op in ops) for ops in arch_index().values()}
 
 
 #: Feature names of :class:`Nb201OneHotEncoder`: ``"<dst><-<src>=<op>"``, edge-major.

@@ -24,13 +24,11 @@ built alike share an entry and a graph never aliases a different network.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -86,22 +84,15 @@ def with_row(exc: LatlabError, row: int, network: Any) -> LatlabError:
 # --------------------------------------------------------------------------- nb201 fast path
 
 
-@lru_cache(maxsize=1)
-def _nb201_index() -> dict[str, tuple[str, ...]]:
-    """Every canonical nb201 arch string -> its six ops (15,625 entries, built once)."""
-    from latlab.encoders.nb201_cell import EDGES, OPS
-
-    fmt = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|"
-    return {fmt.format(*ops): ops for ops in itertools.product(OPS, repeat=len(EDGES))}
-
-
 def _nb201_ops(arch: str) -> tuple[str, ...] | None:
     """The six ops of a canonical arch string, ``None`` for anything else (which then takes
     the general path and its error messages). A look-up in a table of the whole (finite)
     space, built in milliseconds by formatting: the general parser validates, re-formats and
     profiles the cell per call, ~20x the cost, which was most of the cost of encoding the
     whole space."""
-    return _nb201_index().get(arch)
+    from latlab.encoders.nb201_cell import arch_index
+
+    return arch_index().get(arch)
 
 
 def _resolve_nb201_fast(ref: str) -> NetworkGraph | None:
