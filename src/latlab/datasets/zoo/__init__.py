@@ -1,14 +1,26 @@
 """Real architectures written with :class:`NetBuilder`: ``zoo:NAME[@RESOLUTION]`` references.
 
 Generalisation to networks no search space generated is judged on these. Names follow
-torchvision (``resnet50``, ``mobilenet_v3_small``, ``efficientnet_b0``, ...); every model's
-default resolution is 224 (torchvision's evaluation crop), ``@RES`` builds it for a square
-RES x RES input. Each graph's ``meta`` holds ``family`` (resnet, mobilenet, vgg, ...) for
-family splits, ``model``, ``resolution`` and ``paper``.
+torchvision (``resnet50``, ``mobilenet_v3_small``, ``efficientnet_b0``, ...) or the
+architecture's own repository (``inception_v4`` as timm, ``yolov5s`` as Ultralytics, ``unet``).
+A model's default resolution is its evaluation crop (224 for most; 288 for EfficientNet-B2 and
+380 for B4 as torchvision, 299 for Inception-v4, 640 for YOLOv5s, 256 for U-Net); ``@RES``
+builds it for a square RES x RES input (a multiple of 32 for YOLOv5s, of 16 for U-Net, whose
+skip connections concatenate maps of several strides). Each graph's ``meta`` holds ``family``
+(resnet, resnext, regnet, convnext, mobilenet, efficientnet, shufflenet, inception, densenet,
+vgg, yolo, unet, ...) for family splits, ``model``, ``resolution`` and ``paper``.
 
-MACs and parameters of every model agree with torchvision's published figures within 2 %
-(``tests/test_zoo.py``). MACs count Conv and Gemm multiply-accumulates; parameters count
-weights, biases and BatchNorm scale/shift (as torchvision's ``num_params`` does).
+Modules by family: ``classic`` (AlexNet, VGG), ``resnet`` (ResNet, ResNeXt), ``densenet``,
+``regnet``, ``convnext`` (LayerNorm over channels, GELU), ``mobile`` (MobileNet V1-V3, MNASNet,
+EfficientNet-B0/B2/B4, ShuffleNet V2), ``inception`` (GoogLeNet, Inception-v4, SqueezeNet),
+``detection`` (YOLOv5s: C3/CSP blocks, SPPF, PAN neck with Resize and Concat, Detect head) and
+``unet`` (ConvTranspose up-sampling, Concat skips).
+
+MACs and parameters of every model agree with the published figures (torchvision's, or the
+paper's / reference implementation's where torchvision has none) within 2 %
+(``tests/test_zoo.py`` names the source of each). MACs count Conv, ConvTranspose, Gemm and
+MatMul multiply-accumulates; parameters count weights, biases, BatchNorm/LayerNorm scale and
+shift and layer scales (as torchvision's ``num_params`` does).
 """
 
 from __future__ import annotations
@@ -16,7 +28,17 @@ from __future__ import annotations
 import re
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.zoo import classic, inception, mobile, resnet  # noqa: F401  (registration)
+from latlab.datasets.zoo import (  # noqa: F401  (registration)
+    classic,
+    convnext,
+    densenet,
+    detection,
+    inception,
+    mobile,
+    regnet,
+    resnet,
+    unet,
+)
 from latlab.datasets.zoo.common import MODELS, ResolutionError, ZooModel
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
@@ -56,6 +78,11 @@ def parse_zoo(body: str) -> tuple[str, int]:
         raise NetworkReferenceError(
             f"bad resolution in 'zoo:{body}': {model.name} needs "
             f"{model.min_resolution}..{MAX_RESOLUTION} pixels, got {res}"
+        )
+    if res % model.multiple_of:
+        raise NetworkReferenceError(
+            f"bad resolution in 'zoo:{body}': {model.name} needs a multiple of "
+            f"{model.multiple_of} pixels, got {res}"
         )
     return model.name, res
 

@@ -9,7 +9,7 @@ Dropout is an identity at inference and is not part of the graphs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from latlab.encoders.builder import NetBuilder
@@ -26,6 +26,9 @@ class ZooModel:
     paper: str
     resolution: int = 224
     min_resolution: int = 32
+    #: Resolutions must be a multiple of this (networks whose skip connections concatenate
+    #: maps of several strides, such as YOLO's neck and U-Net, need every stride exact).
+    multiple_of: int = 1
 
 
 MODELS: dict[str, ZooModel] = {}
@@ -70,14 +73,24 @@ def conv_bn_act(
     b: NetBuilder,
     x: str,
     out: int,
-    kernel: int = 3,
+    kernel: int | Sequence[int] = 3,
     stride: int = 1,
     activation: str = "relu",
     groups: int = 1,
-    padding: int | None = None,
+    padding: int | Sequence[int] | None = None,
 ) -> str:
-    """Conv (no bias) + BatchNorm + activation, torchvision's ``Conv2dNormActivation``."""
-    pad = (kernel - 1) // 2 if padding is None else padding
+    """Conv (no bias) + BatchNorm + activation, torchvision's ``Conv2dNormActivation``.
+
+    ``kernel`` may be (kh, kw) (Inception's factorised 1x7/7x1 convolutions); the default
+    padding keeps the size at stride 1, per axis.
+    """
+    pad: int | Sequence[int]
+    if padding is not None:
+        pad = padding
+    elif isinstance(kernel, int):
+        pad = (kernel - 1) // 2
+    else:
+        pad = tuple((k - 1) // 2 for k in kernel)
     y = b.conv(x, out, kernel, stride, padding=pad, groups=groups)
     return act(b, b.bn(y), activation)
 

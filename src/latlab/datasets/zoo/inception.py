@@ -1,8 +1,9 @@
-"""GoogLeNet / Inception v1 (Szegedy et al., CVPR 2015) and SqueezeNet (Iandola et al., 2016)."""
+"""GoogLeNet / Inception v1 (Szegedy et al., CVPR 2015), Inception-v4 (Szegedy et al., AAAI
+2017) and SqueezeNet (Iandola et al., 2016)."""
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, conv_bn_act, register_model
+from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear, register_model
 from latlab.encoders.builder import NetBuilder
 
 
@@ -42,6 +43,104 @@ def googlenet(b: NetBuilder) -> str:
     x = _inception(b, x, 384, 192, 384, 48, 128, 128)
     x = b.flatten(b.global_avgpool(x))
     return b.gemm(x, 1000)
+
+
+# --------------------------------------------------------------------------- Inception-v4
+# As timm's ``inception_v4`` (Cadene's port of the TensorFlow-slim model of the paper's
+# Figures 3-9): every convolution is Conv (no bias) + BN + ReLU, "valid" where the paper marks
+# V; the branches' average pools exclude the padding. The BN epsilon (1e-3) does not change
+# any count.
+
+
+def _c(
+    b: NetBuilder, x: str, out: int, k: int | tuple[int, int] = 1, s: int = 1, p: int = -1
+) -> str:
+    """Conv-BN-ReLU, "same" padding unless ``p`` (0: valid) is given."""
+    return conv_bn_act(b, x, out, k, s, padding=None if p < 0 else p)
+
+
+def _chain(b: NetBuilder, x: str, *convs: tuple[int, int | tuple[int, int]]) -> str:
+    for out, k in convs:
+        x = _c(b, x, out, k)
+    return x
+
+
+def _avg_branch(b: NetBuilder, x: str, out: int) -> str:
+    return _c(b, b.avgpool(x, 3, 1, padding=1), out)
+
+
+def _inception_a(b: NetBuilder, x: str) -> str:
+    return b.concat(
+        [
+            _c(b, x, 96),
+            _chain(b, x, (64, 1), (96, 3)),
+            _chain(b, x, (64, 1), (96, 3), (96, 3)),
+            _avg_branch(b, x, 96),
+        ]
+    )
+
+
+def _inception_b(b: NetBuilder, x: str) -> str:
+    return b.concat(
+        [
+            _c(b, x, 384),
+            _chain(b, x, (192, 1), (224, (1, 7)), (256, (7, 1))),
+            _chain(b, x, (192, 1), (192, (7, 1)), (224, (1, 7)), (224, (7, 1)), (256, (1, 7))),
+            _avg_branch(b, x, 128),
+        ]
+    )
+
+
+def _inception_c(b: NetBuilder, x: str) -> str:
+    y1 = _c(b, x, 384)
+    y2 = _chain(b, x, (384, 1), (448, (3, 1)), (512, (1, 3)))
+    return b.concat(
+        [
+            _c(b, x, 256),
+            _c(b, y1, 256, (1, 3)),
+            _c(b, y1, 256, (3, 1)),
+            _c(b, y2, 256, (1, 3)),
+            _c(b, y2, 256, (3, 1)),
+            _avg_branch(b, x, 256),
+        ]
+    )
+
+
+def inception_v4(b: NetBuilder) -> str:
+    """Inception-v4: stem (Figure 3), 4x Inception-A, Reduction-A (k, l, m, n = 192, 224, 256,
+    384), 7x Inception-B, Reduction-B, 3x Inception-C, global pool, FC (1000 classes)."""
+    x = _c(b, b.input, 32, 3, 2, p=0)
+    x = _c(b, x, 32, 3, p=0)
+    x = _c(b, x, 64, 3)
+    x = b.concat([b.maxpool(x, 3, 2), _c(b, x, 96, 3, 2, p=0)])
+    x = b.concat(
+        [
+            _c(b, _c(b, x, 64), 96, 3, p=0),
+            _c(b, _chain(b, x, (64, 1), (64, (1, 7)), (64, (7, 1))), 96, 3, p=0),
+        ]
+    )
+    x = b.concat([_c(b, x, 192, 3, 2, p=0), b.maxpool(x, 3, 2)])
+    for _ in range(4):
+        x = _inception_a(b, x)
+    x = b.concat(
+        [
+            _c(b, x, 384, 3, 2, p=0),
+            _c(b, _chain(b, x, (192, 1), (224, 3)), 256, 3, 2, p=0),
+            b.maxpool(x, 3, 2),
+        ]
+    )
+    for _ in range(7):
+        x = _inception_b(b, x)
+    x = b.concat(
+        [
+            _c(b, _c(b, x, 192), 192, 3, 2, p=0),
+            _c(b, _chain(b, x, (256, 1), (256, (1, 7)), (320, (7, 1))), 320, 3, 2, p=0),
+            b.maxpool(x, 3, 2),
+        ]
+    )
+    for _ in range(3):
+        x = _inception_c(b, x)
+    return pool_linear(b, x)
 
 
 def _fire(b: NetBuilder, x: str, squeeze: int, e1: int, e3: int) -> str:
@@ -94,3 +193,14 @@ for _v in ("1_0", "1_1"):
             "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters, 2016",
         )
     )
+register_model(
+    ZooModel(
+        "inception_v4",
+        "inception",
+        inception_v4,
+        "Szegedy et al., Inception-v4, Inception-ResNet and the impact of residual "
+        "connections on learning, AAAI 2017",
+        resolution=299,
+        min_resolution=75,
+    )
+)

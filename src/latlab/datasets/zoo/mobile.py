@@ -1,6 +1,8 @@
-"""Mobile networks: MobileNet V2/V3, MNASNet, EfficientNet-B0 and ShuffleNet V2."""
+"""Mobile networks: MobileNet V1/V2/V3, MNASNet, EfficientNet-B0/B2/B4 and ShuffleNet V2."""
 
 from __future__ import annotations
+
+import math
 
 from latlab.datasets.zoo.common import (
     ZooModel,
@@ -104,22 +106,42 @@ def mnasnet1_0(b: NetBuilder) -> str:
     return pool_linear(b, x, reduce_mean=True)
 
 
-def efficientnet_b0(b: NetBuilder) -> str:
-    """EfficientNet-B0 (Tan & Le, ICML 2019): MBConv with SE (squeeze to in/4, SiLU, sigmoid
-    gate), SiLU activations; stochastic depth is training-only."""
-    x = conv_bn_act(b, b.input, 32, 3, 2, "silu")
-    for e, k, s, out, n in (
-        (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-        (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
+def _efficientnet(width: float, depth: float):
+    def build(b: NetBuilder) -> str:
+        """EfficientNet (Tan & Le, ICML 2019) as in torchvision: B0's MBConv stages with
+        channels scaled by ``width`` (rounded to 8) and repeats by ``depth`` (rounded up); SE
+        squeezes to in/4 (SiLU, sigmoid gate); SiLU activations; the last 1x1 conv has 4x the
+        last stage's channels. Stochastic depth is training-only."""
+        ch = lambda c: make_divisible(c * width, 8)  # noqa: E731
+        x = conv_bn_act(b, b.input, ch(32), 3, 2, "silu")
+        for e, k, s, out, n in (
+            (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+            (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
+        ):  # fmt: skip
+            for i in range(math.ceil(n * depth)):
+                cin = b.shape(x)[1]
+                expanded = make_divisible(cin * e, 8)
+                x = _inverted_residual(
+                    b, x, ch(out), expanded, k, s if i == 0 else 1, "silu",
+                    se_squeeze=max(1, cin // 4), se_activation="silu", se_gate="sigmoid",
+                )  # fmt: skip
+        x = conv_bn_act(b, x, 4 * b.shape(x)[1], 1, activation="silu")
+        return pool_linear(b, x)
+
+    return build
+
+
+def mobilenet_v1(b: NetBuilder) -> str:
+    """MobileNetV1 1.0 (Howard et al., 2017, Table 1): a 3x3/2 stem, 13 depthwise-separable
+    pairs (3x3 depthwise + BN + ReLU, 1x1 pointwise + BN + ReLU), global pool, FC."""
+    x = conv_bn_act(b, b.input, 32, 3, 2)
+    for out, s in (
+        (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+        (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
     ):  # fmt: skip
-        for i in range(n):
-            cin = b.shape(x)[1]
-            expanded = make_divisible(cin * e, 8)
-            x = _inverted_residual(
-                b, x, out, expanded, k, s if i == 0 else 1, "silu",
-                se_squeeze=max(1, cin // 4), se_activation="silu", se_gate="sigmoid",
-            )  # fmt: skip
-    x = conv_bn_act(b, x, 1280, 1, activation="silu")
+        c = b.shape(x)[1]
+        x = conv_bn_act(b, x, c, 3, s, groups=c)
+        x = conv_bn_act(b, x, out, 1)
     return pool_linear(b, x)
 
 
@@ -137,15 +159,19 @@ def _shuffle_unit(b: NetBuilder, x: str, out: int, stride: int) -> str:
     return b.channel_shuffle(b.concat([x1, y]), 2)
 
 
-def shufflenet_v2_x1_0(b: NetBuilder) -> str:
-    """ShuffleNet V2 1.0x (Ma et al., ECCV 2018): channel split, two branches, shuffle."""
-    x = conv_bn_act(b, b.input, 24, 3, 2)
-    x = b.maxpool(x, 3, 2, padding=1)
-    for out, n in ((116, 4), (232, 8), (464, 4)):
-        for i in range(n):
-            x = _shuffle_unit(b, x, out, 2 if i == 0 else 1)
-    x = conv_bn_act(b, x, 1024, 1)
-    return pool_linear(b, x, reduce_mean=True)
+def _shufflenet_v2(stages: tuple[int, int, int]):
+    def build(b: NetBuilder) -> str:
+        """ShuffleNet V2 (Ma et al., ECCV 2018): channel split, two branches, shuffle; stages
+        of 4-8-4 units with ``stages`` output channels, a 1x1 conv to 1024, pool, FC."""
+        x = conv_bn_act(b, b.input, 24, 3, 2)
+        x = b.maxpool(x, 3, 2, padding=1)
+        for out, n in zip(stages, (4, 8, 4), strict=True):
+            for i in range(n):
+                x = _shuffle_unit(b, x, out, 2 if i == 0 else 1)
+        x = conv_bn_act(b, x, 1024, 1)
+        return pool_linear(b, x, reduce_mean=True)
+
+    return build
 
 
 register_model(
@@ -175,7 +201,7 @@ register_model(
     ZooModel(
         "efficientnet_b0",
         "efficientnet",
-        efficientnet_b0,
+        _efficientnet(1.0, 1.0),
         "Tan & Le, EfficientNet: rethinking model scaling for CNNs, ICML 2019",
     )
 )
@@ -183,7 +209,37 @@ register_model(
     ZooModel(
         "shufflenet_v2_x1_0",
         "shufflenet",
-        shufflenet_v2_x1_0,
+        _shufflenet_v2((116, 232, 464)),
+        "Ma et al., ShuffleNet V2: practical guidelines for efficient CNN design, ECCV 2018",
+    )
+)
+register_model(
+    ZooModel(
+        "mobilenet_v1",
+        "mobilenet",
+        mobilenet_v1,
+        "Howard et al., MobileNets: efficient CNNs for mobile vision applications, 2017",
+    )
+)
+# torchvision's evaluation crops: 288 for B2 (the paper: 260) and 380 for B4.
+for _name, _width, _depth, _res in (
+    ("efficientnet_b2", 1.1, 1.2, 288),
+    ("efficientnet_b4", 1.4, 1.8, 380),
+):
+    register_model(
+        ZooModel(
+            _name,
+            "efficientnet",
+            _efficientnet(_width, _depth),
+            "Tan & Le, EfficientNet: rethinking model scaling for CNNs, ICML 2019",
+            resolution=_res,
+        )
+    )
+register_model(
+    ZooModel(
+        "shufflenet_v2_x1_5",
+        "shufflenet",
+        _shufflenet_v2((176, 352, 704)),
         "Ma et al., ShuffleNet V2: practical guidelines for efficient CNN design, ECCV 2018",
     )
 )
