@@ -2,8 +2,10 @@
 
 Each architecture is a function that appends its layers to a :class:`NetBuilder` whose input
 is (N, 3, R, R). The definitions follow torchvision's implementations of the papers (the
-variants whose MACs and parameter counts torchvision publishes), so that the golden tests can
-hold them to published figures; deviations from the original papers are noted per model.
+variants whose MACs and parameter counts torchvision publishes) or, for architectures
+torchvision lacks, the reference implementation whose figures are published (timm's
+Inception-v4, Ultralytics' YOLOv5s, the common U-Net), so that the golden tests can hold them
+to published figures; deviations from the original papers are noted per model.
 Dropout is an identity at inference and is not part of the graphs.
 """
 

@@ -53,10 +53,10 @@ def googlenet(b: NetBuilder) -> str:
 
 
 def _c(
-    b: NetBuilder, x: str, out: int, k: int | tuple[int, int] = 1, s: int = 1, p: int = -1
+    b: NetBuilder, x: str, out: int, k: int | tuple[int, int] = 1, s: int = 1, p: int | None = None
 ) -> str:
     """Conv-BN-ReLU, "same" padding unless ``p`` (0: valid) is given."""
-    return conv_bn_act(b, x, out, k, s, padding=None if p < 0 else p)
+    return conv_bn_act(b, x, out, k, s, padding=p)
 
 
 def _chain(b: NetBuilder, x: str, *convs: tuple[int, int | tuple[int, int]]) -> str:
