@@ -98,6 +98,11 @@ def _attrs(layer: Layer, mapping: dict[str, str]) -> dict[str, Any]:
 
 
 def _default_weights(layer: Layer, ctx: ExportContext) -> list[str]:
+    source = layer.attrs.get("weight_of")
+    if source:  # shared weights (ALBERT): the same initializers as the source layer's
+        names = [f"{source}.w{i}" for i in range(len(layer.weight_shapes))]
+        if all(n in ctx.names for n in names):
+            return names
     return [ctx.weights(f"{layer.name}.w{i}", w) for i, w in enumerate(layer.weight_shapes)]
 
 
@@ -262,7 +267,8 @@ def _export_reduce(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.
 
 def _export_concat(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
     # ONNX requires the axis; the IR's default (as in its shape rule) is 1.
-    return [_node(layer, [*layer.inputs, *w], axis=int(layer.attrs.get("axis", 1)))]
+    ins = [*w, *layer.inputs] if layer.attrs.get("weights_first") else [*layer.inputs, *w]
+    return [_node(layer, ins, axis=int(layer.attrs.get("axis", 1)))]
 
 
 def _export_upsample(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
@@ -294,8 +300,11 @@ def _export_tile(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.No
 
 
 def _export_gather(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    axis = int(layer.attrs.get("axis", 0))
+    if w:  # an embedding: Gather(table, ids)
+        return [_node(layer, [w[0], *layer.inputs], axis=axis)]
     indices = ctx.ints(f"{layer.name}.indices", layer.attrs.get("indices", 0))
-    return [_node(layer, [*layer.inputs, indices], axis=int(layer.attrs.get("axis", 0)))]
+    return [_node(layer, [*layer.inputs, indices], axis=axis)]
 
 
 EXPORTERS["Conv"] = _export_conv
@@ -354,7 +363,9 @@ def to_onnx(graph: NetworkGraph, seed: int = 0, opset: int = OPSET) -> onnx.Mode
     }
     shapes.update(graph.inputs)
     inputs = [
-        helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
+        helper.make_tensor_value_info(
+            n, helper.np_dtype_to_tensor_dtype(np.dtype(graph.input_dtype(n))), list(s)
+        )
         for n, s in graph.inputs.items()
     ]
     outputs = [

@@ -1016,6 +1016,15 @@ def from_onnx(
     }
     if model.producer_name:
         info["producer"] = model.producer_name
+    dtypes = {
+        vi.name: np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+        for vi in activation_inputs(model)
+        if vi.name in shapes
+        and vi.type.tensor_type.elem_type not in (0, TensorProto.FLOAT)
+        and vi.type.tensor_type.elem_type in _BITS
+    }
+    if dtypes:  # token ids and other non-float inputs (the IR's input element types)
+        info["input_dtypes"] = dtypes
     info.update(meta or {})
     return NetworkGraph(graph_name, shapes, outputs, layers, meta=info)
 

@@ -1,14 +1,25 @@
-"""Real architectures written with :class:`NetBuilder`: ``zoo:NAME[@RESOLUTION]`` references.
+"""Real architectures written with :class:`NetBuilder`: ``zoo:NAME[@N]`` references.
 
 Generalisation to networks no search space generated is judged on these. Names follow
-torchvision (``resnet50``, ``mobilenet_v3_small``, ``efficientnet_b0``, ...); every model's
-default resolution is 224 (torchvision's evaluation crop), ``@RES`` builds it for a square
-RES x RES input. Each graph's ``meta`` holds ``family`` (resnet, mobilenet, vgg, ...) for
-family splits, ``model``, ``resolution`` and ``paper``.
+torchvision (``resnet50``, ``mobilenet_v3_small``, ``vit_b16``, ``swin_s``, ...) and Hugging
+Face (``bert_medium``, ``gpt2_medium``, ...). For image models ``@N`` is the resolution (input
+(B, 3, N, N); default 224, torchvision's evaluation crop). For text models (``inputs ==
+"tokens"``) ``@N`` is the **sequence length**: the input is int64 token ids ``input_ids`` of
+shape (B, N) (``graph.input_dtype("input_ids") == "int64"``), and N is at most the model's
+position table (``max_resolution``). Each graph's ``meta`` holds ``family`` (resnet, vit, swin,
+bert, gpt, albert, llama, ...), ``model``, ``resolution`` (the ``@N`` value), ``paper``,
+``inputs`` and ``attention`` (True for attention models, so experiments can select them).
 
-MACs and parameters of every model agree with torchvision's published figures within 2 %
-(``tests/test_zoo.py``). MACs count Conv and Gemm multiply-accumulates; parameters count
-weights, biases and BatchNorm scale/shift (as torchvision's ``num_params`` does).
+MACs and parameters of every model agree with the published figures (torchvision, timm, the
+papers, Hugging Face model configurations) within the tolerances of ``tests/test_zoo.py``.
+MACs count Conv, Gemm and MatMul multiply-accumulates, attention's two activation MatMuls
+included; parameters count weights, biases, norm scale/shift, each shared tensor once.
+
+Text models (``transformers``): ``bert_medium`` (8 layers, width 512, 8 heads; default
+sequence 128), ``bert_large`` (64), ``albert_base`` (128), ``gpt2_medium`` (64, causal, no KV
+cache), ``llama_8l512`` (128; RMSNorm, SwiGLU, rotary), ``t5_small_encoder`` (128).
+Vision transformers (``vision_transformers``): ``vit_s16``, ``deit_s16``, ``vit_b16``,
+``swin_s`` (224).
 """
 
 from __future__ import annotations
@@ -16,7 +27,14 @@ from __future__ import annotations
 import re
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.zoo import classic, inception, mobile, resnet  # noqa: F401  (registration)
+from latlab.datasets.zoo import (  # noqa: F401  (registration)
+    classic,
+    inception,
+    mobile,
+    resnet,
+    transformers,
+    vision_transformers,
+)
 from latlab.datasets.zoo.common import MODELS, ResolutionError, ZooModel
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
@@ -52,12 +70,22 @@ def parse_zoo(body: str) -> tuple[str, int]:
         )
     model = get_model(m["name"])
     res = int(m["res"]) if m["res"] else model.resolution
-    if not model.min_resolution <= res <= MAX_RESOLUTION:
+    top = min(model.max_resolution, MAX_RESOLUTION)
+    if not model.min_resolution <= res <= top:
+        what = "sequence length" if model.inputs == "tokens" else "resolution"
+        unit = "tokens" if model.inputs == "tokens" else "pixels"
         raise NetworkReferenceError(
-            f"bad resolution in 'zoo:{body}': {model.name} needs "
-            f"{model.min_resolution}..{MAX_RESOLUTION} pixels, got {res}"
+            f"bad {what} in 'zoo:{body}': {model.name} needs "
+            f"{model.min_resolution}..{top} {unit}, got {res}"
         )
     return model.name, res
+
+
+def input_shape_of(model: ZooModel, resolution: int, batch: int = 1) -> tuple[int, ...]:
+    """The input shape of ``model`` at ``@resolution``: (B, 3, R, R) or (B, S) token ids."""
+    if model.inputs == "tokens":
+        return (batch, resolution)
+    return (batch, 3, resolution, resolution)
 
 
 def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> NetworkGraph:
@@ -67,8 +95,24 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
     body = name if resolution is None else f"{name}@{res}"
     parse_zoo(body)  # validates the resolution
     ref = f"zoo:{body}"
-    meta = {"family": model.family, "model": name, "resolution": res, "paper": model.paper}
-    b = NetBuilder(ref, (batch, 3, res, res), meta=meta)
+    meta = {
+        "family": model.family,
+        "model": name,
+        "resolution": res,
+        "paper": model.paper,
+        "inputs": model.inputs,
+        "attention": model.attention,
+    }
+    if model.inputs == "tokens":
+        b = NetBuilder(
+            ref,
+            input_shape_of(model, res, batch),
+            input_name="input_ids",
+            input_dtype="int64",
+            meta=meta,
+        )
+    else:
+        b = NetBuilder(ref, input_shape_of(model, res, batch), meta=meta)
     try:
         model.build(b)
     except ResolutionError as exc:
@@ -84,7 +128,7 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
 
 def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     name, res = parse_zoo(body)
-    expected = (opts.batch, 3, res, res)
+    expected = input_shape_of(MODELS[name], res, opts.batch)
     if opts.input_shape is not None and tuple(opts.input_shape) != expected:
         raise NetworkReferenceError(
             f"reference 'zoo:{body}' fixes the input shape {expected}, got {opts.input_shape}"
@@ -98,6 +142,7 @@ register_scheme(
         "zoo",
         _resolve,
         validate=parse_zoo,
-        help="real architecture NAME[@RESOLUTION] (see `latlab.datasets.zoo.names()`)",
+        help="real architecture NAME[@N] (N: resolution, or sequence length of text models; "
+        "see `latlab.datasets.zoo.names()`)",
     )
 )

@@ -18,7 +18,13 @@ from latlab.errors import NetworkReferenceError
 
 @dataclass(frozen=True, slots=True)
 class ZooModel:
-    """A real architecture: its name, family, default resolution and builder."""
+    """A real architecture: its name, family, default resolution and builder.
+
+    ``inputs`` is ``"image"`` (input (N, 3, R, R), ``@R`` the resolution) or ``"tokens"``
+    (int64 token ids (N, S) named ``input_ids``, ``@S`` the sequence length).
+    ``max_resolution`` bounds ``@``: a text model's position table length. ``attention``
+    marks attention models (``meta["attention"]``).
+    """
 
     name: str
     family: str
@@ -26,6 +32,9 @@ class ZooModel:
     paper: str
     resolution: int = 224
     min_resolution: int = 32
+    inputs: str = "image"
+    max_resolution: int = 2048
+    attention: bool = False
 
 
 MODELS: dict[str, ZooModel] = {}
