@@ -75,6 +75,8 @@ ATTENTION: dict[str, tuple[int, float, float, str]] = {
     "albert_base": (11_683_584, 0.0, 0.0, "HF albert-base-v2"),
     "gpt2_medium": (354_823_168, 0.0, 0.0, "HF gpt2-medium"),
     "t5_small_encoder": (35_330_816, 0.0, 0.0, "HF T5EncoderModel t5-small"),
+    # HF openai/whisper-tiny: 37,760,640 in all = this encoder + the decoder's 29,552,256
+    "whisper_tiny_encoder": (8_208_384, 0.0, 0.0, "HF WhisperModel tiny (encoder part)"),
     # HF LlamaForCausalLM closed form: 2·V·D + L·(4·D² + 3·D·F + 2·D) + D (no published model)
     "llama_8l512": (
         2 * 32000 * 512 + 8 * (4 * 512**2 + 3 * 512 * 1536 + 2 * 512) + 512,
@@ -95,6 +97,7 @@ ATTENTION_FAMILIES = {
     "gpt2_medium": "gpt",
     "t5_small_encoder": "t5",
     "llama_8l512": "llama",
+    "whisper_tiny_encoder": "whisper",
 }
 
 
@@ -102,8 +105,11 @@ def text_macs(name: str, s: int) -> int:
     """Closed-form MACs of the text models at sequence length ``s``: per layer the
     projections and FFN (S·(4·D² + 2·D·F), SwiGLU 3·D·F) plus Q·Kᵀ and P·V (2·S²·D)."""
 
-    def layers(n: int, d: int, f: int, ffn_mats: int = 2) -> int:
-        return n * (s * (4 * d * d + ffn_mats * d * f) + 2 * s * s * d)
+    def layers(n: int, d: int, f: int, ffn_mats: int = 2, tokens: int = s) -> int:
+        return n * (tokens * (4 * d * d + ffn_mats * d * f) + 2 * tokens * tokens * d)
+
+    if name == "whisper_tiny_encoder":  # s = mel frames; conv k3 front end halves them
+        return s * 384 * 80 * 3 + (s // 2) * 384 * 384 * 3 + layers(4, 384, 1536, tokens=s // 2)
 
     return {
         "bert_medium": layers(8, 512, 2048) + 512 * 512,  # + pooler
@@ -261,7 +267,14 @@ def test_text_model_exports_an_int64_input_and_valid_token_ids():
 
 
 @pytest.mark.parametrize(
-    "ref", ["zoo:vit_s16@32", "zoo:bert_medium@16", "zoo:llama_8l512@8", "zoo:albert_base@8"]
+    "ref",
+    [
+        "zoo:vit_s16@32",
+        "zoo:bert_medium@16",
+        "zoo:llama_8l512@8",
+        "zoo:albert_base@8",
+        "zoo:whisper_tiny_encoder@32",
+    ],
 )
 def test_attention_models_run_in_onnxruntime_through_measurement(ref):
     from latlab.datasets.measure import MeasureConfig, measure

@@ -19,7 +19,8 @@ Text models (``transformers``): ``bert_medium`` (8 layers, width 512, 8 heads; d
 sequence 128), ``bert_large`` (64), ``albert_base`` (128), ``gpt2_medium`` (64, causal, no KV
 cache), ``llama_8l512`` (128; RMSNorm, SwiGLU, rotary), ``t5_small_encoder`` (128).
 Vision transformers (``vision_transformers``): ``vit_s16``, ``deit_s16``, ``vit_b16``,
-``swin_s`` (224).
+``swin_s`` (224). Speech: ``whisper_tiny_encoder`` (float log-mel input (B, 80, N), ``@N``
+frames, default 3000).
 """
 
 from __future__ import annotations
@@ -70,10 +71,16 @@ def parse_zoo(body: str) -> tuple[str, int]:
         )
     model = get_model(m["name"])
     res = int(m["res"]) if m["res"] else model.resolution
-    top = min(model.max_resolution, MAX_RESOLUTION)
+    top = (
+        model.max_resolution
+        if model.inputs != "image"
+        else min(model.max_resolution, MAX_RESOLUTION)
+    )
     if not model.min_resolution <= res <= top:
-        what = "sequence length" if model.inputs == "tokens" else "resolution"
-        unit = "tokens" if model.inputs == "tokens" else "pixels"
+        what, unit = {
+            "tokens": ("sequence length", "tokens"),
+            "mel": ("length", "frames"),
+        }.get(model.inputs, ("resolution", "pixels"))
         raise NetworkReferenceError(
             f"bad {what} in 'zoo:{body}': {model.name} needs "
             f"{model.min_resolution}..{top} {unit}, got {res}"
@@ -85,6 +92,8 @@ def input_shape_of(model: ZooModel, resolution: int, batch: int = 1) -> tuple[in
     """The input shape of ``model`` at ``@resolution``: (B, 3, R, R) or (B, S) token ids."""
     if model.inputs == "tokens":
         return (batch, resolution)
+    if model.inputs == "mel":
+        return (batch, 80, resolution)
     return (batch, 3, resolution, resolution)
 
 
@@ -110,6 +119,10 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
             input_name="input_ids",
             input_dtype="int64",
             meta=meta,
+        )
+    elif model.inputs == "mel":
+        b = NetBuilder(
+            ref, input_shape_of(model, res, batch), input_name="input_features", meta=meta
         )
     else:
         b = NetBuilder(ref, input_shape_of(model, res, batch), meta=meta)

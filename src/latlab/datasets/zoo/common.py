@@ -20,8 +20,9 @@ from latlab.errors import NetworkReferenceError
 class ZooModel:
     """A real architecture: its name, family, default resolution and builder.
 
-    ``inputs`` is ``"image"`` (input (N, 3, R, R), ``@R`` the resolution) or ``"tokens"``
-    (int64 token ids (N, S) named ``input_ids``, ``@S`` the sequence length).
+    ``inputs`` is ``"image"`` (input (N, 3, R, R), ``@R`` the resolution), ``"tokens"``
+    (int64 token ids (N, S) named ``input_ids``, ``@S`` the sequence length) or ``"mel"``
+    (a float log-mel spectrogram (N, 80, F) named ``input_features``, ``@F`` frames).
     ``max_resolution`` bounds ``@``: a text model's position table length. ``attention``
     marks attention models (``meta["attention"]``).
     """

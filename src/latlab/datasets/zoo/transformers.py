@@ -1,4 +1,5 @@
-"""Text transformers: BERT, ALBERT, GPT-2, a Llama-style decoder and the T5 encoder.
+"""Text and speech transformers: BERT, ALBERT, GPT-2, a Llama-style decoder, the T5 encoder
+and the Whisper-tiny encoder.
 
 Written from their papers, shaped as the Hugging Face ``transformers`` implementations (whose
 parameter counts are the published ones) export to ONNX without a KV cache: the input is int64
@@ -9,7 +10,8 @@ Constant inputs a tokenizer would supply are folded as onnxruntime folds them: p
 token-type embeddings are the rows of their tables the sequence reads (weights (1, S, D) whose
 ``stored_params`` are the whole tables), causal masks and rotary tables are constant buffers (no
 parameters). Each tensor shared between layers counts once (GPT-2's tied LM head, ALBERT's
-shared encoder layer).
+shared encoder layer). The Whisper encoder takes a float log-mel spectrogram (B, 80, N);
+``@N`` is its number of frames (3,000 = 30 s, the reference input).
 """
 
 from __future__ import annotations
@@ -126,6 +128,27 @@ def _t5_attention(b: NetBuilder, x: str, heads: int, bias_params: int) -> str:
     return b.linear(merge_heads(b, out), d, bias=False)
 
 
+def whisper_tiny_encoder(b: NetBuilder) -> str:
+    """The encoder of Whisper tiny (Radford et al., 2022): log-mel input (B, 80, frames), two
+    1-D convolutions (k3; the second stride 2) with GELU, sinusoidal positions (1,500 rows,
+    stored as weights by the reference implementation), 4 pre-LN layers of width 384 with 6
+    heads (no key bias), GELU FFN 1536, final LN."""
+    dim = 384
+    mels = b.shape(b.input)[1]
+    x = b.input
+    for cin, stride in ((mels, 1), (dim, 2)):
+        attrs = {"kernel": (3,), "stride": (stride,), "pads": (1, 1), "dilation": (1,)}
+        attrs["groups"] = 1
+        x = b.add_layer("Conv", [x], attrs, [(dim, cin, 3), (dim,)])[0]
+        x = b.gelu(x)
+    x = b.transpose(x, (0, 2, 1))  # (B, frames / 2, 384)
+    x = b.add_weight(x, (1, b.shape(x)[1], dim), stored_params=1500 * dim)
+    for _ in range(4):
+        x = b.add(x, self_attention(b, b.layernorm(x), 6, kv_bias=False))
+        x = b.add(x, mlp(b, b.layernorm(x), 4 * dim))
+    return b.layernorm(x)
+
+
 def _text(
     name: str,
     family: str,
@@ -164,3 +187,16 @@ _text(
     4096,
 )
 _text("t5_small_encoder", "t5", t5_small_encoder, "Raffel et al. 2020", 128, 512)
+register_model(
+    ZooModel(
+        "whisper_tiny_encoder",
+        "whisper",
+        whisper_tiny_encoder,
+        "Radford et al. 2022",
+        resolution=3000,
+        min_resolution=2,
+        inputs="mel",
+        max_resolution=3000,
+        attention=True,
+    )
+)
