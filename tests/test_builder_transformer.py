@@ -73,6 +73,12 @@ def test_shared_blocks_count_their_weights_once_and_export_them_once():
     assert sum(1 for la in g.layers if la.attrs.get("weight_of")) == 6
     m, out = run(g)
     assert len(m.graph.initializer) == 4 and out.shape == (1, 8, 32)
+    # importing the file counts each shared initializer once too
+    back = from_onnx(m)
+    assert back.totals.params == g.totals.params
+    assert [la.attrs.get("shared_with") for la in back.layers[3:6]] == [
+        la.name for la in back.layers[:3]
+    ]
     with pytest.raises(ValueError, match="differs"), b.shared("block"):
         b.linear(x, 16)
 

@@ -1069,6 +1069,7 @@ def _import_layers(
 
     layers: list[Layer] = []
     used_names: set[str] = set()
+    seen_weights: dict[str, str] = {}
     for index, node in enumerate(layer_nodes):
         layers.append(
             _make_layer(
@@ -1082,6 +1083,7 @@ def _import_layers(
                 used_names,
                 needed,
                 reasons,
+                seen_weights,
             )
         )
     produced = {o for layer in layers for o in layer.outputs}
@@ -1344,6 +1346,7 @@ def _make_layer(
     used_names: set[str],
     needed: set[str] | None = None,
     reasons: Mapping[str, str] | None = None,
+    seen_weights: dict[str, str] | None = None,
 ) -> Layer:
     default_domain = node.domain in DEFAULT_DOMAINS
     op = node.op_type if default_domain else f"{node.domain}.{node.op_type}"
@@ -1440,6 +1443,16 @@ def _make_layer(
             # A weight computed at run time: its parameters are the stored values it is
             # computed from (ViT's class token, not its batch-sized expansion).
             layer.params += consts.stored_params(t) - math.prod(w_shape)
+    if seen_weights is not None:
+        # A stored tensor several layers read (ALBERT's shared layer, a tied LM head) is one
+        # set of parameters: the first reader counts it.
+        shared = [t for t in weights if t in seen_weights and t not in producers]
+        for t in shared:
+            layer.params -= consts.stored_params(t)
+        if shared and len(shared) == len(weights):
+            layer.attrs["shared_with"] = seen_weights[shared[0]]
+        for t in weights:
+            seen_weights.setdefault(t, lname)
     return layer
 
 
