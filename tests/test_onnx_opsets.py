@@ -344,3 +344,28 @@ def test_cli_encode_of_a_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
         main(["encode", f"onnx:{good}", "--json"])
     assert ok.value.code in (0, None)
     assert f'"macs": {MACS}' in capsys.readouterr().out
+
+
+def test_batchnorm_statistics_outputs_of_old_opsets_and_a_mask_graph_output():
+    # BatchNormalization-7/9 may list its training statistics (running and saved mean/var),
+    # which nothing reads and onnx gives no shape: dropped. A Dropout mask that is a graph
+    # output keeps its (the input's) shape.
+    stats = [numpy_helper.from_array(np.ones(4, np.float32), n) for n in ("s", "b", "m", "v")]
+    x = helper.make_tensor_value_info("x", F, [1, 4, 3, 3])
+    for opset in (7, 9):
+        bn = helper.make_node(
+            "BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "mo", "vo", "sm", "sv"]
+        )
+        graph = helper.make_graph(
+            [bn], "bn", [x], [helper.make_tensor_value_info("y", F, [1, 4, 3, 3])], stats
+        )
+        g = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+        assert g.layers[0].outputs == ("y",) and g.totals.params == 8
+    drop = helper.make_node("Dropout", ["x"], ["y", "mask"], ratio=0.5)
+    outs = [
+        helper.make_tensor_value_info("y", F, [1, 4, 3, 3]),
+        helper.make_tensor_value_info("mask", TensorProto.BOOL, None),
+    ]
+    graph = helper.make_graph([drop], "drop", [x], outs)
+    g = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)]))
+    assert g.outputs == ["y", "mask"] and g.layers[0].output_shapes[1] == (1, 4, 3, 3)
