@@ -296,3 +296,21 @@ def test_onnxruntime_fuses_the_transformer_patterns():
     assert llama["SimplifiedLayerNormalization"] == 17  # RMSNorm: 2 per layer + final
     vit = Counter(n.op for n in runtime_mapping("zoo:vit_s16@32").nodes)
     assert vit["LayerNormalization"] >= 24 and vit["Gelu"] == 12
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["zoo:vit_s16@32", "zoo:bert_medium@8", "zoo:llama_8l512@8", "zoo:whisper_tiny_encoder@16"],
+)
+def test_attention_models_run_in_the_torch_backend_with_the_irs_shapes(ref):
+    import torch
+
+    from latlab.datasets.measure.inputs import graph_inputs
+    from latlab.encoders.torch_export import to_torch
+
+    g = resolve(ref)
+    feeds = graph_inputs(g)
+    with torch.inference_mode():
+        out = to_torch(g)(*[torch.from_numpy(a) for a in feeds.values()])
+    assert tuple(out.shape) == g.layers[-1].output_shape
+    assert bool(torch.isfinite(out).all())
