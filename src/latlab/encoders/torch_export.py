@@ -79,6 +79,7 @@ def _conv(layer: Layer) -> nn.Module:
     w = layer.weight_shapes[0]
     padding, extra = _padding(layer, len(a["kernel"]))
     groups = int(a.get("groups", 1))
+    cls: type[nn.Module]
     if len(a["kernel"]) == 1:  # 1-D convolution (Whisper's front end)
         cls = nn.ConvTranspose1d if layer.op == "ConvTranspose" else nn.Conv1d
     else:
