@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from latlab.encoders.ir import Layer, NetworkGraph
 
@@ -35,12 +35,22 @@ class ExportContext:
     def __init__(self, seed: int, opset: int = OPSET) -> None:
         self.opset = opset
         self.rng = np.random.default_rng(seed)
-        self.initializers: list[onnx.TensorProto] = []
+        # Initializers are written straight into the model being built: building a graph with
+        # onnx.helper copies every weight twice more (make_graph, make_model), which was most
+        # of the export time of a 355 M-parameter GPT-2.
+        self.model = onnx.ModelProto()
+        self.initializers = self.model.graph.initializer
         self.names: set[str] = set()
 
     def add(self, name: str, array: np.ndarray) -> str:
         """Register a constant tensor and return its name."""
-        self.initializers.append(numpy_helper.from_array(array, name))
+        # np.asarray(order="C"), not ascontiguousarray: that makes a scalar 1-D
+        arr = np.asarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"), order="C")
+        t = self.initializers.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype.newbyteorder("="))
+        t.dims.extend(arr.shape)
+        t.raw_data = arr.tobytes()
         self.names.add(name)
         return name
 
@@ -371,9 +381,15 @@ def to_onnx(graph: NetworkGraph, seed: int = 0, opset: int = OPSET) -> onnx.Mode
     outputs = [
         helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shapes[n])) for n in graph.outputs
     ]
-    g = helper.make_graph(nodes, graph.name[:120] or "latlab", inputs, outputs, ctx.initializers)
+    model = ctx.model
+    g = model.graph
+    g.name = graph.name[:120] or "latlab"
+    g.node.extend(nodes)
+    g.input.extend(inputs)
+    g.output.extend(outputs)
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(g, opset_imports=opsets, producer_name="latlab")
+    model.opset_import.extend(opsets)
+    model.producer_name = "latlab"
     # The oldest IR version that carries this opset, so that older runtimes load the model.
     model.ir_version = helper.find_min_ir_version_for(opsets)
     return model
