@@ -314,3 +314,22 @@ def test_attention_models_run_in_the_torch_backend_with_the_irs_shapes(ref):
         out = to_torch(g)(*[torch.from_numpy(a) for a in feeds.values()])
     assert tuple(out.shape) == g.layers[-1].output_shape
     assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "zoo:vit_s16@32",
+        "zoo:swin_s",
+        "zoo:bert_medium@8",
+        "zoo:albert_base@8",
+        "zoo:gpt2_medium@4",
+        "zoo:llama_8l512@8",
+        "zoo:t5_small_encoder@8",
+        "zoo:whisper_tiny_encoder@16",
+    ],
+)
+def test_attention_models_ir_shapes_equal_onnx_inference(ref):
+    from ort_helpers import assert_onnx_shapes_match
+
+    assert_onnx_shapes_match(resolve(ref))
