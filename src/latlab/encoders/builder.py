@@ -108,7 +108,13 @@ class NetBuilder:
             if pos < 0:  # the first block: record
                 pending_record = True
             else:
-                source = self._shared[key][pos]
+                recorded = self._shared[key]
+                if pos >= len(recorded):
+                    raise ValueError(
+                        f"shared block {key!r}: more weighted layers than its first block's "
+                        f"{len(recorded)}"
+                    )
+                source = recorded[pos]
                 if source.op != op or source.weight_shapes != tuple(
                     tuple(int(d) for d in w) for w in weight_shapes
                 ):
