@@ -82,7 +82,7 @@ def test_shared_blocks_count_their_weights_once_and_export_them_once():
     with pytest.raises(ValueError, match="differs"), b.shared("block"):
         b.linear(x, 16)
     with pytest.raises(ValueError, match="more weighted layers"), b.shared("block"):
-        b.layernorm(b.linear(b.linear(x, 32), 32))
+        b.layernorm(b.layernorm(b.linear(x, 32)))
 
 
 def test_stored_params_buffers_and_tokens():

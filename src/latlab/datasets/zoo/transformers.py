@@ -137,8 +137,7 @@ def whisper_tiny_encoder(b: NetBuilder) -> str:
     mels = b.shape(b.input)[1]
     x = b.input
     for cin, stride in ((mels, 1), (dim, 2)):
-        attrs = {"kernel": (3,), "stride": (stride,), "pads": (1, 1), "dilation": (1,)}
-        attrs["groups"] = 1
+        attrs = {"kernel": (3,), "stride": (stride,), "pads": (1, 1), "dilation": (1,), "groups": 1}
         x = b.add_layer("Conv", [x], attrs, [(dim, cin, 3), (dim,)])[0]
         x = b.gelu(x)
     x = b.transpose(x, (0, 2, 1))  # (B, frames / 2, 384)
