@@ -88,9 +88,76 @@ HEAVY = {"alexnet", "vgg11", "vgg16", "resnext101_32x8d"}
 # Networks whose output is not a 1000-class vector, with a small resolution they accept.
 DENSE = {"yolov5s": 64, "unet": 32}
 
+# Attention models: (parameters, MACs, relative tolerance of the MACs, source). Parameters are
+# exact where the reference implementation's count is published to the unit (each shared
+# tensor counted once); MACs include attention's two activation MatMuls. Text models at their
+# default sequence length (@N = tokens): their MACs are the closed-form count of the reference
+# implementation (no paper publishes them at these lengths), see ``text_macs``.
+ATTENTION: dict[str, tuple[int, float, float, str]] = {
+    # timm vit_small_patch16_224 (22.05 M); DeiT paper (Touvron et al. 2021, Table 1):
+    # DeiT-S 22 M parameters, 4.6 G "FLOPs" (multiply-accumulates)
+    "vit_s16": (22_050_664, 4.6e9, 0.01, "timm model card; DeiT paper Table 1"),
+    "deit_s16": (22_050_664, 4.6e9, 0.01, "DeiT paper Table 1 (DeiT-S = ViT-S shape)"),
+    # torchvision ViT_B_16_Weights.IMAGENET1K_V1: num_params, _ops 17.564 GFLOPS (MACs)
+    "vit_b16": (86_567_656, 17.564e9, 0.001, "torchvision model table"),
+    # torchvision Swin_S_Weights.IMAGENET1K_V1: num_params, _ops 8.741 GFLOPS; paper 50 M/8.7 G
+    "swin_s": (49_606_258, 8.741e9, 0.001, "torchvision model table; Swin paper Table 1"),
+    # Hugging Face num_parameters() of the reference configurations (BertModel with pooler,
+    # AlbertModel, GPT2LMHeadModel with tied head, T5EncoderModel); papers: BERT-large 340 M,
+    # ALBERT-base 12 M, GPT-2 medium 345 M, BERT-medium 41.4 M (model card)
+    "bert_medium": (41_373_184, 0.0, 0.0, "HF BertModel(L=8, H=512, A=8)"),
+    "bert_large": (335_141_888, 0.0, 0.0, "HF bert-large-uncased"),
+    "albert_base": (11_683_584, 0.0, 0.0, "HF albert-base-v2"),
+    "gpt2_medium": (354_823_168, 0.0, 0.0, "HF gpt2-medium"),
+    "t5_small_encoder": (35_330_816, 0.0, 0.0, "HF T5EncoderModel t5-small"),
+    # HF openai/whisper-tiny: 37,760,640 in all = this encoder + the decoder's 29,552,256
+    "whisper_tiny_encoder": (8_208_384, 0.0, 0.0, "HF WhisperModel tiny (encoder part)"),
+    # HF LlamaForCausalLM closed form: 2·V·D + L·(4·D² + 3·D·F + 2·D) + D (no published model)
+    "llama_8l512": (
+        2 * 32000 * 512 + 8 * (4 * 512**2 + 3 * 512 * 1536 + 2 * 512) + 512,
+        0.0,
+        0.0,
+        "HF LlamaForCausalLM formula",
+    ),
+}
+
+ATTENTION_FAMILIES = {
+    "vit_s16": "vit",
+    "deit_s16": "deit",
+    "vit_b16": "vit",
+    "swin_s": "swin",
+    "bert_medium": "bert",
+    "bert_large": "bert",
+    "albert_base": "albert",
+    "gpt2_medium": "gpt",
+    "t5_small_encoder": "t5",
+    "llama_8l512": "llama",
+    "whisper_tiny_encoder": "whisper",
+}
+
+
+def text_macs(name: str, s: int) -> int:
+    """Closed-form MACs of the text models at sequence length ``s``: per layer the
+    projections and FFN (S·(4·D² + 2·D·F), SwiGLU 3·D·F) plus Q·Kᵀ and P·V (2·S²·D)."""
+
+    def layers(n: int, d: int, f: int, ffn_mats: int = 2, tokens: int = s) -> int:
+        return n * (tokens * (4 * d * d + ffn_mats * d * f) + 2 * tokens * tokens * d)
+
+    if name == "whisper_tiny_encoder":  # s = mel frames; conv k3 front end halves them
+        return s * 384 * 80 * 3 + (s // 2) * 384 * 384 * 3 + layers(4, 384, 1536, tokens=s // 2)
+
+    return {
+        "bert_medium": layers(8, 512, 2048) + 512 * 512,  # + pooler
+        "bert_large": layers(24, 1024, 4096) + 1024 * 1024,
+        "albert_base": s * 128 * 768 + layers(12, 768, 3072) + 768 * 768,
+        "gpt2_medium": layers(24, 1024, 4096) + s * 1024 * 50257,  # + LM head
+        "llama_8l512": layers(8, 512, 1536, 3) + s * 512 * 32000,
+        "t5_small_encoder": layers(6, 512, 2048),
+    }[name]
+
 
 def test_names_cover_the_required_architectures():
-    assert set(zoo.names()) == set(FAMILIES)
+    assert set(zoo.names()) == set(FAMILIES) | set(ATTENTION)
     assert zoo.names() == sorted(zoo.names())
 
 
@@ -244,3 +311,138 @@ def test_new_families_measure_in_onnxruntime(ref):
     m = measure(ref, cfg)
     assert m.network == ref
     assert 0 < m.median_ms < 1000
+
+
+# --------------------------------------------------------------------------- attention models
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_attention_models_match_published_counts(name):
+    params, macs, tol, _source = ATTENTION[name]
+    g = resolve(f"zoo:{name}")
+    assert g.totals.params == params
+    model = zoo.get_model(name)
+    expected = macs or text_macs(name, model.resolution)
+    assert g.totals.macs == pytest.approx(expected, rel=tol or 1e-12)
+    assert g.family == ATTENTION_FAMILIES[name]
+    assert g.meta["attention"] is True and g.meta["resolution"] == model.resolution
+    assert not g.unknown_ops
+    kinds = {la.kind for la in g.layers}
+    assert {"fc", "softmax"} <= kinds
+    assert "norm" in kinds or g.family in ("llama", "t5")  # RMSNorm is primitive ops
+    # both operands activations: attention's batched MatMuls
+    assert any(la.op == "MatMul" and len(la.inputs) == 2 for la in g.layers)
+
+
+def test_cnns_are_not_attention_models():
+    g = resolve("zoo:resnet18@64")
+    assert g.meta["attention"] is False and g.meta["inputs"] == "image"
+
+
+def test_text_models_take_int64_token_ids_and_at_n_is_the_sequence_length():
+    g = resolve("zoo:bert_medium@32")
+    assert g.inputs == {"input_ids": (1, 32)} and g.input_dtype("input_ids") == "int64"
+    assert g.meta["inputs"] == "tokens" and g.meta["resolution"] == 32
+    assert g.layers[0].op == "Gather" and g.layers[0].attrs["vocab"] == 30522
+    assert g.totals.macs == text_macs("bert_medium", 32)
+    assert resolve("zoo:bert_medium@32", batch=2).inputs == {"input_ids": (2, 32)}
+    # the position table bounds the sequence; Swin and ViT need fitting resolutions
+    for ref, culprit in (
+        ("zoo:bert_medium@513", "sequence length"),
+        ("zoo:gpt2_medium@0", "sequence length"),
+        ("zoo:swin_s@256", "swin_s@256"),
+        ("zoo:vit_s16@100", "vit_s16@100"),
+    ):
+        with pytest.raises(NetworkReferenceError, match=culprit):
+            resolve(ref)
+    with pytest.raises(NetworkReferenceError, match="bert_medium"):
+        resolve("zoo:bert_medium", input_shape=(1, 3, 224, 224))
+
+
+def test_text_model_exports_an_int64_input_and_valid_token_ids():
+    import onnx
+
+    from latlab.datasets.measure.inputs import graph_inputs, model_inputs
+    from latlab.encoders.onnx_export import to_onnx
+
+    g = resolve("zoo:albert_base@16")
+    m = to_onnx(g)
+    (inp,) = m.graph.input
+    assert inp.name == "input_ids" and inp.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    ids = model_inputs(m, 1)["input_ids"]
+    assert ids.dtype == np.int64 and ids.max() < 30000 and ids.max() > 1000
+    assert np.array_equal(graph_inputs(g)["input_ids"], ids)
+    # ALBERT's shared layer is exported once: the initializers hold the parameters once
+    # (plus BN-free constants: the position/type rows and scalars)
+    stored = sum(int(np.prod(t.dims)) for t in m.graph.initializer)
+    assert stored == pytest.approx(g.totals.params, rel=0.01)
+    assert stored < 1.5 * g.totals.params  # twelve copies of the layer would be ~7x
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "zoo:vit_s16@32",
+        "zoo:bert_medium@16",
+        "zoo:llama_8l512@8",
+        "zoo:albert_base@8",
+        "zoo:whisper_tiny_encoder@32",
+    ],
+)
+def test_attention_models_run_in_onnxruntime_through_measurement(ref):
+    from latlab.datasets.measure import MeasureConfig, measure
+
+    m = measure(ref, MeasureConfig(repeats=3, min_repeats=2, time_budget_s=0.5))
+    assert m.median_ms > 0 and len(m.samples_ms) >= 2
+
+
+def test_onnxruntime_fuses_the_transformer_patterns():
+    from collections import Counter
+
+    from latlab.datasets.bench.trace import runtime_mapping
+
+    bert = Counter(n.op for n in runtime_mapping("zoo:bert_medium@16").nodes)
+    # post-LN residual + LayerNorm, erf GELU, Q·Kᵀ with its transpose and scale folded in
+    assert bert["SkipLayerNormalization"] == 17 and bert["Gelu"] == 8
+    assert bert["FusedMatMul"] == 8 and bert["Softmax"] == 8
+    llama = Counter(n.op for n in runtime_mapping("zoo:llama_8l512@8").nodes)
+    assert llama["SimplifiedLayerNormalization"] == 17  # RMSNorm: 2 per layer + final
+    vit = Counter(n.op for n in runtime_mapping("zoo:vit_s16@32").nodes)
+    assert vit["LayerNormalization"] >= 24 and vit["Gelu"] == 12
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["zoo:vit_s16@32", "zoo:bert_medium@8", "zoo:llama_8l512@8", "zoo:whisper_tiny_encoder@16"],
+)
+def test_attention_models_run_in_the_torch_backend_with_the_irs_shapes(ref):
+    import torch
+
+    from latlab.datasets.measure.inputs import graph_inputs
+    from latlab.encoders.torch_export import to_torch
+
+    g = resolve(ref)
+    feeds = graph_inputs(g)
+    with torch.inference_mode():
+        out = to_torch(g)(*[torch.from_numpy(a) for a in feeds.values()])
+    assert tuple(out.shape) == g.layers[-1].output_shape
+    assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "zoo:vit_s16@32",
+        "zoo:swin_s",
+        "zoo:bert_medium@8",
+        "zoo:albert_base@8",
+        "zoo:gpt2_medium@4",
+        "zoo:llama_8l512@8",
+        "zoo:t5_small_encoder@8",
+        "zoo:whisper_tiny_encoder@16",
+    ],
+)
+def test_attention_models_ir_shapes_equal_onnx_inference(ref):
+    from ort_helpers import assert_onnx_shapes_match
+
+    assert_onnx_shapes_match(resolve(ref))

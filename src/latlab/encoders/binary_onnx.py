@@ -28,7 +28,7 @@ def _binarise_initializers(names: list[str], ctx: ExportContext) -> None:
         if init.name in wanted:
             w = numpy_helper.to_array(init)
             pm = np.where(w >= 0, 1.0, -1.0).astype(np.float32)
-            ctx.initializers[i] = numpy_helper.from_array(pm, init.name)
+            ctx.initializers[i].CopyFrom(numpy_helper.from_array(pm, init.name))
 
 
 def _export_binary_gemm(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:

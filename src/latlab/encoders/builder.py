@@ -8,7 +8,9 @@ definition of every generated network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from latlab.encoders.ir import Layer, NetworkGraph, Shape
@@ -44,19 +46,45 @@ class NetBuilder:
         meta: dict[str, Any] | None = None,
         act_bits: int = 32,
         weight_bits: int = 32,
+        input_dtype: str = "float32",
     ) -> None:
         self.name = name
         self.input = input_name
         self.shapes: dict[str, Shape] = {input_name: tuple(int(d) for d in input_shape)}
         self.layers: list[Layer] = []
         self.meta = dict(meta or {})
+        if input_dtype != "float32":
+            # Token ids (int64) and other non-float inputs: exported with this element type
+            # (``meta["input_dtypes"]``, read by ``NetworkGraph.input_dtype``).
+            self.meta.setdefault("input_dtypes", {})[input_name] = input_dtype
         self.act_bits = act_bits
         self.weight_bits = weight_bits
         self._count = 0
+        self._shared: dict[str, list[Layer]] = {}
+        self._sharing: tuple[str, int] | None = None
 
     def shape(self, tensor: str) -> Shape:
         """Shape of an existing tensor."""
         return self.shapes[tensor]
+
+    @contextmanager
+    def shared(self, key: str) -> Iterator[None]:
+        """Layers built inside share their weights with those of the first block of ``key``.
+
+        The first ``with b.shared("layer"):`` block records its weighted layers; in every later
+        block of the same key, the i-th weighted layer reads the i-th recorded layer's weights
+        (``attrs["weight_of"]``: no parameters of its own; exported as the same initializers),
+        as ALBERT's repeated encoder layer does. The blocks must build the same layers.
+        """
+        if self._sharing is not None:
+            raise ValueError("shared() blocks do not nest")
+        first = key not in self._shared
+        self._shared.setdefault(key, [])
+        self._sharing = (key, -1 if first else 0)
+        try:
+            yield
+        finally:
+            self._sharing = None
 
     # ------------------------------------------------------------------ generic
 
@@ -75,6 +103,29 @@ class NetBuilder:
     ) -> tuple[str, ...]:
         """Append one layer of any op type; returns its output tensor names."""
         attrs = dict(attrs or {})
+        if self._sharing is not None and weight_shapes:
+            key, pos = self._sharing
+            if pos < 0:  # the first block: record
+                pending_record = True
+            else:
+                recorded = self._shared[key]
+                if pos >= len(recorded):
+                    raise ValueError(
+                        f"shared block {key!r}: more weighted layers than its first block's "
+                        f"{len(recorded)}"
+                    )
+                source = recorded[pos]
+                if source.op != op or source.weight_shapes != tuple(
+                    tuple(int(d) for d in w) for w in weight_shapes
+                ):
+                    raise ValueError(
+                        f"shared block {key!r}: layer {pos} ({op}) differs from {source.name}"
+                    )
+                attrs["weight_of"] = source.name
+                self._sharing = (key, pos + 1)
+                pending_record = False
+        else:
+            pending_record = False
         ins = tuple(inputs)
         in_shapes = tuple(self.shapes[t] for t in ins)
         wshapes = tuple(tuple(int(d) for d in w) for w in weight_shapes)
@@ -99,6 +150,8 @@ class NetBuilder:
             act_bits=self.act_bits if act_bits is None else act_bits,
         )
         apply_cost(layer)
+        if pending_record and self._sharing is not None:
+            self._shared[self._sharing[0]].append(layer)
         self.layers.append(layer)
         for t, s in zip(outs, out_shapes, strict=True):
             self.shapes[t] = s
@@ -173,7 +226,104 @@ class NetBuilder:
         """MatMul by a constant weight matrix (K, N)."""
         return self._one("MatMul", x, {}, [(self.shapes[x][-1], out_features)], **kw)
 
+    def linear(self, x: str, out_features: int, bias: bool = True, **kw: Any) -> str:
+        """``nn.Linear`` as PyTorch exports it: ``Gemm`` on a 2-D input, otherwise ``MatMul``
+        by a (K, N) weight followed by an ``Add`` of the bias (N,)."""
+        if len(self.shapes[x]) == 2:
+            return self.gemm(x, out_features, bias=bias, **kw)
+        y = self.matmul(x, out_features, **kw)
+        return self.add_weight(y, (out_features,)) if bias else y
+
+    def batched_matmul(self, a: str, b: str) -> str:
+        """MatMul of two activations, batched over the leading dimensions (attention's
+        ``Q·Kᵀ`` and ``P·V``): no weights, MACs = output elements x inner dimension."""
+        return self._one("MatMul", [a, b])
+
+    def add_weight(
+        self,
+        x: str,
+        shape: Sequence[int],
+        *,
+        stored_params: int | None = None,
+        op: str = "Add",
+    ) -> str:
+        """``x (op) W`` with a weight ``W`` of ``shape`` broadcast against ``x``: a bias, a
+        position embedding, an attention mask or rotary table (``stored_params=0``: a constant
+        buffer, no learnable values), the rows of a longer position table a sequence reads
+        (``stored_params`` = the whole table)."""
+        attrs: dict[str, Any] = {}
+        if stored_params is not None:
+            attrs["stored_params"] = int(stored_params)
+        return self._one(op, x, attrs, [tuple(int(d) for d in shape)])
+
+    def embedding(self, ids: str, vocab: int, dim: int, **kw: Any) -> str:
+        """Token embedding: ``Gather`` of rows of a (vocab, dim) weight table by the integer
+        ids in ``ids`` (ONNX ``Gather(table, ids)``; ``attrs["vocab"]`` bounds valid ids)."""
+        return self._one("Gather", ids, {"axis": 0, "vocab": int(vocab)}, [(vocab, dim)], **kw)
+
+    def gather(self, x: str, index: int | Sequence[int], axis: int = 0) -> str:
+        """Select constant ``index`` along ``axis`` (``qkv[0]``; the class token)."""
+        idx: int | tuple[int, ...] = index if isinstance(index, int) else tuple(index)
+        return self._one("Gather", x, {"axis": axis, "indices": idx})
+
+    def neg(self, x: str) -> str:
+        return self._one("Neg", x)
+
     # ------------------------------------------------------------------ normalisation, activations
+
+    def layernorm(self, x: str, eps: float = 1e-5, axis: int = -1) -> str:
+        """ONNX ``LayerNormalization`` (opset 17) over the last axis, scale and bias (D,) each
+        (onnxruntime fuses a residual ``Add`` before it into ``SkipLayerNormalization``)."""
+        d = self.shapes[x][-1]
+        return self._one("LayerNormalization", x, {"axis": axis, "epsilon": eps}, [(d,), (d,)])
+
+    def rmsnorm(self, x: str, eps: float = 1e-6) -> str:
+        """RMSNorm as primitive ops: ``x / sqrt(mean(x^2) + eps) * w`` (Pow, ReduceMean, Add,
+        Sqrt, Div, Mul), the form onnxruntime fuses into ``SimplifiedLayerNormalization``
+        (with ``Reciprocal`` + ``Mul`` in place of ``Div`` it does not)."""
+        d = self.shapes[x][-1]
+        p = self._one("Pow", x, {"scalar_inputs": ((1, 2.0),)})
+        m = self.reduce_mean(p, (len(self.shapes[x]) - 1,), keepdims=True)
+        v = self._one("Add", m, {"scalar_inputs": ((1, float(eps)),)})
+        r = self._one("Sqrt", v)
+        y = self._one("Div", [x, r])
+        return self.add_weight(y, (d,), op="Mul")
+
+    def gelu(self, x: str, approximate: str = "none") -> str:
+        """GELU as PyTorch exports it at opset 17.
+
+        ``approximate="none"``: the erf form ``0.5·x·(1 + erf(x/√2))`` (Div, Erf, Add, Mul,
+        Mul), which onnxruntime fuses into its ``Gelu`` kernel as it does ONNX's opset-20
+        ``Gelu`` op (the file stays at opset 17). ``"tanh"``: GPT-2's ``gelu_new``,
+        ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` (Mul, Pow, Mul, Add, Mul, Tanh, Add,
+        Mul), which onnxruntime fuses into ``FastGelu``.
+        """
+        if approximate == "tanh":
+            half = self.scale(x, 0.5)
+            cube = self.scale(self._one("Pow", x, {"scalar_inputs": ((1, 3.0),)}), 0.044715)
+            inner = self.scale(self.add(x, cube), math.sqrt(2.0 / math.pi))
+            t = self._one("Add", self._one("Tanh", inner), {"scalar_inputs": ((1, 1.0),)})
+            return self.mul(half, t)
+        if approximate != "none":
+            raise ValueError(f"unknown GELU approximation {approximate!r}")
+        d = self._one("Div", x, {"scalar_inputs": ((1, 1.4142135381698608),)})
+        e = self._one("Erf", d)
+        e1 = self._one("Add", e, {"scalar_inputs": ((1, 1.0),)})
+        g = self.mul(x, e1)
+        return self.scale(g, 0.5)
+
+    def rotary(self, x: str) -> str:
+        """Rotary position embedding of ``x`` (B, heads, S, head_dim), as Llama's exported
+        ``x·cos + rotate_half(x)·sin``: two Slices, Neg, Concat, two Muls by constant (S,
+        head_dim) tables (buffers, no parameters) and an Add."""
+        *_, s, hd = self.shapes[x]
+        half = hd // 2
+        x1 = self.slice(x, [0], [half], [-1])
+        x2 = self.slice(x, [half], [hd], [-1])
+        rot = self.concat([self.neg(x2), x1], axis=-1)
+        cos = self.add_weight(x, (s, hd), stored_params=0, op="Mul")
+        sin = self.add_weight(rot, (s, hd), stored_params=0, op="Mul")
+        return self.add(cos, sin)
 
     def bn(self, x: str, **kw: Any) -> str:
         c = self.shapes[x][1]
@@ -278,6 +428,14 @@ class NetBuilder:
 
     def concat(self, xs: Sequence[str], axis: int = 1) -> str:
         return self._one("Concat", list(xs), {"axis": axis})
+
+    def prepend_token(self, x: str, count: int = 1) -> str:
+        """Concat ``count`` learned tokens (1, count, D) before the tokens of ``x`` (B, N, D)
+        along axis 1 (ViT's class token)."""
+        b, _, d = self.shapes[x]
+        # The tokens expanded to the batch, as exported; their parameters are stored once.
+        attrs = {"axis": 1, "weights_first": 1, "stored_params": count * d}
+        return self._one("Concat", x, attrs, [(b, count, d)])
 
     def flatten(self, x: str, axis: int = 1) -> str:
         return self._one("Flatten", x, {"axis": axis})

@@ -171,6 +171,11 @@ class NetworkGraph:
         """The network reference this graph was built from (its name when it has none)."""
         return str(self.meta.get("reference", self.name))
 
+    def input_dtype(self, name: str) -> str:
+        """Element type of input ``name`` as a numpy name: ``float32`` unless
+        ``meta["input_dtypes"]`` says otherwise (``int64`` token ids of text models)."""
+        return str(self.meta.get("input_dtypes", {}).get(name, "float32"))
+
     @property
     def family(self) -> str:
         """Network family (search space or zoo family), used for family splits and reports."""

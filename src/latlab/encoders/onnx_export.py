@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from latlab.encoders.ir import Layer, NetworkGraph
 
@@ -35,12 +35,22 @@ class ExportContext:
     def __init__(self, seed: int, opset: int = OPSET) -> None:
         self.opset = opset
         self.rng = np.random.default_rng(seed)
-        self.initializers: list[onnx.TensorProto] = []
+        # Initializers are written straight into the model being built: building a graph with
+        # onnx.helper copies every weight twice more (make_graph, make_model), which was most
+        # of the export time of a 355 M-parameter GPT-2.
+        self.model = onnx.ModelProto()
+        self.initializers = self.model.graph.initializer
         self.names: set[str] = set()
 
     def add(self, name: str, array: np.ndarray) -> str:
         """Register a constant tensor and return its name."""
-        self.initializers.append(numpy_helper.from_array(array, name))
+        # np.asarray(order="C"), not ascontiguousarray: that makes a scalar 1-D
+        arr = np.asarray(array, dtype=np.asarray(array).dtype.newbyteorder("<"), order="C")
+        t = self.initializers.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype.newbyteorder("="))
+        t.dims.extend(arr.shape)
+        t.raw_data = arr.tobytes()
         self.names.add(name)
         return name
 
@@ -98,6 +108,11 @@ def _attrs(layer: Layer, mapping: dict[str, str]) -> dict[str, Any]:
 
 
 def _default_weights(layer: Layer, ctx: ExportContext) -> list[str]:
+    source = layer.attrs.get("weight_of")
+    if source:  # shared weights (ALBERT): the same initializers as the source layer's
+        names = [f"{source}.w{i}" for i in range(len(layer.weight_shapes))]
+        if all(n in ctx.names for n in names):
+            return names
     return [ctx.weights(f"{layer.name}.w{i}", w) for i, w in enumerate(layer.weight_shapes)]
 
 
@@ -262,7 +277,8 @@ def _export_reduce(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.
 
 def _export_concat(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
     # ONNX requires the axis; the IR's default (as in its shape rule) is 1.
-    return [_node(layer, [*layer.inputs, *w], axis=int(layer.attrs.get("axis", 1)))]
+    ins = [*w, *layer.inputs] if layer.attrs.get("weights_first") else [*layer.inputs, *w]
+    return [_node(layer, ins, axis=int(layer.attrs.get("axis", 1)))]
 
 
 def _export_upsample(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
@@ -294,8 +310,11 @@ def _export_tile(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.No
 
 
 def _export_gather(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+    axis = int(layer.attrs.get("axis", 0))
+    if w:  # an embedding: Gather(table, ids)
+        return [_node(layer, [w[0], *layer.inputs], axis=axis)]
     indices = ctx.ints(f"{layer.name}.indices", layer.attrs.get("indices", 0))
-    return [_node(layer, [*layer.inputs, indices], axis=int(layer.attrs.get("axis", 0)))]
+    return [_node(layer, [*layer.inputs, indices], axis=axis)]
 
 
 EXPORTERS["Conv"] = _export_conv
@@ -354,15 +373,23 @@ def to_onnx(graph: NetworkGraph, seed: int = 0, opset: int = OPSET) -> onnx.Mode
     }
     shapes.update(graph.inputs)
     inputs = [
-        helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
+        helper.make_tensor_value_info(
+            n, helper.np_dtype_to_tensor_dtype(np.dtype(graph.input_dtype(n))), list(s)
+        )
         for n, s in graph.inputs.items()
     ]
     outputs = [
         helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shapes[n])) for n in graph.outputs
     ]
-    g = helper.make_graph(nodes, graph.name[:120] or "latlab", inputs, outputs, ctx.initializers)
+    model = ctx.model
+    g = model.graph
+    g.name = graph.name[:120] or "latlab"
+    g.node.extend(nodes)
+    g.input.extend(inputs)
+    g.output.extend(outputs)
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(g, opset_imports=opsets, producer_name="latlab")
+    model.opset_import.extend(opsets)
+    model.producer_name = "latlab"
     # The oldest IR version that carries this opset, so that older runtimes load the model.
     model.ir_version = helper.find_min_ir_version_for(opsets)
     return model

@@ -24,6 +24,15 @@ ONNX shape inference rather than around weight values:
 * Where whole-graph inference falls short (shape arithmetic through Div, which onnx's data
   propagation does not follow; ceil-mode pooling, where onnx keeps a window onnxruntime and
   PyTorch drop), nodes are re-inferred one by one with the constants computed.
+* Old opsets (7-9, the classic model zoo): shapes the operator specs fix but onnx leaves open
+  are filled in (Dropout's mask, MaxPool's indices); a trailing output nothing reads whose shape
+  is still unknown is dropped from its layer instead of failing the import. Attribute forms of
+  Pad, Clip, Slice, Squeeze/Unsqueeze/Split, ReduceMean and Upsample import like their input
+  forms (``tests/test_onnx_opsets.py`` covers opsets 7-21 against onnxruntime's shapes).
+* A file no runtime could execute (a Conv whose weight does not fit its input channels, a
+  Reshape that changes the element count, a Gemm/MatMul whose inner dimensions differ) is an
+  :class:`OnnxImportError` naming the node and the reason, not an IR with made-up costs; a
+  tensor left without a shape is reported with the reason onnx's strict inference gave.
 * Every remaining node becomes a layer with normalised attributes (``kernel``, ``stride``,
   ``dilation``, ``pads`` with ``auto_pad`` resolved, ``groups``, ...). An op without a cost
   rule, or from a custom domain (named ``domain.Op``), is kept with ``known=False`` and listed in
@@ -43,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -538,19 +548,42 @@ def _has_data(t: onnx.TensorProto) -> bool:
     )
 
 
-def _infer(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+def _infer(model: onnx.ModelProto, label: str) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """The model with inferred shapes, and the reasons strict inference gave per node name.
+
+    Strict inference stops at the first problem, and many real files have a harmless one (a
+    custom op, a loose type), so the lenient pass gives the shapes; the strict pass's reasons
+    are kept so that a node left without a shape is reported with the cause onnx found.
+    """
     try:
-        return onnx.shape_inference.infer_shapes(
-            model, check_type=True, strict_mode=True, data_prop=True
+        return (
+            onnx.shape_inference.infer_shapes(
+                model, check_type=True, strict_mode=True, data_prop=True
+            ),
+            {},
         )
     except Exception as strict_exc:
         log.debug("strict shape inference of %s failed: %s", label, strict_exc)
+        reasons = _inference_reasons(str(strict_exc))
         try:
-            return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as exc:
             raise OnnxImportError(
                 f"shape inference failed for {label}: {_first_line(exc)}"
             ) from None
+        return inferred, reasons
+
+
+_REASON = re.compile(r"\(op_type:(?P<op>[^,]*), node name: (?P<node>[^)]*)\): (?P<why>[^\n]*)")
+
+
+def _inference_reasons(text: str) -> dict[str, str]:
+    """``node name -> reason`` from onnx's ``(op_type:Gemm, node name: fc): ...`` messages."""
+    out: dict[str, str] = {}
+    for m in _REASON.finditer(text):
+        why = m["why"].replace("[ShapeInferenceError]", "").replace("[TypeInferenceError]", "")
+        out.setdefault(m["node"].strip(), why.strip())
+    return out
 
 
 # --------------------------------------------------------------------------- attributes
@@ -983,6 +1016,15 @@ def from_onnx(
     }
     if model.producer_name:
         info["producer"] = model.producer_name
+    dtypes = {
+        vi.name: np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+        for vi in activation_inputs(model)
+        if vi.name in shapes
+        and vi.type.tensor_type.elem_type not in (0, TensorProto.FLOAT)
+        and vi.type.tensor_type.elem_type in _BITS
+    }
+    if dtypes:  # token ids and other non-float inputs (the IR's input element types)
+        info["input_dtypes"] = dtypes
     info.update(meta or {})
     return NetworkGraph(graph_name, shapes, outputs, layers, meta=info)
 
@@ -1012,20 +1054,65 @@ def _import_layers(
         raise OnnxImportError(f"{label} has no layers that depend on its inputs")
     const_tensors = {t for t in producers if t not in dynamic}
 
-    shape_of, dtype_of = _value_infos(_infer(_shape_model(model, nodes, input_shapes), label))
+    inferred, reasons = _infer(_shape_model(model, nodes, input_shapes), label)
+    shape_of, dtype_of = _value_infos(inferred)
     shape_of.update(input_shapes)
     consts = _Constants(model, producers, const_tensors, shape_of)
     consts.dtype_of = dtype_of
     _repair_shapes(model, nodes, consts, shape_of, dtype_of)
+    graph_outputs = [vi.name for vi in model.graph.output]
+    _fill_spec_shapes(layer_nodes, shape_of, dtype_of)
+    needed = {t for n in nodes for t in n.input if t} | {
+        t for n in nodes for t in _captured_inputs(n)
+    }
+    needed.update(graph_outputs)
 
     layers: list[Layer] = []
     used_names: set[str] = set()
+    seen_weights: dict[str, str] = {}
     for index, node in enumerate(layer_nodes):
         layers.append(
-            _make_layer(node, index, dynamic, shape_of, dtype_of, producers, consts, used_names)
+            _make_layer(
+                node,
+                index,
+                dynamic,
+                shape_of,
+                dtype_of,
+                producers,
+                consts,
+                used_names,
+                needed,
+                reasons,
+                seen_weights,
+            )
         )
-    outputs = [vi.name for vi in model.graph.output if vi.name in dynamic]
+    produced = {o for layer in layers for o in layer.outputs}
+    outputs = [t for t in graph_outputs if t in dynamic and t in produced]
     return layers, outputs
+
+
+def _fill_spec_shapes(
+    nodes: Sequence[onnx.NodeProto], shape_of: dict[str, Shape | None], dtype_of: dict[str, int]
+) -> None:
+    """Shapes the ONNX operator specs fix but onnx's inference leaves open at old opsets.
+
+    Dropout's optional ``mask`` (opsets 7-9, where onnx infers the output only) has the
+    input's shape by definition; MaxPool's ``Indices`` has the pooled output's shape.
+    Classic model-zoo files (AlexNet, CaffeNet, GoogLeNet, SqueezeNet, ... at opset 3-9)
+    carry both.
+    """
+    for node in nodes:
+        if node.domain not in DEFAULT_DOMAINS or len(node.output) < 2 or not node.output[1]:
+            continue
+        mask = node.output[1]
+        if shape_of.get(mask) is not None:
+            continue
+        if node.op_type == "Dropout":
+            shape_of[mask] = shape_of.get(node.input[0])
+            dtype_of.setdefault(mask, TensorProto.BOOL)
+        elif node.op_type == "MaxPool":
+            shape_of[mask] = shape_of.get(node.output[0])
+            dtype_of.setdefault(mask, TensorProto.INT64)
 
 
 def _captured_inputs(node: onnx.NodeProto) -> set[str]:
@@ -1257,6 +1344,9 @@ def _make_layer(
     producers: dict[str, onnx.NodeProto],
     consts: _Constants,
     used_names: set[str],
+    needed: set[str] | None = None,
+    reasons: Mapping[str, str] | None = None,
+    seen_weights: dict[str, str] | None = None,
 ) -> Layer:
     default_domain = node.domain in DEFAULT_DOMAINS
     op = node.op_type if default_domain else f"{node.domain}.{node.op_type}"
@@ -1273,9 +1363,11 @@ def _make_layer(
         if s is None:
             src = producers.get(t)
             by = f" (output of node {src.name or src.op_type!r}, op {src.op_type})" if src else ""
+            why = (reasons or {}).get(src.name) if src is not None and src.name else None
+            cause = f": {why}" if why else "; give the model value_info for it"
             raise OnnxImportError(
                 f"cannot determine the shape of tensor {t!r}{by}, {role} of node "
-                f"{node.name or node.op_type!r} ({op}); give the model value_info for it"
+                f"{node.name or node.op_type!r} ({op}){cause}"
             )
         return s
 
@@ -1306,6 +1398,12 @@ def _make_layer(
     if scalars:
         attrs["scalar_inputs"] = tuple(scalars)
     outputs = [o for o in node.output if o]
+    if needed is not None:
+        # Trailing outputs nothing reads and whose shape is unknown (an unused Dropout mask
+        # of an old file, optional statistics outputs) are not part of the network: drop them
+        # rather than fail. Earlier ones keep their place (outputs are positional).
+        while len(outputs) > 1 and outputs[-1] not in needed and shape_of.get(outputs[-1]) is None:
+            outputs.pop()
     in_shapes = tuple(shape(t, "an input") for t in inputs)
     out_shapes = tuple(shape(o, "an output") for o in outputs)
     w_shapes = tuple(shape(t, "a weight") for t in weights)
@@ -1314,6 +1412,8 @@ def _make_layer(
         _normalise_window(node.op_type, attrs, in_shapes[0], w_shapes, out_shapes[0])
     if default_domain:
         _normalise_op(node.op_type, attrs, in_shapes, out_shapes)
+        operands = [shape_of.get(t) for t in node.input[:2] if t]
+        _check_consistent(node.op_type, lname, attrs, in_shapes, w_shapes, out_shapes, operands)
 
     act_type = dtype_of.get(inputs[0] if inputs else outputs[0], TensorProto.FLOAT)
     layer = Layer(
@@ -1343,6 +1443,16 @@ def _make_layer(
             # A weight computed at run time: its parameters are the stored values it is
             # computed from (ViT's class token, not its batch-sized expansion).
             layer.params += consts.stored_params(t) - math.prod(w_shape)
+    if seen_weights is not None:
+        # A stored tensor several layers read (ALBERT's shared layer, a tied LM head) is one
+        # set of parameters: the first reader counts it.
+        shared = [t for t in weights if t in seen_weights and t not in producers]
+        for t in shared:
+            layer.params -= consts.stored_params(t)
+        if shared and len(shared) == len(weights):
+            layer.attrs["shared_with"] = seen_weights[shared[0]]
+        for t in weights:
+            seen_weights.setdefault(t, lname)
     return layer
 
 
@@ -1399,6 +1509,48 @@ def _normalise_op(
         for key in ("min", "max"):
             if key in attrs and attrs[key] is not None:
                 attrs[key] = float(attrs[key])
+
+
+def _check_consistent(
+    op: str,
+    name: str,
+    attrs: Mapping[str, Any],
+    ins: Sequence[Shape],
+    weights: Sequence[Shape],
+    outs: Sequence[Shape],
+    operands: Sequence[Shape | None] = (),
+) -> None:
+    """Refuse what onnx's shape inference lets through but no runtime can execute.
+
+    onnx infers a Conv's output from its weight without checking the input channels, and a
+    Reshape's from its target without checking the element count; such a file would import
+    with made-up costs, so it is an :class:`OnnxImportError` naming the node instead.
+    """
+    if op == "Reshape" and ins and outs and math.prod(ins[0]) != math.prod(outs[0]):
+        raise OnnxImportError(
+            f"node {name!r} (Reshape): target shape {outs[0]} has {math.prod(outs[0])} "
+            f"elements, its input {ins[0]} has {math.prod(ins[0])}"
+        )
+    if op in ("Gemm", "MatMul") and len(operands) == 2:
+        a, b = operands
+        if a and b:  # the first two inputs by position, activations or weights
+            if op == "Gemm":
+                k_a = a[0] if attrs.get("transA") else a[-1]
+                k_b = b[-1] if attrs.get("transB") else b[0]
+            else:
+                k_a, k_b = a[-1], (b[-2] if len(b) >= 2 else b[0])
+            if k_a != k_b:
+                raise OnnxImportError(
+                    f"node {name!r} ({op}): operands {a} and {b} do not multiply "
+                    f"(inner dimensions {k_a} and {k_b})"
+                )
+    if op == "Conv" and ins and weights and len(ins[0]) >= 3 and len(weights[0]) >= 2:
+        groups = int(attrs.get("groups", 1))
+        if weights[0][1] * groups != ins[0][1]:
+            raise OnnxImportError(
+                f"node {name!r} (Conv): weight {weights[0]} with group={groups} expects "
+                f"{weights[0][1] * groups} input channels, the input {ins[0]} has {ins[0][1]}"
+            )
 
 
 def summarize_unknown(graph: NetworkGraph) -> dict[str, int]:

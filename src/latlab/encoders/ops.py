@@ -12,7 +12,10 @@ Counting conventions (documented because papers differ):
   plus one FLOP per output element for a bias.
 * Element-wise and activation ops: FLOPs per output element (Relu 1, Sigmoid/Tanh 4,
   HardSigmoid 3, HardSwish 4, ...). Pooling: one FLOP per window element per output.
-* Parameters: learnable values. BatchNormalization counts scale and bias (2·C) as the
+* Parameters: learnable values, each counted once: a layer whose weights are another
+  layer's (``attrs["weight_of"]``) or constant buffers adds none, and ``attrs["stored_params"]``
+  overrides the count where the stored values differ from the weights the layer reads.
+  BatchNormalization counts scale and bias (2·C) as the
   published parameter counts do; its running mean/var are included in ``weight_bytes``.
 * Data-movement ops (Concat, Reshape, Transpose, Slice, Pad, ...) cost 0 FLOPs but their bytes
   are counted: they are *known* ops, not unknown ones.
@@ -160,10 +163,27 @@ def _shape_matmul(
 def _shape_concat(
     ins: Sequence[Shape], a: dict[str, Any], ws: Sequence[Shape]
 ) -> tuple[Shape, ...]:
+    # Weights are operands too (ViT's class token concatenated to the patch tokens).
     axis = _norm_axis(int(a.get("axis", 1)), len(ins[0]))
     out = list(ins[0])
-    out[axis] = sum(s[axis] for s in ins)
+    out[axis] = sum(s[axis] for s in (*ins, *ws))
     return (tuple(out),)
+
+
+def _shape_gather(
+    ins: Sequence[Shape], a: dict[str, Any], ws: Sequence[Shape]
+) -> tuple[Shape, ...]:
+    """Gather along ``axis``: an embedding (weight table indexed by the activation) or a
+    selection with constant ``indices`` (``qkv[0]``, the class token)."""
+    if ws:  # embedding: data is the table, the activation holds the indices
+        table, idx = ws[0], ins[0]
+        axis = _norm_axis(int(a.get("axis", 0)), len(table))
+        return ((*table[:axis], *idx, *table[axis + 1 :]),)
+    x = ins[0]
+    axis = _norm_axis(int(a.get("axis", 0)), len(x))
+    indices = a.get("indices", 0)
+    idx_shape: Shape = () if isinstance(indices, int) else (len(indices),)
+    return ((*x[:axis], *idx_shape, *x[axis + 1 :]),)
 
 
 def _shape_flatten(
@@ -362,12 +382,14 @@ RULES["Pad"] = OpRule("data", _cost_free, _shape_pad)
 RULES["Resize"] = OpRule("data", _cost_resize, _shape_resize)
 RULES["Upsample"] = OpRule("data", _cost_resize, _shape_resize)
 for _op in (
-    "Identity", "Dropout", "Squeeze", "Unsqueeze", "Gather", "Expand", "Tile", "Cast",
+    "Identity", "Dropout", "Squeeze", "Unsqueeze", "Expand", "Tile", "Cast",
     "Shape", "Constant", "ConstantOfShape", "Range", "DepthToSpace", "SpaceToDepth",
 ):  # fmt: skip
     RULES[_op] = OpRule(
         "data", _cost_free, _shape_same if _op in ("Identity", "Dropout", "Cast") else None
     )
+
+RULES["Gather"] = OpRule("data", _cost_free, _shape_gather)
 
 # Ops real-world ONNX files apply to activations (masks in transformers, quantize/dequantize
 # pairs, index and scatter ops of detection heads), so that imports do not report them as
@@ -413,6 +435,15 @@ def apply_cost(layer: Layer) -> Layer:
     else:
         layer.known = True
         layer.macs, layer.flops, layer.params = rule.cost(layer)
+    stored = layer.attrs.get("stored_params")
+    if stored is not None:
+        # Learnable values the weights come from, when they are not the weights themselves:
+        # 0 for constant buffers (rotary tables, attention masks) and for weights shared
+        # with another layer (``weight_of``: ALBERT, tied embeddings), the whole table for
+        # the slice of a position table a sequence uses.
+        layer.params = int(stored)
+    elif layer.attrs.get("weight_of"):
+        layer.params = 0
     act = layer.act_bits
     layer.bytes_read = sum(numel(s) for s in layer.input_shapes) * act // 8
     layer.bytes_written = sum(numel(s) for s in layer.output_shapes) * act // 8

@@ -77,18 +77,22 @@ def _prepad(module: nn.Module, torch_pad: tuple[int, ...] | None, value: float =
 def _conv(layer: Layer) -> nn.Module:
     a = layer.attrs
     w = layer.weight_shapes[0]
-    padding, extra = _padding(layer)
+    padding, extra = _padding(layer, len(a["kernel"]))
     groups = int(a.get("groups", 1))
-    cls = nn.ConvTranspose2d if layer.op == "ConvTranspose" else nn.Conv2d
+    cls: type[nn.Module]
+    if len(a["kernel"]) == 1:  # 1-D convolution (Whisper's front end)
+        cls = nn.ConvTranspose1d if layer.op == "ConvTranspose" else nn.Conv1d
+    else:
+        cls = nn.ConvTranspose2d if layer.op == "ConvTranspose" else nn.Conv2d
     cin = layer.input_shape[1]
     cout = w[1] * groups if layer.op == "ConvTranspose" else w[0]
     conv = cls(
         cin,
         cout,
         tuple(a["kernel"]),
-        stride=tuple(a.get("stride", (1, 1))),
+        stride=tuple(a.get("stride", (1,) * len(a["kernel"]))),
         padding=padding,  # type: ignore[arg-type]
-        dilation=tuple(a.get("dilation", (1, 1))),
+        dilation=tuple(a.get("dilation", (1,) * len(a["kernel"]))),
         groups=groups,
         bias=len(layer.weight_shapes) > 1,
     )
@@ -155,11 +159,55 @@ def _clip(layer: Layer) -> nn.Module:
 
 def _eltwise(fn: Callable[..., torch.Tensor]) -> TorchFactory:
     def make(layer: Layer) -> nn.Module:
+        scalars = sorted(layer.attrs.get("scalar_inputs") or ())
+        if scalars:  # x * 0.5, x + eps: constants at their operand positions
+            values = [(int(pos), 1.0 if v is None else float(v)) for pos, v in scalars]
+
+            def with_scalars(*xs: torch.Tensor) -> torch.Tensor:
+                args: list[Any] = list(xs)
+                for pos, v in values:
+                    args.insert(min(pos, len(args)), v)
+                return fn(*args)
+
+            inner = with_scalars
+        else:
+            inner = fn
         if layer.weight_shapes:
-            return WithConstants(fn, layer.weight_shapes)
-        return Fn(fn)
+            return WithConstants(inner, layer.weight_shapes)
+        return Fn(inner)
 
     return make
+
+
+def _layernorm(layer: Layer) -> nn.Module:
+    d = layer.input_shape[-1]
+    return nn.LayerNorm(d, eps=float(layer.attrs.get("epsilon", 1e-5)))
+
+
+def _gather(layer: Layer) -> nn.Module:
+    axis = int(layer.attrs.get("axis", 0))
+    if layer.weight_shapes:  # an embedding: rows of the table by the integer ids
+        vocab, dim = layer.weight_shapes[0][:2]
+        return nn.Embedding(vocab, dim)
+    indices = layer.attrs.get("indices", 0)
+    if isinstance(indices, int):
+        return Fn(lambda x: x.select(axis, indices))
+    idx = torch.tensor(list(indices), dtype=torch.long)
+    return Fn(lambda x: x.index_select(axis, idx.to(x.device)))
+
+
+def _concat(layer: Layer) -> nn.Module:
+    axis = int(layer.attrs.get("axis", 1))
+    if not layer.weight_shapes:
+        return Fn(lambda *xs: torch.cat(xs, dim=axis))
+    first = bool(layer.attrs.get("weights_first"))
+
+    def cat(*xs: torch.Tensor) -> torch.Tensor:
+        n = len(layer.inputs)
+        acts, consts = xs[:n], xs[n:]
+        return torch.cat((*consts, *acts) if first else (*acts, *consts), dim=axis)
+
+    return WithConstants(cat, layer.weight_shapes)
 
 
 def _pad(layer: Layer) -> nn.Module:
@@ -269,9 +317,9 @@ register_torch_op("Min", _eltwise(torch.minimum))
 register_torch_op("Pow", _eltwise(torch.pow))
 register_torch_op("Sum", _eltwise(lambda *xs: torch.stack(xs).sum(0)))
 register_torch_op("Mean", _eltwise(lambda *xs: torch.stack(xs).mean(0)))
-register_torch_op(
-    "Concat", lambda ly: Fn(lambda *xs: torch.cat(xs, dim=int(ly.attrs.get("axis", 1))))
-)
+register_torch_op("Concat", _concat)
+register_torch_op("LayerNormalization", _layernorm)
+register_torch_op("Gather", _gather)
 register_torch_op(
     "Split",
     lambda ly: Fn(

@@ -29,6 +29,9 @@ _DTYPES = {
 }
 
 
+_INT_TYPES = frozenset({2, 3, 5, 6, 7})
+
+
 def model_inputs(
     model: Any,
     batch: int,
@@ -42,6 +45,9 @@ def model_inputs(
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     feeds: dict[str, np.ndarray] = {}
+    bounds: dict[str, int] | None = None
+    if any(i.type.tensor_type.elem_type in _INT_TYPES for i in graph_inputs):
+        bounds = index_bounds(model)
     for k, inp in enumerate(graph_inputs):
         ttype = inp.type.tensor_type
         dtype = _DTYPES.get(ttype.elem_type)
@@ -69,9 +75,32 @@ def model_inputs(
                 )
         if np.issubdtype(dtype, np.floating):
             feeds[inp.name] = rng.standard_normal(size=shape).astype(dtype)
-        else:  # masks, indices, token ids: 0/1 are valid for any vocabulary
+        elif dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        else:  # token ids: valid rows of every table they index; masks and flags: 0/1
+            high = bounds.get(inp.name, 2) if bounds is not None else 2
+            feeds[inp.name] = rng.integers(0, max(high, 1), size=shape).astype(dtype)
     return feeds
+
+
+def index_bounds(model: Any) -> dict[str, int]:
+    """For integer graph inputs used as ``Gather`` indices into a stored table (token ids into
+    an embedding), the number of rows every such table has (the smallest): ids drawn below it
+    are valid, as a tokenizer's would be; inputs that index no table are absent."""
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    inputs = {i.name for i in model.graph.input}
+    bounds: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in inputs:
+            continue
+        table = dims.get(node.input[0])
+        if not table:
+            continue
+        axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+        rows = int(table[axis])
+        name = node.input[1]
+        bounds[name] = min(bounds.get(name, rows), rows)
+    return bounds
 
 
 def ir_input_shapes(
@@ -105,10 +134,22 @@ def fixed_inputs(
 
 
 def graph_inputs(graph: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded float32 inputs for the IR's inputs: the same values :func:`model_inputs` gives
-    the exported ONNX model (same generator, same order), so both backends run the same data."""
+    """Seeded inputs for the IR's inputs: the same values :func:`model_inputs` gives the
+    exported ONNX model (same generator, same order), so both backends run the same data.
+    Integer inputs (``graph.input_dtype``) get ids below the vocabulary of the embedding
+    (``Gather``) layers that read them."""
     rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal(size=list(shape)).astype(np.float32)
-        for name, shape in graph.inputs.items()
-    }
+    feeds: dict[str, np.ndarray] = {}
+    for name, shape in graph.inputs.items():
+        dtype = np.dtype(graph.input_dtype(name))
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(size=list(shape)).astype(dtype)
+            continue
+        vocab = [
+            int(la.attrs["vocab"])
+            for la in graph.layers
+            if la.op == "Gather" and name in la.inputs and "vocab" in la.attrs
+        ]
+        high = min(vocab) if vocab else 2
+        feeds[name] = rng.integers(0, high, size=list(shape)).astype(dtype)
+    return feeds

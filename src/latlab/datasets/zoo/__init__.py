@@ -1,14 +1,20 @@
-"""Real architectures written with :class:`NetBuilder`: ``zoo:NAME[@RESOLUTION]`` references.
+"""Real architectures written with :class:`NetBuilder`: ``zoo:NAME[@N]`` references.
 
 Generalisation to networks no search space generated is judged on these. Names follow
-torchvision (``resnet50``, ``mobilenet_v3_small``, ``efficientnet_b0``, ...) or the
-architecture's own repository (``inception_v4`` as timm, ``yolov5s`` as Ultralytics, ``unet``).
-A model's default resolution is its evaluation crop (224 for most; 288 for EfficientNet-B2 and
-380 for B4 as torchvision, 299 for Inception-v4, 640 for YOLOv5s, 256 for U-Net); ``@RES``
-builds it for a square RES x RES input (a multiple of 32 for YOLOv5s, of 16 for U-Net, whose
-skip connections concatenate maps of several strides). Each graph's ``meta`` holds ``family``
+torchvision (``resnet50``, ``mobilenet_v3_small``, ``vit_b16``, ``swin_s``, ...), Hugging
+Face (``bert_medium``, ``gpt2_medium``, ...) or the architecture's own repository
+(``inception_v4`` as timm, ``yolov5s`` as Ultralytics, ``unet``). For image models ``@N`` is
+the resolution: a model's default is its evaluation crop (224 for most; 288 for
+EfficientNet-B2 and 380 for B4 as torchvision, 299 for Inception-v4, 640 for YOLOv5s, 256 for
+U-Net), and ``@RES`` builds it for a square RES x RES input (a multiple of 32 for YOLOv5s, of
+16 for U-Net, whose skip connections concatenate maps of several strides). For text models
+(``inputs == "tokens"``) ``@N`` is the **sequence length**: the input is int64 token ids
+``input_ids`` of shape (B, N) (``graph.input_dtype("input_ids") == "int64"``), and N is at
+most the model's position table (``max_resolution``). Each graph's ``meta`` holds ``family``
 (resnet, resnext, regnet, convnext, mobilenet, efficientnet, shufflenet, inception, densenet,
-vgg, yolo, unet, ...) for family splits, ``model``, ``resolution`` and ``paper``.
+vgg, yolo, unet, vit, swin, bert, gpt, albert, llama, ...) for family splits, ``model``,
+``resolution`` (the ``@N`` value), ``paper``, ``inputs`` and ``attention`` (True for attention
+models, so experiments can select them).
 
 Modules by family: ``classic`` (AlexNet, VGG), ``resnet`` (ResNet, ResNeXt), ``densenet``,
 ``regnet``, ``convnext`` (LayerNorm over channels, GELU), ``mobile`` (MobileNet V1-V3, MNASNet,
@@ -16,11 +22,19 @@ EfficientNet-B0/B2/B4, ShuffleNet V2), ``inception`` (GoogLeNet, Inception-v4, S
 ``detection`` (YOLOv5s: C3/CSP blocks, SPPF, PAN neck with Resize and Concat, Detect head) and
 ``unet`` (ConvTranspose up-sampling, Concat skips).
 
-MACs and parameters of every model agree with the published figures (torchvision's, or the
-paper's / reference implementation's where torchvision has none) within 2 %
-(``tests/test_zoo.py`` names the source of each). MACs count Conv, ConvTranspose, Gemm and
-MatMul multiply-accumulates; parameters count weights, biases, BatchNorm/LayerNorm scale and
-shift and layer scales (as torchvision's ``num_params`` does).
+MACs and parameters of every model agree with the published figures (torchvision, timm, the
+papers, the reference implementations, Hugging Face model configurations) within the
+tolerances of ``tests/test_zoo.py``, which names the source of each. MACs count Conv,
+ConvTranspose, Gemm and MatMul multiply-accumulates, attention's two activation MatMuls
+included; parameters count weights, biases, norm scale/shift and layer scales, each shared
+tensor once.
+
+Text models (``transformers``): ``bert_medium`` (8 layers, width 512, 8 heads; default
+sequence 128), ``bert_large`` (64), ``albert_base`` (128), ``gpt2_medium`` (64, causal, no KV
+cache), ``llama_8l512`` (128; RMSNorm, SwiGLU, rotary), ``t5_small_encoder`` (128).
+Vision transformers (``vision_transformers``): ``vit_s16``, ``deit_s16``, ``vit_b16``,
+``swin_s`` (224). Speech: ``whisper_tiny_encoder`` (float log-mel input (B, 80, N), ``@N``
+frames, default 3000).
 """
 
 from __future__ import annotations
@@ -37,7 +51,9 @@ from latlab.datasets.zoo import (  # noqa: F401  (registration)
     mobile,
     regnet,
     resnet,
+    transformers,
     unet,
+    vision_transformers,
 )
 from latlab.datasets.zoo.common import MODELS, ResolutionError, ZooModel
 from latlab.encoders.builder import NetBuilder
@@ -74,10 +90,19 @@ def parse_zoo(body: str) -> tuple[str, int]:
         )
     model = get_model(m["name"])
     res = int(m["res"]) if m["res"] else model.resolution
-    if not model.min_resolution <= res <= MAX_RESOLUTION:
+    top = (
+        model.max_resolution
+        if model.inputs != "image"
+        else min(model.max_resolution, MAX_RESOLUTION)
+    )
+    if not model.min_resolution <= res <= top:
+        what, unit = {
+            "tokens": ("sequence length", "tokens"),
+            "mel": ("length", "frames"),
+        }.get(model.inputs, ("resolution", "pixels"))
         raise NetworkReferenceError(
-            f"bad resolution in 'zoo:{body}': {model.name} needs "
-            f"{model.min_resolution}..{MAX_RESOLUTION} pixels, got {res}"
+            f"bad {what} in 'zoo:{body}': {model.name} needs "
+            f"{model.min_resolution}..{top} {unit}, got {res}"
         )
     if res % model.multiple_of:
         raise NetworkReferenceError(
@@ -87,6 +112,15 @@ def parse_zoo(body: str) -> tuple[str, int]:
     return model.name, res
 
 
+def input_shape_of(model: ZooModel, resolution: int, batch: int = 1) -> tuple[int, ...]:
+    """The input shape of ``model`` at ``@resolution``: (B, 3, R, R) or (B, S) token ids."""
+    if model.inputs == "tokens":
+        return (batch, resolution)
+    if model.inputs == "mel":
+        return (batch, 80, resolution)
+    return (batch, 3, resolution, resolution)
+
+
 def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> NetworkGraph:
     """The IR of zoo model ``name`` at ``resolution`` (its default when None)."""
     model = get_model(name)
@@ -94,8 +128,28 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
     body = name if resolution is None else f"{name}@{res}"
     parse_zoo(body)  # validates the resolution
     ref = f"zoo:{body}"
-    meta = {"family": model.family, "model": name, "resolution": res, "paper": model.paper}
-    b = NetBuilder(ref, (batch, 3, res, res), meta=meta)
+    meta = {
+        "family": model.family,
+        "model": name,
+        "resolution": res,
+        "paper": model.paper,
+        "inputs": model.inputs,
+        "attention": model.attention,
+    }
+    if model.inputs == "tokens":
+        b = NetBuilder(
+            ref,
+            input_shape_of(model, res, batch),
+            input_name="input_ids",
+            input_dtype="int64",
+            meta=meta,
+        )
+    elif model.inputs == "mel":
+        b = NetBuilder(
+            ref, input_shape_of(model, res, batch), input_name="input_features", meta=meta
+        )
+    else:
+        b = NetBuilder(ref, input_shape_of(model, res, batch), meta=meta)
     try:
         model.build(b)
     except ResolutionError as exc:
@@ -111,7 +165,7 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
 
 def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     name, res = parse_zoo(body)
-    expected = (opts.batch, 3, res, res)
+    expected = input_shape_of(MODELS[name], res, opts.batch)
     if opts.input_shape is not None and tuple(opts.input_shape) != expected:
         raise NetworkReferenceError(
             f"reference 'zoo:{body}' fixes the input shape {expected}, got {opts.input_shape}"
@@ -125,6 +179,7 @@ register_scheme(
         "zoo",
         _resolve,
         validate=parse_zoo,
-        help="real architecture NAME[@RESOLUTION] (see `latlab.datasets.zoo.names()`)",
+        help="real architecture NAME[@N] (N: resolution, or sequence length of text models; "
+        "see `latlab.datasets.zoo.names()`)",
     )
 )

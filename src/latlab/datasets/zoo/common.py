@@ -20,7 +20,14 @@ from latlab.errors import NetworkReferenceError
 
 @dataclass(frozen=True, slots=True)
 class ZooModel:
-    """A real architecture: its name, family, default resolution and builder."""
+    """A real architecture: its name, family, default resolution and builder.
+
+    ``inputs`` is ``"image"`` (input (N, 3, R, R), ``@R`` the resolution), ``"tokens"``
+    (int64 token ids (N, S) named ``input_ids``, ``@S`` the sequence length) or ``"mel"``
+    (a float log-mel spectrogram (N, 80, F) named ``input_features``, ``@F`` frames).
+    ``max_resolution`` bounds ``@``: a text model's position table length. ``attention``
+    marks attention models (``meta["attention"]``).
+    """
 
     name: str
     family: str
@@ -31,6 +38,9 @@ class ZooModel:
     #: Resolutions must be a multiple of this (networks whose skip connections concatenate
     #: maps of several strides, such as YOLO's neck and U-Net, need every stride exact).
     multiple_of: int = 1
+    inputs: str = "image"
+    max_resolution: int = 2048
+    attention: bool = False
 
 
 MODELS: dict[str, ZooModel] = {}
