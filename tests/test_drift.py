@@ -7,7 +7,10 @@ the median of same-round ratios, recomputed from the stored samples) or have gen
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,27 +81,26 @@ def test_interleaved_rounds_cancel_a_slowdown_that_hits_both() -> None:
     assert runs_per_block(50.0) == 1 and runs_per_block(0.01) == 50 and runs_per_block(1.0) == 3
 
 
-def _busy() -> None:  # pragma: no cover - runs in a child process
-    while True:
-        pass
+def _busy(n: int) -> list[subprocess.Popen]:
+    """``n`` processes spinning on a core each (a bare interpreter: they start at once)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 def test_busy_processes_move_raw_more_than_corrected() -> None:
     cfg = dataclasses.replace(PAIRED, repeats=400, time_budget_s=0.4, min_repeats=20)
     quiet = measure("fcnn:256-512-512-10", cfg, reference_value_ms=1.0)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_busy, daemon=True) for _ in range(2)]
-    for p in procs:
-        p.start()
+    procs = _busy(2)
     try:
-        import time
-
         time.sleep(0.3)  # let them start spinning
         busy = measure("fcnn:256-512-512-10", cfg, reference_value_ms=1.0)
     finally:
-        for p in procs:
-            p.terminate()
-            p.join()
+        _stop(procs)
     assert busy.load["other_cores"] > 0.3  # the busy processes were seen
     raw_move = abs(busy.median_ms / quiet.median_ms - 1)
     cor_move = abs(busy.corrected_ms / quiet.corrected_ms - 1)
@@ -194,3 +196,108 @@ def test_strict_reference_refuses_a_noisy_value(tmp_path: Path) -> None:
     assert stored_reference(store, "dev", PAIRED) is None
     value = establish_reference(store, "dev", PAIRED, blocks=3, spacing_s=0.0, max_spread=0.0)
     assert value.quality == "suspect" and any("spread" in r for r in value.extra["reasons"])
+
+
+def test_pause_on_load_waits_while_busy_processes_compete(tmp_path: Path) -> None:
+    from latlab.datasets.measure.load import competing, sample_load, wait_for_quiet
+
+    procs = _busy(len(os.sched_getaffinity(0)) + 1)
+    try:
+        time.sleep(0.3)
+        load = sample_load(0.5)
+        assert competing(load, threads=1)  # more busy processes than cores
+        waited = wait_for_quiet(1, max_wait_s=0.6, poll_s=0.3)
+        assert waited >= 0.6  # it waited the whole bound, then gave up
+        events = []
+        store = Store(tmp_path / "s.db")
+        result = measure_many(
+            NETS[:1],
+            PAIRED,
+            store,
+            "dev",
+            pause_on_load=True,
+            pause_max_s=0.3,
+            progress=events.append,
+            **FASTREF,
+        )
+    finally:
+        _stop(procs)
+    assert result.paused_s >= 0.3 and "paused" in [e.kind for e in events]
+    stored = store.measurements(["dev"], extra=True).iloc[0]["extra"]["load"]
+    assert set(stored) >= {"other_cores", "steal_cores", "own_cores", "loadavg", "cores"}
+
+
+def test_threads_batch_and_mode_are_part_of_the_device(tmp_path: Path, capsys) -> None:
+    from latlab.cli import main
+    from latlab.datasets.measure import default_device_name
+
+    base = default_device_name("onnxruntime")
+    assert default_device_name("onnxruntime", 1, batch=1) == base  # defaults keep old names
+    assert default_device_name("onnxruntime", 2, batch=8) == f"{base}-2t-b8"
+    named = default_device_name("onnxruntime", 2, batch=8, mode="parallel", inter_op_threads=2)
+    assert named == f"{base}-2t-b8-par2"
+    db, out = tmp_path / "s.db", tmp_path / "t.csv"
+    argv = ["measure", "fcnn:8-16-4", "--db", str(db), "--out", str(out), "--threads", "2"]
+    argv += ["--batch", "8", "--mode", "parallel", "--repeats", "10", "--time-budget", "0.05"]
+    argv += ["--reference", REF]
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr().err
+    table = load_table(out)
+    assert table.devices == [named] and table.meta["value"] == "corrected"
+    store = Store(db)
+    long = store.measurements([named], extra=True)
+    assert len(long) == 1
+    info = store.devices().set_index("name").loc[named, "info"]
+    assert info["backend"] == "onnxruntime"
+    with store.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        proto, binfo = conn.execute(
+            sa.text("SELECT protocol, backend_info FROM measurements")
+        ).one()
+    import json
+
+    proto, binfo = json.loads(proto), json.loads(binfo)
+    assert proto["threads"] == 2 and proto["batch"] == 8 and proto["mode"] == "parallel"
+    assert binfo["execution_mode"] == "parallel" and binfo["inter_op_threads"] == 2
+    # an unknown mode and a bad thread count are refused before any work
+    for bad, message in (
+        (["--mode", "async"], "--mode must be sequential or parallel"),
+        (["--threads", "zero"], "--threads must be a positive number or 'all'"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["measure", "fcnn:8-8", "--db", str(tmp_path / "x.db"), *bad])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_unpaired_protocol_keys_are_unchanged() -> None:
+    # stores written before paired timing keep resuming: defaults leave the key as it was
+    cfg = MeasureConfig()
+    assert "mode" not in cfg.protocol() and "reference" not in cfg.protocol()
+    assert cfg.protocol_key() != dataclasses.replace(cfg, reference=REF).protocol_key()
+    assert cfg.settings_key() == dataclasses.replace(cfg, reference=REF, repeats=70).settings_key()
+    assert cfg.settings_key() != dataclasses.replace(cfg, batch=8).settings_key()
+
+
+def test_bench_times_share_the_device_reference_scale(tmp_path: Path) -> None:
+    from latlab.datasets.bench.campaign import run_bench
+    from latlab.datasets.bench.tables import BenchStore
+
+    store = Store(tmp_path / "s.db")
+    measure_many(NETS[:1], PAIRED, store, "cpu", **FASTREF)  # establishes the value
+    value = stored_reference(store, "cpu", PAIRED)
+    bench_cfg = dataclasses.replace(PAIRED, repeats=15, max_warmup=10)
+    refs = ["kernel:conv?h=14&c=16&f=16&k=3"]
+    for suite in ("kernels", "padding"):
+        res = run_bench(suite, store, "cpu", references=refs, config=bench_cfg, profile_runs=5)
+        assert res.failed == {}
+    assert len(store.reference_values("cpu")) == 1  # the network campaign's value, reused
+    lb = BenchStore(store).layer_benchmarks("cpu").set_index("method")
+    assert {lb.loc[m, "extra"]["value"] for m in ("single", "padded", "profile")} == {"corrected"}
+    assert "other_cores" in lb.loc["padded", "extra"]["load"]
+    single = store.measurements(["cpu"]).set_index("network").loc[refs[0]]
+    assert single["reference_value_id"] == value.id
+    assert lb.loc["single", "latency_ms"] == pytest.approx(single["corrected_ms"])

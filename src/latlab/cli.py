@@ -364,8 +364,17 @@ def bench(
     timer: str = typer.Option(
         "wall", "--timer", help="protocol clock: wall, or thread (ignores other processes' time)"
     ),
+    reference: str | None = typer.Option(
+        None, "--reference", help=f"reference network (drift correction) [{DEFAULT_REFERENCE_REF}]"
+    ),
+    no_reference: bool = typer.Option(
+        False, "--no-reference", help="raw times, no drift correction"
+    ),
 ) -> None:
     """ANNETTE benchmarks: micro-kernels, smart padding and multi-layer fusion, resumable.
+
+    Times are drift-corrected against the reference network on the device's reference scale
+    (the one `latlab measure` uses), so kernel and network data of a device agree in scale.
 
     Each benchmark is committed when done: after an interruption the same command resumes.
     --export writes the table `latlab train --predictor roofline|refined|statistical|mixed|lut`
@@ -386,7 +395,10 @@ def bench(
         fail(f"unknown --suite {suite!r} (known: {', '.join(SUITES)})")
     if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
-    config = replace(BENCH_CONFIG, timer=timer, threads=threads)
+    if no_reference and reference:
+        fail("give --reference or --no-reference, not both")
+    ref_net = None if no_reference else (reference or BENCH_CONFIG.reference)
+    config = replace(BENCH_CONFIG, timer=timer, threads=threads, reference=ref_net)
     device = device_name or default_device_name("onnxruntime", threads)
     store = Store(db)
     if suite is not None:

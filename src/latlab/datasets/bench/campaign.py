@@ -60,6 +60,7 @@ from latlab.datasets.bench.suites import (
     multilayer_suite,
 )
 from latlab.datasets.bench.tables import BenchStore
+from latlab.datasets.measure.load import LoadMeter
 from latlab.datasets.measure.protocol import DEFAULT_REFERENCE, MeasureConfig, measure
 from latlab.datasets.store import Store
 from latlab.errors import DataError, LatlabError, MeasurementError
@@ -162,6 +163,7 @@ class _Runner:
         self._medians: dict[str, float] = {}
         self.reference_run: Callable[[], None] | None = None
         self.value_ms: float | None = None
+        self.value_id: int | None = None
         self.last_reference_ms: float | None = None
 
     def setup_reference(self) -> None:
@@ -175,7 +177,7 @@ class _Runner:
         value = establish_reference(
             self.store, self.device, self.config, backend=be, reference_run=self.reference_run
         )
-        self.value_ms = value.value_ms
+        self.value_ms, self.value_id = value.value_ms, value.id
 
     def scale(self) -> float:
         """Factor from raw times now to the reference scale (1 without a reference)."""
@@ -207,7 +209,11 @@ class _Runner:
             self._medians[ref] = stored
             return stored
         m = measure(
-            ref, self.config, reference_run=self.reference_run, reference_value_ms=self.value_ms
+            ref,
+            self.config,
+            reference_run=self.reference_run,
+            reference_value_ms=self.value_ms,
+            reference_value_id=self.value_id,
         )
         self.last_reference_ms = m.reference_median_ms
         st.add_network(ref)
@@ -248,8 +254,16 @@ class _Runner:
         kind = head_kind(graph, benchmarked_layers(spec, graph))
         self.store.add_network(graph)
         single = self.measured_median(ref)
+        value = {"value": "raw" if self.value_ms is None else "corrected"}
         self.bench.add_layer_benchmark(
-            self.device, ref, "single", single, protocol_key=self.key, suite=suite, kind=kind
+            self.device,
+            ref,
+            "single",
+            single,
+            protocol_key=self.key,
+            suite=suite,
+            kind=kind,
+            extra=value,
         )
         if not benchmarked_layers(spec, graph):  # the session probe: nothing to profile
             return
@@ -264,7 +278,7 @@ class _Runner:
             kind=kind,
             lower_ms=p10,
             upper_ms=p90,
-            extra={"settings_key": key},
+            extra={"settings_key": key, **value},
         )
 
     def padding_item(self, ref: str) -> None:
@@ -273,7 +287,9 @@ class _Runner:
         padded_ref, pad_x, pad_y = padded_references(ref)
         refs = [padded_ref, pad_x] if pad_y == pad_x else [padded_ref, pad_x, pad_y]
         with_ref = self.value_ms is not None and self.config.reference is not None
+        meter = LoadMeter()
         samples = paired_samples(refs + [str(self.config.reference)] * with_ref, self.config)
+        load = meter.stop()
         # on the reference scale: each round's times / the reference's time in that round
         f = self.value_ms / samples.pop() if with_ref else 1.0  # type: ignore[operator]
         padded = samples[0] * f
@@ -306,6 +322,7 @@ class _Runner:
                 "diff_p90_ms": float(np.percentile(diff, 90)),
                 "timer": self.config.timer,
                 "value": "corrected" if with_ref else "raw",
+                "load": load,
             },
         )
 

@@ -385,12 +385,14 @@ def measure(
     *,
     reference_run: Callable[[], None] | None = None,
     reference_value_ms: float | None = None,
+    reference_value_id: int | None = None,
 ) -> Measurement:
     """Measure one network's latency on this machine (see the module docstring for the protocol).
 
     ``backend`` defaults to a fresh instance of ``config.backend``. With ``config.reference``
     the network is timed in rounds beside the reference (prepared here unless
-    ``reference_run`` is given); ``reference_value_ms`` turns the ratio into ``corrected_ms``.
+    ``reference_run`` is given); ``reference_value_ms`` turns the ratio into ``corrected_ms``
+    (``reference_value_id``: its id in the store, recorded with the measurement).
     Raises :class:`MeasurementError` naming the network (or the reference) when the backend
     cannot run it.
     """
@@ -408,6 +410,7 @@ def measure(
         started,
         reference_run=reference_run,
         reference_value_ms=reference_value_ms,
+        reference_value_id=reference_value_id,
     )
 
 
@@ -426,6 +429,7 @@ def measure_prepared(
     *,
     reference_run: Callable[[], None] | None = None,
     reference_value_ms: float | None = None,
+    reference_value_id: int | None = None,
 ) -> Measurement:
     """Time an already prepared inference ``run`` of ``network`` with the protocol of ``cfg``.
 
@@ -498,6 +502,7 @@ def measure_prepared(
             "corrected_ms": ratio * reference_value_ms if reference_value_ms else None,
             "reference_median_ms": float(np.median(ref_ms)),
             "reference_value_ms": reference_value_ms,
+            "reference_value_id": reference_value_id if reference_value_ms else None,
             "reference_samples_ms": [s / 1e6 for s in kept.samples_ns[1]],
             "rounds": kept.rounds,
         }
@@ -770,11 +775,11 @@ def measure_many(
             be,
             reference_run=reference_run,
             reference_value_ms=value.value_ms if value is not None else None,
+            reference_value_id=value.id if value is not None else None,
         )
         m.extra["campaign"] = result.campaign
         if paired:
-            assert value is not None and m.reference_median_ms is not None
-            m.reference_value_id = value.id
+            assert m.reference_median_ms is not None
             now = m.reference_median_ms
             first_reference = first_reference or now
             drift = (now - first_reference) / first_reference
