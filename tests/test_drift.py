@@ -16,38 +16,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latlab.datasets.measure import MeasureConfig, measure, measure_many
+from latlab.datasets.measure import DEFAULT_REFERENCE, MeasureConfig, measure, measure_many
 from latlab.datasets.measure.reference import establish_reference, stored_reference
-from latlab.datasets.measure.rounds import runs_per_block, time_rounds
+from latlab.datasets.measure.rounds import paired_blocks, runs_per_block, time_rounds
 from latlab.datasets.store import Store
 from latlab.datasets.tables import load_table, save_table
 from latlab.errors import DriftError, MeasurementError, StoreError
 
 REF = "fcnn:128-256-128"
 PAIRED = MeasureConfig(
-    repeats=30, min_repeats=5, time_budget_s=0.05, max_warmup_s=0.05, reference=REF
+    repeats=30, min_repeats=5, time_budget_s=0.05, max_warmup_s=0.05, reference=REF, block_ms=5.0
 )
 NETS = ["fcnn:64-256-256-10", "fcnn:32-512-64", "fcnn:256-256-256-10"]
 FASTREF = {"reference_blocks": 3, "reference_spacing_s": 0.02}
 
 
-def _block_medians(samples: list[float], k: int) -> np.ndarray:
-    x = np.asarray(samples)
-    return np.median(x[: len(x) // k * k].reshape(-1, k), axis=1)
-
-
 def test_ratio_is_the_median_of_same_round_ratios() -> None:
     m = measure(NETS[0], PAIRED, reference_value_ms=2.0)
+    net = np.asarray(m.samples_ms)  # one per round: the network's mean run in the round
+    ref = np.asarray(m.reference_samples_ms)  # the reference's, in the same round
+    assert len(net) == len(ref) == m.rounds >= 10
     k_net, k_ref = m.extra["runs_per_block"]
-    net = _block_medians(m.samples_ms, k_net)
-    ref = _block_medians(m.reference_samples_ms, k_ref)
-    assert len(net) == len(ref) == m.rounds >= 5
+    assert m.repeats == k_net * m.rounds and k_net >= 1 and k_ref >= 1
     # exactly the median over rounds of (network / reference in that round) ...
     assert m.ratio == pytest.approx(float(np.median(net / ref)), rel=1e-9)
-    # ... not a ratio of separately taken medians (they differ whenever rounds differ)
     assert m.corrected_ms == pytest.approx(2.0 * m.ratio)
-    assert m.median_ms == pytest.approx(float(np.median(net)))
-    assert m.reference_median_ms == pytest.approx(float(np.median(ref)))
+    assert m.reference_median_ms > 0 and m.median_ms > 0
+    assert m.extra["ratio_robust_cv"] == pytest.approx(
+        1.4826 * np.median(np.abs(net / ref - m.ratio)) / m.ratio
+    )
     assert m.load["seconds"] > 0 and m.load["cores"] >= 1 and "other_cores" in m.load
     assert m.protocol["reference"] == REF
 
@@ -78,7 +75,9 @@ def test_interleaved_rounds_cancel_a_slowdown_that_hits_both() -> None:
     net, ref = rounds.blocks_ms
     assert rounds.rounds == 40 and set(np.round(net / ref, 9)) == {3.0}  # every round
     assert net.max() == 2 * net.min()  # the raw times moved by 100 %
-    assert runs_per_block(50.0) == 1 and runs_per_block(0.01) == 50 and runs_per_block(1.0) == 3
+    assert runs_per_block(50.0) == 1 and runs_per_block(0.01) == 2000 and runs_per_block(1.0) == 20
+    # blocks of about equal duration: >= 20 ms, the reference's at most 50 ms
+    assert paired_blocks(100.0, 0.25) == (1, 200) and paired_blocks(1.0, 0.25) == (20, 80)
 
 
 def _busy(n: int) -> list[subprocess.Popen]:
@@ -93,19 +92,25 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def test_busy_processes_move_raw_more_than_corrected() -> None:
-    cfg = dataclasses.replace(PAIRED, repeats=400, time_budget_s=0.4, min_repeats=20)
-    quiet = measure("fcnn:256-512-512-10", cfg, reference_value_ms=1.0)
-    procs = _busy(2)
+    # the default protocol's 20 ms blocks: each spans several scheduler slices, so the busy
+    # processes take the same share of the network's and the reference's block
+    cfg = MeasureConfig(
+        time_budget_s=0.3, max_warmup_s=0.2, max_remeasures=0, reference=DEFAULT_REFERENCE
+    )
+    net = "cnn:r96-c32s2-rb32x2-rb64s2x2-fc10"  # ~2 ms
+    quiet = measure(net, cfg, reference_value_ms=1.0)
+    procs = _busy(len(os.sched_getaffinity(0)))
     try:
         time.sleep(0.3)  # let them start spinning
-        busy = measure("fcnn:256-512-512-10", cfg, reference_value_ms=1.0)
+        busy = measure(net, cfg, reference_value_ms=1.0)
     finally:
         _stop(procs)
     assert busy.load["other_cores"] > 0.3  # the busy processes were seen
     raw_move = abs(busy.median_ms / quiet.median_ms - 1)
     cor_move = abs(busy.corrected_ms / quiet.corrected_ms - 1)
-    # generous: the corrected median never moves much more than the raw one
-    assert cor_move <= raw_move + 0.25
+    # generous (measured here: raw +185..480 %, corrected within 8 %): the corrected median
+    # never moves much more than the raw one, and stays within a factor of two
+    assert cor_move <= raw_move + 0.25 and cor_move < 1.0
 
 
 def test_campaigns_share_one_reference_value(tmp_path: Path) -> None:
@@ -125,7 +130,7 @@ def test_campaigns_share_one_reference_value(tmp_path: Path) -> None:
     assert np.allclose(long["corrected_ms"], long["ratio"] * value.value_ms)
     # the same network in both campaigns: corrected medians on one scale (generous bound)
     a = long[long["network"] == NETS[0]]["corrected_ms"].to_numpy()
-    assert len(a) == 2 and 0.5 < a[0] / a[1] < 2.0
+    assert len(a) == 2 and 1 / 3 < a[0] / a[1] < 3.0
     # re-establishing moves every stored corrected median onto the new value
     new = establish_reference(store, "dev", PAIRED, blocks=2, spacing_s=0.0, replace_existing=True)
     assert new.id != value.id and stored_reference(store, "dev", PAIRED).id == new.id
@@ -239,13 +244,13 @@ def test_threads_batch_and_mode_are_part_of_the_device(tmp_path: Path, capsys) -
     db, out = tmp_path / "s.db", tmp_path / "t.csv"
     argv = ["measure", "fcnn:8-16-4", "--db", str(db), "--out", str(out), "--threads", "2"]
     argv += ["--batch", "8", "--mode", "parallel", "--repeats", "10", "--time-budget", "0.05"]
-    argv += ["--reference", REF]
+    argv += ["--no-reference"]  # (the corrected --out of the CLI: test_cli_measure.py)
     try:
         main(argv)
     except SystemExit as exc:
         assert not exc.code, capsys.readouterr().err
     table = load_table(out)
-    assert table.devices == [named] and table.meta["value"] == "corrected"
+    assert table.devices == [named] and table.meta["value"] == "raw"
     store = Store(db)
     long = store.measurements([named], extra=True)
     assert len(long) == 1

@@ -21,15 +21,17 @@ One measurement (:func:`measure`):
 
 **Paired timing** (``MeasureConfig.reference`` set): after the network's warm-up, the network
 and the reference network are timed in interleaved rounds (:mod:`.rounds`: per round a block
-of runs of each, one run per block for networks of 20 ms or more, else at least three so that a
-cold first run is outvoted), the time budget counting the network's runs only. The raw median
-is the median over rounds of the network's block medians; the **ratio** is the median over
-rounds of (network time / reference time in that round), and the **corrected median** is the
-ratio times the device configuration's *reference value*
+of runs of each, both about 20-50 ms long, so that each spans several of the scheduler's time
+slices), the time budget counting the network's runs only, in at least 10 rounds. The raw
+median, p10/p90, CV and robust CV are over every run, as unpaired; the **ratio** is the median
+over rounds of (network's mean run time / reference's mean run time in that round), and the
+**corrected median** is the ratio times the device configuration's *reference value*
 (:mod:`latlab.datasets.measure.reference`), established once in the store and reused by every
 later campaign. A change of the machine's speed between rounds (frequency, a neighbour's load,
-a virtual machine's host) slows both members of a round and cancels in the ratio, so
-campaigns hours apart share one scale. Raw and corrected medians are both stored and exported.
+a virtual machine's host, the share of the cores the scheduler leaves) slows both members of a
+round alike and cancels in the ratio, so campaigns hours apart share one scale. The stored
+samples are one per round (the block means); the robust CV of the per-round ratios decides
+re-measurement. Raw and corrected medians are both stored and exported.
 
 Every measurement records the machine's load during its timed rounds
 (:mod:`latlab.datasets.measure.load`: other processes' CPU use in cores, steal time, load
@@ -70,7 +72,7 @@ import numpy as np
 from latlab.datasets.measure.backends import Backend, get_backend
 from latlab.datasets.measure.fingerprint import machine_fingerprint
 from latlab.datasets.measure.load import LoadMeter, competing, wait_for_quiet
-from latlab.datasets.measure.rounds import runs_per_block, time_rounds
+from latlab.datasets.measure.rounds import paired_blocks, time_rounds
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DriftError, LatlabError, MeasurementError
 
@@ -93,7 +95,12 @@ TIMERS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": 
 #: Execution modes of a device configuration (onnxruntime's ``ExecutionMode``).
 MODES = ("sequential", "parallel")
 #: Settings added after the first stores were written, with the defaults they had implicitly.
-_NEW_DEFAULTS: dict[str, Any] = {"mode": "sequential", "inter_op_threads": 1, "reference": None}
+_NEW_DEFAULTS: dict[str, Any] = {
+    "mode": "sequential",
+    "inter_op_threads": 1,
+    "reference": None,
+    "block_ms": 20.0,
+}
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ class MeasureConfig:
     #: The reference network timed in the same rounds as every network (drift correction, see
     #: the module docstring); None: each network is timed alone (no corrected value).
     reference: str | None = None
+    #: Paired timing: the shortest block of runs of each member per round (ms).
+    block_ms: float = 20.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -150,6 +159,7 @@ class MeasureConfig:
             "timer": self.timer == "wall" or (self.timer == "thread" and self.threads == 1),
             "mode": self.mode in MODES,
             "inter_op_threads": self.inter_op_threads >= 1,
+            "block_ms": self.block_ms > 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -415,9 +425,7 @@ def measure(
 
 
 #: Fewest rounds of a paired measurement (the ratio is a median over rounds).
-MIN_ROUNDS = 5
-#: A reference block is sized like the network's block, but at most this long (ms).
-MAX_REFERENCE_BLOCK_MS = 5.0
+MIN_ROUNDS = 10
 
 
 def measure_prepared(
@@ -454,10 +462,7 @@ def measure_prepared(
             assert reference_run is not None
             est = float(np.median(_time_runs(run, 3, clock))) / 1e6
             ref_est = float(np.median(_time_runs(reference_run, max(cfg.min_warmup, 3), clock)))
-            k_net = runs_per_block(est)
-            k_ref = runs_per_block(
-                ref_est / 1e6, target_ms=min(max(est * k_net, 1.0), MAX_REFERENCE_BLOCK_MS)
-            )
+            k_net, k_ref = paired_blocks(est, ref_est / 1e6, cfg.block_ms)
             min_rounds = max(math.ceil(cfg.min_repeats / k_net), MIN_ROUNDS)
         while True:
             if paired:
@@ -471,7 +476,8 @@ def measure_prepared(
                     budget_member=0,
                 )
                 attempts.append(rounds)
-                cvs.append(robust_cv(rounds.blocks_ms[0]))
+                # the spread that matters for the corrected median: of the per-round ratios
+                cvs.append(robust_cv(rounds.blocks_ms[0] / rounds.blocks_ms[1]))
             else:
                 samples = _repeat(run, cfg)
                 attempts.append(samples)
@@ -491,23 +497,28 @@ def measure_prepared(
     kept = attempts[best]
     pair: dict[str, Any] = {}
     if paired:
-        # one time per round (the block medians): a cold first run of a block is outvoted
+        # raw statistics over every run (as unpaired); stored samples: one per round (block
+        # means), the figures the ratio is taken from
         net_ms, ref_ms = kept.blocks_ms
-        median, p10, p90, mean, cv, rcv = _summarise_ms(net_ms)
-        samples_ms = [s / 1e6 for s in kept.samples_ns[0]]
+        median, p10, p90, mean, cv, rcv = _summarise(kept.samples_ns[0])
+        samples_ms = [float(x) for x in net_ms]
         ratio = float(np.median(net_ms / ref_ms))
         pair = {
             "reference": cfg.reference,
             "ratio": ratio,
             "corrected_ms": ratio * reference_value_ms if reference_value_ms else None,
-            "reference_median_ms": float(np.median(ref_ms)),
+            "reference_median_ms": float(np.median(np.asarray(kept.samples_ns[1]) / 1e6)),
             "reference_value_ms": reference_value_ms,
             "reference_value_id": reference_value_id if reference_value_ms else None,
-            "reference_samples_ms": [s / 1e6 for s in kept.samples_ns[1]],
+            "reference_samples_ms": [float(x) for x in ref_ms],
             "rounds": kept.rounds,
         }
         repeats = len(kept.samples_ns[0])
-        extra: dict[str, Any] = {"runs_per_block": kept.runs_per_block}
+        extra: dict[str, Any] = {
+            "runs_per_block": kept.runs_per_block,
+            "samples": "block means (one per round)",
+            "ratio_robust_cv": cvs[best],
+        }
     else:
         median, p10, p90, mean, cv, rcv = _summarise(kept)
         samples_ms = [s / 1e6 for s in kept]

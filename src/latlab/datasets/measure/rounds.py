@@ -7,9 +7,13 @@ of them, so per-round *ratios* (drift correction, :mod:`.protocol`) and *differe
 padding, :mod:`latlab.datasets.bench.campaign`) cancel it where separately taken medians would
 not.
 
-Blocks of several runs keep each member's caches warm after the first run of its block: the
-block's median is the member's time in that round (with one run per block, the run itself).
-:func:`runs_per_block` sizes blocks from a first estimate of each member's time.
+A member's time in a round is the **mean** run time of its block, and paired timing sizes the
+blocks to about the same duration (:func:`runs_per_block`, ``BLOCK_MS`` or more): on a shared
+machine the scheduler takes the cores away in slices of a few milliseconds, so a block of many
+short runs and a block of one long run lose the same *share* of their wall time only when
+both span several slices and their means (not medians, which drop preempted short runs but
+cannot drop the preemption inside a long run) are compared. The median over rounds of the
+per-round ratios then drops rounds that one unlucky preemption hit.
 """
 
 from __future__ import annotations
@@ -22,28 +26,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Members faster than this get several runs per block (their first, cold run is outvoted).
-BLOCK_MS = 2.0
-#: Members at least this slow run once per block.
-SINGLE_RUN_MS = 20.0
+#: The shortest block of paired timing (ms): several scheduler slices.
+BLOCK_MS = 20.0
+#: A reference block is sized like the network's block, but at most this long (ms).
+MAX_REFERENCE_BLOCK_MS = 50.0
+#: The most runs in one block (networks of microseconds).
+MAX_RUNS = 10_000
 
 
-def runs_per_block(estimate_ms: float, target_ms: float = BLOCK_MS, cap: int = 50) -> int:
-    """Runs per block for a member of ``estimate_ms``: 1 for slow members, else >= 3.
-
-    At least three runs (so the block median drops a cold first run) and about ``target_ms``
-    of work, at most ``cap`` runs.
-    """
-    if estimate_ms >= SINGLE_RUN_MS:
-        return 1
+def runs_per_block(estimate_ms: float, target_ms: float = BLOCK_MS) -> int:
+    """Runs per block for a member of ``estimate_ms``: about ``target_ms`` of work, at least 1."""
     want = math.ceil(target_ms / max(estimate_ms, 1e-6))
-    return int(min(max(want, 3), cap))
+    return int(min(max(want, 1), MAX_RUNS))
+
+
+def paired_blocks(
+    network_ms: float, reference_ms: float, block_ms: float = BLOCK_MS
+) -> tuple[int, int]:
+    """Runs per block of a network and its reference, for blocks of about equal duration:
+    at least ``block_ms``, the reference's at most ``MAX_REFERENCE_BLOCK_MS`` (scaled with
+    ``block_ms``) however long one run of the network is."""
+    k_net = runs_per_block(network_ms, block_ms)
+    cap = MAX_REFERENCE_BLOCK_MS * block_ms / BLOCK_MS
+    block = min(max(network_ms * k_net, block_ms), cap)
+    return k_net, runs_per_block(reference_ms, block)
 
 
 @dataclass
 class Rounds:
     """The samples of interleaved rounds: ``samples_ns[m]`` all runs of member ``m`` in order,
-    ``blocks_ms[m]`` one time per round (the block median, ms)."""
+    ``blocks_ms[m]`` one time per round (the block's mean run time, ms)."""
 
     samples_ns: list[list[int]]
     blocks_ms: list[np.ndarray]
@@ -104,7 +116,7 @@ def time_rounds(
                     run()
                     block.append(clock() - t0)
                 samples[m].extend(block)
-                medians[m].append(float(np.median(block)) / 1e6)
+                medians[m].append(sum(block) / len(block) / 1e6)
                 if m == budget_member:
                     spent_member += sum(block)
             rounds += 1
