@@ -20,7 +20,8 @@ the baseline:
 
 Every pass records the machine's load (load average, other processes' CPU during each
 measurement): on a shared machine "idle" means "nothing of ours", which the load says.
-Results go to ``benchmarks/results/noise_floor.json`` and ``.md``.
+Results go to ``benchmarks/results/noise_floor.json`` and ``.md`` (``noise_floor_quick.*`` with
+``--quick``).
 
     python benchmarks/bench_noise_floor.py --quick   # ~10 networks 1-25 ms, 30 s gap: ~3 min
     python benchmarks/bench_noise_floor.py           # 26+ networks 1-500 ms, 10 min gap: ~35 min
@@ -201,6 +202,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reference", default=None, help="reference network (default: latlab's)")
     parser.add_argument("--db", default=None, help="store (default: a temporary file)")
+    parser.add_argument("--timer", default="wall", choices=["wall", "thread"], help="clock")
+    parser.add_argument("--stem", default=None, help="results file stem [noise_floor(_quick)]")
     args = parser.parse_args()
 
     from latlab.datasets.measure import DEFAULT_REFERENCE, machine_fingerprint
@@ -215,6 +218,7 @@ def main() -> None:
         "threads": args.threads,
         "time_budget_s": budget,
         "reference": args.reference or DEFAULT_REFERENCE,
+        "timer": args.timer,
     }
     blocks = 3 if args.quick else 5
     tmp = tempfile.TemporaryDirectory(prefix="noise-floor-")
@@ -248,13 +252,14 @@ def main() -> None:
     lat = [v["raw_ms"] for v in base.values()]
     fp = machine_fingerprint()
     doc = {
-        "command": "python benchmarks/bench_noise_floor.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python", "benchmarks/bench_noise_floor.py", *sys.argv[1:]]),
         "quick": args.quick,
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "seconds": round(time.time() - started, 1),
         "gap_s": gap_s,
         "time_budget_s": budget,
         "threads": args.threads,
+        "timer": args.timer,
         "reference": config["reference"],
         "reference_value_ms": passes["baseline"]["reference_value_ms"],
         "reference_value_quality": passes["baseline"]["reference_value_quality"],
@@ -275,7 +280,7 @@ def main() -> None:
         "",
         f"`{doc['command']}`: {len(refs)} networks "
         f"({doc['latency_range_ms'][0]:.2f}-{doc['latency_range_ms'][1]:.1f} ms), onnxruntime, "
-        f"{args.threads} thread(s), paired with `{config['reference']}` "
+        f"{args.threads} thread(s), {args.timer} clock, paired with `{config['reference']}` "
         f"(reference value {doc['reference_value_ms']:.4f} ms, "
         f"{doc['reference_value_quality']}), second pass {gap_s / 60:.1f} min or more after the "
         f"baseline, {doc['seconds'] / 60:.1f} min in all.",
@@ -299,7 +304,7 @@ def main() -> None:
         "second pass; raw = measured medians, corrected = ratio to the same-round reference x "
         "the store's reference value (established by the baseline pass).",
     ]
-    write_result("noise_floor", doc, lines)
+    write_result(args.stem or ("noise_floor_quick" if args.quick else "noise_floor"), doc, lines)
     tmp.cleanup()
 
 
