@@ -388,7 +388,7 @@ def bench(
     _check_out_path(export_fusion)
     from dataclasses import replace
 
-    from latlab.datasets.bench.campaign import BENCH_CONFIG, SUITES, default_count, run_bench
+    from latlab.datasets.bench.campaign import BENCH_PAIRED, SUITES, default_count, run_bench
     from latlab.datasets.store import Store
 
     if suite is not None and suite not in SUITES:
@@ -397,8 +397,8 @@ def bench(
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
     if no_reference and reference:
         fail("give --reference or --no-reference, not both")
-    ref_net = None if no_reference else (reference or BENCH_CONFIG.reference)
-    config = replace(BENCH_CONFIG, timer=timer, threads=threads, reference=ref_net)
+    ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
+    config = replace(BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net)
     device = device_name or default_device_name("onnxruntime", threads)
     store = Store(db)
     if suite is not None:

@@ -21,9 +21,9 @@
 * ``multilayer`` -- chains (:func:`~.suites.multilayer_suite`) measured end to end and
   profiled; the profile's trace gives the fusion label of every successive layer pair.
 
-Drift correction: with a reference network in the protocol (``BENCH_CONFIG.reference``, as in
-``latlab measure``) every time is stored on the device configuration's reference scale
-(:mod:`latlab.datasets.measure.reference`): ``single`` is the corrected median of the paired
+Drift correction: with a reference network in the protocol (``BENCH_PAIRED``, what
+``latlab bench`` uses, as ``latlab measure`` does) every time is stored on the device
+configuration's reference scale (:mod:`latlab.datasets.measure.reference`): ``single`` is the corrected median of the paired
 measurement, ``padded`` divides each round's difference by the reference's time in that round,
 ``profile`` is scaled by the reference's time in the measurement just before it. Kernel and
 network data of one device are then on one scale however far apart they were measured; the raw
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,12 @@ BENCH_CONFIG = MeasureConfig(
     max_warmup=60,
     max_warmup_s=0.4,
     max_remeasures=1,
-    reference=DEFAULT_REFERENCE,
 )
+#: The same, paired with the default reference network (drift-corrected, on the device's
+#: reference scale): what ``latlab bench`` uses. ``BENCH_CONFIG`` stays unpaired so that the
+#: experiments, which pair it with unpaired network measurements, keep one scale and their
+#: stores' protocol keys.
+BENCH_PAIRED = replace(BENCH_CONFIG, reference=DEFAULT_REFERENCE)
 #: Profiled runs per benchmark (after 3 discarded warm-up runs), within a 0.4 s budget.
 PROFILE_RUNS = 20
 
@@ -184,8 +188,6 @@ class _Runner:
         if self.value_ms is None or self.reference_run is None:
             return 1.0
         if self.last_reference_ms is None:
-            from dataclasses import replace
-
             from latlab.datasets.measure import get_backend
             from latlab.datasets.measure.protocol import measure_prepared
 
