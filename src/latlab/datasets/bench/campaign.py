@@ -23,11 +23,11 @@
 
 Drift correction: with a reference network in the protocol (``BENCH_PAIRED``, what
 ``latlab bench`` uses, as ``latlab measure`` does) every time is stored on the device
-configuration's reference scale (:mod:`latlab.datasets.measure.reference`): ``single`` is the corrected median of the paired
-measurement, ``padded`` divides each round's difference by the reference's time in that round,
-``profile`` is scaled by the reference's time in the measurement just before it. Kernel and
-network data of one device are then on one scale however far apart they were measured; the raw
-times are kept in ``extra``.
+configuration's reference scale (:mod:`latlab.datasets.measure.reference`): ``single`` is the
+corrected median of the paired measurement, ``padded`` divides each round's times by the
+reference's time in that round, ``profile`` is scaled by the reference's time in the
+measurement just before it. Kernel and network data of one device are then on one scale however
+far apart they were measured; each row's ``extra["value"]`` says ``corrected`` or ``raw``.
 
 Each item is committed when done; an item already stored for the device and protocol is
 skipped, so an interrupted campaign resumes where it stopped. Progress is reported through
