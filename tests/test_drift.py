@@ -306,3 +306,21 @@ def test_bench_times_share_the_device_reference_scale(tmp_path: Path) -> None:
     single = store.measurements(["cpu"]).set_index("network").loc[refs[0]]
     assert single["reference_value_id"] == value.id
     assert lb.loc["single", "latency_ms"] == pytest.approx(single["corrected_ms"])
+
+
+def test_stores_written_before_drift_columns_are_upgraded(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    db = tmp_path / "old.db"
+    Store(db).close()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:  # make it a store of before the drift columns
+        for table in ("measurements", "anchor_measurements"):
+            for col in ("reference", "ratio", "corrected_ms", "reference_median_ms"):
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN reference_value_id"))
+    engine.dispose()
+    store = Store(db)  # adds the columns back
+    measure_many(NETS[:1], PAIRED, store, "dev", **FASTREF)
+    row = store.measurements(["dev"]).iloc[0]
+    assert row["corrected_ms"] > 0 and row["reference"] == REF

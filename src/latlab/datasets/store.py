@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Version of the schema below; a store written by a newer latlab is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 1
 DEFAULT_URL = "latlab.db"
 _LOCK_KEY = 0x1A71AB  # PostgreSQL advisory lock taken while creating tables
 
@@ -138,8 +138,9 @@ def measurement_columns() -> list[Column[Any]]:
 
 
 def drift_columns() -> list[Column[Any]]:
-    """The drift-correction columns of a measurement (schema version 2; added to older stores
-    by :meth:`Store.open`): reference network, median per-round ratio to it, corrected median,
+    """The drift-correction columns of a measurement (added to stores written before them when
+    they are opened; additive, so the schema version stays 1 and older latlab versions still
+    read these stores): reference network, median per-round ratio to it, corrected median,
     the reference's raw median in the same rounds and the id of the reference value used."""
     return [
         Column("reference", Text),
