@@ -226,8 +226,8 @@ def measure(
     ref_net = (
         None if (no_reference or no_anchor) else (reference or anchor or DEFAULT_REFERENCE_REF)
     )
-    if value == "corrected" and ref_net is None:
-        fail("--value corrected needs a reference (drop --no-reference)")
+    if ref_net is None and (value == "corrected" or reestablish or strict_reference):
+        fail("--value corrected and the reference options need a reference (drop --no-reference)")
     shape = parse_input_shape(input_shape)
     references = list(refs) if refs else sample(str(space), int(count or 0), seed)
     for ref in references:
