@@ -104,11 +104,15 @@ def test_measure_refs_device_name_parquet_and_anchor(tmp_path, capsys):
     assert code == 0, err
     table = load_table(out)
     assert table.devices == ["my-box"] and table.networks == ["fcnn:8-8", "fcnn:4-16-4"]
-    assert "anchor drift" in stdout
+    # --anchor is the old name of --reference: the anchor is timed beside every network
+    assert "reference drift" in stdout
+    assert table.meta["value"] == "corrected"
+    assert table.meta["columns"]["my-box"]["reference"] == "fcnn:32-32"
     with sqlite3.connect(db) as conn:
-        assert (
-            conn.execute("SELECT count(*) FROM anchor_measurements").fetchone()[0] == 3
-        )  # first, between, last
+        # the reference's timings of every --anchor-every'th measurement, kept as anchors
+        assert conn.execute("SELECT count(*) FROM anchor_measurements").fetchone()[0] == 2
+        corrected = conn.execute("SELECT corrected_ms FROM measurements").fetchall()
+    assert len(corrected) == 2 and all(c[0] > 0 for c in corrected)
 
 
 @pytest.mark.parametrize(

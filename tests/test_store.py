@@ -84,12 +84,16 @@ def test_export_table_dataset_format(store_url, real_measurement):
     only = store.export_table(devices=["dev-b"], networks=["fcnn:7-7", "fcnn:2-2", "fcnn:9-9"])
     assert list(only.columns) == ["network", "dev-b"]
     assert list(only["network"]) == ["fcnn:7-7"]
-    # a second protocol: the latest measurement wins unless a protocol is chosen
+    # a second protocol: never mixed into one column, a protocol must be chosen
     newer = dataclasses.replace(
         real_measurement, network="fcnn:7-7", median_ms=99.0, protocol_key="p2"
     )
     store.add_measurement("dev-a", newer)
-    assert store.export_table(devices=["dev-a"])["dev-a"].tolist() == [1.0, 99.0, 3.0]
+    with pytest.raises(StoreError, match=r"'dev-a'.*2 protocols.*'fcnn:7-7'.*protocol=KEY"):
+        store.export_table(devices=["dev-a"])
+    with pytest.raises(StoreError, match="dev-a"):  # also with the network left out of rows
+        store.export_table(devices=["dev-a", "dev-b"], networks=["fcnn:7-7", "fcnn:2-2"])
+    assert store.export_table(devices=["dev-b"])["dev-b"].tolist()[:2] == [11.0, 12.0]
     old = store.export_table(devices=["dev-a"], protocol=real_measurement.protocol_key)
     assert old["dev-a"].tolist() == [1.0, 2.0, 3.0]
     assert store.export_table(devices=["dev-a"], protocol="p2")["network"].tolist() == ["fcnn:7-7"]

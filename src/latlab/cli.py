@@ -33,9 +33,24 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-#: Default drift anchor of ``latlab measure`` (kept equal to protocol.DEFAULT_ANCHOR, which is
-#: not imported here so that ``latlab --help`` stays light).
-DEFAULT_ANCHOR_REF = "fcnn:512-1024-1024-512-10"
+#: Default reference network of ``latlab measure`` (kept equal to protocol.DEFAULT_REFERENCE,
+#: which is not imported here so that ``latlab --help`` stays light).
+DEFAULT_REFERENCE_REF = "cnn:r64-c16s2-c32-rb32-c64s2-fc10"
+
+
+def parse_threads(text: str) -> int:
+    """``--threads``: a positive count, or ``all`` (every core this process may use)."""
+    if text.strip().lower() == "all":
+        from latlab.datasets.measure.load import usable_cores
+
+        return usable_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        fail(f"--threads must be a positive number or 'all', got {text!r}")
+    return value
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -128,27 +143,63 @@ def measure(
     count: int | None = typer.Option(None, "--count", min=1, help="networks to sample"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
     backend: str = typer.Option("onnxruntime", "--backend", help="measurement backend"),
-    threads: int = typer.Option(1, "--threads", min=1, help="inference threads"),
+    threads: str = typer.Option("1", "--threads", help="inference threads: a number or 'all'"),
     batch: int = typer.Option(1, "--batch", min=1, help="batch size"),
+    mode: str = typer.Option(
+        "sequential", "--mode", help="execution mode: sequential or parallel (operators at once)"
+    ),
+    inter_op: int | None = typer.Option(
+        None, "--inter-op", min=1, help="inter-op threads (parallel mode; default: --threads)"
+    ),
     input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224"),
     device_name: str | None = typer.Option(
-        None, "--device-name", help="latency column name (default: an id of machine+backend)"
+        None, "--device-name", help="latency column name (default: an id of machine+settings)"
     ),
     db: str = typer.Option("latlab.db", "--db", help="store: SQLite file or postgresql:// URL"),
     out: Path | None = typer.Option(None, "--out", help="write the dataset table (.csv/.parquet)"),
+    value: str | None = typer.Option(
+        None, "--value", help="--out holds corrected (default with a reference) or raw medians"
+    ),
     repeats: int = typer.Option(100, "--repeats", min=1, help="timed runs per network (max)"),
     time_budget: float = typer.Option(2.0, "--time-budget", min=0.001, help="seconds per network"),
-    anchor: str = typer.Option(DEFAULT_ANCHOR_REF, "--anchor", help="drift anchor network"),
-    anchor_every: int = typer.Option(25, "--anchor-every", min=1, help="re-measure the anchor"),
-    no_anchor: bool = typer.Option(False, "--no-anchor", help="do not measure the anchor"),
+    reference: str | None = typer.Option(
+        None, "--reference", help=f"reference network timed beside each [{DEFAULT_REFERENCE_REF}]"
+    ),
+    no_reference: bool = typer.Option(
+        False, "--no-reference", help="time each network alone (raw medians only)"
+    ),
+    reestablish: bool = typer.Option(
+        False, "--reestablish-reference", help="measure the reference value again (quiet machine)"
+    ),
+    strict_reference: bool = typer.Option(
+        False, "--strict-reference", help="refuse a reference value taken on a loaded machine"
+    ),
+    max_drift: float | None = typer.Option(
+        None, "--max-drift", min=0.0, help="stop when the reference drifts more (0.1 = 10 %)"
+    ),
+    pause_on_load: bool = typer.Option(
+        False, "--pause-on-load", help="wait while other processes compete for the cores"
+    ),
+    pause_max: float | None = typer.Option(
+        None, "--pause-max", min=0.0, help="longest wait per network with --pause-on-load (s)"
+    ),
+    anchor: str | None = typer.Option(None, "--anchor", help="old name of --reference"),
+    anchor_every: int = typer.Option(
+        25, "--anchor-every", min=1, help="store the reference's timings every N networks"
+    ),
+    no_anchor: bool = typer.Option(False, "--no-anchor", help="old name of --no-reference"),
     shuffle: bool = typer.Option(
         False, "--shuffle", help="random order (several workers sharing a PostgreSQL store)"
     ),
 ) -> None:
     """Measure networks on this machine into the store, and optionally write a dataset table.
 
-    Completed measurements are committed one by one: after an interruption, the same command
-    resumes where it stopped. The --out table is written only when every network is measured.
+    Each network is timed in rounds beside a reference network; the store keeps the raw
+    median and the drift-corrected one (ratio to the reference x the device's reference value).
+    Threads, batch and mode are part of the device: the default name says them
+    (xeon-2c-ort-4t-b8-par4). Completed measurements are committed one by one: after an
+    interruption, the same command resumes where it stopped. The --out table is written only
+    when every network is measured (FILE.meta.json beside it says which value it holds).
     """
     from latlab.datasets.measure import MeasureConfig, default_device_name, get_backend
     from latlab.datasets.measure.protocol import measure_many
@@ -163,29 +214,55 @@ def measure(
         fail("give network references or --space NAME --count N")
     if space and count is None:
         fail("--space needs --count N")
+    if mode not in ("sequential", "parallel"):
+        fail(f"--mode must be sequential or parallel, got {mode!r}")
+    if value not in (None, "corrected", "raw"):
+        fail(f"--value must be corrected or raw, got {value!r}")
+    if (no_reference or no_anchor) and (reference or anchor):
+        fail("give --reference or --no-reference, not both")
     _check_out_path(out)
+    n_threads = parse_threads(threads)
+    inter = (inter_op or n_threads) if mode == "parallel" else (inter_op or 1)
+    ref_net = (
+        None if (no_reference or no_anchor) else (reference or anchor or DEFAULT_REFERENCE_REF)
+    )
+    if ref_net is None and (value == "corrected" or reestablish or strict_reference):
+        fail("--value corrected and the reference options need a reference (drop --no-reference)")
     shape = parse_input_shape(input_shape)
     references = list(refs) if refs else sample(str(space), int(count or 0), seed)
     for ref in references:
         parse_reference(ref)
+    if ref_net is not None:
+        parse_reference(ref_net)
     config = MeasureConfig(
         backend=backend,
-        threads=threads,
+        threads=n_threads,
         batch=batch,
         input_shape=shape,
         repeats=repeats,
         min_repeats=min(10, repeats),
         time_budget_s=time_budget,
+        mode=mode,
+        inter_op_threads=inter,
+        reference=ref_net,
     )
     be = get_backend(backend)
-    device = device_name or default_device_name(backend, threads, accelerator=be.info().get("gpu"))
+    device = device_name or default_device_name(
+        backend,
+        n_threads,
+        accelerator=be.info().get("gpu"),
+        batch=batch,
+        mode=mode,
+        inter_op_threads=inter,
+    )
     store = Store(db)
     with _progress_bar(eta=True, current=True) as bar:
         task = bar.add_task(f"measuring on {device}", total=len(references), current="")
 
         def on_event(event: Any) -> None:
-            label = "anchor " + str(event.network) if event.kind == "anchor" else event.network
-            bar.update(task, completed=event.done, total=event.total, current=label or "")
+            label = {"anchor": "anchor ", "reference": "reference value of ", "paused": "paused: "}
+            current = label.get(event.kind, "") + str(event.network or "")
+            bar.update(task, completed=event.done, total=event.total, current=current)
 
         result = measure_many(
             references,
@@ -193,20 +270,31 @@ def measure(
             store,
             device,
             backend=be,
-            anchor=None if no_anchor else anchor,
+            anchor=None,
             anchor_every=anchor_every,
+            max_drift=max_drift,
+            pause_on_load=pause_on_load,
+            pause_max_s=pause_max,
+            strict_reference=strict_reference,
+            reestablish_reference=reestablish,
             shuffle=shuffle,
             progress=on_event,
         )
-    table = store.export_table(devices=[device], protocol=config, networks=references)
+    kind = value or ("corrected" if ref_net is not None else "raw")
+    table = store.export_table(devices=[device], protocol=config, networks=references, value=kind)
     if out is not None:
         save_table(table, out)
-    _print_measure_summary(result, table, config, store.display_url, out)
+    _print_measure_summary(result, table, config, store.display_url, out, kind)
     store.close()
 
 
 def _print_measure_summary(
-    result: CampaignResult, table: Any, config: MeasureConfig, url: str, out: Path | None
+    result: CampaignResult,
+    table: Any,
+    config: MeasureConfig,
+    url: str,
+    out: Path | None,
+    kind: str = "raw",
 ) -> None:
     values = table[result.device].to_numpy(dtype=float) if len(table) else []
     stats = Table(
@@ -215,6 +303,13 @@ def _print_measure_summary(
         show_header=False,
     )
     stats.add_row("networks", str(len(table)))
+    stats.add_row(
+        "values",
+        f"{kind} medians" + (f" (reference {config.reference})" if config.reference else ""),
+    )
+    if result.reference_value is not None:
+        rv = result.reference_value
+        stats.add_row("reference value", f"{rv.value_ms:.4f} ms ({rv.quality})")
     stats.add_row("measured now", str(len(result.measured)))
     stats.add_row("already in store", str(len(result.skipped)))
     if len(values):
@@ -228,7 +323,15 @@ def _print_measure_summary(
         stats.add_row("median robust CV (new)", f"{cvs[len(cvs) // 2]:.3f}")
         stats.add_row("robust CV above threshold", f"{unstable} of {len(cvs)}")
     if result.max_drift is not None:
-        stats.add_row("anchor drift (max)", f"{100 * result.max_drift:.1f} %")
+        what = "reference" if config.reference else "anchor"
+        stats.add_row(f"{what} drift (max)", f"{100 * result.max_drift:.1f} %")
+    if result.measured:
+        stats.add_row("measured under load", f"{len(result.loaded)} of {len(result.measured)}")
+        loadavg = result.measured[-1].load.get("loadavg")
+        if loadavg:
+            stats.add_row("load average (1 min)", f"{loadavg[0]:.2f}")
+    if result.paused_s:
+        stats.add_row("paused for load", f"{result.paused_s:.0f} s")
     stats.add_row("store", url)
     if out is not None:
         stats.add_row("table", str(out))
@@ -261,8 +364,17 @@ def bench(
     timer: str = typer.Option(
         "wall", "--timer", help="protocol clock: wall, or thread (ignores other processes' time)"
     ),
+    reference: str | None = typer.Option(
+        None, "--reference", help=f"reference network (drift correction) [{DEFAULT_REFERENCE_REF}]"
+    ),
+    no_reference: bool = typer.Option(
+        False, "--no-reference", help="raw times, no drift correction"
+    ),
 ) -> None:
     """ANNETTE benchmarks: micro-kernels, smart padding and multi-layer fusion, resumable.
+
+    Times are drift-corrected against the reference network on the device's reference scale
+    (the one `latlab measure` uses), so kernel and network data of a device agree in scale.
 
     Each benchmark is committed when done: after an interruption the same command resumes.
     --export writes the table `latlab train --predictor roofline|refined|statistical|mixed|lut`
@@ -276,14 +388,17 @@ def bench(
     _check_out_path(export_fusion)
     from dataclasses import replace
 
-    from latlab.datasets.bench.campaign import BENCH_CONFIG, SUITES, default_count, run_bench
+    from latlab.datasets.bench.campaign import BENCH_PAIRED, SUITES, default_count, run_bench
     from latlab.datasets.store import Store
 
     if suite is not None and suite not in SUITES:
         fail(f"unknown --suite {suite!r} (known: {', '.join(SUITES)})")
     if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
-    config = replace(BENCH_CONFIG, timer=timer, threads=threads)
+    if no_reference and reference:
+        fail("give --reference or --no-reference, not both")
+    ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
+    config = replace(BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net)
     device = device_name or default_device_name("onnxruntime", threads)
     store = Store(db)
     if suite is not None:

@@ -32,6 +32,10 @@ class MeasurementError(LatlabError, RuntimeError):
     """A latency measurement could not be taken (backend missing, session failed)."""
 
 
+class DriftError(MeasurementError):
+    """A campaign's reference drifted beyond the bound set (what was measured is kept)."""
+
+
 class StoreError(LatlabError, RuntimeError):
     """The measurement store cannot be opened or written."""
 

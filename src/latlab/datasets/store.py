@@ -43,7 +43,9 @@ from sqlalchemy import (
     event,
     select,
     text,
+    update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -131,6 +133,21 @@ def measurement_columns() -> list[Column[Any]]:
         Column("finished_at", DateTime(timezone=True)),
         Column("created_at", DateTime(timezone=True), default=_now),
         Column("extra", JSON),
+        *drift_columns(),
+    ]
+
+
+def drift_columns() -> list[Column[Any]]:
+    """The drift-correction columns of a measurement (added to stores written before them when
+    they are opened; additive, so the schema version stays 1 and older latlab versions still
+    read these stores): reference network, median per-round ratio to it, corrected median,
+    the reference's raw median in the same rounds and the id of the reference value used."""
+    return [
+        Column("reference", Text),
+        Column("ratio", Float),
+        Column("corrected_ms", Float),
+        Column("reference_median_ms", Float),
+        Column("reference_value_id", Integer),
     ]
 
 
@@ -148,6 +165,24 @@ anchor_measurements = Table(
     *measurement_columns(),
     Column("campaign", String(64), nullable=False),
     Column("position", Integer, nullable=False),
+)
+
+
+#: The reference value of each device configuration (device + settings key + reference
+#: network): the scale every corrected median of that configuration is expressed in. Several
+#: rows exist when it was re-established; the latest (highest id) is the current one.
+reference_values = Table(
+    "reference_values",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("settings_key", String(32), nullable=False),
+    Column("settings", JSON),
+    Column("value_ms", Float, nullable=False),
+    Column("protocol", JSON),
+    Column("created_at", DateTime(timezone=True), default=_now),
+    Column("extra", JSON),
 )
 
 
@@ -179,6 +214,17 @@ def normalise_url(url: str | os.PathLike[str]) -> URL:
         f"unsupported store URL scheme {parsed.drivername!r}: use a SQLite file path, "
         "sqlite:///FILE or postgresql://USER@HOST/DB"
     )
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the drift-correction columns to measurement tables of stores written before them."""
+    inspector = sa_inspect(conn)
+    for table in (measurements, anchor_measurements):
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for col in drift_columns():
+            if col.name not in present:
+                kind = col.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -236,7 +282,8 @@ class Store:
                 self._create_schema_once()
                 return
             except OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 4:
+                racing = "already exists" in str(exc) or "duplicate column" in str(exc)
+                if not racing or attempt == 4:
                     raise
 
     def _create_schema_once(self) -> None:
@@ -244,6 +291,7 @@ class Store:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
             METADATA.create_all(conn)
+            _add_missing_columns(conn)
             self._insert_ignore(
                 conn, store_meta, {"key": "schema_version", "value": SCHEMA_VERSION}
             )
@@ -383,7 +431,22 @@ class Store:
                 **m.extra,
                 "warmup_settled": m.warmup_settled,
                 "attempt_cvs": m.attempt_cvs,
+                "load": m.load,
+                **(
+                    {
+                        "reference_samples_ms": list(m.reference_samples_ms),
+                        "reference_value_ms": m.reference_value_ms,
+                        "rounds": m.rounds,
+                    }
+                    if m.reference is not None
+                    else {}
+                ),
             },
+            "reference": m.reference,
+            "ratio": m.ratio,
+            "corrected_ms": m.corrected_ms,
+            "reference_median_ms": m.reference_median_ms,
+            "reference_value_id": m.reference_value_id,
         }
 
     def add_measurement(self, device: str, measurement: Measurement) -> bool:
@@ -402,7 +465,109 @@ class Store:
         row.update(campaign=campaign, position=position)
         self._write(anchor_measurements, row)
 
+    def add_reference_value(
+        self,
+        device: str,
+        reference: str,
+        settings_key: str,
+        value_ms: float,
+        *,
+        settings: dict[str, Any] | None = None,
+        protocol: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> int:
+        """Store a (new) reference value of a device configuration and return its id.
+
+        In the same transaction, every measurement corrected with an earlier value of this
+        configuration is rescaled to the new one (``corrected_ms = ratio x value_ms``): the
+        ratios are what was measured, so re-establishing a value moves the whole device onto
+        the new scale and never leaves two scales in one column.
+        """
+        if not value_ms > 0:
+            raise StoreError(f"reference value of {reference!r} must be positive, got {value_ms}")
+        dev = self.device_id(device)
+        try:
+            with self.engine.begin() as conn:
+                old = [
+                    row[0]
+                    for row in conn.execute(
+                        select(reference_values.c.id).where(
+                            reference_values.c.device_id == dev,
+                            reference_values.c.reference == reference,
+                            reference_values.c.settings_key == settings_key,
+                        )
+                    )
+                ]
+                new_id = conn.execute(
+                    reference_values.insert()
+                    .values(
+                        device_id=dev,
+                        reference=reference,
+                        settings_key=settings_key,
+                        settings=settings,
+                        value_ms=float(value_ms),
+                        protocol=protocol,
+                        extra=extra or {},
+                        created_at=_now(),
+                    )
+                    .returning(reference_values.c.id)
+                ).scalar_one()
+                if old:
+                    for table in (measurements, anchor_measurements):
+                        conn.execute(
+                            update(table)
+                            .where(table.c.reference_value_id.in_(old))
+                            .values(
+                                corrected_ms=table.c.ratio * float(value_ms),
+                                reference_value_id=new_id,
+                            )
+                        )
+        except DBAPIError as exc:
+            raise StoreError(
+                f"cannot write to store {self.display_url}: {_first_line(exc)}"
+            ) from None
+        return int(new_id)
+
     # -- reading -------------------------------------------------------------------------------
+
+    def reference_value(
+        self, device: str, reference: str, settings_key: str
+    ) -> dict[str, Any] | None:
+        """The current reference value of a device configuration (``id``, ``value_ms``,
+        ``settings``, ``protocol``, ``extra``, ``created_at``), or None when none is stored."""
+        stmt = (
+            select(reference_values)
+            .join(devices, devices.c.id == reference_values.c.device_id)
+            .where(
+                devices.c.name == device,
+                reference_values.c.reference == reference,
+                reference_values.c.settings_key == settings_key,
+            )
+            .order_by(reference_values.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return dict(row) if row is not None else None
+
+    def reference_values(self, device: str | None = None) -> pd.DataFrame:
+        """Every stored reference value (history included): device, reference, settings_key,
+        value_ms, created_at, id, extra."""
+        cols = [
+            devices.c.name.label("device"),
+            reference_values.c.reference,
+            reference_values.c.settings_key,
+            reference_values.c.value_ms,
+            reference_values.c.created_at,
+            reference_values.c.id,
+            reference_values.c.extra,
+        ]
+        stmt = select(*cols).join(devices, devices.c.id == reference_values.c.device_id)
+        if device is not None:
+            stmt = stmt.where(devices.c.name == device)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(reference_values.c.id)).mappings().all()
+        return pd.DataFrame(rows, columns=[c.name for c in cols])
 
     def is_measured(self, device: str, network: str, protocol_key: str) -> bool:
         """Whether ``device`` has a measurement of ``network`` under ``protocol_key``."""
@@ -447,10 +612,13 @@ class Store:
         *,
         samples: bool = False,
         anchors: bool = False,
+        extra: bool = False,
     ) -> pd.DataFrame:
         """Measurements in long format: device, network, protocol_key, median/p10/p90/mean,
-        cv, robust_cv, repeats, created_at (and samples_ms with ``samples``; campaign/position for
-        ``anchors``, which reads the anchor re-measurements instead)."""
+        cv, robust_cv, repeats, created_at, id, reference, ratio, corrected_ms,
+        reference_median_ms, reference_value_id (and samples_ms with ``samples``; the extra
+        JSON, with the load, with ``extra``; campaign/position for ``anchors``, which reads the
+        anchor re-measurements instead)."""
         table = anchor_measurements if anchors else measurements
         cols = [
             devices.c.name.label("device"),
@@ -465,7 +633,14 @@ class Store:
             table.c.repeats,
             table.c.created_at,
             table.c.id,
+            table.c.reference,
+            table.c.ratio,
+            table.c.corrected_ms,
+            table.c.reference_median_ms,
+            table.c.reference_value_id,
         ]
+        if extra:
+            cols.append(table.c.extra)
         if samples:
             cols.append(table.c.samples_ms)
         if anchors:
@@ -489,15 +664,28 @@ class Store:
         devices: Sequence[str] | None = None,
         protocol: str | Any | None = None,
         networks: Sequence[str] | None = None,
+        *,
+        value: str = "raw",
     ) -> pd.DataFrame:
-        """The dataset table: ``network`` + one median-latency column (ms) per device.
+        """The dataset table: ``network`` + one latency column (ms) per device.
 
-        ``devices`` selects and orders the columns (default: every device, in registration
-        order); ``protocol`` (a key or a :class:`MeasureConfig`) keeps one protocol's
-        measurements, otherwise the latest measurement of each device and network is used;
-        ``networks`` selects and orders the rows (default: in order of first measurement).
-        Networks without any selected measurement are left out.
+        ``value`` is ``"raw"`` (the measured medians) or ``"corrected"`` (the drift-corrected
+        medians: ratio to the same-round reference x the device configuration's reference
+        value); a measurement without a corrected value (timed without a reference) makes
+        ``"corrected"`` fail naming it, never falls back to raw. ``devices`` selects and orders
+        the columns (default: every device, in registration order); ``protocol`` (a key or a
+        :class:`MeasureConfig`) keeps one protocol's measurements. Without ``protocol``, a
+        device whose selected networks were measured under more than one protocol raises
+        :class:`StoreError` naming the device, the keys and a network (a column never mixes
+        protocols). ``networks`` selects and orders the rows (default: in order of first
+        measurement). Networks without any selected measurement are left out.
+
+        The frame's ``attrs["latlab"]`` says what it holds (``value`` and, per column, the
+        protocol key, reference and reference value): :func:`~latlab.datasets.tables.save_table`
+        writes it next to the table.
         """
+        if value not in VALUES:
+            raise StoreError(f"unknown export value {value!r} (known: {', '.join(VALUES)})")
         long = self.measurements(devices, protocol)
         if long.empty:
             return pd.DataFrame({"network": pd.Series(dtype=str)})
@@ -505,19 +693,84 @@ class Store:
             wanted = list(dict.fromkeys(networks))
             long = long[long["network"].isin(set(wanted))]
         long = long.sort_values("id")
+        if protocol is None:
+            _refuse_mixed_protocols(long)
         first_seen = list(dict.fromkeys(long["network"]))
         long = long.drop_duplicates(["device", "network"], keep="last")
+        column = "median_ms" if value == "raw" else "corrected_ms"
+        if value == "corrected":
+            missing = long[long["corrected_ms"].isna()]
+            if len(missing):
+                row = missing.iloc[0]
+                raise StoreError(
+                    f"{len(missing)} measurement(s) have no drift-corrected value (timed "
+                    f"without a reference), e.g. {row['network']!r} on device {row['device']!r}: "
+                    "export the raw values (value='raw', --value raw) or re-measure with a "
+                    "reference"
+                )
         columns = list(devices) if devices is not None else list(self.devices()["name"])
         columns = [c for c in columns if c in set(long["device"])] if len(long) else []
         if networks is not None:
             order = [n for n in wanted if n in set(long["network"])]
         else:
             order = first_seen
-        wide = long.pivot(index="network", columns="device", values="median_ms")
+        wide = long.pivot(index="network", columns="device", values=column)
         wide = wide.reindex(index=order, columns=columns)
         out = wide.reset_index()
         out.columns.name = None
+        out.attrs["latlab"] = self._table_meta(long, columns, value)
         return out
+
+    def _table_meta(self, long: pd.DataFrame, columns: list[str], value: str) -> dict[str, Any]:
+        meta: dict[str, Any] = {"value": value, "unit": "ms", "store": self.display_url}
+        per: dict[str, Any] = {}
+        for dev in columns:
+            rows = long[long["device"] == dev]
+            refs = sorted({str(r) for r in rows["reference"].dropna()})
+            info: dict[str, Any] = {
+                "value": value,
+                "protocol_keys": sorted(set(rows["protocol_key"])),
+                "reference": refs[0] if len(refs) == 1 else (refs or None),
+            }
+            if value == "corrected" and len(refs) == 1:
+                values = self._value_ids(dev, rows)
+                info["reference_value_ms"] = values[0] if len(values) == 1 else values
+            per[dev] = info
+        meta["columns"] = per
+        return meta
+
+    def _value_ids(self, device: str, rows: pd.DataFrame) -> list[float]:
+        """The reference value(s) the corrected medians of ``rows`` are expressed in."""
+        ids = sorted({int(i) for i in rows["reference_value_id"].dropna()})
+        if not ids:
+            return []
+        stmt = select(reference_values.c.value_ms).where(reference_values.c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return sorted(float(r[0]) for r in conn.execute(stmt))
+
+
+#: What :meth:`Store.export_table` can export.
+VALUES = ("raw", "corrected")
+
+
+def _refuse_mixed_protocols(long: pd.DataFrame) -> None:
+    """Raise naming the first device whose rows come from more than one protocol key."""
+    for device, rows in long.groupby("device", sort=False):
+        keys = list(dict.fromkeys(rows["protocol_key"]))
+        if len(keys) < 2:
+            continue
+        per_net = rows.groupby("network")["protocol_key"].nunique()
+        both = per_net[per_net > 1]
+        which = (
+            f"network {both.index[0]!r} was measured under both"
+            if len(both)
+            else f"e.g. {rows['network'].iloc[0]!r} under {keys[0]}"
+        )
+        raise StoreError(
+            f"device {device!r} holds measurements under {len(keys)} protocols "
+            f"({', '.join(keys[:4])}); {which}: choose one with protocol=KEY "
+            "(the measurements table's protocol_key) so that a column never mixes protocols"
+        )
 
 
 def _protocol_key(protocol: str | Any | None) -> str | None:

@@ -18,15 +18,23 @@ counting each reason so that nothing is dropped silently:
 
 Rows are never dropped as a whole: a network with a failed measurement on one device keeps its
 valid latencies on the others. ``LatencyTable.valid(column)`` gives one device's usable pairs.
+
+What a table holds (raw or drift-corrected medians, per column the protocol key, reference
+network and reference value) is written beside it as ``FILE.meta.json`` (:func:`save_table`,
+from the frame's ``attrs["latlab"]``, which :meth:`Store.export_table` sets), not inside it:
+the table stays a plain CSV/Parquet file any tool reads, and :func:`load_table` reads the
+sidecar, where there is one, into ``LatencyTable.meta``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,13 +128,15 @@ class LatencyTable:
     ``data`` has the ``network`` column and one float column per device, NaN where a value
     was dropped; ``report`` has one row per device column with ``rows``, ``valid``, a count per
     drop reason, ``dropped`` and ``quantised`` (all valid values whole numbers: a coarse timer);
-    ``duplicates`` counts repeated networks (first kept).
+    ``duplicates`` counts repeated networks (first kept); ``meta`` is the table's metadata
+    sidecar (``FILE.meta.json``: which value the columns hold), empty without one.
     """
 
     path: Path | None
     data: pd.DataFrame
     report: pd.DataFrame
     duplicates: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def devices(self) -> list[str]:
@@ -240,16 +250,47 @@ def load_table(
     """
     p = Path(path)
     frame = _read(p)
-    return validate_frame(frame, f"table {p}", near_zero_fraction, path=p)
+    table = validate_frame(frame, f"table {p}", near_zero_fraction, path=p)
+    table.meta = read_meta(p)
+    return table
 
 
-def save_table(frame: pd.DataFrame | LatencyTable, path: str | os.PathLike[str]) -> Path:
+def meta_path(path: str | os.PathLike[str]) -> Path:
+    """The metadata sidecar of a table file: ``FILE.meta.json`` beside it."""
+    p = Path(path)
+    return p.with_name(p.name + ".meta.json")
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A table's metadata sidecar ({} when there is none)."""
+    side = meta_path(path)
+    if not side.exists():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read the metadata {side} of table {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"metadata {side} of table {path} is not a JSON object")
+    return meta
+
+
+def save_table(
+    frame: pd.DataFrame | LatencyTable,
+    path: str | os.PathLike[str],
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write a dataset table atomically (a temporary file in the same folder, then rename).
 
     The format follows the extension (``.csv``, ``.parquet``). A reader never sees a partial
-    file, and an interrupted write leaves any previous file untouched.
+    file, and an interrupted write leaves any previous file untouched. ``meta`` (default: the
+    frame's ``attrs["latlab"]``, or a loaded table's ``meta``) is written to the sidecar
+    ``FILE.meta.json``; without any, a sidecar left by an earlier table is removed, so that it
+    never describes a table it does not belong to.
     """
     df = frame.data if isinstance(frame, LatencyTable) else frame
+    if meta is None:
+        meta = frame.meta if isinstance(frame, LatencyTable) else df.attrs.get("latlab")
     p = Path(path)
     fmt = _format(p)
     if NETWORK not in df.columns:
@@ -268,4 +309,12 @@ def save_table(frame: pd.DataFrame | LatencyTable, path: str | os.PathLike[str])
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    side = meta_path(p)
+    if meta:
+        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=1, sort_keys=True, default=str)
+        os.replace(tmp, side)
+    else:
+        side.unlink(missing_ok=True)
     return p

@@ -21,6 +21,14 @@
 * ``multilayer`` -- chains (:func:`~.suites.multilayer_suite`) measured end to end and
   profiled; the profile's trace gives the fusion label of every successive layer pair.
 
+Drift correction: with a reference network in the protocol (``BENCH_PAIRED``, what
+``latlab bench`` uses, as ``latlab measure`` does) every time is stored on the device
+configuration's reference scale (:mod:`latlab.datasets.measure.reference`): ``single`` is the
+corrected median of the paired measurement, ``padded`` divides each round's times by the
+reference's time in that round, ``profile`` is scaled by the reference's time in the
+measurement just before it. Kernel and network data of one device are then on one scale however
+far apart they were measured; each row's ``extra["value"]`` says ``corrected`` or ``raw``.
+
 Each item is committed when done; an item already stored for the device and protocol is
 skipped, so an interrupted campaign resumes where it stopped. Progress is reported through
 ``progress(BenchEvent)``.
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,7 +60,8 @@ from latlab.datasets.bench.suites import (
     multilayer_suite,
 )
 from latlab.datasets.bench.tables import BenchStore
-from latlab.datasets.measure.protocol import MeasureConfig, measure
+from latlab.datasets.measure.load import LoadMeter
+from latlab.datasets.measure.protocol import DEFAULT_REFERENCE, MeasureConfig, measure
 from latlab.datasets.store import Store
 from latlab.errors import DataError, LatlabError, MeasurementError
 
@@ -70,6 +79,11 @@ BENCH_CONFIG = MeasureConfig(
     max_warmup_s=0.4,
     max_remeasures=1,
 )
+#: The same, paired with the default reference network (drift-corrected, on the device's
+#: reference scale): what ``latlab bench`` uses. ``BENCH_CONFIG`` stays unpaired so that the
+#: experiments, which pair it with unpaired network measurements, keep one scale and their
+#: stores' protocol keys.
+BENCH_PAIRED = replace(BENCH_CONFIG, reference=DEFAULT_REFERENCE)
 #: Profiled runs per benchmark (after 3 discarded warm-up runs), within a 0.4 s budget.
 PROFILE_RUNS = 20
 
@@ -151,6 +165,41 @@ class _Runner:
         self.profile_runs = profile_runs
         self.key = config.protocol_key()
         self._medians: dict[str, float] = {}
+        self.reference_run: Callable[[], None] | None = None
+        self.value_ms: float | None = None
+        self.value_id: int | None = None
+        self.last_reference_ms: float | None = None
+
+    def setup_reference(self) -> None:
+        """Prepare the reference and read or establish the device's reference value."""
+        from latlab.datasets.measure import get_backend
+        from latlab.datasets.measure.protocol import prepare_reference
+        from latlab.datasets.measure.reference import establish_reference
+
+        be = get_backend(self.config.backend)
+        self.reference_run = prepare_reference(be, self.config)
+        value = establish_reference(
+            self.store, self.device, self.config, backend=be, reference_run=self.reference_run
+        )
+        self.value_ms, self.value_id = value.value_ms, value.id
+
+    def scale(self) -> float:
+        """Factor from raw times now to the reference scale (1 without a reference)."""
+        if self.value_ms is None or self.reference_run is None:
+            return 1.0
+        if self.last_reference_ms is None:
+            from latlab.datasets.measure import get_backend
+            from latlab.datasets.measure.protocol import measure_prepared
+
+            plain = replace(self.config, reference=None)
+            m = measure_prepared(
+                self.reference_run,
+                str(self.config.reference),
+                plain,
+                get_backend(self.config.backend),
+            )
+            self.last_reference_ms = m.median_ms
+        return self.value_ms / self.last_reference_ms
 
     def measured_median(self, ref: str) -> float:
         """Median latency of ``ref`` under the protocol (measured once, then read back)."""
@@ -161,11 +210,19 @@ class _Runner:
         if stored is not None:
             self._medians[ref] = stored
             return stored
-        m = measure(ref, self.config)
+        m = measure(
+            ref,
+            self.config,
+            reference_run=self.reference_run,
+            reference_value_ms=self.value_ms,
+            reference_value_id=self.value_id,
+        )
+        self.last_reference_ms = m.reference_median_ms
         st.add_network(ref)
         st.add_measurement(self.device, m)
-        self._medians[ref] = m.median_ms
-        return m.median_ms
+        value = m.corrected_ms if m.corrected_ms is not None else m.median_ms
+        self._medians[ref] = value
+        return value
 
     def profile(self, ref: str, *, labels: bool) -> tuple[float, float, float, str]:
         from latlab.datasets.bench.profile import profile_network
@@ -191,15 +248,24 @@ class _Runner:
         key = self.bench.add_profile(self.device, prof, labs)
         p10, p90 = np.percentile(total, [10, 90])
         time_ms = sum(prof.group_ms(prof.mapping.groups[g]) for g in groups)
-        return float(time_ms), float(p10), float(p90), key
+        f = self.scale()  # the reference scale (1 without a reference)
+        return float(time_ms) * f, float(p10) * f, float(p90) * f, key
 
     def kernels_item(self, ref: str, suite: str) -> None:
         spec, graph = resolve_kernel(ref)
         kind = head_kind(graph, benchmarked_layers(spec, graph))
         self.store.add_network(graph)
         single = self.measured_median(ref)
+        value = {"value": "raw" if self.value_ms is None else "corrected"}
         self.bench.add_layer_benchmark(
-            self.device, ref, "single", single, protocol_key=self.key, suite=suite, kind=kind
+            self.device,
+            ref,
+            "single",
+            single,
+            protocol_key=self.key,
+            suite=suite,
+            kind=kind,
+            extra=value,
         )
         if not benchmarked_layers(spec, graph):  # the session probe: nothing to profile
             return
@@ -214,7 +280,7 @@ class _Runner:
             kind=kind,
             lower_ms=p10,
             upper_ms=p90,
-            extra={"settings_key": key},
+            extra={"settings_key": key, **value},
         )
 
     def padding_item(self, ref: str) -> None:
@@ -222,10 +288,15 @@ class _Runner:
         kind = head_kind(graph, benchmarked_layers(spec, graph))
         padded_ref, pad_x, pad_y = padded_references(ref)
         refs = [padded_ref, pad_x] if pad_y == pad_x else [padded_ref, pad_x, pad_y]
-        samples = paired_samples(refs, self.config)
-        padded = samples[0]
-        px = samples[1]
-        py = samples[2] if len(samples) > 2 else px
+        with_ref = self.value_ms is not None and self.config.reference is not None
+        meter = LoadMeter()
+        samples = paired_samples(refs + [str(self.config.reference)] * with_ref, self.config)
+        load = meter.stop()
+        # on the reference scale: each round's times / the reference's time in that round
+        f = self.value_ms / samples.pop() if with_ref else 1.0  # type: ignore[operator]
+        padded = samples[0] * f
+        px = samples[1] * f
+        py = samples[2] * f if len(samples) > 2 else px
         # per round: layer = padded - mean(padding-only); the two one-sided differences
         # (padded - pad_x, padded - pad_y) bound it when the padding costs differ by shape
         diff = padded - (px + py) / 2
@@ -252,6 +323,8 @@ class _Runner:
                 "diff_p10_ms": float(np.percentile(diff, 10)),
                 "diff_p90_ms": float(np.percentile(diff, 90)),
                 "timer": self.config.timer,
+                "value": "corrected" if with_ref else "raw",
+                "load": load,
             },
         )
 
@@ -263,13 +336,13 @@ def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
     of the machine's load between the two measurements lands in the difference. Interleaving
     the padded and padding-only models round by round exposes them to the same conditions,
     and the median of per-round differences ignores rounds a preemption hit. Follows the
-    protocol's warm-up, repeat count, time budget (per model) and clock.
+    protocol's warm-up, repeat count, time budget (per model) and clock; the rounds are
+    :func:`latlab.datasets.measure.rounds.time_rounds` (one run per block), the one
+    implementation of interleaved timing that paired network measurements use too.
     """
-    import gc
-    import time
-
     from latlab.datasets.measure import get_backend
     from latlab.datasets.measure.protocol import TIMERS
+    from latlab.datasets.measure.rounds import time_rounds, warm_up_rounds
 
     be = get_backend(config.backend)
     try:
@@ -279,33 +352,16 @@ def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
     except Exception as exc:  # the runtime's own errors: name the benchmark
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MeasurementError(f"cannot prepare {refs[0]!r}: {first}") from exc
-    clock = TIMERS[config.timer]
-    gc_was = gc.isenabled()
-    gc.disable()  # a collection inside a sample would add milliseconds to one run
-    try:
-        # warm-up: at least min_warmup rounds and 0.1 s (allocations and caches settle)
-        start = time.perf_counter()
-        rounds = 0
-        while rounds < config.min_warmup or (
-            rounds < config.max_warmup and time.perf_counter() - start < 0.1
-        ):
-            for run in runs:
-                run()
-            rounds += 1
-        out: list[list[float]] = [[] for _ in runs]
-        budget = config.time_budget_s * len(runs)
-        start = time.perf_counter()
-        while len(out[0]) < config.repeats:
-            for k, run in enumerate(runs):
-                t0 = clock()
-                run()
-                out[k].append((clock() - t0) / 1e6)
-            if len(out[0]) >= config.min_repeats and time.perf_counter() - start > budget:
-                break
-    finally:
-        if gc_was:
-            gc.enable()
-    return [np.asarray(o) for o in out]
+    # warm-up: at least min_warmup rounds and 0.1 s (allocations and caches settle)
+    warm_up_rounds(runs, config.min_warmup, config.max_warmup, 0.1)
+    rounds = time_rounds(
+        runs,
+        TIMERS[config.timer],
+        max_rounds=config.repeats,
+        min_rounds=config.min_repeats,
+        budget_s=config.time_budget_s * len(runs),
+    )
+    return rounds.blocks_ms
 
 
 def _probe_only(ref: str) -> bool:
@@ -359,6 +415,8 @@ def run_bench(
             for r in runner.bench.done(device, "single", runner.key)
             if r in profiled or _probe_only(r)
         }
+    if cfg.reference is not None and not done.issuperset(refs):
+        runner.setup_reference()
     notify(BenchEvent("start", 0, len(refs)))
     for i, ref in enumerate(refs):
         if ref in done:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     select,
 )
 from sqlalchemy.exc import DBAPIError
@@ -301,12 +302,13 @@ class BenchStore:
             return {r[0] for r in conn.execute(stmt)}
 
     def median_ms(self, device: str, network: str, protocol_key: str) -> float | None:
-        """The stored median latency of ``network`` on ``device`` under ``protocol_key``."""
+        """The stored median latency of ``network`` on ``device`` under ``protocol_key``: the
+        drift-corrected median where the measurement has one, else the raw median."""
         from latlab.datasets.store import measurements
 
         m = measurements
         stmt = (
-            select(m.c.median_ms)
+            select(func.coalesce(m.c.corrected_ms, m.c.median_ms))
             .join(devices, devices.c.id == m.c.device_id)
             .join(networks, networks.c.id == m.c.network_id)
             .where(

@@ -22,6 +22,7 @@ from latlab.datasets.measure.fingerprint import (
 )
 from latlab.datasets.measure.protocol import (
     DEFAULT_ANCHOR,
+    DEFAULT_REFERENCE,
     CampaignEvent,
     CampaignResult,
     MeasureConfig,
@@ -33,6 +34,7 @@ from latlab.datasets.measure.protocol import (
 __all__ = [
     "BACKENDS",
     "DEFAULT_ANCHOR",
+    "DEFAULT_REFERENCE",
     "Backend",
     "CampaignEvent",
     "CampaignResult",

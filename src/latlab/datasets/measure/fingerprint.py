@@ -206,12 +206,19 @@ def default_device_name(
     threads: int = 1,
     fingerprint: dict[str, Any] | None = None,
     accelerator: str | None = None,
+    *,
+    batch: int = 1,
+    mode: str = "sequential",
+    inter_op_threads: int = 1,
 ) -> str:
-    """A readable, deterministic id of this machine and backend, e.g. ``xeon-2c-ort``.
+    """A readable, deterministic id of a device configuration, e.g. ``xeon-2c-ort``.
 
-    Used as the latency column name when none is given. Thread counts other than one are
-    appended (``-4t``) because they change the latency; a GPU backend names the accelerator
-    (``h100-ort-cuda``) instead of the CPU.
+    Used as the latency column name when none is given. Settings that change the latency are
+    appended when they differ from the defaults (one thread, batch 1, sequential execution),
+    so that names of default configurations never change: threads as ``-4t``, batch as
+    ``-b8``, parallel execution as ``-par`` with its inter-op threads (``-par2``); e.g.
+    ``xeon-2c-ort-4t-b8-par2``. A GPU backend names the accelerator (``h100-ort-cuda``)
+    instead of the CPU.
     """
     fp = fingerprint if fingerprint is not None else machine_fingerprint()
     if accelerator is None and backend.endswith("-cuda") and fp.get("gpus"):
@@ -224,4 +231,10 @@ def default_device_name(
         name += f"-{abbrev}"
     if threads != 1:
         name += f"-{threads}t"
+    if batch != 1:
+        name += f"-b{batch}"
+    if mode != "sequential":
+        name += f"-{mode[:3]}{inter_op_threads}"
+    elif inter_op_threads != 1:
+        name += f"-i{inter_op_threads}"
     return name

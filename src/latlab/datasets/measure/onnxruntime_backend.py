@@ -72,12 +72,24 @@ class OnnxRuntimeBackend:
             "device": f"cuda:{self.device_id}" if self.cuda else "cpu",
         }
 
-    def session_options(self, threads: int) -> Any:
-        """The protocol's session options (exposed so that tests can check them)."""
+    def session_options(
+        self, threads: int, mode: str = "sequential", inter_op_threads: int = 1
+    ) -> Any:
+        """The protocol's session options (exposed so that tests can check them).
+
+        ``mode="parallel"`` runs independent branches of the graph at once on
+        ``inter_op_threads`` threads (onnxruntime's ``ORT_PARALLEL``).
+        """
+        if mode not in ("sequential", "parallel"):
+            raise MeasurementError(f"unknown execution mode {mode!r} (sequential, parallel)")
         so = self._ort.SessionOptions()
         so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = inter_op_threads
+        so.execution_mode = (
+            self._ort.ExecutionMode.ORT_PARALLEL
+            if mode == "parallel"
+            else self._ort.ExecutionMode.ORT_SEQUENTIAL
+        )
         so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -90,12 +102,14 @@ class OnnxRuntimeBackend:
         batch: int,
         threads: int,
         input_shape: Sequence[int] | None = None,
+        mode: str = "sequential",
+        inter_op_threads: int = 1,
     ) -> Runner:
         from latlab.datasets.references import onnx_model
 
         model = onnx_model(network, batch=batch, input_shape=input_shape)
         feeds = fixed_inputs(network, model, batch, input_shape, seed=0)
-        so = self.session_options(threads)
+        so = self.session_options(threads, mode, inter_op_threads)
         ort = self._ort
         session = ort.InferenceSession(model.SerializeToString(), so, providers=self.providers)
         used = session.get_providers()
@@ -107,9 +121,9 @@ class OnnxRuntimeBackend:
         details = {
             "providers": used,
             "intra_op_threads": threads,
-            "inter_op_threads": 1,
+            "inter_op_threads": inter_op_threads,
             "allow_spinning": False,
-            "execution_mode": "sequential",
+            "execution_mode": mode,
             "graph_optimization": "all",
         }
         if not self.cuda:

@@ -19,17 +19,36 @@ One measurement (:func:`measure`):
    for networks of microseconds, but do not move the median; a bimodal or drifting attempt
    moves both.
 
+**Paired timing** (``MeasureConfig.reference`` set): after the network's warm-up, the network
+and the reference network are timed in interleaved rounds (:mod:`.rounds`: per round a block
+of runs of each, both about 20-50 ms long, so that each spans several of the scheduler's time
+slices), the time budget counting the network's runs only, in at least 10 rounds. The raw
+median, p10/p90, CV and robust CV are over every run, as unpaired; the **ratio** is the median
+over rounds of (network's mean run time / reference's mean run time in that round), and the
+**corrected median** is the ratio times the device configuration's *reference value*
+(:mod:`latlab.datasets.measure.reference`), established once in the store and reused by every
+later campaign. A change of the machine's speed between rounds (frequency, a neighbour's load,
+a virtual machine's host, the share of the cores the scheduler leaves) slows both members of a
+round alike and cancels in the ratio, so campaigns hours apart share one scale. The stored
+samples are one per round (the block means); the robust CV of the per-round ratios decides
+re-measurement. Raw and corrected medians are both stored and exported.
+
+Every measurement records the machine's load during its timed rounds
+(:mod:`latlab.datasets.measure.load`: other processes' CPU use in cores, steal time, load
+average).
+
 A campaign (:func:`measure_many`) measures a list of references into a
 :class:`~latlab.datasets.store.Store`, committing each measurement as it completes and skipping
 those already stored for the same device and protocol, so an interrupted campaign resumes
-where it stopped. A fixed **anchor** network is re-measured every ``anchor_every`` networks;
-its drift from the campaign's first anchor measurement is logged as a warning beyond
-``drift_threshold``, because a drifting anchor means the machine changed under the campaign
-(thermal throttling, another job, a frequency governor) and its numbers are suspect.
+where it stopped. Paired campaigns log the reference's drift from its first measurement in
+the campaign beyond ``drift_threshold`` and stop beyond ``max_drift`` (keeping what was
+measured). Unpaired campaigns re-measure a fixed **anchor** network every ``anchor_every``
+networks with the same warning: a drifting anchor means the machine changed under the campaign
+(thermal throttling, another job, a frequency governor) and its raw numbers are suspect.
 
 Keep the machine otherwise idle while measuring: other processes share cores, caches and memory
-bandwidth, and raise both the median and the CV. The protocol detects noise (CV, anchor drift)
-but cannot remove it.
+bandwidth, and raise both the median and the CV. The ratio removes what slows network and
+reference alike; it cannot remove contention that hits one more than the other.
 """
 
 from __future__ import annotations
@@ -39,6 +58,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -51,20 +71,36 @@ import numpy as np
 
 from latlab.datasets.measure.backends import Backend, get_backend
 from latlab.datasets.measure.fingerprint import machine_fingerprint
+from latlab.datasets.measure.load import LoadMeter, competing, wait_for_quiet
+from latlab.datasets.measure.rounds import paired_blocks, time_rounds
 from latlab.encoders.ir import NetworkGraph
-from latlab.errors import LatlabError, MeasurementError
+from latlab.errors import DriftError, LatlabError, MeasurementError
 
 if TYPE_CHECKING:
     from latlab.datasets.store import Store
 
 log = logging.getLogger(__name__)
 
-#: The anchor network re-measured during campaigns (2.1 M MACs: about 0.3 ms on one core).
+#: The anchor network re-measured during unpaired campaigns (2.1 M MACs: ~0.1-0.3 ms).
 DEFAULT_ANCHOR = "fcnn:512-1024-1024-512-10"
+#: The default reference network of paired timing: a small convolutional network (conv,
+#: residual block, strided convs; about 0.3 ms on one core), compute-bound like most networks
+#: users time, with few weights, so that its block barely disturbs the network's caches.
+DEFAULT_REFERENCE = "cnn:r64-c16s2-c32-rb32-c64s2-fc10"
 
 
 #: Clocks the protocol can time with (the thread clock needs threads=1).
 TIMERS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
+
+#: Execution modes of a device configuration (onnxruntime's ``ExecutionMode``).
+MODES = ("sequential", "parallel")
+#: Settings added after the first stores were written, with the defaults they had implicitly.
+_NEW_DEFAULTS: dict[str, Any] = {
+    "mode": "sequential",
+    "inter_op_threads": 1,
+    "reference": None,
+    "block_ms": 20.0,
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,15 @@ class MeasureConfig:
     #: time, :func:`time.thread_time_ns`): with one thread running in the caller, time taken
     #: by other processes on a shared machine is not counted. Both agree on an idle machine.
     timer: str = "wall"
+    #: Execution mode of the runtime: ``"sequential"`` (one operator at a time, the default)
+    #: or ``"parallel"`` (independent branches at once on ``inter_op_threads`` threads).
+    mode: str = "sequential"
+    inter_op_threads: int = 1
+    #: The reference network timed in the same rounds as every network (drift correction, see
+    #: the module docstring); None: each network is timed alone (no corrected value).
+    reference: str | None = None
+    #: Paired timing: the shortest block of runs of each member per round (ms).
+    block_ms: float = 20.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -112,6 +157,9 @@ class MeasureConfig:
             "cv_threshold": self.cv_threshold > 0,
             "max_remeasures": self.max_remeasures >= 0,
             "timer": self.timer == "wall" or (self.timer == "thread" and self.threads == 1),
+            "mode": self.mode in MODES,
+            "inter_op_threads": self.inter_op_threads >= 1,
+            "block_ms": self.block_ms > 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -126,6 +174,11 @@ class MeasureConfig:
         out = asdict(self)
         out["input_shape"] = list(self.input_shape) if self.input_shape else None
         out["timer"] = TIMERS[self.timer].__name__
+        # Left out at their defaults, so that measurements stored before these settings
+        # existed keep their protocol key (and campaigns keep resuming).
+        for name, default in _NEW_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
         return out
 
     def protocol_key(self) -> str:
@@ -133,10 +186,39 @@ class MeasureConfig:
         blob = json.dumps(self.protocol(), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
+    def settings(self) -> dict[str, Any]:
+        """What is run (not how often): backend, threads, batch, input shape, mode, clock.
+
+        Together with the device name this is a *device configuration*; its reference value
+        (:mod:`latlab.datasets.measure.reference`) is shared by every protocol of it.
+        """
+        return {
+            "backend": self.backend,
+            "threads": self.threads,
+            "batch": self.batch,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "mode": self.mode,
+            "inter_op_threads": self.inter_op_threads,
+            "timer": self.timer,
+        }
+
+    def settings_key(self) -> str:
+        """A short hash of :meth:`settings`."""
+        blob = json.dumps(self.settings(), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
 
 @dataclass
 class Measurement:
-    """One network's measured latency with everything needed to judge and reproduce it."""
+    """One network's measured latency with everything needed to judge and reproduce it.
+
+    ``median_ms`` is the raw median. Measured against a reference (``config.reference``),
+    ``ratio`` is the median over rounds of (network time / reference time in that round) and
+    ``corrected_ms`` = ``ratio`` x the reference value of the device configuration, when one
+    was given (``reference_value_ms``); ``reference_median_ms`` is the reference's raw median
+    in these rounds (its drift shows the machine's). ``load`` is the machine's load during the
+    timed rounds (:mod:`latlab.datasets.measure.load`).
+    """
 
     network: str
     median_ms: float
@@ -158,6 +240,15 @@ class Measurement:
     started_at: datetime
     finished_at: datetime
     extra: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
+    ratio: float | None = None
+    corrected_ms: float | None = None
+    reference_median_ms: float | None = None
+    reference_value_ms: float | None = None
+    reference_value_id: int | None = None
+    reference_samples_ms: list[float] = field(default_factory=list)
+    rounds: int = 0
 
     @property
     def stable(self) -> bool:
@@ -174,7 +265,10 @@ def robust_cv(samples: Sequence[float] | np.ndarray) -> float:
 
 def _summarise(samples_ns: Sequence[int]) -> tuple[float, float, float, float, float, float]:
     """median, p10, p90, mean, CV (std/mean) and robust CV of samples in ns, times in ms."""
-    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    return _summarise_ms(np.asarray(samples_ns, dtype=np.float64) / 1e6)
+
+
+def _summarise_ms(ms: np.ndarray) -> tuple[float, float, float, float, float, float]:
     p10, med, p90 = np.percentile(ms, [10, 50, 90])
     mean = float(ms.mean())
     cv = float(ms.std(ddof=1) / mean) if len(ms) > 1 and mean > 0 else 0.0
@@ -221,24 +315,73 @@ def _repeat(run: Callable[[], None], cfg: MeasureConfig) -> list[int]:
 
 
 def _prepare(
-    backend: Backend, network: str | NetworkGraph, cfg: MeasureConfig
+    backend: Backend,
+    network: str | NetworkGraph,
+    cfg: MeasureConfig,
+    *,
+    input_shape: bool = True,
+    role: str = "",
 ) -> Callable[[], None]:
+    """Prepare ``network`` with the settings of ``cfg`` (``role`` names it in errors, e.g.
+    "reference network"); ``input_shape=False`` ignores ``cfg.input_shape`` (the reference
+    has its own input)."""
     kwargs: dict[str, Any] = {}
-    if cfg.input_shape is not None:
-        if "input_shape" not in inspect.signature(backend.prepare).parameters:
+    params = inspect.signature(backend.prepare).parameters
+    if input_shape and cfg.input_shape is not None:
+        if "input_shape" not in params:
             raise MeasurementError(
                 f"backend {backend.name!r} does not take an input shape; omit --input-shape"
             )
         kwargs["input_shape"] = cfg.input_shape
+    if cfg.mode != "sequential" or cfg.inter_op_threads != 1:
+        if "mode" not in params or "inter_op_threads" not in params:
+            raise MeasurementError(
+                f"backend {backend.name!r} has no execution mode or inter-op threads; "
+                "omit --mode/--inter-op"
+            )
+        kwargs.update(mode=cfg.mode, inter_op_threads=cfg.inter_op_threads)
+    what = f"{role} {_ref(network)!r}" if role else repr(_ref(network))
     try:
         return backend.prepare(network, cfg.batch, cfg.threads, **kwargs)
-    except LatlabError:
+    except LatlabError as exc:
+        if role:
+            raise MeasurementError(f"{what} cannot be prepared: {exc}") from exc
         raise
     except Exception as exc:  # backends raise their libraries' own errors: name the network
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MeasurementError(
-            f"backend {backend.name!r} could not prepare {_ref(network)!r}: {first}"
+            f"backend {backend.name!r} could not prepare {what}: {first}"
         ) from exc
+
+
+def prepare_reference(
+    backend: Backend, config: MeasureConfig, reference: str | None = None
+) -> Callable[[], None]:
+    """The prepared reference network of ``config`` (or ``reference``), run once to check it.
+
+    Raises :class:`MeasurementError` naming the reference when it cannot be built or run.
+    """
+    ref = reference or config.reference
+    if ref is None:
+        raise MeasurementError("no reference network configured (MeasureConfig.reference)")
+    run = _prepare(backend, ref, config, input_shape=False, role="reference network")
+    named = _named(run, f"reference network {ref!r}")
+    named()
+    return named
+
+
+def _named(run: Callable[[], None], what: str) -> Callable[[], None]:
+    """``run`` whose failures raise a MeasurementError naming ``what``."""
+
+    def call() -> None:
+        try:
+            run()
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MeasurementError(f"{what} failed to run: {first}") from exc
+
+    call.details = getattr(run, "details", {})  # type: ignore[attr-defined]
+    return call
 
 
 def _ref(network: str | NetworkGraph) -> str:
@@ -249,17 +392,40 @@ def measure(
     network: str | NetworkGraph,
     config: MeasureConfig | None = None,
     backend: Backend | None = None,
+    *,
+    reference_run: Callable[[], None] | None = None,
+    reference_value_ms: float | None = None,
+    reference_value_id: int | None = None,
 ) -> Measurement:
     """Measure one network's latency on this machine (see the module docstring for the protocol).
 
-    ``backend`` defaults to a fresh instance of ``config.backend``. Raises
-    :class:`MeasurementError` naming the network when the backend cannot run it.
+    ``backend`` defaults to a fresh instance of ``config.backend``. With ``config.reference``
+    the network is timed in rounds beside the reference (prepared here unless
+    ``reference_run`` is given); ``reference_value_ms`` turns the ratio into ``corrected_ms``
+    (``reference_value_id``: its id in the store, recorded with the measurement).
+    Raises :class:`MeasurementError` naming the network (or the reference) when the backend
+    cannot run it.
     """
     cfg = config or MeasureConfig()
     be = backend if backend is not None else get_backend(cfg.backend)
     started = datetime.now(UTC)
+    if cfg.reference is not None and reference_run is None:
+        reference_run = prepare_reference(be, cfg)
     run = _prepare(be, network, cfg)
-    return measure_prepared(run, _ref(network), cfg, be, started)
+    return measure_prepared(
+        run,
+        _ref(network),
+        cfg,
+        be,
+        started,
+        reference_run=reference_run,
+        reference_value_ms=reference_value_ms,
+        reference_value_id=reference_value_id,
+    )
+
+
+#: Fewest rounds of a paired measurement (the ratio is a median over rounds).
+MIN_ROUNDS = 10
 
 
 def measure_prepared(
@@ -268,24 +434,54 @@ def measure_prepared(
     cfg: MeasureConfig,
     backend: Backend,
     started: datetime | None = None,
+    *,
+    reference_run: Callable[[], None] | None = None,
+    reference_value_ms: float | None = None,
+    reference_value_id: int | None = None,
 ) -> Measurement:
     """Time an already prepared inference ``run`` of ``network`` with the protocol of ``cfg``.
 
-    :func:`measure` prepares and then calls this; campaigns call it directly to re-time the
-    anchor's prepared session without rebuilding it.
+    :func:`measure` prepares and then calls this; campaigns call it directly with a prepared
+    reference session, so that the reference is built once per campaign.
     """
     be = backend
     started = started or datetime.now(UTC)
+    paired = cfg.reference is not None
+    if paired and reference_run is None:
+        raise MeasurementError(f"measuring {network!r} against a reference needs its session")
+    clock = TIMERS[cfg.timer]
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a sample would add milliseconds to one run
+    attempts: list[Any] = []
+    cvs: list[float] = []
+    meter = LoadMeter()
     try:
         warmup_runs, settled = _warm_up(run, cfg)
-        attempts: list[list[int]] = []
-        cvs: list[float] = []
+        meter = LoadMeter()  # the load of the timed rounds, not of the warm-up
+        if paired:
+            assert reference_run is not None
+            est = float(np.median(_time_runs(run, 3, clock))) / 1e6
+            ref_est = float(np.median(_time_runs(reference_run, max(cfg.min_warmup, 3), clock)))
+            k_net, k_ref = paired_blocks(est, ref_est / 1e6, cfg.block_ms)
+            min_rounds = max(math.ceil(cfg.min_repeats / k_net), MIN_ROUNDS)
         while True:
-            samples = _repeat(run, cfg)
-            attempts.append(samples)
-            cvs.append(_summarise(samples)[5])
+            if paired:
+                rounds = time_rounds(
+                    [run, reference_run],  # type: ignore[list-item]
+                    clock,
+                    blocks=[k_net, k_ref],
+                    max_rounds=max(math.ceil(cfg.repeats / k_net), min_rounds),
+                    min_rounds=min_rounds,
+                    budget_s=cfg.time_budget_s,
+                    budget_member=0,
+                )
+                attempts.append(rounds)
+                # the spread that matters for the corrected median: of the per-round ratios
+                cvs.append(robust_cv(rounds.blocks_ms[0] / rounds.blocks_ms[1]))
+            else:
+                samples = _repeat(run, cfg)
+                attempts.append(samples)
+                cvs.append(_summarise(samples)[5])
             if cvs[-1] <= cfg.cv_threshold or len(attempts) > cfg.max_remeasures:
                 break
     except LatlabError:
@@ -294,11 +490,40 @@ def measure_prepared(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MeasurementError(f"running {network!r} failed: {first}") from exc
     finally:
+        load = meter.stop()
         if gc_was_enabled:
             gc.enable()
     best = int(np.argmin(cvs))
     kept = attempts[best]
-    median, p10, p90, mean, cv, rcv = _summarise(kept)
+    pair: dict[str, Any] = {}
+    if paired:
+        # raw statistics over every run (as unpaired); stored samples: one per round (block
+        # means), the figures the ratio is taken from
+        net_ms, ref_ms = kept.blocks_ms
+        median, p10, p90, mean, cv, rcv = _summarise(kept.samples_ns[0])
+        samples_ms = [float(x) for x in net_ms]
+        ratio = float(np.median(net_ms / ref_ms))
+        pair = {
+            "reference": cfg.reference,
+            "ratio": ratio,
+            "corrected_ms": ratio * reference_value_ms if reference_value_ms else None,
+            "reference_median_ms": float(np.median(np.asarray(kept.samples_ns[1]) / 1e6)),
+            "reference_value_ms": reference_value_ms,
+            "reference_value_id": reference_value_id if reference_value_ms else None,
+            "reference_samples_ms": [float(x) for x in ref_ms],
+            "rounds": kept.rounds,
+        }
+        repeats = len(kept.samples_ns[0])
+        extra: dict[str, Any] = {
+            "runs_per_block": kept.runs_per_block,
+            "samples": "block means (one per round)",
+            "ratio_robust_cv": cvs[best],
+        }
+    else:
+        median, p10, p90, mean, cv, rcv = _summarise(kept)
+        samples_ms = [s / 1e6 for s in kept]
+        repeats = len(kept)
+        extra = {}
     info = dict(be.info())
     info.update(getattr(run, "details", {}) or {})
     if len(attempts) > 1:
@@ -311,10 +536,10 @@ def measure_prepared(
         mean_ms=mean,
         cv=cv,
         robust_cv=rcv,
-        samples_ms=[s / 1e6 for s in kept],
+        samples_ms=samples_ms,
         warmup_runs=warmup_runs,
         warmup_settled=settled,
-        repeats=len(kept),
+        repeats=repeats,
         remeasures=len(attempts) - 1,
         attempt_cvs=cvs,
         protocol=cfg.protocol(),
@@ -323,6 +548,9 @@ def measure_prepared(
         fingerprint=machine_fingerprint(),
         started_at=started,
         finished_at=datetime.now(UTC),
+        extra=extra,
+        load=load,
+        **pair,
     )
 
 
@@ -330,8 +558,9 @@ def measure_prepared(
 class CampaignEvent:
     """A progress report from :func:`measure_many` (the CLI draws a progress bar from these).
 
-    ``kind`` is ``"start"`` (``total`` known), ``"skipped"`` (already in the store),
-    ``"measured"``, ``"anchor"`` (an anchor measurement, ``drift`` set) or ``"done"``.
+    ``kind`` is ``"start"`` (``total`` known), ``"reference"`` (the reference value is being
+    established), ``"skipped"`` (already in the store), ``"measured"``, ``"anchor"`` (an anchor
+    measurement, ``drift`` set), ``"paused"`` (waited for the load to fall) or ``"done"``.
     """
 
     kind: str
@@ -344,7 +573,13 @@ class CampaignEvent:
 
 @dataclass
 class CampaignResult:
-    """What a campaign did: new measurements, skipped references, anchor measurements."""
+    """What a campaign did: new measurements, skipped references, anchor measurements.
+
+    For a paired campaign (``config.reference``), ``drifts`` holds the reference's drift in
+    every new measurement from its first one in the campaign, ``reference_value`` the value
+    the corrected medians are expressed in, ``loaded`` the networks measured while other
+    processes competed for the cores and ``paused_s`` the time waited for the load to fall.
+    """
 
     campaign: str
     device: str
@@ -353,11 +588,19 @@ class CampaignResult:
     skipped: list[str] = field(default_factory=list)
     anchors: list[Measurement] = field(default_factory=list)
     drifts: list[float] = field(default_factory=list)
+    reference_value: Any = None
+    loaded: list[str] = field(default_factory=list)
+    paused_s: float = 0.0
 
     @property
     def max_drift(self) -> float | None:
         """Largest relative anchor drift seen (None without at least two anchor measurements)."""
         return max((abs(d) for d in self.drifts), default=None)
+
+
+def device_settings(config: MeasureConfig) -> dict[str, Any]:
+    """The settings that make a device configuration, recorded in the device's ``extra``."""
+    return {"settings": config.settings()}
 
 
 def measure_many(
@@ -370,6 +613,13 @@ def measure_many(
     anchor: str | None = DEFAULT_ANCHOR,
     anchor_every: int = 25,
     drift_threshold: float = 0.10,
+    max_drift: float | None = None,
+    pause_on_load: bool = False,
+    pause_max_s: float | None = None,
+    reference_blocks: int = 5,
+    reference_spacing_s: float = 1.0,
+    strict_reference: bool = False,
+    reestablish_reference: bool = False,
     shuffle: bool = False,
     progress: Callable[[CampaignEvent], None] | None = None,
 ) -> CampaignResult:
@@ -379,24 +629,62 @@ def measure_many(
     ``device`` with the same protocol are skipped, so re-running an interrupted campaign loses
     nothing and repeats nothing. ``shuffle`` visits references in a random order, so that
     several workers sharing one PostgreSQL store rarely pick the same network at once (a
-    network measured twice is stored once). The anchor is measured first, after every
-    ``anchor_every`` new measurements and last; each anchor measurement is stored with the
-    campaign id and its drift from the first one. ``progress`` receives :class:`CampaignEvent`.
+    network measured twice is stored once). ``progress`` receives :class:`CampaignEvent`.
+
+    With ``config.reference`` (paired timing) every network is timed in rounds beside the
+    reference, whose session is prepared once (a reference that cannot run raises
+    :class:`MeasurementError` naming it, before anything is measured). The device
+    configuration's reference value is read from the store, or established there first
+    (:func:`~latlab.datasets.measure.reference.establish_reference` with ``reference_blocks``,
+    ``reference_spacing_s``, ``strict_reference``; ``reestablish_reference`` measures it
+    again and rescales the stored corrected medians); each measurement stores raw and corrected
+    medians. The reference's drift from its first measurement in the campaign is logged beyond
+    ``drift_threshold``; beyond ``max_drift`` the campaign stops with
+    :class:`~latlab.errors.DriftError` (the drifted measurement is not stored, everything
+    before it is). The reference's samples of every ``anchor_every``-th measurement are stored
+    as anchor measurements; ``anchor`` is not used.
+
+    Without a reference, the ``anchor`` network is measured first, after every
+    ``anchor_every`` new measurements and last, with the same drift warning.
+
+    Every measurement records the machine's load; a measurement during which other processes
+    competed for its cores is logged (and listed in ``CampaignResult.loaded``). With
+    ``pause_on_load`` the campaign waits before each network until they leave its cores free
+    (at most ``pause_max_s`` seconds per network; None: as long as it takes).
     """
     from latlab.datasets.references import parse_reference, resolve
 
     if anchor_every < 1:
         raise MeasurementError(f"anchor_every must be at least 1, got {anchor_every}")
+    if max_drift is not None and not max_drift > 0:
+        raise MeasurementError(f"max_drift must be positive, got {max_drift}")
+    paired = config.reference is not None
     refs = list(dict.fromkeys(str(r) for r in references))
     for ref in refs:  # validate every reference before measuring anything
         parse_reference(ref)
+    if paired:
+        assert config.reference is not None
+        parse_reference(config.reference)
+        anchor = None
     if anchor is not None:
         parse_reference(anchor)
     be = backend if backend is not None else get_backend(config.backend)
     notify = progress or (lambda event: None)
     result = CampaignResult(uuid.uuid4().hex[:12], device, config.protocol_key())
+    measured_keys = store.measured_references(device, result.protocol_key)
+    todo = len(measured_keys.intersection(refs)) < len(refs)
+    reference_run: Callable[[], None] | None = None
+    if paired and (todo or reestablish_reference):
+        # before anything is written: a reference that cannot run stops the campaign here
+        reference_run = prepare_reference(be, config)
     fingerprint = machine_fingerprint()
-    store.add_device(device, backend=config.backend, fingerprint=fingerprint, info=be.info())
+    store.add_device(
+        device,
+        backend=config.backend,
+        fingerprint=fingerprint,
+        info=be.info(),
+        extra=device_settings(config),
+    )
     if shuffle:
         random.Random(uuid.uuid4().int).shuffle(refs)
     total = len(refs)
@@ -404,6 +692,39 @@ def measure_many(
     notify(CampaignEvent("start", 0, total))
 
     anchor_run: Callable[[], None] | None = None
+    warned_loaded = False
+
+    def check_load(m: Measurement) -> None:
+        nonlocal warned_loaded
+        if not m.load or not competing(m.load, config.threads):
+            return
+        result.loaded.append(m.network)
+        if not warned_loaded:
+            log.warning(
+                "other processes used %.2f cores of %d while %s was measured (it needs %d): "
+                "raw medians are slowed; corrected ones less so (use pause_on_load / "
+                "--pause-on-load to wait for a quiet machine)",
+                m.load["other_cores"] + m.load["steal_cores"],
+                m.load["cores"],
+                m.network,
+                config.threads,
+            )
+            warned_loaded = True
+
+    def warn_drift(drift: float, first: float, now: float, what: str) -> None:
+        if abs(drift) > drift_threshold:
+            log.warning(
+                "%s %s drifted %+.1f%% from the campaign's first measurement (%.4f -> %.4f "
+                "ms): the machine's speed changed; %s",
+                what,
+                config.reference or anchor,
+                100 * drift,
+                first,
+                now,
+                "corrected medians compensate it"
+                if paired
+                else "measurements since the last anchor are suspect",
+            )
 
     def measure_anchor() -> None:
         # The anchor's session is prepared once and re-timed: drift then reflects the machine,
@@ -418,24 +739,34 @@ def measure_many(
         m.extra.update({"campaign": result.campaign, "drift": drift})
         if result.anchors:
             result.drifts.append(drift)
-        if abs(drift) > drift_threshold:
-            log.warning(
-                "anchor %s drifted %+.1f%% from the campaign's first measurement (%.4f -> %.4f "
-                "ms): the machine's speed changed; measurements since the last anchor are "
-                "suspect",
-                anchor,
-                100 * drift,
-                first,
-                m.median_ms,
-            )
+        warn_drift(drift, first, m.median_ms, "anchor")
         store.add_network(resolve(anchor, batch=config.batch))
         store.add_anchor(device, m, campaign=result.campaign, position=done)
         result.anchors.append(m)
         notify(CampaignEvent("anchor", done, total, anchor, m, drift))
 
-    measured_keys = store.measured_references(device, result.protocol_key)
-    if anchor is not None and len(measured_keys.intersection(refs)) < total:
+    value = None
+    if reference_run is not None:
+        from latlab.datasets.measure.reference import establish_reference
+
+        assert config.reference is not None
+        notify(CampaignEvent("reference", 0, total, config.reference))
+        value = establish_reference(
+            store,
+            device,
+            config,
+            backend=be,
+            reference_run=reference_run,
+            blocks=reference_blocks,
+            spacing_s=reference_spacing_s,
+            strict=strict_reference,
+            replace_existing=reestablish_reference,
+        )
+        result.reference_value = value
+        store.add_network(resolve(config.reference, batch=config.batch))
+    if anchor is not None and todo:
         measure_anchor()
+    first_reference: float | None = None
     since_anchor = 0
     for ref in refs:
         if ref in measured_keys or store.is_measured(device, ref, result.protocol_key):
@@ -443,19 +774,88 @@ def measure_many(
             done += 1
             notify(CampaignEvent("skipped", done, total, ref))
             continue
+        if pause_on_load:
+            waited = wait_for_quiet(config.threads, max_wait_s=pause_max_s)
+            if waited:
+                result.paused_s += waited
+                notify(CampaignEvent("paused", done, total, ref))
         graph = resolve(ref, batch=config.batch, input_shape=config.input_shape)
-        m = measure(ref, config, be)
+        m = measure(
+            ref,
+            config,
+            be,
+            reference_run=reference_run,
+            reference_value_ms=value.value_ms if value is not None else None,
+            reference_value_id=value.id if value is not None else None,
+        )
         m.extra["campaign"] = result.campaign
+        if paired:
+            assert m.reference_median_ms is not None
+            now = m.reference_median_ms
+            first_reference = first_reference or now
+            drift = (now - first_reference) / first_reference
+            m.extra["drift"] = drift
+            if max_drift is not None and abs(drift) > max_drift:
+                raise DriftError(
+                    f"reference {config.reference!r} drifted {100 * drift:+.1f} % "
+                    f"({first_reference:.4f} -> {now:.4f} ms), beyond --max-drift "
+                    f"{100 * max_drift:.1f} %, while measuring {ref!r}: stopped; the "
+                    f"{len(result.measured)} measurement(s) of this campaign before it are "
+                    "stored and the same command resumes after them"
+                )
+            result.drifts.append(drift)
+            warn_drift(drift, first_reference, now, "reference")
+        check_load(m)
         store.add_network(graph)
         store.add_measurement(device, m)
         result.measured.append(m)
         done += 1
         since_anchor += 1
         notify(CampaignEvent("measured", done, total, ref, m))
-        if anchor is not None and since_anchor >= anchor_every and done < total:
+        if paired and (since_anchor >= anchor_every or len(result.measured) == 1):
+            a = _reference_as_measurement(m, config)
+            store.add_anchor(device, a, campaign=result.campaign, position=done)
+            result.anchors.append(a)
+            notify(CampaignEvent("anchor", done, total, a.network, a, m.extra["drift"]))
+            since_anchor = 0
+        elif anchor is not None and since_anchor >= anchor_every and done < total:
             measure_anchor()
             since_anchor = 0
     if anchor is not None and since_anchor > 0:
         measure_anchor()
     notify(CampaignEvent("done", done, total))
     return result
+
+
+def _reference_as_measurement(m: Measurement, config: MeasureConfig) -> Measurement:
+    """The reference's samples of a paired measurement ``m`` as a measurement of its own."""
+    assert config.reference is not None
+    ms = np.asarray(m.reference_samples_ms, dtype=np.float64)
+    med, p10, p90, mean, cv, rcv = _summarise_ms(ms)
+    return Measurement(
+        network=config.reference,
+        median_ms=float(m.reference_median_ms or med),
+        p10_ms=p10,
+        p90_ms=p90,
+        mean_ms=mean,
+        cv=cv,
+        robust_cv=rcv,
+        samples_ms=list(m.reference_samples_ms),
+        warmup_runs=0,
+        warmup_settled=True,
+        repeats=len(ms),
+        remeasures=0,
+        attempt_cvs=[rcv],
+        protocol=m.protocol,
+        protocol_key=m.protocol_key,
+        backend_info=m.backend_info,
+        fingerprint=m.fingerprint,
+        started_at=m.started_at,
+        finished_at=m.finished_at,
+        extra={
+            "campaign": m.extra.get("campaign"),
+            "drift": m.extra.get("drift"),
+            "beside": m.network,
+        },
+        load=m.load,
+    )
