@@ -1082,6 +1082,23 @@ def experiment_run(
         console.print(f"MLflow run: {result.run_id}", highlight=False)
 
 
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="bundle folder to check"),
+) -> None:
+    """Check a bundle and its mlflow_model/ against the manifest's checksums (before `mlflow
+    models serve`, which checks nothing itself)."""
+    from latlab.training.bundle import load_bundle, verify_mlflow_model
+
+    b = load_bundle(bundle)
+    served = b.manifest.get("mlflow_model")
+    if served:
+        verify_mlflow_model(bundle)
+    n = len(b.manifest.get("files") or {})
+    what = " (mlflow_model/ included)" if served else " (no mlflow_model)"
+    console.print(f"bundle {bundle}: {n} files match their checksums{what}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app, turning user errors into one line and exit code 2."""
     _setup_logging()

@@ -64,5 +64,6 @@ register_scheme(
         validate=_validate,
         help="an ONNX file: onnx:PATH (dynamic input dims need input_shape)",
         model=_model,
+        reads_files=True,
     )
 )

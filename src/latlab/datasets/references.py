@@ -43,6 +43,10 @@ class Scheme:
     help: str = ""
     #: For schemes whose networks exist as files (``onnx:``): the executable model itself.
     model: Callable[[str, ResolveOptions], Any] | None = None
+    #: Whether resolving reads a file on this machine (the body is then its path): a server
+    #: accepts such references from clients only inside an allowed folder
+    #: (:func:`confine_reference`).
+    reads_files: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,35 @@ def resolve_many(
 ) -> list[NetworkGraph]:
     """:func:`resolve` over a sequence."""
     return [resolve(r, batch=batch, input_shape=input_shape) for r in refs]
+
+
+def reads_files(ref: str) -> bool:
+    """Whether resolving ``ref`` reads a file (its scheme's ``reads_files`` flag)."""
+    return SCHEMES[parse_reference(ref).scheme].reads_files
+
+
+def confine_reference(ref: str, allowed_dir: str | os.PathLike[str] | None) -> str:
+    """``ref`` as a server may resolve it for a client: unchanged when its scheme reads no
+    file; else only when ``allowed_dir`` is given and the path (relative to ``allowed_dir``,
+    or absolute inside it) stays inside it after resolving links -- returned with the path
+    made absolute. Refusals never say whether a path exists or where ``allowed_dir`` is."""
+    parsed = parse_reference(ref)
+    if not SCHEMES[parsed.scheme].reads_files:
+        return ref
+    if allowed_dir is None:
+        raise NetworkReferenceError(
+            f"{parsed.scheme}: references name files, which this server does not read "
+            f"(send an in-memory reference such as nb201:, fcnn: or zoo:)"
+        )
+    root = os.path.realpath(allowed_dir)
+    body = parsed.body.strip()
+    target = os.path.realpath(os.path.join(root, body))
+    if os.path.commonpath([root, target]) != root or target == root:
+        raise NetworkReferenceError(
+            f"{parsed.scheme}:{body} is outside the folder this server reads files from "
+            "(name a file relative to that folder)"
+        )
+    return f"{parsed.scheme}:{target}"
 
 
 def reference_of(network: str | NetworkGraph) -> str:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ import pandas as pd
 from latlab.datasets.references import reference_of
 from latlab.datasets.tables import NETWORK, load_table
 from latlab.errors import BundleError, DataError, FeatureError
+from latlab.fileio import atomic_write_bytes, inside
 from latlab.predictors.base import (
     LatencyPredictor,
     Network,
@@ -605,7 +605,7 @@ class TransferPredictor(LatencyPredictor):
     def _state(self, directory: Path) -> dict[str, Any]:
         buf = io.BytesIO()
         self.sources_.to_frame().to_parquet(buf, index=False)
-        _atomic_write(directory / SOURCES_FILE, buf.getvalue())
+        atomic_write_bytes(directory / SOURCES_FILE, buf.getvalue())
         models = {}
         for i, (col, model) in enumerate(sorted(self.source_models_.items())):
             sub = f"{SOURCE_MODELS_DIR}/{i}"
@@ -620,7 +620,7 @@ class TransferPredictor(LatencyPredictor):
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
-        path = directory / state.get("sources_file", SOURCES_FILE)
+        path = inside(directory, state.get("sources_file", SOURCES_FILE), "sources file")
         try:
             frame = pd.read_parquet(path)
         except FileNotFoundError:
@@ -636,7 +636,7 @@ class TransferPredictor(LatencyPredictor):
         feats = state.get("features")
         self.features_ = None if feats is None else _Features.from_state(feats)
         self.source_models_ = {
-            col: load_predictor(directory / sub)
+            col: load_predictor(inside(directory, sub, "source model folder"))
             for col, sub in state.get("source_models", {}).items()
         }
 
@@ -644,22 +644,10 @@ class TransferPredictor(LatencyPredictor):
 def _leaking_columns(sources: SourceLatencies, refs: list[str], y: np.ndarray) -> list[str]:
     """Source columns whose values on the training networks equal the target latencies."""
     rows = sources.rows(refs)
-    inside = rows >= 0
-    if inside.sum() < 2:
+    known = rows >= 0
+    if known.sum() < 2:
         return []
-    logy = np.log(y[inside])
-    vals = sources.log_ms[rows[inside]]
+    logy = np.log(y[known])
+    vals = sources.log_ms[rows[known]]
     same = np.all(np.isclose(vals, logy[:, None], rtol=0, atol=1e-9), axis=0)
     return [c for c, s in zip(sources.columns, same, strict=True) if s]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename: never a half-written model file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
