@@ -7,9 +7,10 @@ A leaf module (it imports only :mod:`latlab.errors`), so every part uses the sam
   sees half a file, and give the file the ordinary mode (``0666 & ~umask``, 0644 under the
   usual umask: ``mkstemp`` alone would leave it private, 0600, unlike everything else latlab
   writes);
-- :func:`prepare_output` checks an output path *before* a command does any work, creating
-  missing parent folders (as ``mkdir -p``, git and pandas-based tools do), and refusing a
-  path that is a folder, whose parent is a file, or that cannot be written;
+- :func:`prepare_output` checks an output path *before* a command does any work (a path that
+  is a folder, whose parent is a file, or that cannot be written is refused); missing parent
+  folders are created by the writers when they write (:func:`make_parent`), as ``mkdir -p``
+  and most tools do, so a failed command leaves no empty folder behind;
 - :func:`inside` joins a relative name that a file (a bundle manifest, a saved predictor)
   names to the folder that file belongs to, refusing absolute paths, ``..`` and symlinks
   that leave the folder: a saved file can never make latlab read elsewhere.
@@ -37,10 +38,10 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], objec
 
     For writers that want a file name (``DataFrame.to_csv``, ``savefig``, ``np.savez``). An
     existing file is replaced only once the new one is complete; on any error the temporary
-    file is removed and ``path`` is untouched.
+    file is removed and ``path`` is untouched. Missing parent folders are created.
     """
     p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
+    folder = make_parent(p)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
@@ -71,11 +72,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def prepare_output(
     path: str | os.PathLike[str], what: str = "output", *, folder: bool = False
 ) -> Path:
-    """Check that ``path`` can be written, before any work; create its missing parents.
+    """Check, before any work, that ``path`` can be written; returns it (``~`` expanded).
 
-    ``folder=True`` for outputs that are folders (a bundle, a report folder): an existing
-    file there is refused; otherwise an existing folder is. Raises :class:`PathError` naming
-    ``what`` (the flag, e.g. ``--out``) and the path.
+    Missing parent folders are fine: the writers here create them when they write (as
+    ``mkdir -p``, git and most tools do), so nothing is created before the work succeeds.
+    Refused with :class:`PathError` naming ``what`` (the flag, e.g. ``--out``) and the path:
+    ``folder=True`` outputs (a bundle, a report folder) where a file of that name exists,
+    file outputs where a folder exists, a parent that is a file, an unwritable folder.
     """
     p = Path(path).expanduser()
     if folder and p.exists() and not p.is_dir():
@@ -87,14 +90,23 @@ def prepare_output(
         if up.exists():
             if not up.is_dir():
                 raise PathError(f"{what} {p}: {up} is a file, not a folder")
+            if not os.access(up, os.W_OK | os.X_OK):
+                raise PathError(f"{what} {p}: folder {up} is not writable")
             break
+    return p
+
+
+def make_parent(path: str | os.PathLike[str]) -> Path:
+    """Create the missing parent folders of ``path`` (what a writer does just before writing)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PathError(f"cannot write {p}: {parent} is not a folder") from None
     except OSError as exc:
-        raise PathError(f"{what} {p}: cannot create folder {parent} ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PathError(f"{what} {p}: folder {parent} is not writable")
-    return p
+        raise PathError(f"cannot write {p}: cannot create {parent} ({exc.strerror})") from None
+    return parent
 
 
 def inside(root: str | os.PathLike[str], name: object, what: str = "file") -> Path:

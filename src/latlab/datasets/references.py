@@ -68,11 +68,23 @@ def register_scheme(scheme: Scheme) -> None:
     SCHEMES[scheme.name] = scheme
 
 
+#: A bare NAS-Bench-201 arch string (``|nor_conv_3x3~0|+|...|``) is read as ``nb201:`` + it.
+BARE_NB201_PREFIX = "nb201:"
+
+
+def normalise_reference(ref: str) -> str:
+    """The one rule for how a reference may be written: surrounding space is ignored, and a
+    bare NAS-Bench-201 arch string (starting with ``|``) means ``nb201:`` + that string.
+    Every entry point (resolve, predict, evaluate, tables, serving) goes through it."""
+    text = ref.strip()
+    return BARE_NB201_PREFIX + text if text.startswith("|") else text
+
+
 def parse_reference(ref: str) -> Reference:
     """Split and validate a reference; raises :class:`NetworkReferenceError` naming it."""
     if not isinstance(ref, str):
         raise NetworkReferenceError(f"a network reference must be a string, got {ref!r}")
-    scheme, sep, body = ref.strip().partition(":")
+    scheme, sep, body = normalise_reference(ref).partition(":")
     if not sep or not scheme or not body:
         raise NetworkReferenceError(
             f"malformed network reference {ref!r}: expected SCHEME:BODY, e.g. 'zoo:resnet18'"
@@ -148,6 +160,18 @@ def resolve_many(
 ) -> list[NetworkGraph]:
     """:func:`resolve` over a sequence."""
     return [resolve(r, batch=batch, input_shape=input_shape) for r in refs]
+
+
+def invalid_references(refs: Sequence[str]) -> list[tuple[int, str, str]]:
+    """``(row, reference, message)`` for every reference that does not parse (its scheme's
+    cheap validation; files are not opened), rows counted from 0."""
+    bad = []
+    for i, ref in enumerate(refs):
+        try:
+            parse_reference(ref)
+        except NetworkReferenceError as exc:
+            bad.append((i, str(ref), str(exc)))
+    return bad
 
 
 def reads_files(ref: str) -> bool:

@@ -139,7 +139,9 @@ def _unpack_mask(value: int, n: int) -> list[bool]:
     return [bool(value >> i & 1) for i in range(n)]
 
 
-def load_sources(path: str | os.PathLike[str], exclude: Sequence[str] = ()) -> SourceLatencies:
+def load_sources(
+    path: str | os.PathLike[str], exclude: Sequence[str] = (), min_ms: float | None = None
+) -> SourceLatencies:
     """The pretrain table's source devices (``exclude`` removed), log ms, imputed.
 
     Cached per file state and exclusion, so the leave-one-device-out experiment loads and
@@ -151,14 +153,15 @@ def load_sources(path: str | os.PathLike[str], exclude: Sequence[str] = ()) -> S
         st = p.stat()
     except OSError:
         raise DataError(f"pretrain table not found: {path}") from None
-    return _load_sources_cached(str(p), st.st_mtime_ns, st.st_size, tuple(sorted(set(exclude))))
+    excluded = tuple(sorted(set(exclude)))
+    return _load_sources_cached(str(p), st.st_mtime_ns, st.st_size, excluded, min_ms)
 
 
 @lru_cache(maxsize=16)
 def _load_sources_cached(
-    path: str, mtime_ns: int, size: int, exclude: tuple[str, ...]
+    path: str, mtime_ns: int, size: int, exclude: tuple[str, ...], min_ms: float | None = None
 ) -> SourceLatencies:
-    table = load_table(path)  # drops (and reports) invalid values per column
+    table = load_table(path, min_ms)  # drops (and reports) invalid values per column
     unknown = [c for c in exclude if c not in table.devices]
     if unknown:
         raise DataError(
@@ -458,8 +461,11 @@ class TransferPredictor(LatencyPredictor):
         source_predictor: str = "gbm",
         proxies: tuple[str, ...] | list[str] = ("macs", "bytes"),
         random_state: int = 0,
+        min_ms: float | None = None,
     ) -> None:
         self.pretrain = pretrain
+        #: Floor (ms) below which source latencies are dropped (``load_table(min_ms=)``).
+        self.min_ms = min_ms
         self.target_exclude = target_exclude
         self.method = method
         self.head = head
@@ -493,7 +499,7 @@ class TransferPredictor(LatencyPredictor):
             raise DataError("the transfer predictor needs pretrain= (a table of source devices)")
         refs = [reference_of(n).strip() for n in networks]
         exclude = self._excluded()
-        sources = load_sources(self.pretrain, exclude)
+        sources = load_sources(self.pretrain, exclude, self.min_ms)
         leaked = _leaking_columns(sources, refs, y)
         if leaked:
             log.warning(
@@ -501,7 +507,7 @@ class TransferPredictor(LatencyPredictor):
                 "excluded (the target device must not be its own source)",
                 ", ".join(leaked),
             )
-            sources = load_sources(self.pretrain, [*exclude, *leaked])
+            sources = load_sources(self.pretrain, [*exclude, *leaked], self.min_ms)
         self.sources_ = sources
         self.source_models_: dict[str, LatencyPredictor] = {}
         graphs = as_graphs(networks)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import BundleError, DataError
-from latlab.fileio import atomic_write_text, inside, prepare_output
+from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
 from latlab.training import intervals
 from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 from latlab.training.splits import check_confidence
@@ -282,9 +282,10 @@ def references_of(model_input: Any) -> list[str]:
 
 
 def check_bundle_out(out: str | os.PathLike[str], what: str = "bundle") -> Path:
-    """Check, before any work, that a bundle can be written at ``out``; create missing parent
-    folders. Refuses a file of that name and a folder that holds something other than a
-    bundle (never overwritten). ``what`` names the option in messages (e.g. ``--out``)."""
+    """Check, before any work, that a bundle can be written at ``out`` (missing parent
+    folders are created when it is saved). Refuses a file of that name and a folder that
+    holds something other than a bundle (never overwritten). ``what`` names the option in
+    messages (e.g. ``--out``)."""
     target = prepare_output(out, what, folder=True)
     if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
         raise BundleError(
@@ -328,7 +329,7 @@ def clean_stale_staging(out: Path) -> list[Path]:
 
 def _staging_dir(out: Path) -> Path:
     check_bundle_out(out)
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = make_parent(out)
     clean_stale_staging(out)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
     # mkdtemp makes the folder private (0700); the bundle gets the usual mode (umask).
