@@ -82,7 +82,7 @@ def prepare_output(
     """
     p = Path(path).expanduser()
     if folder and p.exists() and not p.is_dir():
-        raise PathError(f"{what} {p}: a file of that name exists (expected a folder)")
+        raise PathError(f"{what} {p} is a file, not a folder")
     if not folder and p.is_dir():
         raise PathError(f"{what} {p} is a folder (expected a file name)")
     parent = p.parent if str(p.parent) else Path(".")

@@ -178,7 +178,14 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     if cls is None:
         raise BundleError(f"{path} names unknown predictor {doc.get('predictor')!r}")
     model = cls(**doc.get("params", {}))
-    model._restore(d, doc.get("state", {}))
+    try:
+        model._restore(d, doc.get("state", {}))
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        # Named here, as this predictor's files: a caller (the conformal loader) would
+        # otherwise report it as its own corruption.
+        raise BundleError(f"corrupt saved {model.name} predictor in {d}: {exc}") from None
     model.fitted_ = True
     return model
 
