@@ -75,7 +75,9 @@ def test_table_outputs_create_missing_folders_consistently(capsys, tmp_path):
                        "--no-anchor", "--repeats", "3", "--time-budget", "0.01", "--out",
                        str(out))  # fmt: skip
     assert code == 0, err
-    assert out.is_file() and (out.stat().st_mode & 0o777) == 0o644  # like bundles, not 0600
+    from latlab.fileio import file_mode
+
+    assert out.is_file() and (out.stat().st_mode & 0o777) == file_mode()  # like bundles, not 0600
     blocker = tmp_path / "f"
     blocker.write_text("x")
     for argv in (
@@ -159,3 +161,43 @@ def test_compare_default_output_is_outside_the_committed_reports():
     root = Path(__file__).resolve().parents[1]
     assert "/latlab-runs/" in (root / ".gitignore").read_text()
     assert json.dumps(DEFAULT_COMPARE_OUT)
+
+
+def test_tables_printed_to_a_pipe_keep_their_full_width(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / ("a-rather-long-folder-name-" * 4)
+    folder.mkdir()
+    table = folder / "latencies.csv"
+    table.write_text("network,device_with_a_long_name,another_device_column\nfcnn:4-4,1.0,2.0\n")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run(
+        [sys.executable, "-m", "latlab.cli", "table", str(table)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert str(table) in res.stdout  # the path is not folded at 80 columns
+    header = next(line for line in res.stdout.splitlines() if "column" in line and "rows" in line)
+    assert "conflicts" in header and "quantised" in header and len(header) > 80
+
+
+def test_tracked_runs_leave_no_mlruns_in_the_working_directory(tmp_path, monkeypatch):
+    from latlab.training.tracking import Tracker
+
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    store = tmp_path / "store"
+    store.mkdir()
+    tracker = Tracker(uri=f"sqlite:///{store / 'mlflow.db'}", experiment="no-mlruns")
+    with tracker.run("x"):
+        tracker.log_table(__import__("pandas").DataFrame({"a": [1]}), "t.json")
+    assert not (work / "mlruns").exists() and list(work.iterdir()) == []
+    assert (store / "mlruns").is_dir()

@@ -439,12 +439,17 @@ def table_cmd(
         "column",
         *keys.values(),
         "quantised",
-        title=f"{path} ({len(loaded)} networks, {loaded.duplicates} duplicates dropped)",
     )
     for col, row in loaded.report.iterrows():
         table.add_row(
             str(col), *(str(int(row[k])) for k in keys), "yes" if row["quantised"] else ""
         )
+    # The path on its own line: as the table's title it would be folded to the table's width.
+    console.print(
+        f"{path}: {len(loaded)} networks, {loaded.duplicates} duplicates dropped",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(table)
     if bad_refs:
         i, _ref, why = bad_refs[0]
