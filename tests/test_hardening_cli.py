@@ -196,8 +196,13 @@ def test_tracked_runs_leave_no_mlruns_in_the_working_directory(tmp_path, monkeyp
     monkeypatch.chdir(work)
     store = tmp_path / "store"
     store.mkdir()
+    import os
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     tracker = Tracker(uri=f"sqlite:///{store / 'mlflow.db'}", experiment="no-mlruns")
     with tracker.run("x"):
         tracker.log_table(__import__("pandas").DataFrame({"a": [1]}), "t.json")
     assert not (work / "mlruns").exists() and list(work.iterdir()) == []
     assert (store / "mlruns").is_dir()
+    # an explicit uri does not become the process's default (MLflow writes it into the env)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before

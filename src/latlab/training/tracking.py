@@ -78,6 +78,19 @@ def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+def _set_tracking_uri(mlflow: Any, uri: str) -> None:
+    """``mlflow.set_tracking_uri`` without its side effect on ``os.environ``: MLflow also writes
+    the URI into ``MLFLOW_TRACKING_URI``, so one Tracker with an explicit ``uri`` would become
+    the default of every later ``Tracker()`` (and of the user's other code) in the process."""
+    key = "MLFLOW_TRACKING_URI"
+    previous = os.environ.get(key)
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = previous
+
+
 def _create_beside_store(mlflow: Any, uri: str, name: str) -> None:
     """Create a missing experiment of a local SQLite store with its artifacts beside the
     database (``<db folder>/mlruns``). MLflow's default is ``./mlruns`` of whatever folder
@@ -181,7 +194,7 @@ class Tracker:
         check_reachable(self.uri)
         mlflow = self.mlflow
         try:
-            mlflow.set_tracking_uri(self.uri)
+            _set_tracking_uri(mlflow, self.uri)
             with _first_use_lock(self.uri), _quiet(*_SETUP_LOGGERS):
                 _create_beside_store(mlflow, self.uri, self.experiment)
                 exp = mlflow.set_experiment(self.experiment)
