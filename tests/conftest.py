@@ -15,7 +15,12 @@ _SCRATCH = Path(tempfile.gettempdir()) / "latlab-test-scratch"
 _SCRATCH.mkdir(exist_ok=True)
 os.environ.setdefault("TMPDIR", str(_SCRATCH))
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The shared data folder: ``../shared/data`` beside the checkout, or ``LATLAB_SHARED_DATA``
+#: (a worktree elsewhere points it at the development checkout's copy).
+SHARED_DATA = Path(
+    os.environ.get("LATLAB_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture

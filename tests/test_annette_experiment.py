@@ -189,3 +189,34 @@ def test_compare_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     f.write_text("x")
     code, err = _cli(["compare", "--out", str(f)], capsys)
     assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_keeps_the_campaign_figures(runs: dict[str, Any]) -> None:
+    """A second run that measures nothing (a resume, a re-report) keeps the campaign's run
+    time and load figures instead of overwriting them with its own (issue 13)."""
+    import json
+
+    from latlab.experiments.annette import CAMPAIGN_FILE, campaign_figures
+
+    first, second = runs["first"], runs["second"]
+    assert second["run"]["networks_measured_now"] == 0
+    assert second["seconds"] == pytest.approx(first["seconds"])
+    assert second["run"]["load_avg_start"] == first["run"]["load_avg_start"]
+    assert second["run"]["this_invocation_s"] != pytest.approx(first["seconds"])
+    sessions = json.loads((runs["out"] / CAMPAIGN_FILE).read_text())["sessions"]
+    assert len(sessions) == 2 and not sessions[0]["interrupted"]
+    # killed after 50 s, resumed (measuring 5 networks in 30 s), then re-reported in 2 s
+    figures = campaign_figures(
+        [
+            {"seconds": 50.0, "cpu_s": 40, "load_avg_start": 1.0, "interrupted": True},
+            {"seconds": 30.0, "cpu_s": 20, "measured_now": 5, "load_avg_end": 2.0},
+            {"seconds": 2.0, "cpu_s": 2, "measured_now": 0, "load_avg_end": 9.0},
+        ]
+    )
+    assert figures == {
+        "seconds": 80.0,
+        "cpu_s": 60.0,
+        "load_avg_start": 1.0,
+        "load_avg_end": 2.0,
+        "sessions": 2,
+    }

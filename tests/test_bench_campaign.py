@@ -123,7 +123,7 @@ def test_cli_bench_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Captu
     [
         ([], "give --suite NAME"),
         (["--suite", "nope"], "unknown --suite 'nope'"),
-        (["--export", "x.txt"], "unsupported --out format"),
+        (["--export", "x.txt"], "unsupported --export format"),  # the flag as typed
     ],
 )
 def test_cli_bench_errors_are_one_line(

@@ -110,4 +110,4 @@ def test_calibrate_writes_a_target(capsys, tmp_path):
                          "--target", str(out_file), "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["target"] == "host-calibrated"
     code, _, err = run(capsys, "bnn", "calibrate", "--quick", "--out", str(tmp_path))
-    assert code == 2 and "is a directory" in err
+    assert code == 2 and "is a folder" in err

@@ -125,7 +125,6 @@ def test_measure_refs_device_name_parquet_and_anchor(tmp_path, capsys):
         (["measure", "--space", "fcnn"], "--space needs --count"),
         (["measure", "--space", "nope", "--count", "2"], "unknown search space 'nope'"),
         (["measure", "fcnn:3-3", "--out", "x.xlsx"], "unsupported --out format 'x.xlsx'"),
-        (["measure", "fcnn:3-3", "--out", "missing/x.csv"], "no folder missing"),
         (["measure", "fcnn:3-3", "--input-shape", "1xAx3"], "malformed --input-shape '1xAx3'"),
         (["measure", "fcnn:3-3", "--db", "mysql://u@h/db"], "unsupported store URL scheme"),
         (["measure", "fcnn:3-3", "--backend", "tpu"], "unknown measurement backend 'tpu'"),
@@ -165,7 +164,10 @@ def test_table_command_reports_drops(tmp_path, capsys, nb201_table_path):
     assert code == 0
     report = json.loads(out)
     assert report["rows"] == 15625
-    assert report["columns"]["pixel3"]["near_zero"] == 183
+    assert report["columns"]["pixel3"]["suspect"] == 183  # kept and reported by default
+    assert report["invalid_references"] == []
+    code, out, _ = run_cli(["table", str(nb201_table_path), "--json", "--min-ms", "0.05"], capsys)
+    assert json.loads(out)["columns"]["pixel3"]["below_min"] == 183
     bad = tmp_path / "bad.csv"
     bad.write_text("network,dev,notes\nn1,1,fast\n")
     code, _, err = run_cli(["table", str(bad)], capsys)

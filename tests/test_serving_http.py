@@ -57,6 +57,9 @@ def test_valid_request_gives_latency_and_bounds(
         (["GOOD", "GOOD", "fcnn:8-x-4"], ["row 2", "fcnn:8-x-4"]),
         (["GOOD", "foo:bar"], ["row 1", "unknown network reference scheme 'foo'"]),
         (["nb201:|bogus~0|+|"], ["row 0", "bogus"]),
+        # a server file named by a client is never opened (no existence oracle either)
+        (["GOOD", "onnx:/etc/passwd"], ["row 1", "does not read"]),
+        (["onnx:/nonexistent/x.onnx"], ["row 0", "does not read"]),
     ],
 )
 def test_invalid_rows_are_400_naming_the_row(server: ModelServer, fcnn_refs, rows, expect):

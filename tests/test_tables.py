@@ -11,16 +11,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from latlab.datasets.tables import load_table, save_table
-from latlab.errors import DataError
+from latlab.datasets.tables import NB201_MIN_MS, load_table, save_table
+from latlab.errors import DataError, PathError
 
 
 def test_nb201_table_drops_exactly_the_failed_pixel3_entries(nb201_table_path):
-    table = load_table(nb201_table_path)
+    # By default nothing positive is dropped: the 183 failed runs are reported as suspect.
+    plain = load_table(nb201_table_path)
+    assert plain.report.loc["pixel3", "suspect"] == 183
+    assert (plain.report["dropped"] == 0).all() and (plain.report["below_min"] == 0).all()
+    assert plain.report.drop(index="pixel3")["suspect"].sum() == 0
+    # The shared table's documented floor drops exactly those 183, nothing else.
+    table = load_table(nb201_table_path, NB201_MIN_MS)
     assert len(table) == 15625 and table.duplicates == 0
     assert len(table.devices) == 13
     report = table.report
-    assert report.loc["pixel3", "near_zero"] == 183
+    assert report.loc["pixel3", "below_min"] == 183
     assert report.loc["pixel3", "dropped"] == 183
     assert report.loc["pixel3", "valid"] == 15625 - 183
     others = report.drop(index="pixel3")
@@ -31,8 +37,8 @@ def test_nb201_table_drops_exactly_the_failed_pixel3_entries(nb201_table_path):
     # the phone columns in whole milliseconds are flagged as quantised, the others are not
     quantised = set(report.index[report["quantised"]])
     assert quantised == {"samsung_a50", "essential_ph_1", "samsung_s7"}
-    assert table.report_dict()["pixel3"]["near_zero"] == 183
-    assert "pixel3: dropped 183 of 15625 (near_zero 183)" in table.summary()
+    assert table.report_dict()["pixel3"]["below_min"] == 183
+    assert "pixel3: dropped 183 of 15625 (below_min 183)" in table.summary()
 
 
 def _write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
@@ -51,8 +57,8 @@ def test_every_invalid_kind_is_counted_per_column(tmp_path):
         "n5,inf,5\n"  # non-finite
         "n6,0,5\n"  # non-positive
         "n7,-3.5,5\n"  # non-positive
-        "n8,0.001,5\n"  # near zero: < 0.5 % of the median (10)
-        "n9,12.0,0.02\n"  # dev_b near zero (median 5 -> threshold 0.025)
+        "n8,0.001,5\n"  # 10,000x below the median: suspect, kept unless --min-ms says
+        "n9,12.0,0.02\n"  # dev_b: 250x below its median, suspect too
         "n10,9.0,6\n"
         "n1,11.0,7\n"  # duplicate network: first row kept
     )
@@ -60,23 +66,30 @@ def test_every_invalid_kind_is_counted_per_column(tmp_path):
     assert table.networks == [f"n{i}" for i in range(1, 11)]
     assert table.duplicates == 1
     a = table.report.loc["dev_a"]
-    assert (a["text"], a["missing"], a["non_finite"], a["non_positive"], a["near_zero"]) == (
+    assert (a["text"], a["missing"], a["non_finite"], a["non_positive"], a["below_min"]) == (
         1,
         2,
         1,
         2,
-        1,
+        0,
     )
-    assert a["valid"] == 3 and a["dropped"] == 7 and a["rows"] == 10
+    assert a["valid"] == 4 and a["dropped"] == 6 and a["rows"] == 10 and a["suspect"] == 1
     b = table.report.loc["dev_b"]
-    assert b["near_zero"] == 1 and b["dropped"] == 1 and b["valid"] == 9
-    assert table.valid("dev_a")["network"].tolist() == ["n1", "n9", "n10"]
-    assert table.valid("dev_a")["latency_ms"].tolist() == [10.0, 12.0, 9.0]
+    assert b["below_min"] == 0 and b["dropped"] == 0 and b["valid"] == 10 and b["suspect"] == 1
+    assert table.valid("dev_a")["network"].tolist() == ["n1", "n8", "n9", "n10"]
     assert table.valid("dev_b")["latency_ms"].iloc[0] == 5.0
-    # the rule is a parameter: 0 switches the near-zero check off
-    relaxed = load_table(tmp_path / "t.csv", near_zero_fraction=0)
-    assert relaxed.report.loc["dev_a", "near_zero"] == 0
-    assert relaxed.report.loc["dev_a", "valid"] == 4
+    # an explicit floor drops what is below it: one number, or one per column
+    floored = load_table(tmp_path / "t.csv", min_ms=0.01)
+    assert floored.report.loc["dev_a", "below_min"] == 1
+    assert floored.report.loc["dev_b", "below_min"] == 0
+    assert floored.valid("dev_a")["latency_ms"].tolist() == [10.0, 12.0, 9.0]
+    per_column = load_table(tmp_path / "t.csv", min_ms={"dev_b": 0.03})
+    assert per_column.report.loc["dev_b", "below_min"] == 1
+    assert per_column.report.loc["dev_a", "below_min"] == 0
+    with pytest.raises(DataError, match="--min-ms names column 'dev_c'"):
+        load_table(tmp_path / "t.csv", min_ms={"dev_c": 1.0})
+    # the duplicate n1 has another dev_a value (11.0 vs 10.0): a conflict, first row kept
+    assert a["conflicts"] == 1 and b["conflicts"] == 1
 
 
 def test_drop_report_is_a_warning_once_per_process(tmp_path, caplog):
@@ -139,8 +152,10 @@ def test_save_is_atomic_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temp file left
     with pytest.raises(DataError, match="no 'network' column"):
         save_table(pd.DataFrame({"x": [1]}), tmp_path / "x.csv")
-    with pytest.raises(DataError, match="no folder"):
-        save_table(good, tmp_path / "missing" / "x.csv")
+    # a missing folder is created (as bundles and reports are); a file in the way is refused
+    assert save_table(good, tmp_path / "missing" / "x.csv").is_file()
+    with pytest.raises(PathError, match="is a file, not a folder"):
+        save_table(good, tmp_path / "t.parquet" / "x.csv")
 
 
 @settings(

@@ -42,7 +42,9 @@ def test_pipeline_bundle_reproduces_its_metrics(nb201_flops_bundle, nb201_small)
     assert m["dataset"]["hash"] == td.dataset_hash and m["dataset"]["rows"] == 600
     assert m["target"] == "titanx_32" and m["conformal"] is None
     assert "numpy" in m["environment"]["packages"] and m["environment"]["python"]
-    assert set(m["files"]) == {"predictor/predictor.json", "split.json"}
+    own = {k for k in m["files"] if not k.startswith("mlflow_model/")}
+    assert own == {"predictor/predictor.json", "split.json"}
+    assert "mlflow_model/MLmodel" in m["files"]  # the MLflow model is checksummed too
     # nb201 networks form one family: the family breakdown has that one key.
     assert list(result.by_family) == ["nb201"]
 

@@ -30,8 +30,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="latlab: measure, model, compare and serve DNN inference latency predictors.",
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _wide(stream: Any) -> int | None:
+    """Full width when output goes to a pipe or a file (rich would cut it at 80 columns and
+    fold paths); the terminal's width otherwise (or COLUMNS when set)."""
+    import os
+
+    isatty = getattr(stream, "isatty", None)
+    return None if os.environ.get("COLUMNS") or (isatty and isatty()) else 400
+
+
+console = Console(width=_wide(sys.stdout))
+err_console = Console(stderr=True, width=_wide(sys.stderr))
 
 #: Default reference network of ``latlab measure`` (kept equal to protocol.DEFAULT_REFERENCE,
 #: which is not imported here so that ``latlab --help`` stays light).
@@ -51,6 +62,9 @@ def parse_threads(text: str) -> int:
     if value < 1:
         fail(f"--threads must be a positive number or 'all', got {text!r}")
     return value
+#: Default report folder of ``latlab compare``: outside the committed ``reports/``, so that a
+#: user's run never modifies the checkout's campaign (``--out reports/main`` regenerates it).
+DEFAULT_COMPARE_OUT = "latlab-runs/main"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -86,6 +100,37 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+#: Tensors above this many elements (8 GiB at fp32) fit no runtime's memory on a usual machine.
+_HUGE_ELEMENTS = 2**31
+
+
+def _warn_absurd_size(graph: Any) -> None:
+    """A warning (stderr) when a network's inputs or activations are too large to run: the
+    counts are then formulas, and measuring it would fail."""
+    import math
+
+    biggest = max(
+        (
+            (math.prod(s), name)
+            for name, s in [
+                *graph.inputs.items(),
+                *((layer.name, layer.output_shape) for layer in graph.layers),
+                *((layer.name, w) for layer in graph.layers for w in layer.weight_shapes or ()),
+            ]
+            if s
+        ),
+        default=(0, ""),
+    )
+    if biggest[0] > _HUGE_ELEMENTS:
+        err_console.print(
+            f"[bold yellow]warning:[/] {graph.reference}: tensor {biggest[1]!r} has "
+            f"{biggest[0]:.3g} elements ({4 * biggest[0] / 2**30:.3g} GiB at fp32): no runtime "
+            "will run it here; the counts are formulas only",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _human(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
@@ -106,7 +151,10 @@ def encode(
     from latlab.datasets.references import resolve
 
     shape = parse_input_shape(input_shape)
-    rows = [resolve(ref, batch=batch, input_shape=shape).summary() for ref in refs]
+    graphs = [resolve(ref, batch=batch, input_shape=shape) for ref in refs]
+    for g in graphs:
+        _warn_absurd_size(g)
+    rows = [g.summary() for g in graphs]
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -127,13 +175,24 @@ def encode(
     console.print(table)
 
 
-def _check_out_path(out: Path | None) -> None:
+def _check_out_path(out: Path | None, flag: str = "--out") -> None:
+    """A table output, checked before any work (missing folders are created on writing)."""
+    from latlab.fileio import prepare_output
+
     if out is None:
         return
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        fail(f"unsupported --out format {out.name!r}: use .csv or .parquet")
-    if not out.parent.is_dir():
-        fail(f"cannot write --out {out}: no folder {out.parent}")
+        fail(f"unsupported {flag} format {out.name!r}: use .csv or .parquet")
+    prepare_output(out, flag)
+
+
+def _check_references(refs: list[str], batch: int, shape: tuple[int, ...] | None) -> None:
+    """Resolve every reference (cached for the work that follows) before anything is
+    created or measured: a bad one fails first, naming itself."""
+    from latlab.datasets.references import resolve
+
+    for ref in refs:
+        resolve(ref, batch=batch, input_shape=shape)
 
 
 @app.command()
@@ -203,7 +262,6 @@ def measure(
     """
     from latlab.datasets.measure import MeasureConfig, default_device_name, get_backend
     from latlab.datasets.measure.protocol import measure_many
-    from latlab.datasets.references import parse_reference
     from latlab.datasets.spaces import sample
     from latlab.datasets.store import Store
     from latlab.datasets.tables import save_table
@@ -230,10 +288,9 @@ def measure(
         fail("--value corrected and the reference options need a reference (drop --no-reference)")
     shape = parse_input_shape(input_shape)
     references = list(refs) if refs else sample(str(space), int(count or 0), seed)
-    for ref in references:
-        parse_reference(ref)
+    _check_references(references, batch, shape)
     if ref_net is not None:
-        parse_reference(ref_net)
+        _check_references([ref_net], batch, None)
     config = MeasureConfig(
         backend=backend,
         threads=n_threads,
@@ -384,8 +441,8 @@ def bench(
 
     if suite is None and export is None and export_fusion is None:
         fail("give --suite NAME to measure, or --export/--export-fusion FILE to write tables")
-    _check_out_path(export)
-    _check_out_path(export_fusion)
+    _check_out_path(export, "--export")
+    _check_out_path(export_fusion, "--export-fusion")
     from dataclasses import replace
 
     from latlab.datasets.bench.campaign import BENCH_PAIRED, SUITES, default_count, run_bench
@@ -434,7 +491,15 @@ def bench(
         from latlab.datasets.tables import save_table
 
         if export is not None:
-            table = training_table(store, device, method=method, protocol_key=config.protocol_key())
+            other = "thread" if timer == "wall" else "wall"
+            alt = replace(config, timer=other) if other == "wall" or threads == 1 else None
+            table = training_table(
+                store,
+                device,
+                method=method,
+                protocol_key=config.protocol_key(),
+                other_protocols={alt.protocol_key(): f"--timer {other}"} if alt else None,
+            )
             save_table(table, export)
             console.print(f"wrote {export}: {len(table)} benchmarks, columns {list(table)[1:]}")
         if export_fusion is not None:
@@ -447,50 +512,65 @@ def bench(
 @app.command("table")
 def table_cmd(
     path: Path = typer.Argument(..., help="dataset table (.csv or .parquet)"),
+    min_ms: float | None = typer.Option(
+        None, "--min-ms", help="drop latencies below this many ms (failed runs; none by default)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Validate a dataset table and report, per column, the invalid latencies it drops."""
+    """Validate a dataset table and report, per column, the invalid latencies it drops, the
+    suspect and conflicting values it keeps, and references that do not parse."""
+    from latlab.datasets.references import invalid_references
     from latlab.datasets.tables import load_table
 
-    loaded = load_table(path)
+    loaded = load_table(path, min_ms)
+    bad_refs = invalid_references(loaded.networks)
     if as_json:
         report = {
             "rows": len(loaded),
             "duplicates": loaded.duplicates,
+            "invalid_references": [
+                {"row": i + 1, "network": ref, "error": why} for i, ref, why in bad_refs
+            ],
             "columns": loaded.report_dict(),
         }
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
+    keys = {
+        "rows": "rows",
+        "valid": "valid",
+        "text": "text",
+        "missing": "missing",
+        "non_finite": "inf",
+        "non_positive": "<= 0",
+        "implausible": "> 1e7 ms",
+        "below_min": "< --min-ms",
+        "suspect": "suspect (kept)",
+        "conflicts": "conflicts",
+    }
     table = Table(
         "column",
-        "rows",
-        "valid",
-        "text",
-        "missing",
-        "inf",
-        "<= 0",
-        "near 0",
+        *keys.values(),
         "quantised",
-        title=f"{path} ({len(loaded)} networks, {loaded.duplicates} duplicates dropped)",
     )
     for col, row in loaded.report.iterrows():
         table.add_row(
-            str(col),
-            *(
-                str(int(row[k]))
-                for k in (
-                    "rows",
-                    "valid",
-                    "text",
-                    "missing",
-                    "non_finite",
-                    "non_positive",
-                    "near_zero",
-                )
-            ),
-            "yes" if row["quantised"] else "",
+            str(col), *(str(int(row[k])) for k in keys), "yes" if row["quantised"] else ""
         )
+    # The path on its own line: as the table's title it would be folded to the table's width.
+    console.print(
+        f"{path}: {len(loaded)} networks, {loaded.duplicates} duplicates dropped",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(table)
+    if bad_refs:
+        i, _ref, why = bad_refs[0]
+        err_console.print(
+            f"[bold yellow]warning:[/] {len(bad_refs)} of {len(loaded)} references do not parse "
+            f"(row {i + 1}: {why})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # ------------------------------------------------------------- train / evaluate / predict
@@ -627,14 +707,19 @@ def train(
         None, "--pretrain", help="table of source devices (transfer predictor)"
     ),
     param: list[str] | None = typer.Option(None, "--param", help="predictor parameter KEY=VALUE"),
+    min_ms: float | None = typer.Option(
+        None, "--min-ms", help="drop latencies below this many ms (failed runs; none by default)"
+    ),
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Train one device's predictor and write a bundle (tuning, intervals, MLflow logging)."""
+    from latlab.training.bundle import check_bundle_out
     from latlab.training.pipeline import TrainConfig
     from latlab.training.pipeline import train as run_train
 
+    check_bundle_out(out, "--out")  # before any work (missing folders are created on saving)
     _check_confidence_option(confidence)
     if split not in ("random", "family"):
         fail(f"unknown --split {split!r}: use random or family")
@@ -658,6 +743,7 @@ def train(
         conformal=None if conformal == "none" else conformal,
         confidence=confidence,
         pretrain=pretrain,
+        min_ms=min_ms,
     )
     with _progress_bar(elapsed=False) as bar:
         task = bar.add_task("loading", total=None)
@@ -719,12 +805,17 @@ def evaluate(
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    min_ms: float | None = typer.Option(
+        None, "--min-ms", help="drop latencies below this many ms (failed runs; none by default)"
+    ),
 ) -> None:
     """Metrics of a bundle on every valid row of a table (and per network family)."""
     from latlab.training.pipeline import evaluate as run_evaluate
 
     _check_confidence_option(confidence)
-    result = run_evaluate(bundle, data, target, confidence, tracker=_tracker(no_mlflow, experiment))
+    result = run_evaluate(
+        bundle, data, target, confidence, tracker=_tracker(no_mlflow, experiment), min_ms=min_ms
+    )
     if as_json:
         _json_out({**result.metrics, "by_family": result.by_family})
         return
@@ -798,7 +889,7 @@ def nas(
     """Evolutionary search for the largest networks (MACs, a capacity proxy) whose predicted
     latency upper bound is within the budget."""
     from latlab.training.bundle import load_bundle
-    from latlab.training.nas import check_search, search
+    from latlab.training.nas import check_search, check_settings, search
 
     _check_confidence_option(confidence)
     if point and confidence is not None:
@@ -808,8 +899,19 @@ def nas(
     if not point and not b.calibrated:
         fail(f"bundle {bundle} has no conformal calibration: use --point (point predictions)")
     check_search(space, budget_ms, objective, conf)
-    with _progress_bar(elapsed=False) as bar:
+    check_settings(top=top, cycles=cycles, population=population, sample=sample)
+    with _progress_bar(eta=True) as bar:
         task = bar.add_task("search", total=population + cycles)
+        step = max(1, (population + cycles) // 10)
+        said = [0]
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            # Not on a terminal (a pipe, a log file), the bar is invisible: a line per 10 %.
+            if not err_console.is_terminal and done - said[0] >= step:
+                said[0] = done
+                err_console.print(f"nas: {done}/{total} evaluated", highlight=False)
+
         result = search(
             b,
             budget_ms,
@@ -821,7 +923,7 @@ def nas(
             cycles=cycles,
             top=top,
             seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=on_progress,
         )
     if as_json:
         _json_out(result.as_dict())
@@ -882,7 +984,9 @@ def _comparison_table(metrics: dict[str, Any]) -> Table:
 @app.command()
 def compare(
     quick: bool = typer.Option(False, "--quick", help="small suites, 5 zoo networks (~4 min)"),
-    out: Path = typer.Option(Path("reports/main"), "--out", help="report folder"),
+    out: Path = typer.Option(
+        Path(DEFAULT_COMPARE_OUT), "--out", help="report folder (outside the committed reports/)"
+    ),
     db: str | None = typer.Option(
         None, "--db", help="measurement store: SQLite path or URL (default OUT/bench.db)"
     ),
@@ -900,13 +1004,13 @@ def compare(
     from rich.progress import TaskID
 
     from latlab.experiments.annette import main_job
+    from latlab.fileio import prepare_output
 
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file, not a folder")
+    prepare_output(out, "--out", folder=True)
     if threads < 1:
         fail(f"--threads must be at least 1, got {threads}")
     command = "latlab compare" + "".join(
-        [" --quick" if quick else "", f" --out {out}" if out != Path("reports/main") else ""]
+        [" --quick" if quick else "", f" --out {out}" if out != Path(DEFAULT_COMPARE_OUT) else ""]
         + ([f" --db {db}"] if db else [])
         + ([f" --threads {threads}"] if threads != 1 else [])
     )
@@ -1091,11 +1195,11 @@ def bnn_calibrate(
     """Fit this machine's LXNOROP constants from bit-packed micro-benchmarks; write a target."""
     from rich.progress import Progress
 
+    from latlab.fileio import prepare_output
     from latlab.predictors.bnn import write_target
     from latlab.predictors.bnn.calibrate import calibrate
 
-    if out.exists() and out.is_dir():
-        fail(f"--out {out} is a directory: give a file name such as host.json")
+    prepare_output(out, "--out")  # like every command: checked now, folders made on writing
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("calibrating", total=None)
 
@@ -1197,13 +1301,30 @@ def experiment_run(
         console.print(f"MLflow run: {result.run_id}", highlight=False)
 
 
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="bundle folder to check"),
+) -> None:
+    """Check a bundle and its mlflow_model/ against the manifest's checksums (before `mlflow
+    models serve`, which checks nothing itself)."""
+    from latlab.training.bundle import load_bundle, verify_mlflow_model
+
+    b = load_bundle(bundle)
+    served = b.manifest.get("mlflow_model")
+    if served:
+        verify_mlflow_model(bundle)
+    n = len(b.manifest.get("files") or {})
+    what = " (mlflow_model/ included)" if served else " (no mlflow_model)"
+    console.print(f"bundle {bundle}: {n} files match their checksums{what}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app, turning user errors into one line and exit code 2."""
     _setup_logging()
     try:
         app(args=argv)  # standalone mode: usage errors print usage and exit 2
     except LatlabError as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(_one_based(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         fail(f"{exc.strerror}: {exc.filename}")
     except KeyboardInterrupt:
@@ -1216,6 +1337,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _INTERRUPTED = "interrupted; completed work is saved and a re-run resumes it"
+
+
+def _one_based(message: str) -> str:
+    """The library counts rows from 0 (as the HTTP records and DataFrames do); on the command
+    line the first REF, or the first data row, is row 1."""
+    import re
+
+    return re.sub(r"\brow (\d+)\b", lambda m: f"row {int(m.group(1)) + 1}", message)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,7 @@ class TargetError(LatlabError, ValueError):
 
 class TrackingError(LatlabError, RuntimeError):
     """The MLflow tracking store or the Optuna study storage cannot be used."""
+
+
+class PathError(LatlabError, ValueError):
+    """An input or output path cannot be used (a folder where a file is wanted, unwritable)."""

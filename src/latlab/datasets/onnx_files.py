@@ -37,13 +37,28 @@ def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     from latlab.encoders.onnx_import import from_onnx
 
     path = _path(body)
-    return from_onnx(
+    graph = from_onnx(
         path,
         input_shape=opts.input_shape,
         name=path.stem,
         batch=opts.batch,
         meta={"reference": f"onnx:{body}", "family": "onnx"},
     )
+    _check_opset(body, graph.meta.get("opset"))
+    return graph
+
+
+def _check_opset(body: str, opset: Any) -> None:
+    """Refuse a file whose default-domain opset is newer than the installed onnx knows: its
+    operators' meaning (and latlab's shapes for them) would be guesses."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, int) and opset > newest:
+        raise NetworkReferenceError(
+            f"network reference 'onnx:{body}' declares opset {opset}, newer than the installed "
+            f"onnx knows (up to {newest}): export it at opset {newest} or below"
+        )
 
 
 def _model(body: str, opts: ResolveOptions) -> Any:
@@ -64,5 +79,6 @@ register_scheme(
         validate=_validate,
         help="an ONNX file: onnx:PATH (dynamic input dims need input_shape)",
         model=_model,
+        reads_files=True,
     )
 )

@@ -43,6 +43,10 @@ class Scheme:
     help: str = ""
     #: For schemes whose networks exist as files (``onnx:``): the executable model itself.
     model: Callable[[str, ResolveOptions], Any] | None = None
+    #: Whether resolving reads a file on this machine (the body is then its path): a server
+    #: accepts such references from clients only inside an allowed folder
+    #: (:func:`confine_reference`).
+    reads_files: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +68,23 @@ def register_scheme(scheme: Scheme) -> None:
     SCHEMES[scheme.name] = scheme
 
 
+#: A bare NAS-Bench-201 arch string (``|nor_conv_3x3~0|+|...|``) is read as ``nb201:`` + it.
+BARE_NB201_PREFIX = "nb201:"
+
+
+def normalise_reference(ref: str) -> str:
+    """The one rule for how a reference may be written: surrounding space is ignored, and a
+    bare NAS-Bench-201 arch string (starting with ``|``) means ``nb201:`` + that string.
+    Every entry point (resolve, predict, evaluate, tables, serving) goes through it."""
+    text = ref.strip()
+    return BARE_NB201_PREFIX + text if text.startswith("|") else text
+
+
 def parse_reference(ref: str) -> Reference:
     """Split and validate a reference; raises :class:`NetworkReferenceError` naming it."""
     if not isinstance(ref, str):
         raise NetworkReferenceError(f"a network reference must be a string, got {ref!r}")
-    scheme, sep, body = ref.strip().partition(":")
+    scheme, sep, body = normalise_reference(ref).partition(":")
     if not sep or not scheme or not body:
         raise NetworkReferenceError(
             f"malformed network reference {ref!r}: expected SCHEME:BODY, e.g. 'zoo:resnet18'"
@@ -144,6 +160,47 @@ def resolve_many(
 ) -> list[NetworkGraph]:
     """:func:`resolve` over a sequence."""
     return [resolve(r, batch=batch, input_shape=input_shape) for r in refs]
+
+
+def invalid_references(refs: Sequence[str]) -> list[tuple[int, str, str]]:
+    """``(row, reference, message)`` for every reference that does not parse (its scheme's
+    cheap validation; files are not opened), rows counted from 0."""
+    bad = []
+    for i, ref in enumerate(refs):
+        try:
+            parse_reference(ref)
+        except NetworkReferenceError as exc:
+            bad.append((i, str(ref), str(exc)))
+    return bad
+
+
+def reads_files(ref: str) -> bool:
+    """Whether resolving ``ref`` reads a file (its scheme's ``reads_files`` flag)."""
+    return SCHEMES[parse_reference(ref).scheme].reads_files
+
+
+def confine_reference(ref: str, allowed_dir: str | os.PathLike[str] | None) -> str:
+    """``ref`` as a server may resolve it for a client: unchanged when its scheme reads no
+    file; else only when ``allowed_dir`` is given and the path (relative to ``allowed_dir``,
+    or absolute inside it) stays inside it after resolving links -- returned with the path
+    made absolute. Refusals never say whether a path exists or where ``allowed_dir`` is."""
+    parsed = parse_reference(ref)
+    if not SCHEMES[parsed.scheme].reads_files:
+        return ref
+    if allowed_dir is None:
+        raise NetworkReferenceError(
+            f"{parsed.scheme}: references name files, which this server does not read "
+            f"(send an in-memory reference such as nb201:, fcnn: or zoo:)"
+        )
+    root = os.path.realpath(allowed_dir)
+    body = parsed.body.strip()
+    target = os.path.realpath(os.path.join(root, body))
+    if os.path.commonpath([root, target]) != root or target == root:
+        raise NetworkReferenceError(
+            f"{parsed.scheme}:{body} is outside the folder this server reads files from "
+            "(name a file relative to that folder)"
+        )
+    return f"{parsed.scheme}:{target}"
 
 
 def reference_of(network: str | NetworkGraph) -> str:

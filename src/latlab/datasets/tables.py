@@ -6,15 +6,21 @@ counting each reason so that nothing is dropped silently:
 - ``text``: a value that is not a number (``"12ms"``, ``"n/a"``);
 - ``missing``: empty cells and NaN;
 - ``non_finite``: ``inf``;
-- ``non_positive``: ``<= 0``;
-- ``near_zero``: a positive value below ``near_zero_fraction`` (default 0.5 %) of the column's
-  median, i.e. more than 200 times faster than the column's typical network. Such values are
-  failed measurements (a run that returned at once), not fast networks. The rule was checked
-  on the shared NAS-Bench-201 table: it flags exactly the 183 ``pixel3`` entries below 0.05 ms
-  (failed runs; the next value is 0.059 ms) and nothing in the 12 other columns. Tables of
-  spaces whose latencies legitimately span more than 200x (very wide FCNNs) can lower it, or
-  pass 0 to switch it off;
-- ``duplicate``: a network listed again (the first row is kept).
+- ``non_positive``: ``<= 0`` (what a failed run that returned at once records);
+- ``implausible``: above :data:`MAX_MS` (10^7 ms, 2.8 hours per inference: ``1e300`` is a
+  broken value, not a slow network);
+- ``below_min``: a positive value below ``min_ms``, an explicit floor the caller sets (``latlab
+  table|train|evaluate --min-ms X``; a number for every column or ``{column: ms}``). There is
+  no default floor and no rule relative to the column's median: in a mixed table a 5 µs FCNN
+  next to 50 ms CNNs is a real measurement, and latlab's own store keeps failed measurements
+  out of its tables by their status. Values more than 200 times below their column's median
+  are *counted* as ``suspect`` (kept, and a warning suggests ``--min-ms``);
+- ``duplicate``: a network listed again (the first row is kept); ``conflicts`` counts, per
+  column, the repeated networks whose values disagree (a warning names the first).
+
+The shared NAS-Bench-201 table (HELP's) holds 183 failed ``pixel3`` runs recorded at 3-49 µs;
+its fastest real latency in any column is 0.059 ms. Its loaders pass
+``min_ms=NB201_MIN_MS`` (0.05 ms), which drops exactly those 183 and nothing else.
 
 Rows are never dropped as a whole: a network with a failed measurement on one device keeps its
 valid latencies on the others. ``LatencyTable.valid(column)`` gives one device's usable pairs.
@@ -30,8 +36,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,14 +47,21 @@ import numpy as np
 import pandas as pd
 
 from latlab.errors import DataError
+from latlab.fileio import atomic_write_text, atomic_write_with, prepare_output
 
 log = logging.getLogger(__name__)
 #: Drop reports already logged by this process (later loads of the same table log at DEBUG).
 _REPORTED: set[str] = set()
 
 NETWORK = "network"
-REASONS = ("text", "missing", "non_finite", "non_positive", "near_zero")
-NEAR_ZERO_FRACTION = 0.005
+REASONS = ("text", "missing", "non_finite", "non_positive", "implausible", "below_min")
+#: Values this many times below their column's median are reported as ``suspect`` (kept).
+SUSPECT_FRACTION = 0.005
+#: Latencies above this (ms) are broken values, not measurements.
+MAX_MS = 1e7
+#: The documented floor of the shared NAS-Bench-201 table (see the module docstring).
+NB201_MIN_MS = 0.05
+MinMs = float | Mapping[str, float] | None
 _NA_TOKENS = {"", "nan", "na", "n/a", "null", "none", "-"}
 
 
@@ -68,6 +82,17 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"table path is a folder, not a file: {path}")
     try:
         if fmt == "csv":
+            # pandas renames a repeated header (``titanx_32`` -> ``titanx_32.1``): read the
+            # header as written first, so that a duplicated column is refused, not renamed.
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            names = [str(c).strip() for c in header.iloc[0]] if len(header) else []
+            seen = [c for i, c in enumerate(names) if c in names[:i]]
+            if seen:
+                where = [i + 1 for i, c in enumerate(names) if c == seen[0]]
+                raise DataError(
+                    f"table {path} has duplicate column {seen[0]!r} (columns "
+                    f"{' and '.join(map(str, where))})"
+                )
             # Everything as text first: the validation below decides what is a number.
             return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
         return pd.read_parquet(path)
@@ -84,11 +109,20 @@ class ColumnCheck:
 
     values: pd.Series
     counts: dict[str, int]
+    #: Valid values more than 200x below the column's median (kept; see the module doc).
+    suspect: int = 0
 
 
-def check_column(
-    raw: pd.Series, near_zero_fraction: float = NEAR_ZERO_FRACTION, name: str = "column"
-) -> ColumnCheck:
+def _floor(min_ms: MinMs, name: str) -> float | None:
+    value = min_ms.get(name) if isinstance(min_ms, Mapping) else min_ms
+    if value is None:
+        return None
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise DataError(f"--min-ms must be a number of ms >= 0, got {value!r}")
+    return float(value)
+
+
+def check_column(raw: pd.Series, min_ms: MinMs = None, name: str = "column") -> ColumnCheck:
     """Coerce a column to float latencies and classify every invalid value (see module doc)."""
     if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):
         numbers = pd.to_numeric(raw, errors="coerce").astype(float)
@@ -104,21 +138,22 @@ def check_column(
     finite = np.isfinite(arr)
     non_finite = pd.Series(~finite & ~np.isnan(arr), index=raw.index)
     non_positive = pd.Series(finite & (arr <= 0), index=raw.index)
-    positive = finite & (arr > 0)
-    median = float(np.median(arr[positive])) if positive.any() else np.nan
-    near_zero = pd.Series(
-        positive & (arr < near_zero_fraction * median) if near_zero_fraction > 0 else False,
-        index=raw.index,
-    )
-    valid = pd.Series(positive, index=raw.index) & ~near_zero
+    implausible = finite & (arr > MAX_MS)
+    positive = finite & (arr > 0) & ~implausible
+    floor = _floor(min_ms, name)
+    below = positive & (arr < floor) if floor is not None else np.zeros(len(arr), dtype=bool)
+    valid = positive & ~below
+    median = float(np.median(arr[valid])) if valid.any() else np.nan
+    suspect = int((valid & (arr < SUSPECT_FRACTION * median)).sum()) if valid.any() else 0
     counts = {
         "text": int(text.sum()),
         "missing": int(missing.sum()),
         "non_finite": int(non_finite.sum()),
         "non_positive": int(non_positive.sum()),
-        "near_zero": int(near_zero.sum()),
+        "implausible": int(implausible.sum()),
+        "below_min": int(below.sum()),
     }
-    return ColumnCheck(numbers.where(valid), counts)
+    return ColumnCheck(numbers.where(pd.Series(valid, index=raw.index)), counts, suspect)
 
 
 @dataclass
@@ -127,9 +162,11 @@ class LatencyTable:
 
     ``data`` has the ``network`` column and one float column per device, NaN where a value
     was dropped; ``report`` has one row per device column with ``rows``, ``valid``, a count per
-    drop reason, ``dropped`` and ``quantised`` (all valid values whole numbers: a coarse timer);
-    ``duplicates`` counts repeated networks (first kept); ``meta`` is the table's metadata
-    sidecar (``FILE.meta.json``: which value the columns hold), empty without one.
+    drop reason, ``dropped``, ``suspect`` (kept values 200x below the median), ``conflicts``
+    (repeated networks with another value) and ``quantised`` (all valid values whole numbers:
+    a coarse timer); ``duplicates`` counts repeated networks (first kept); ``meta`` is the
+    table's metadata sidecar (``FILE.meta.json``: which value the columns hold), empty without
+    one.
     """
 
     path: Path | None
@@ -181,7 +218,7 @@ class LatencyTable:
 def validate_frame(
     frame: pd.DataFrame,
     source: str = "table",
-    near_zero_fraction: float = NEAR_ZERO_FRACTION,
+    min_ms: MinMs = None,
     path: Path | None = None,
 ) -> LatencyTable:
     """Validate a DataFrame in dataset format (see :func:`load_table`)."""
@@ -205,9 +242,14 @@ def validate_frame(
     duplicated = networks.duplicated(keep="first")
     data = pd.DataFrame({NETWORK: networks[~duplicated].to_numpy()})
     rows = []
+    if isinstance(min_ms, Mapping):
+        unknown = [c for c in min_ms if c not in latency_cols]
+        if unknown:
+            raise DataError(f"--min-ms names column {unknown[0]!r}, which {source} lacks")
     for col in latency_cols:
-        check = check_column(frame.loc[~duplicated, col], near_zero_fraction, name=col)
+        check = check_column(frame.loc[~duplicated, col], min_ms, name=col)
         counts = check.counts
+        conflicts = _conflicts(networks, frame[col], duplicated)
         if counts["text"] and counts["text"] + counts["missing"] == int((~duplicated).sum()):
             example = str(frame.loc[~duplicated, col].iloc[0])
             raise DataError(f"column {col!r} of {source} is not numeric (e.g. {example[:40]!r})")
@@ -221,9 +263,27 @@ def validate_frame(
                 "valid": len(values),
                 **counts,
                 "dropped": dropped,
+                "suspect": check.suspect,
+                "conflicts": len(conflicts),
                 "quantised": bool(len(values) and np.all(values == np.round(values))),
             }
         )
+        notes = []
+        if check.suspect:
+            notes.append(
+                f"{source} column {col!r}: {check.suspect} values are more than "
+                f"{1 / SUSPECT_FRACTION:.0f}x below the column's median (failed runs? "
+                "--min-ms MS drops values below MS)"
+            )
+        if conflicts:
+            net, vals = conflicts[0]
+            notes.append(
+                f"{source} column {col!r}: {len(conflicts)} repeated networks have conflicting "
+                f"values (the first row is kept), e.g. {net!r}: {', '.join(vals)}"
+            )
+        for note in notes:
+            log.log(logging.DEBUG if note in _REPORTED else logging.WARNING, note)
+            _REPORTED.add(note)
         if dropped:
             reasons = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
             message = (
@@ -238,9 +298,22 @@ def validate_frame(
     return LatencyTable(path, data, report, int(duplicated.sum()))
 
 
-def load_table(
-    path: str | os.PathLike[str], near_zero_fraction: float = NEAR_ZERO_FRACTION
-) -> LatencyTable:
+def _conflicts(
+    networks: pd.Series, values: pd.Series, duplicated: pd.Series
+) -> list[tuple[str, list[str]]]:
+    """Repeated networks whose rows disagree in this column: (network, its distinct values)."""
+    if not duplicated.any():
+        return []
+    repeated = networks[networks.isin(set(networks[duplicated]))]
+    out = []
+    for net, idx in repeated.groupby(repeated, sort=False).groups.items():
+        distinct = list(dict.fromkeys(str(v).strip() for v in values.loc[idx]))
+        if len(distinct) > 1:
+            out.append((str(net), distinct))
+    return out
+
+
+def load_table(path: str | os.PathLike[str], min_ms: MinMs = None) -> LatencyTable:
     """Load and validate a dataset table (CSV or Parquet, by extension).
 
     Requires a ``network`` column and at least one latency column. Invalid latencies are
@@ -250,7 +323,7 @@ def load_table(
     """
     p = Path(path)
     frame = _read(p)
-    table = validate_frame(frame, f"table {p}", near_zero_fraction, path=p)
+    table = validate_frame(frame, f"table {p}", min_ms, path=p)
     table.meta = read_meta(p)
     return table
 
@@ -283,10 +356,11 @@ def save_table(
     """Write a dataset table atomically (a temporary file in the same folder, then rename).
 
     The format follows the extension (``.csv``, ``.parquet``). A reader never sees a partial
-    file, and an interrupted write leaves any previous file untouched. ``meta`` (default: the
-    frame's ``attrs["latlab"]``, or a loaded table's ``meta``) is written to the sidecar
-    ``FILE.meta.json``; without any, a sidecar left by an earlier table is removed, so that it
-    never describes a table it does not belong to.
+    file, and an interrupted write leaves any previous file untouched. Missing parent folders
+    are created; the file gets the ordinary mode (0644 under umask 022), like bundles. ``meta``
+    (default: the frame's ``attrs["latlab"]``, or a loaded table's ``meta``) is written to the
+    sidecar ``FILE.meta.json``; without any, a sidecar left by an earlier table is removed, so
+    that it never describes a table it does not belong to.
     """
     df = frame.data if isinstance(frame, LatencyTable) else frame
     if meta is None:
@@ -295,26 +369,18 @@ def save_table(
     fmt = _format(p)
     if NETWORK not in df.columns:
         raise DataError(f"cannot save {p}: the table has no {NETWORK!r} column")
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise DataError(f"cannot save {p}: no folder {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    prepare_output(p, "table")
+
+    def write(tmp: str) -> None:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write_with(p, write)
     side = meta_path(p)
     if meta:
-        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1, sort_keys=True, default=str)
-        os.replace(tmp, side)
+        atomic_write_text(side, json.dumps(meta, indent=1, sort_keys=True, default=str))
     else:
         side.unlink(missing_ok=True)
     return p

@@ -336,8 +336,8 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
         return None
     out: list[int | str | None] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            out.append(int(d.dim_value))
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))  # 0 is a static empty dimension, not a dynamic one
         else:
             out.append(d.dim_param or None)
     return out
@@ -390,7 +390,8 @@ def fixed_input_shapes(
         if dims is None:
             if vi.name not in given:
                 raise OnnxImportError(
-                    f"input {vi.name!r} has no shape in the model: give input_shape"
+                    f"input {vi.name!r} has no shape in the model: give the input shape "
+                    "(--input-shape on the command line, input_shape= in Python)"
                 )
             dims = [None] * len(given[vi.name])
         shapes[vi.name] = _fix_dims(vi.name, dims, given.get(vi.name), batch)
@@ -418,11 +419,20 @@ def _fix_dims(
             raise OnnxImportError(f"input_shape {tuple(given)} for input {name!r} must be positive")
         for i, (d, v) in enumerate(zip(dims, g, strict=True)):
             if isinstance(d, int) and d != v:
+                shown = f"{tuple(given)}" + (
+                    f" (with the batch prepended: {tuple(g)})" if len(given) != len(g) else ""
+                )
                 raise OnnxImportError(
-                    f"input_shape {tuple(g)} contradicts the static dimension {i} of input "
+                    f"input shape {shown} contradicts the static dimension {i} of input "
                     f"{name!r} ({_show(dims)})"
                 )
         return tuple(g)
+    empty = [i for i, d in enumerate(dims) if isinstance(d, int) and d < 1]
+    if empty:
+        raise OnnxImportError(
+            f"input {name!r} has zero-sized dimension {empty[0]} in shape {_show(dims)}: an empty "
+            "tensor has no latency to predict (fix the model's input shape)"
+        )
     dynamic = [i for i, d in enumerate(dims) if not isinstance(d, int)]
     if dynamic == [0] and len(dims) > 0:
         return (int(batch), *(int(d) for d in dims[1:]))  # type: ignore[arg-type]
@@ -430,7 +440,7 @@ def _fix_dims(
         shown = ", ".join(f"{i} ({dims[i] or '?'})" for i in dynamic)
         raise OnnxImportError(
             f"input {name!r} has dynamic dimensions {shown} in shape {_show(dims)}: "
-            "give input_shape"
+            "give the input shape (--input-shape on the command line, input_shape= in Python)"
         )
     return tuple(int(d) for d in dims)  # type: ignore[arg-type]
 

@@ -47,6 +47,7 @@ default network protocol.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -483,7 +484,8 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
         f"`{m['settings']['timer']}`; {m['settings']['kernels']} kernel benchmarks, "
         f"{m['settings']['multilayer']} multi-layer benchmarks; models trained on benchmarks "
         "only (no zoo or nb201 network).  ",
-        f"Run time {m['seconds']:.0f} s wall, {m['run']['cpu_s']:.0f} s CPU; load average "
+        f"Run time {m['seconds']:.0f} s wall, {m['run']['cpu_s']:.0f} s CPU"
+        f"{_sessions_note(m)}; load average "
         f"{m['run']['load_avg_start']:.1f} at the start, {m['run']['load_avg_end']:.1f} at the "
         f"end on {m['run']['cpus']} CPUs; {m['run']['networks_measured_now']} of "
         f"{m['run']['networks']} networks measured in this invocation (the rest read back "
@@ -729,6 +731,7 @@ def run_settings(
     out.mkdir(parents=True, exist_ok=True)
     device = device or default_device_name("onnxruntime", 1)
     store = Store(db or str(out / "bench.db"))
+    session: dict[str, Any] = {"load_avg_start": load0, "interrupted": True}
     try:
         bench_info = {} if skip_bench else run_benchmarks(store, device, s, notify)
         key = s.bench_config().protocol_key()
@@ -745,27 +748,81 @@ def run_settings(
         metrics = _evaluate(
             out, s, store, device, table, measured, groups, fitted, gen, threads, notify
         )
+        session["interrupted"] = False
+        session["measured_now"] = int(measured.attrs.get("measured_now", 0)) + sum(
+            int(b.get("measured_now", 0)) for b in bench_info.values() if isinstance(b, dict)
+        )
     finally:
         store.close()
+        session.update(
+            seconds=time.monotonic() - start,
+            cpu_s=time.process_time() - cpu0,
+            load_avg_end=os.getloadavg()[0],
+        )
+        sessions = record_session(out, session)
+    campaign = campaign_figures(sessions)
     metrics.update(
         {
             "command": command,
             "device": device,
             "onnxruntime": ort.__version__,
             "benchmarks": bench_info,
-            "seconds": time.monotonic() - start,
+            "seconds": campaign["seconds"],
             "run": {
-                "cpu_s": time.process_time() - cpu0,
-                "load_avg_start": load0,
-                "load_avg_end": os.getloadavg()[0],
+                "cpu_s": campaign["cpu_s"],
+                "load_avg_start": campaign["load_avg_start"],
+                "load_avg_end": campaign["load_avg_end"],
+                "sessions": campaign["sessions"],
                 "cpus": os.cpu_count(),
                 "networks": int(measured.notna().sum()),
                 "networks_measured_now": measured.attrs.get("measured_now", 0),
+                "this_invocation_s": session["seconds"],
             },
         }
     )
     write_report(out, metrics, metrics.pop("_zoo_frame"))
     return json_safe(metrics)  # type: ignore[no-any-return]
+
+
+#: The campaign's sessions (each invocation of the main job on one report folder): a resumed or
+#: re-reported run adds its own, and the report's run time and load come from the sessions
+#: that measured something (the first one too), not from the last invocation alone.
+CAMPAIGN_FILE = "campaign.json"
+
+
+def _sessions_note(m: dict[str, Any]) -> str:
+    n = int(m["run"].get("sessions", 1) or 1)
+    return f" over {n} sessions of this campaign (see {CAMPAIGN_FILE})" if n > 1 else ""
+
+
+def record_session(out: Path, session: dict[str, Any]) -> list[dict[str, Any]]:
+    """Append ``session`` to ``out/campaign.json`` (atomically); returns every session."""
+    path = out / CAMPAIGN_FILE
+    try:
+        sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        sessions = []
+    sessions = [*sessions, {k: json_safe(v) for k, v in session.items()}]
+    dump_json(path, {"sessions": sessions})
+    return sessions
+
+
+def campaign_figures(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Wall and CPU time summed over the sessions that did work (measured anything, or were
+    interrupted doing so, or the first), load average at the first one's start and the last
+    one's end: what the report states, unchanged by a later run that only re-reports."""
+    work = [
+        s
+        for i, s in enumerate(sessions)
+        if i == 0 or s.get("interrupted") or int(s.get("measured_now", 0) or 0) > 0
+    ] or sessions[-1:]
+    return {
+        "seconds": float(sum(float(s.get("seconds", 0.0)) for s in work)),
+        "cpu_s": float(sum(float(s.get("cpu_s", 0.0)) for s in work)),
+        "load_avg_start": float(work[0].get("load_avg_start", 0.0)),
+        "load_avg_end": float(work[-1].get("load_avg_end", 0.0)),
+        "sessions": len(work),
+    }
 
 
 def _evaluate(

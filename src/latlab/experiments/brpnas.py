@@ -126,9 +126,9 @@ class BrpnasConfig:
 
 def load_latencies(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """The table (``network`` + device columns, NaN where invalid) and the per-column report."""
-    from latlab.datasets.tables import load_table
+    from latlab.datasets.tables import NB201_MIN_MS, load_table
 
-    table = load_table(path)
+    table = load_table(path, NB201_MIN_MS)  # the shared table's documented floor
     return table.data, table.report_dict()
 
 
@@ -220,19 +220,13 @@ def _predictions_file(out: Path, device: str, name: str) -> Path:
 
 def save_predictions(out: Path, device: str, name: str, y: np.ndarray, pred: np.ndarray) -> None:
     """Keep one seed's test predictions (float32, beside ``runs.jsonl``) for the plots."""
-    import os
-    import tempfile
+    from latlab.fileio import atomic_write_with
 
-    path = _predictions_file(out, device, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, y=y.astype(np.float32), pred=np.asarray(pred, np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: savez would append .npz to a name
+            np.savez_compressed(fh, y=y.astype(np.float32), pred=np.asarray(pred, np.float32))
+
+    atomic_write_with(_predictions_file(out, device, name), write)
 
 
 def load_predictions(out: Path, device: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -6,14 +6,13 @@ renamed into place), so a report directory never holds a half-written PNG.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latlab.fileio import atomic_write_with
 from latlab.training.plots import pyplot
 
 
@@ -24,22 +23,19 @@ def save(fig: Any, path: Path, dpi: float | None = 90, palette: bool = False) ->
     (line plots need few colours, and committed report folders stay small: about a third of
     the RGBA size)."""
     plt = pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi="figure" if dpi is None else dpi)
+
+    def write(tmp: str) -> None:
+        # savefig picks the format from the name: the temporary file is a .tmp
+        fig.savefig(tmp, dpi="figure" if dpi is None else dpi, format="png")
         if palette:
             from PIL import Image
 
             with Image.open(tmp) as im:
                 small = im.convert("RGB").quantize(colors=256)
-            small.save(tmp, optimize=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            small.save(tmp, optimize=True, format="PNG")
+
+    try:
+        atomic_write_with(path, write)
     finally:
         plt.close(fig)
     return path

@@ -12,7 +12,9 @@ makes re-running the same command the way to resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ from latlab.errors import DataError
 from latlab.experiments.common import dump_json
 from latlab.experiments.context import ExperimentContext, Progress
 from latlab.experiments.registry import get_experiment
+from latlab.fileio import prepare_output
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +142,11 @@ def run_experiment(
         raise DataError(f"{name} has no --report-only mode (it always reports what it ran)")
     if threads < 1:
         raise DataError(f"--threads must be >= 1, got {threads}")
-    out_dir = Path(out) if out is not None else default_out(name, quick)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--out {out_dir} is a file: pass a directory for the report")
+    out_dir = prepare_output(
+        Path(out) if out is not None else default_out(name, quick), "--out", folder=True
+    )
     func = exp.load()
+    created = _missing_folders(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ExperimentContext(
         out=out_dir,
@@ -159,16 +163,22 @@ def run_experiment(
 
         tracker = Tracker(enabled=False)
     t0 = time.perf_counter()
-    with tracker.run(
-        f"{name}{'-quick' if quick else ''}", tags={"latlab.command": "experiment run"}
-    ):
-        metrics = func(ctx)
-        seconds = time.perf_counter() - t0
-        if not isinstance(metrics, dict):
-            raise DataError(f"experiment {name} returned {type(metrics).__name__}, not a dict")
-        metrics = {**metrics, "runner": {"seconds": seconds, "command": ctx.command}}
-        dump_json(out_dir / "metrics.json", metrics)
-        _log_to_mlflow(tracker, ctx, name, metrics)
+    try:
+        with tracker.run(
+            f"{name}{'-quick' if quick else ''}", tags={"latlab.command": "experiment run"}
+        ):
+            metrics = func(ctx)
+            seconds = time.perf_counter() - t0
+            if not isinstance(metrics, dict):
+                raise DataError(f"experiment {name} returned {type(metrics).__name__}, not a dict")
+            metrics = {**metrics, "runner": {"seconds": seconds, "command": ctx.command}}
+            dump_json(out_dir / "metrics.json", metrics)
+            _log_to_mlflow(tracker, ctx, name, metrics)
+    except BaseException:
+        # A run that failed before writing anything leaves no empty report folder behind
+        # (folders with finished work stay: the same command resumes from them).
+        _remove_empty(created)
+        raise
     return ExperimentResult(
         name=name,
         out=out_dir,
@@ -177,6 +187,24 @@ def run_experiment(
         run_id=tracker.run_id,
         summary=summary_of(metrics),
     )
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this run created, deepest first, where they are still empty."""
+    for folder in folders:
+        for root, _dirs, _files in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)  # only succeeds on an empty folder
 
 
 def _command(name: str, out: Path, quick: bool, data: Path | None, seed: int, threads: int) -> str:

@@ -110,6 +110,7 @@ def _run_one(
     threads: int,
 ) -> dict[str, Any]:
     """One ``latlab train`` run (bundle in a temporary folder); its test metrics."""
+    from latlab.datasets.tables import NB201_MIN_MS
     from latlab.predictors import make_predictor
     from latlab.training.pipeline import TrainConfig, train
 
@@ -127,6 +128,7 @@ def _run_one(
         conformal=None,
         seed=seed,
         pretrain=str(data) if model == "transfer" else None,
+        min_ms=NB201_MIN_MS,
     )
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="latlab-transfer-") as tmp:
@@ -142,12 +144,13 @@ def _run_one(
 
 def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     """Run (or resume) the transfer experiment; writes report.md and plots into ``ctx.out``."""
+    from latlab.datasets.tables import NB201_MIN_MS
     from latlab.training.data import load_source, training_data
 
     if ctx.data is None:
         raise DataError("the transfer experiment needs a latency table (--data)")
     start = time.monotonic()
-    source = load_source(ctx.data)
+    source = load_source(ctx.data, NB201_MIN_MS)  # the nb201 table's documented floor
     rows = {d: len(training_data(source, d)) for d in source.devices}
     s = plan(list(source.devices), rows, ctx.quick)
     runs = RunLog(ctx.out / "runs.jsonl")

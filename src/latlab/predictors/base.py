@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +25,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from latlab.datasets.references import resolve
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError, DataError, NotFittedError
+from latlab.fileio import atomic_write_text, inside
 
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
@@ -179,7 +178,14 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     if cls is None:
         raise BundleError(f"{path} names unknown predictor {doc.get('predictor')!r}")
     model = cls(**doc.get("params", {}))
-    model._restore(d, doc.get("state", {}))
+    try:
+        model._restore(d, doc.get("state", {}))
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        # Named here, as this predictor's files: a caller (the conformal loader) would
+        # otherwise report it as its own corruption.
+        raise BundleError(f"corrupt saved {model.name} predictor in {d}: {exc}") from None
     model.fitted_ = True
     return model
 
@@ -194,33 +200,9 @@ def make_predictor(name: str, **params: Any) -> LatencyPredictor:
     return cls(**params)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    A reader (or a crash) never sees a half-written model file; an existing file is replaced
-    only once the new one is complete.
-    """
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a saved model is an ordinary file
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def read_model_file(directory: Path, name: str) -> bytes:
     """The bytes of a saved model file; raises :class:`BundleError` naming a missing one."""
-    path = Path(directory) / name
+    path = inside(directory, name, f"saved predictor in {directory}: model file")
     try:
         return path.read_bytes()
     except FileNotFoundError:

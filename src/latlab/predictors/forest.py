@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import BundleError
+from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import (
     LatencyPredictor,
     Network,
     as_graphs,
-    atomic_write_bytes,
     read_model_file,
     register_predictor,
 )

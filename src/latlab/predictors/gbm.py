@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import BundleError
+from latlab.fileio import atomic_write_text
 from latlab.predictors.base import (
     LatencyPredictor,
     Network,
     as_graphs,
-    atomic_write_text,
     read_model_file,
     register_predictor,
 )
@@ -149,7 +149,11 @@ class GbmPredictor(LatencyPredictor):
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
         import lightgbm as lgb
 
-        text = read_model_file(directory, state.get("model_file", BOOSTER_FILE)).decode()
+        data = read_model_file(directory, state.get("model_file", BOOSTER_FILE))
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise BundleError(f"corrupt LightGBM model in {directory}: not text") from None
         try:
             self.booster_ = _booster_from_text(text)
         except lgb.basic.LightGBMError as exc:

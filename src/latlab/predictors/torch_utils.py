@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latlab.errors import BundleError
-from latlab.predictors.base import atomic_write_bytes, read_model_file
+from latlab.fileio import atomic_write_bytes
+from latlab.predictors.base import read_model_file
 from latlab.predictors.epochs import report_epoch
 
 if TYPE_CHECKING:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ import pandas as pd
 from latlab.datasets.references import reference_of
 from latlab.datasets.tables import NETWORK, load_table
 from latlab.errors import BundleError, DataError, FeatureError
+from latlab.fileio import atomic_write_bytes, inside
 from latlab.predictors.base import (
     LatencyPredictor,
     Network,
@@ -139,7 +139,9 @@ def _unpack_mask(value: int, n: int) -> list[bool]:
     return [bool(value >> i & 1) for i in range(n)]
 
 
-def load_sources(path: str | os.PathLike[str], exclude: Sequence[str] = ()) -> SourceLatencies:
+def load_sources(
+    path: str | os.PathLike[str], exclude: Sequence[str] = (), min_ms: float | None = None
+) -> SourceLatencies:
     """The pretrain table's source devices (``exclude`` removed), log ms, imputed.
 
     Cached per file state and exclusion, so the leave-one-device-out experiment loads and
@@ -151,14 +153,15 @@ def load_sources(path: str | os.PathLike[str], exclude: Sequence[str] = ()) -> S
         st = p.stat()
     except OSError:
         raise DataError(f"pretrain table not found: {path}") from None
-    return _load_sources_cached(str(p), st.st_mtime_ns, st.st_size, tuple(sorted(set(exclude))))
+    excluded = tuple(sorted(set(exclude)))
+    return _load_sources_cached(str(p), st.st_mtime_ns, st.st_size, excluded, min_ms)
 
 
 @lru_cache(maxsize=16)
 def _load_sources_cached(
-    path: str, mtime_ns: int, size: int, exclude: tuple[str, ...]
+    path: str, mtime_ns: int, size: int, exclude: tuple[str, ...], min_ms: float | None = None
 ) -> SourceLatencies:
-    table = load_table(path)  # drops (and reports) invalid values per column
+    table = load_table(path, min_ms)  # drops (and reports) invalid values per column
     unknown = [c for c in exclude if c not in table.devices]
     if unknown:
         raise DataError(
@@ -458,8 +461,11 @@ class TransferPredictor(LatencyPredictor):
         source_predictor: str = "gbm",
         proxies: tuple[str, ...] | list[str] = ("macs", "bytes"),
         random_state: int = 0,
+        min_ms: float | None = None,
     ) -> None:
         self.pretrain = pretrain
+        #: Floor (ms) below which source latencies are dropped (``load_table(min_ms=)``).
+        self.min_ms = min_ms
         self.target_exclude = target_exclude
         self.method = method
         self.head = head
@@ -493,7 +499,7 @@ class TransferPredictor(LatencyPredictor):
             raise DataError("the transfer predictor needs pretrain= (a table of source devices)")
         refs = [reference_of(n).strip() for n in networks]
         exclude = self._excluded()
-        sources = load_sources(self.pretrain, exclude)
+        sources = load_sources(self.pretrain, exclude, self.min_ms)
         leaked = _leaking_columns(sources, refs, y)
         if leaked:
             log.warning(
@@ -501,7 +507,7 @@ class TransferPredictor(LatencyPredictor):
                 "excluded (the target device must not be its own source)",
                 ", ".join(leaked),
             )
-            sources = load_sources(self.pretrain, [*exclude, *leaked])
+            sources = load_sources(self.pretrain, [*exclude, *leaked], self.min_ms)
         self.sources_ = sources
         self.source_models_: dict[str, LatencyPredictor] = {}
         graphs = as_graphs(networks)
@@ -605,7 +611,7 @@ class TransferPredictor(LatencyPredictor):
     def _state(self, directory: Path) -> dict[str, Any]:
         buf = io.BytesIO()
         self.sources_.to_frame().to_parquet(buf, index=False)
-        _atomic_write(directory / SOURCES_FILE, buf.getvalue())
+        atomic_write_bytes(directory / SOURCES_FILE, buf.getvalue())
         models = {}
         for i, (col, model) in enumerate(sorted(self.source_models_.items())):
             sub = f"{SOURCE_MODELS_DIR}/{i}"
@@ -620,7 +626,7 @@ class TransferPredictor(LatencyPredictor):
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
-        path = directory / state.get("sources_file", SOURCES_FILE)
+        path = inside(directory, state.get("sources_file", SOURCES_FILE), "sources file")
         try:
             frame = pd.read_parquet(path)
         except FileNotFoundError:
@@ -636,7 +642,7 @@ class TransferPredictor(LatencyPredictor):
         feats = state.get("features")
         self.features_ = None if feats is None else _Features.from_state(feats)
         self.source_models_ = {
-            col: load_predictor(directory / sub)
+            col: load_predictor(inside(directory, sub, "source model folder"))
             for col, sub in state.get("source_models", {}).items()
         }
 
@@ -644,22 +650,10 @@ class TransferPredictor(LatencyPredictor):
 def _leaking_columns(sources: SourceLatencies, refs: list[str], y: np.ndarray) -> list[str]:
     """Source columns whose values on the training networks equal the target latencies."""
     rows = sources.rows(refs)
-    inside = rows >= 0
-    if inside.sum() < 2:
+    known = rows >= 0
+    if known.sum() < 2:
         return []
-    logy = np.log(y[inside])
-    vals = sources.log_ms[rows[inside]]
+    logy = np.log(y[known])
+    vals = sources.log_ms[rows[known]]
     same = np.all(np.isclose(vals, logy[:, None], rtol=0, atol=1e-9), axis=0)
     return [c for c, s in zip(sources.columns, same, strict=True) if s]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename: never a half-written model file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import BundleError, DataError
+from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
 from latlab.training import intervals
 from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 from latlab.training.splits import check_confidence
@@ -280,23 +281,71 @@ def references_of(model_input: Any) -> list[str]:
 # --------------------------------------------------------------------------- saving
 
 
-def _staging_dir(out: Path) -> Path:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BundleError(f"cannot write bundle {out}: no folder {parent}")
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"cannot write bundle {out}: a file of that name exists")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+def check_bundle_out(out: str | os.PathLike[str], what: str = "bundle") -> Path:
+    """Check, before any work, that a bundle can be written at ``out`` (missing parent
+    folders are created when it is saved). Refuses a file of that name and a folder that
+    holds something other than a bundle (never overwritten). ``what`` names the option in
+    messages (e.g. ``--out``)."""
+    target = prepare_output(out, what, folder=True)
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
         raise BundleError(
-            f"cannot write bundle {out}: the folder exists and is not a latlab bundle "
+            f"cannot write bundle {target}: the folder exists and is not a latlab bundle "
             "(refusing to overwrite it)"
         )
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    return target
+
+
+#: Staging and replaced-bundle folders are named ``.NAME.PID.<random>.tmp`` / ``.old``: the
+#: process id lets a later save remove those a killed process left behind.
+_STAGE_SUFFIXES = (".tmp", ".old")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove staging folders of ``out`` left by a process that no longer runs (kill -9 of
+    ``latlab train``); returns those removed. Folders of live processes are kept."""
+    parent = out.parent if str(out.parent) else Path(".")
+    removed = []
+    for cand in parent.glob(f".{out.name}.*"):
+        if not cand.is_dir() or cand.is_symlink() or cand.suffix not in _STAGE_SUFFIXES:
+            continue
+        pid_text = cand.name[len(out.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(cand, ignore_errors=True)
+        removed.append(cand)
+        log.info("removed %s, left by an interrupted save", cand)
+    return removed
+
+
+def _staging_dir(out: Path) -> Path:
+    check_bundle_out(out)
+    parent = make_parent(out)
+    clean_stale_staging(out)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
     # mkdtemp makes the folder private (0700); the bundle gets the usual mode (umask).
     umask = os.umask(0)
     os.umask(umask)
     stage.chmod(0o777 & ~umask)
     return stage
+
+
+def _checksums(root: Path, under: Path | None = None) -> dict[str, str]:
+    """SHA-256 of every file below ``under`` (default: ``root``), keyed by its path
+    relative to ``root``."""
+    top = under if under is not None else root
+    return {
+        p.relative_to(root).as_posix(): _sha256(p) for p in sorted(top.rglob("*")) if p.is_file()
+    }
 
 
 def save_bundle(
@@ -354,27 +403,30 @@ def save_bundle(
         doc["features"] = feature_spec(stage / predictor_dir)
         doc["conformal"] = conf_doc
         doc.setdefault("environment", environment())
-        doc["files"] = {
-            p.relative_to(stage).as_posix(): _sha256(p)
-            for p in sorted(stage.rglob("*"))
-            if p.is_file()
-        }
+        doc["files"] = _checksums(stage)
         want_model = mlflow_model and _mlflow_available()
         doc["mlflow_model"] = MLFLOW_MODEL_DIR if want_model else None
-        text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
-        (stage / MANIFEST).write_text(text + "\n")
+        _write_manifest(stage, doc)
         if want_model:
-            # After the manifest: the model carries a copy of the whole bundle. Its files are
-            # not in the manifest's checksums (MLflow writes them; the copy is checked when
-            # the model loads it).
+            # After the manifest: the model carries a copy of the whole bundle (checked by its
+            # own manifest when the model loads it). Then every file of the model, MLflow's
+            # MLmodel and code included, joins this manifest's checksums, which latlab checks
+            # before it hands the folder to MLflow (verify_mlflow_model).
             from latlab.training.pyfunc import save_bundle_model
 
             save_bundle_model(stage, stage / MLFLOW_MODEL_DIR)
+            doc["files"].update(_checksums(stage, stage / MLFLOW_MODEL_DIR))
+            _write_manifest(stage, doc)
         _replace_dir(stage, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return target
+
+
+def _write_manifest(stage: Path, doc: dict[str, Any]) -> None:
+    text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+    atomic_write_text(stage / MANIFEST, text + "\n")
 
 
 def _mlflow_available() -> bool:
@@ -390,7 +442,11 @@ def _replace_dir(stage: Path, target: Path) -> None:
     """Move ``stage`` to ``target``; a previous bundle there is removed only afterwards."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        old = Path(
+            tempfile.mkdtemp(
+                prefix=f".{target.name}.{os.getpid()}.", suffix=".old", dir=target.parent
+            )
+        )
         old.rmdir()
         os.replace(target, old)
     try:
@@ -434,14 +490,112 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def verify_files(path: Path, manifest: dict[str, Any]) -> None:
-    """Check every file listed in the manifest against its SHA-256."""
-    for rel, digest in (manifest.get("files") or {}).items():
-        f = path / rel
-        if not f.is_file():
+def _listed_files(path: Path, manifest: dict[str, Any]) -> dict[str, str] | None:
+    """The manifest's ``files`` (relative path -> SHA-256), each path checked to stay inside
+    the bundle; ``None`` when the manifest has no checksums."""
+    files = manifest.get("files")
+    if files is None:
+        return None
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise BundleError(
+            f"corrupt {path / MANIFEST}: 'files' must map file names to SHA-256 digests "
+            f"(got a {type(files).__name__})"
+        )
+    for rel in files:
+        inside(path, rel, f"bundle {path}: listed file")
+    return files
+
+
+def _tree_files(path: Path, skip: str | None = None) -> list[str]:
+    """Every file below ``path`` (relative, POSIX), except the manifest and the folder
+    ``skip``; a symbolic link anywhere is refused (a bundle holds plain files only)."""
+    out = []
+    for root, dirs, names in os.walk(path, followlinks=False):
+        rel_root = Path(root).relative_to(path)
+        if skip is not None and rel_root == Path("."):
+            dirs[:] = [d for d in dirs if d != skip]
+        for name in [*dirs, *names]:
+            if (Path(root) / name).is_symlink():
+                rel = (rel_root / name).as_posix()
+                raise BundleError(
+                    f"bundle {path} holds a symbolic link {rel}: bundles hold plain files only"
+                )
+        for name in names:
+            rel = (rel_root / name).as_posix()
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def verify_files(path: Path, manifest: dict[str, Any], *, only: str | None = None) -> None:
+    """Check the bundle against the manifest's checksums: every listed file present and
+    matching its SHA-256, every file of the bundle listed, no path or link leaving it.
+
+    ``only`` restricts the check to one folder (``mlflow_model``); by default that folder is
+    left out (:func:`load_bundle` never opens it; :func:`verify_mlflow_model` checks it).
+    A manifest without checksums is refused. Messages name files by their place in the
+    bundle, never a digest."""
+    path = Path(path)
+    files = _listed_files(path, manifest)
+    if files is None:
+        raise BundleError(
+            f"bundle {path} has no checksums ('files' missing from its {MANIFEST}): refusing "
+            "to load it unverified (load_bundle(..., verify=False) loads it anyway)"
+        )
+    prefix = None if only is None else only.rstrip("/") + "/"
+    if only is None:
+        present = _tree_files(path, skip=MLFLOW_MODEL_DIR)
+    else:
+        sub = inside(path, only, f"bundle {path}: folder")
+        present = [f"{prefix}{f}" for f in _tree_files(sub)] if sub.is_dir() else []
+    wanted = {
+        rel: digest
+        for rel, digest in files.items()
+        if (rel.startswith(prefix) if prefix else not rel.startswith(MLFLOW_MODEL_DIR + "/"))
+    }
+    if prefix and not wanted:
+        raise BundleError(
+            f"bundle {path}: its {MANIFEST} has no checksums for {only}/ (a bundle saved "
+            "before latlab covered it): save the bundle again"
+        )
+    unlisted = sorted(set(present) - set(wanted))
+    if unlisted:
+        raise BundleError(
+            f"bundle {path}: {unlisted[0]} is not listed in its {MANIFEST} checksums "
+            f"({len(unlisted)} unlisted file(s); added after saving?)"
+        )
+    for rel, digest in wanted.items():
+        f = inside(path, rel, f"bundle {path}: listed file")
+        if f.is_symlink() or not f.is_file():
             raise BundleError(f"bundle {path} lacks its file {rel}")
         if _sha256(f) != digest:
             raise BundleError(f"bundle {path}: {rel} does not match its checksum (modified?)")
+
+
+def verify_mlflow_model(path: str | os.PathLike[str]) -> Path:
+    """Check ``BUNDLE/mlflow_model`` against the bundle's checksums before MLflow loads it
+    (MLflow runs the model's code and reads its MLmodel, which may name a pickle: it must be
+    the one latlab wrote). ``path`` is the bundle or its ``mlflow_model`` folder; returns the
+    model folder."""
+    p = Path(path)
+    bundle_dir = p.parent if p.name == MLFLOW_MODEL_DIR and not (p / MANIFEST).is_file() else p
+    manifest = read_manifest(bundle_dir)
+    model = manifest.get("mlflow_model")
+    if not model:
+        raise BundleError(f"bundle {bundle_dir} has no MLflow model (saved without MLflow)")
+    if model != MLFLOW_MODEL_DIR:
+        raise BundleError(f"corrupt {bundle_dir / MANIFEST}: mlflow_model {model!r}")
+    verify_files(bundle_dir, manifest, only=MLFLOW_MODEL_DIR)
+    return bundle_dir / MLFLOW_MODEL_DIR
+
+
+def _section(manifest: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = manifest.get(key) or {}
+    if not isinstance(value, dict):
+        raise BundleError(f"corrupt {path / MANIFEST}: {key!r} must be an object")
+    return value
 
 
 def load_bundle(
@@ -449,6 +603,9 @@ def load_bundle(
 ) -> Bundle:
     """Load a bundle written by :func:`save_bundle` (safe: no pickle; see the module doc).
 
+    Every file is checked against the manifest's checksums first (:func:`verify_files`);
+    ``verify=False`` skips the digests (and loads a bundle without checksums) but never the
+    rule that every path the bundle names stays inside its folder.
     ``cache_size`` bounds the feature cache of the loaded bundle (networks; 0: no cache)."""
     from latlab.predictors.base import load_predictor
 
@@ -456,19 +613,27 @@ def load_bundle(
     manifest = read_manifest(d)
     if verify:
         verify_files(d, manifest)
+    else:
+        _listed_files(d, manifest)
     conformal = None
-    conf = manifest.get("conformal")
+    conf = _section(manifest, "conformal", d)
     if conf:
-        conformal = intervals.load(d / conf.get("dir", CONFORMAL_DIR))
+        conformal = intervals.load(
+            inside(d, conf.get("dir", CONFORMAL_DIR), f"bundle {d}: conformal folder")
+        )
     predictor = getattr(conformal, "base", None)
     if predictor is None:
-        predictor = load_predictor(d / manifest.get("predictor", {}).get("dir", PREDICTOR_DIR))
+        pdir = _section(manifest, "predictor", d).get("dir", PREDICTOR_DIR)
+        predictor = load_predictor(inside(d, pdir, f"bundle {d}: predictor folder"))
     split: dict[str, list[str]] = {}
-    if (d / SPLIT_FILE).is_file():
+    split_path = inside(d, SPLIT_FILE)
+    if split_path.is_file():
         try:
-            split = json.loads((d / SPLIT_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"corrupt {d / SPLIT_FILE}: {exc}") from None
+            split = json.loads(split_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"corrupt {split_path}: {exc}") from None
+        if not isinstance(split, dict):
+            raise BundleError(f"corrupt {split_path}: expected an object of reference lists")
     return Bundle(d, manifest, predictor, conformal, split, cache_size=cache_size)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latlab.datasets.tables import NETWORK, LatencyTable, load_table, validate_frame
+from latlab.datasets.tables import NETWORK, LatencyTable, MinMs, load_table, validate_frame
 from latlab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,10 @@ class Source:
         return self.table.devices
 
 
-def load_source(data: str | Path) -> Source:
-    """Load and validate ``data`` (table file or store URL); raises :class:`DataError`."""
+def load_source(data: str | Path, min_ms: MinMs = None) -> Source:
+    """Load and validate ``data`` (table file or store URL); raises :class:`DataError`.
+    ``min_ms``: the floor below which latencies are dropped (see :mod:`latlab.datasets.tables`;
+    none by default)."""
     if is_store(data):
         from latlab.datasets.store import Store
 
@@ -79,14 +81,14 @@ def load_source(data: str | Path) -> Source:
         source = _sanitise_url(text)
         if frame.empty or len(frame.columns) < 2:
             raise DataError(f"store {source} holds no measurements")
-        table = validate_frame(frame, f"store {source}")
+        table = validate_frame(frame, f"store {source}", min_ms)
         fingerprints = {
             str(row["name"]): {"backend": row["backend"], "fingerprint": row["fingerprint"]}
             for _, row in devices.iterrows()
         }
         return Source(table, source, "store", fingerprints)
     path = Path(data)
-    return Source(load_table(path), str(path), "table")
+    return Source(load_table(path, min_ms), str(path), "table")
 
 
 @dataclass
@@ -121,7 +123,7 @@ def training_data(source: Source, target: str) -> TrainingData:
     """The valid rows of column ``target`` (raises :class:`DataError` naming a missing column)."""
     valid = source.table.valid(target)
     report = source.table.report_dict().get(target, {})
-    not_reasons = ("rows", "valid", "quantised", "dropped")
+    not_reasons = ("rows", "valid", "quantised", "dropped", "suspect", "conflicts")
     dropped = {k: int(v) for k, v in report.items() if k not in not_reasons and v}
     if valid.empty:
         raise DataError(f"column {target!r} of {source.source} has no valid latency")
@@ -136,9 +138,9 @@ def training_data(source: Source, target: str) -> TrainingData:
     )
 
 
-def load_training_data(data: str | Path, target: str) -> TrainingData:
+def load_training_data(data: str | Path, target: str, min_ms: MinMs = None) -> TrainingData:
     """:func:`load_source` then :func:`training_data` (the common one-column case)."""
-    return training_data(load_source(data), target)
+    return training_data(load_source(data, min_ms), target)
 
 
 def dataset_hash(networks: Sequence[str], latency_ms: Any) -> str:

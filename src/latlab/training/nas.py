@@ -125,6 +125,28 @@ def check_search(space: str, budget_ms: float, objective: str, confidence: float
         raise DataError(f"confidence must be in (0, 1) (e.g. 0.9), got {confidence!r}")
 
 
+#: Most children one search evaluates: nb201 has 15,625 networks, and evolution converges
+#: within a few thousand cycles; beyond this a typo (100000000) would run for hours.
+MAX_CYCLES = 1_000_000
+
+
+def check_settings(
+    *, top: int = 10, cycles: int = 2000, population: int = 64, sample: int = 8, batch: int = 32
+) -> None:
+    """Refuse bad search sizes before any work, naming the CLI flag."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise DataError(f"--top must be at least 1 (networks to report), got {top!r}")
+    if not 0 <= cycles <= MAX_CYCLES:
+        raise DataError(
+            f"--cycles must be between 0 and {MAX_CYCLES:,} (children evaluated), got {cycles!r}"
+        )
+    if population < 2 or sample < 1 or sample > population or batch < 1:
+        raise DataError(
+            f"need --population >= 2 and 1 <= --sample <= --population (batch >= 1); got "
+            f"population={population}, sample={sample}, batch={batch}"
+        )
+
+
 def search(
     bundle: Any,
     budget_ms: float,
@@ -153,11 +175,7 @@ def search(
             f"bundle {bundle.path} gives point predictions only: run nas without a confidence "
             "(point predictions) or train the bundle with --conformal split"
         )
-    if population < 2 or sample < 1 or sample > population or cycles < 0 or batch < 1:
-        raise DataError(
-            f"need population >= 2, 1 <= sample <= population, cycles >= 0, batch >= 1; got "
-            f"population={population}, sample={sample}, cycles={cycles}, batch={batch}"
-        )
+    check_settings(top=top, cycles=cycles, population=population, sample=sample, batch=batch)
     rng = np.random.default_rng(seed)
     sp = Nb201Space()
     seen: dict[str, Candidate] = {}
@@ -218,7 +236,7 @@ def search(
         len(feasible),
     )
     return NasResult(
-        best=feasible[: max(0, int(top))],
+        best=feasible[: int(top)],
         budget_ms=float(budget_ms),
         confidence=confidence,
         objective=objective,

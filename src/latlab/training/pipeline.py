@@ -24,9 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import DataError
+from latlab.errors import DataError, LatlabError
 from latlab.training import intervals
-from latlab.training.bundle import Bundle, environment, load_bundle, save_bundle
+from latlab.training.bundle import (
+    Bundle,
+    check_bundle_out,
+    environment,
+    load_bundle,
+    save_bundle,
+)
 from latlab.training.data import Source, TrainingData, dataset_hash, load_source, training_data
 from latlab.training.metrics import interval_metrics, metrics_by_group, regression_metrics
 from latlab.training.splits import (
@@ -69,6 +75,8 @@ class TrainConfig:
     confidence: float = 0.9
     conformal_options: dict[str, Any] = field(default_factory=dict)
     pretrain: str | None = None
+    #: Floor (ms) below which the table's latencies are dropped (``--min-ms``; none default).
+    min_ms: float | None = None
 
 
 @dataclass
@@ -122,10 +130,50 @@ def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> Any:
             f"unknown parameter {unknown[0]!r} for predictor {name!r} "
             f"(parameters: {', '.join(known) or 'none'})"
         )
+    defaults = cls().get_params(deep=False)
+    for key, value in params.items():
+        default = defaults.get(key)
+        # A count (trees, epochs, layers, ...) defaults to a positive int: a negative one is a
+        # typo the model library would only reject deep inside fit, with its own traceback.
+        if (
+            key not in _SIGNED_PARAMS
+            and isinstance(default, int)
+            and not isinstance(default, bool)
+            and default > 0
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and value < 0
+        ):
+            raise DataError(
+                f"--param {key}={value!r}: predictor {name!r} needs a non-negative {key} "
+                f"(default {default})"
+            )
     full = dict(params)
     if "random_state" in known and "random_state" not in full:
         full["random_state"] = int(seed)
     return make_predictor(name, **full)
+
+
+#: Integer parameters where a negative value has a meaning (all cores, no limit, a seed).
+_SIGNED_PARAMS = frozenset(
+    {"n_jobs", "num_threads", "seed", "random_state", "verbose", "max_depth"}
+)
+
+
+def fit_predictor(model: Any, x: Any, y: Any, params: Mapping[str, Any], **kwargs: Any) -> Any:
+    """``model.fit`` with the model library's own refusal of a parameter value (LightGBM's,
+    scikit-learn's, torch's ``ValueError``) turned into one line naming ``--param``."""
+    try:
+        return model.fit(x, y, **kwargs)
+    except LatlabError:
+        raise
+    except Exception as exc:
+        library = type(exc).__module__.split(".")[0]
+        if not params or not (isinstance(exc, ValueError | TypeError) or library == "lightgbm"):
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"predictor {model.name!r} refused --param {given}: {first}") from None
 
 
 def _check_config(config: TrainConfig) -> Any:
@@ -298,13 +346,13 @@ def train(
     predictor = _check_config(config)
     conformal = intervals.check_method(config.conformal)
     confidence = check_confidence(config.confidence)
-    out = Path(out)
+    out = check_bundle_out(out)  # before any work (the CLI says --out)
 
     progress("load", None, None)
     if isinstance(data, TrainingData):
         td = data
     else:
-        source = data if isinstance(data, Source) else load_source(data)
+        source = data if isinstance(data, Source) else load_source(data, config.min_ms)
         td = training_data(source, target)
     split = _split(td, config, conformal)
     if len(split.train) < predictor.min_train_rows:
@@ -375,6 +423,8 @@ def train(
         params = predictor.get_params(deep=False)
         if config.pretrain is not None:
             updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
+            if "min_ms" in params and params["min_ms"] is None and config.min_ms is not None:
+                updates["min_ms"] = config.min_ms  # the same floor for the source devices
             params.update(updates)
             context["pretrain"] = pretrain_info["hash"]
             tracker.log_params({"pretrain": pretrain_info})
@@ -415,7 +465,7 @@ def train(
         from latlab.predictors.base import make_predictor
 
         model = make_predictor(config.predictor, **params)
-        model.fit(x_tr, y_tr, eval_set=(x_va, y_va) if x_va else None)
+        fit_predictor(model, x_tr, y_tr, config.params, eval_set=(x_va, y_va) if x_va else None)
         if pretrain_info is not None and params["pretrain"] != str(config.pretrain):
             # The saved parameter names the user's data, not the temporary filtered copy.
             model.set_params(pretrain=str(config.pretrain))
@@ -517,6 +567,7 @@ def evaluate(
     confidence: float | None = None,
     *,
     tracker: Tracker | None = None,
+    min_ms: float | None = None,
 ) -> Evaluation:
     """Metrics of ``bundle`` on every valid row of column ``target`` of ``data``.
 
@@ -531,7 +582,7 @@ def evaluate(
     if isinstance(data, TrainingData):
         td = data
     else:
-        source = data if isinstance(data, Source) else load_source(data)
+        source = data if isinstance(data, Source) else load_source(data, min_ms)
         td = training_data(source, target)
     conf = b.confidence if confidence is None else float(confidence)
     warnings: list[str] = []

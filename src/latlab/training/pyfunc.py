@@ -36,6 +36,9 @@ import mlflow.pyfunc
 from mlflow.pyfunc import PythonModel
 
 _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+#: The folder a served model reads ``onnx:`` files from (relative names); unset: none are read.
+#: Also settable as the model config key ``onnx_dir``.
+ONNX_DIR_ENV = "LATLAB_SERVE_ONNX_DIR"
 #: Name of the bundle artifact inside the MLflow model.
 ARTIFACT = "bundle"
 #: latlab's runtime dependencies, pinned to the versions installed where the model is logged.
@@ -73,6 +76,8 @@ class BundleModel(PythonModel):  # type: ignore[misc]
         from latlab.training.bundle import load_bundle
 
         self.bundle = load_bundle(context.artifacts[ARTIFACT])
+        config = getattr(context, "model_config", None) or {}
+        self.onnx_dir = os.environ.get(ONNX_DIR_ENV) or config.get("onnx_dir") or None
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         from mlflow.exceptions import MlflowException
@@ -80,15 +85,47 @@ class BundleModel(PythonModel):  # type: ignore[misc]
 
         from latlab.errors import LatlabError
         from latlab.training.bundle import references_of
+        from latlab.training.serving import normalise_network
 
         confidence = (params or {}).get("confidence")
         try:
+            refs = [normalise_network(r, i) for i, r in enumerate(references_of(model_input))]
+            served = confine_references(refs, getattr(self, "onnx_dir", None))
+        except LatlabError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        # rows whose file reference was resolved inside the allowed folder
+        moved = [i for i, (a, b) in enumerate(zip(served, refs, strict=True)) if a != b]
+        try:
             # One bundle (and its feature cache) serves every request of this process; the
             # cache is thread-safe, the models' predict calls are.
-            return self.bundle.predict_frame(references_of(model_input), confidence)
+            frame = self.bundle.predict_frame(served, confidence)
         except LatlabError as exc:
-            # A bad reference or confidence is the client's error (HTTP 400), in one line.
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            # A bad reference or confidence is the client's error (HTTP 400), in one line,
+            # naming the client's reference, never the server path it was resolved to.
+            text = str(exc)
+            for i in moved:
+                text = text.replace(served[i].partition(":")[2], str(refs[i]).partition(":")[2])
+            raise MlflowException(text, error_code=INVALID_PARAMETER_VALUE) from None
+        if moved:
+            frame.loc[moved, "network"] = [refs[i] for i in moved]
+        return frame
+
+
+def confine_references(refs: list[Any], onnx_dir: str | None) -> list[Any]:
+    """The references a served model resolves for a client (normalised ones: see
+    :func:`latlab.training.serving.normalise_network`): schemes that read no file pass
+    unchanged; file references only inside ``onnx_dir``
+    (:func:`latlab.datasets.references.confine_reference`). Raises naming the row."""
+    from latlab.datasets.references import confine_reference
+    from latlab.errors import LatlabError
+
+    out = []
+    for i, ref in enumerate(refs):
+        try:
+            out.append(confine_reference(ref, onnx_dir) if isinstance(ref, str) else ref)
+        except LatlabError as exc:
+            raise type(exc)(f"row {i}: {exc}") from None
+    return out
 
 
 def pip_requirements() -> list[str]:

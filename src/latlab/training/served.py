@@ -53,14 +53,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def model_dir(path: str | os.PathLike[str]) -> Path:
-    """The pyfunc model of a bundle (``BUNDLE/mlflow_model``), or ``path`` if it is one."""
+def model_dir(path: str | os.PathLike[str], *, verify: bool = True) -> Path:
+    """The pyfunc model of a bundle (``BUNDLE/mlflow_model``), or ``path`` if it is one.
+
+    With ``verify`` (the default) the model must belong to a bundle whose manifest covers it,
+    and its files are checked against those checksums before MLflow is handed the folder
+    (MLflow reads ``MLmodel`` and runs the model's code, see docs/serving.md).
+    """
+    from latlab.training.bundle import MANIFEST, MLFLOW_MODEL_DIR, verify_mlflow_model
+
     p = Path(path)
     if (p / "MLmodel").is_file():
-        return p
-    if (p / "mlflow_model" / "MLmodel").is_file():
-        return p / "mlflow_model"
-    raise BundleError(f"no MLflow model in {p} (neither {p}/MLmodel nor {p}/mlflow_model/MLmodel)")
+        found = p
+    elif (p / MLFLOW_MODEL_DIR / "MLmodel").is_file():
+        found = p / MLFLOW_MODEL_DIR
+    else:
+        raise BundleError(
+            f"no MLflow model in {p} (neither {p}/MLmodel nor {p}/{MLFLOW_MODEL_DIR}/MLmodel)"
+        )
+    if not verify:
+        return found
+    if found.name != MLFLOW_MODEL_DIR or not (found.parent / MANIFEST).is_file():
+        raise BundleError(
+            f"{found} is not the {MLFLOW_MODEL_DIR} folder of a latlab bundle: its files cannot "
+            "be checked (serve BUNDLE, or pass verify=False to serve it unchecked)"
+        )
+    return verify_mlflow_model(found.parent)
 
 
 class ModelServer:
@@ -74,8 +92,12 @@ class ModelServer:
         workers: int = 1,
         startup_timeout_s: float = 180.0,
         log_path: str | os.PathLike[str] | None = None,
+        verify: bool = True,
+        onnx_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.model = model_dir(model)
+        self.model = model_dir(model, verify=verify)
+        #: The folder whose ONNX files clients may name (``onnx:`` references); none by default.
+        self.onnx_dir = onnx_dir
         self.port = port or free_port()
         self.workers = workers
         self.startup_timeout_s = startup_timeout_s
@@ -91,6 +113,8 @@ class ModelServer:
         env = dict(os.environ)
         bindir = str(Path(sys.executable).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        if self.onnx_dir is not None:
+            env["LATLAB_SERVE_ONNX_DIR"] = str(Path(self.onnx_dir).resolve())
         cmd = [
             sys.executable,
             "-m",

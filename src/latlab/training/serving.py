@@ -54,10 +54,9 @@ def normalise_network(network: Any, row: int | None = None) -> str | NetworkGrap
     if isinstance(network, NetworkGraph):
         return network
     if isinstance(network, str):
-        text = network.strip()
-        if text.startswith("|"):
-            return NB201_PREFIX + text
-        return text
+        from latlab.datasets.references import normalise_reference
+
+        return normalise_reference(network)
     where = f"row {row}: " if row is not None else ""
     raise NetworkReferenceError(
         f"{where}a network must be a reference string, an nb201 arch string or a NetworkGraph, "

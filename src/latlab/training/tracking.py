@@ -47,6 +47,64 @@ def tracking_uri() -> str:
     return f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
 
 
+#: Seconds to wait for a tracking server's TCP port before giving up (MLflow's own client
+#: retries for minutes, silently).
+CONNECT_TIMEOUT_S = 3.0
+
+
+def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """For an ``http(s)://`` tracking URI, open (and close) one TCP connection to its host and
+    port within ``timeout`` seconds; raises :class:`TrackingError` saying what was tried.
+    Other URIs (SQLite files, databases, ``file:``) are left to MLflow."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise TrackingError(f"malformed MLflow tracking URI {uri!r}: bad port") from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server {uri} (tried {host}:{port} for "
+            f"{timeout:g} s: {why}); start it, set MLFLOW_TRACKING_URI, or pass --no-mlflow"
+        ) from None
+
+
+def _set_tracking_uri(mlflow: Any, uri: str) -> None:
+    """``mlflow.set_tracking_uri`` without its side effect on ``os.environ``: MLflow also writes
+    the URI into ``MLFLOW_TRACKING_URI``, so one Tracker with an explicit ``uri`` would become
+    the default of every later ``Tracker()`` (and of the user's other code) in the process."""
+    key = "MLFLOW_TRACKING_URI"
+    previous = os.environ.get(key)
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = previous
+
+
+def _create_beside_store(mlflow: Any, uri: str, name: str) -> None:
+    """Create a missing experiment of a local SQLite store with its artifacts beside the
+    database (``<db folder>/mlruns``). MLflow's default is ``./mlruns`` of whatever folder
+    the process runs in: a store in a temporary folder (the tests') would still write
+    artifacts into the working directory (the checkout)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    db = Path(uri[len(prefix) :].split("?", 1)[0])
+    if not db.parent.is_dir() or mlflow.get_experiment_by_name(name) is not None:
+        return
+    mlflow.create_experiment(name, artifact_location=(db.parent / "mlruns").resolve().as_uri())
+
+
 def _first_use_lock(uri: str) -> contextlib.AbstractContextManager[Any]:
     """An inter-process lock around a local SQLite store's first use (``<db>.lock``).
 
@@ -133,10 +191,12 @@ class Tracker:
         return self._mlflow
 
     def _connect(self) -> None:
+        check_reachable(self.uri)
         mlflow = self.mlflow
         try:
-            mlflow.set_tracking_uri(self.uri)
+            _set_tracking_uri(mlflow, self.uri)
             with _first_use_lock(self.uri), _quiet(*_SETUP_LOGGERS):
+                _create_beside_store(mlflow, self.uri, self.experiment)
                 exp = mlflow.set_experiment(self.experiment)
         except Exception as exc:
             raise TrackingError(

@@ -19,6 +19,8 @@ ms), so ``latlab train --data TABLE --target DEVICE`` fits a layer-wise predicto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from latlab.datasets.bench.suites import SESSION_PROBE
@@ -37,14 +39,37 @@ def training_table(
     method: str = "padded",
     protocol_key: str | None = None,
     floor_ms: float = FLOOR_MS,
+    other_protocols: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """The training table of ``device``'s benchmarks (see the module docstring)."""
+    """The training table of ``device``'s benchmarks (see the module docstring).
+
+    ``other_protocols`` maps protocol keys other than ``protocol_key`` to the option that
+    selects them (``{key: "--timer thread"}``): when the store holds the device's benchmarks
+    only under one of those, the error says which option finds them."""
     if method not in METHODS:
         raise DataError(f"unknown layer benchmark method {method!r} (known: {', '.join(METHODS)})")
     bench = BenchStore(store)
-    long = bench.layer_benchmarks(device)
+    every = bench.layer_benchmarks(device)
+    long = every
     if protocol_key is not None:
         long = long[long["protocol_key"] == protocol_key]
+    if long.empty and not every.empty:
+        counts = every["network"].groupby(every["protocol_key"]).nunique()
+        hints = [
+            f"{int(n)} measured with {(other_protocols or {})[key]}"
+            for key, n in counts.items()
+            if key in (other_protocols or {})
+        ]
+        where = f"device {device!r} in store {store.display_url}"
+        if hints:
+            raise DataError(
+                f"no layer benchmarks of {where} were measured with this protocol, but "
+                f"{'; '.join(hints)}: pass that option (latlab compare uses --timer thread)"
+            )
+        raise DataError(
+            f"no layer benchmarks of {where} with protocol {protocol_key}: its {int(counts.sum())}"
+            f" benchmarks were measured under other protocols ({', '.join(map(str, counts.index))})"
+        )
     if long.empty:
         raise DataError(f"no layer benchmarks of device {device!r} in store {store.display_url}")
     long = long.drop_duplicates(["network", "method"], keep="last")

@@ -26,9 +26,15 @@ def parse_widths(body: str, scheme: str = "fcnn") -> tuple[int, ...]:
         widths = tuple(int(p) for p in parts)
     except ValueError:
         widths = ()
-    if len(widths) < 2 or any(w < 1 or w > MAX_WIDTH for w in widths):
+    if len(widths) < 2 or any(w < 1 for w in widths):
         raise NetworkReferenceError(
             f"malformed reference '{scheme}:{body}': expected positive integers IN-H1-...-OUT"
+        )
+    wide = [w for w in widths if w > MAX_WIDTH]
+    if wide:
+        raise NetworkReferenceError(
+            f"reference '{scheme}:{body}': width {wide[0]:,} exceeds the largest latlab builds "
+            f"({MAX_WIDTH:,} neurons per layer)"
         )
     return widths
 

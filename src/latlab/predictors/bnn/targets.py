@@ -46,6 +46,7 @@ from typing import Any
 
 from latlab.encoders.binary import BUS_WIDTHS
 from latlab.errors import TargetError
+from latlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,8 @@ def _read_json(path: Path, what: str) -> Any:
         raise TargetError(f"{what} {str(path)!r} does not exist") from None
     except json.JSONDecodeError as exc:
         raise TargetError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"{what} {str(path)!r} is not a text (JSON) file") from None
     except OSError as exc:
         raise TargetError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
 
@@ -354,12 +357,7 @@ def load_target_file(path: str | Path) -> Target:
 
 def write_target(target: Target, path: str | Path) -> Path:
     """Write ``target`` as JSON atomically (temporary file + rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(target.to_dict(), indent=1, allow_nan=False) + "\n")
-    tmp.replace(p)
-    return p
+    return atomic_write_text(path, json.dumps(target.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
 def get_target(spec: str | Target, catalog: str | Path | None = None) -> Target:

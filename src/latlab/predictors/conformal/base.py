@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings as _warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latlab.errors import BundleError, DataError
+from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import LatencyPredictor, Network, check_training_data
 
 log = logging.getLogger(__name__)
@@ -301,18 +301,6 @@ class ConformalPredictor:
                 f"of one calibration varies by about ±{spread:.1f} % (use at least "
                 f"{math.ceil(_STABLE_TAIL_COUNT / (1 - c))} networks)"
             )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_conformal_doc(directory: Path) -> dict[str, Any]:

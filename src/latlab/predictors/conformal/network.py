@@ -36,10 +36,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latlab.errors import BundleError, DataError, FeatureError
+from latlab.fileio import atomic_write_bytes, inside
 from latlab.predictors.base import Network, as_graphs
 from latlab.predictors.conformal.base import (
     ConformalPredictor,
-    atomic_write_bytes,
     conformal_quantile,
     import_crepes,
     register_method,
@@ -218,7 +218,7 @@ class NormalizedConformal(ConformalPredictor):
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
-        path = directory / state.get("file", DIFFICULTY_FILE)
+        path = inside(directory, state.get("file", DIFFICULTY_FILE), "difficulty file")
         objects = load_trusted_skops(path)
         crepes = import_crepes()
         if not isinstance(objects, dict) or not isinstance(

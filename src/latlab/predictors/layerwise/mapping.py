@@ -25,6 +25,7 @@ import numpy as np
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES, layer_row
+from latlab.fileio import inside
 from latlab.predictors.layerwise.features import model_key
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ class MappingModel:
         self.counts = dict(state.get("counts", {}))
         self.trees = {}
         for key, info in state.get("trees", {}).items():
-            path = directory / info["file"]
+            path = inside(directory, info["file"], "mapping tree file")
             untrusted = sio.get_untrusted_types(file=path)
             bad = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
             if bad:

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latlab.encoders.layer_features import ANNETTE_FEATURES
+from latlab.fileio import inside
 from latlab.predictors.layerwise.features import feature_matrix
 
 #: Layer dimensions unrolled by the CPU kernels, per layer type (default: channels, width).
@@ -293,7 +294,7 @@ def _save_forest(model: Any, directory: Path, name: str) -> str:
 def _load_forest(directory: Path, name: str) -> Any:
     import skops.io as sio
 
-    path = directory / name
+    path = inside(directory, name, "layer model file")
     trusted = sio.get_untrusted_types(file=path)
     unexpected = [t for t in trusted if not t.startswith(("sklearn.", "numpy."))]
     if unexpected:
