@@ -75,6 +75,8 @@ def parse_reference(ref: str) -> Reference:
         )
     _ensure_registered()
     entry = SCHEMES.get(scheme)
+    if entry is None and _load_space(scheme):
+        entry = SCHEMES.get(scheme)
     if entry is None:
         known = ", ".join(sorted(SCHEMES))
         raise NetworkReferenceError(
@@ -149,6 +151,13 @@ def resolve_many(
 def reference_of(network: str | NetworkGraph) -> str:
     """The reference string of a network given as a reference or a graph."""
     return network if isinstance(network, str) else network.reference
+
+
+def _load_space(scheme: str) -> bool:
+    """Load a lazily registered search space named ``scheme`` (it registers its scheme)."""
+    from latlab.datasets.spaces import load_scheme
+
+    return load_scheme(scheme)
 
 
 def _ensure_registered() -> None:

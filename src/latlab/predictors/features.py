@@ -2,11 +2,13 @@
 
 Every vector predictor (FCNN, LightGBM, random forest) takes ``features=``:
 
-* ``"auto"`` (default) -- decided on the *training* networks: the padded layer-width vector
-  (``widths``, the FCNN estimator's input) when every network is a fully connected ``fcnn``
-  network, ``nb201-onehot+nb201-counts`` (where each op sits, and how many of each the cell
-  has) when every network is a NAS-Bench-201 cell, and the network ``summary`` otherwise
-  (mixed families fall back to the summary, the only encoding every network has);
+* ``"auto"`` (default) -- decided on the *training* networks: when every network belongs to
+  one search space, the space's :attr:`~latlab.datasets.spaces.SearchSpace.vector_features`
+  (``widths`` -- the FCNN estimator's input -- for ``fcnn``, ``nb201-onehot+nb201-counts``
+  -- where each op sits, and how many of each the cell has -- for NAS-Bench-201,
+  ``fbnet-onehot+fbnet-counts`` / ``ofa-onehot+ofa-counts`` for FBNet / OFA), and the network
+  ``summary`` otherwise (mixed families fall back to the summary, the only encoding every
+  network has);
 * any spec :func:`latlab.encoders.vector.make_vector_encoder` understands: ``"summary"``,
   ``"widths"``, ``"nb201-onehot"``, ``"summary+nb201-onehot"``, ...
 
@@ -34,11 +36,6 @@ from latlab.errors import FeatureError
 
 AUTO = "auto"
 
-#: What ``features="auto"`` picks for a training set whose networks all share one family.
-AUTO_BY_FAMILY: dict[str, str] = {
-    "fcnn": "widths",
-    "nb201": "nb201-onehot+nb201-counts",
-}
 #: The fallback of ``auto`` (mixed or other families).
 AUTO_DEFAULT = "summary"
 
@@ -50,10 +47,10 @@ def families(graphs: Sequence[NetworkGraph]) -> set[str]:
 
 def auto_spec(graphs: Sequence[NetworkGraph]) -> str:
     """The encoder spec ``features="auto"`` chooses for these training networks."""
-    fams = families(graphs)
-    if len(fams) == 1:
-        return AUTO_BY_FAMILY.get(next(iter(fams)), AUTO_DEFAULT)
-    return AUTO_DEFAULT
+    from latlab.datasets.spaces import space_of
+
+    space = space_of(graphs)
+    return (space.vector_features if space is not None else None) or AUTO_DEFAULT
 
 
 def resolve_spec(features: str, graphs: Sequence[NetworkGraph]) -> str:

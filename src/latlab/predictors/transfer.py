@@ -368,9 +368,12 @@ class _Head:
 
 
 def _auto_features(graphs: Sequence[Any]) -> str:
-    """``auto``: the nb201 one-hot with the summary for nb201 networks, the summary otherwise."""
-    fams = {g.family for g in graphs}
-    return "nb201-onehot+summary" if fams == {"nb201"} else "summary"
+    """``auto``: the space's one-hot with the summary for networks of one search space that has
+    a one-hot (nb201, fbnet, ofa), the summary otherwise."""
+    from latlab.datasets.spaces import space_of
+
+    space = space_of(graphs)
+    return f"{space.onehot}+summary" if space is not None and space.onehot else "summary"
 
 
 class _Features:
