@@ -77,7 +77,9 @@ def _ops_space(graphs: list[Any]) -> str | None:
     from latlab.datasets.spaces import space_of
 
     space = space_of(graphs)
-    if space is None or space.counts is None or not all(space.owns(g) for g in graphs):
+    if space is None or space.counts is None or not space.counts_additive:
+        return None
+    if not all(space.owns(g) for g in graphs):
         return None
     return space.name
 

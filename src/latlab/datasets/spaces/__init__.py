@@ -50,3 +50,6 @@ def sample(name: str, count: int, seed: int = 0) -> list[str]:
 # or of its reference prefix.
 import latlab.datasets.spaces.bnn  # noqa: E402, F401
 from latlab.datasets.spaces import cnn, fcnn, nb201  # noqa: E402, F401
+
+register_space("latlab.datasets.spaces.fbnet:SPACE", name="fbnet")
+register_space("latlab.datasets.spaces.ofa:SPACE", name="ofa")

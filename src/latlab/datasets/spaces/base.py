@@ -57,6 +57,10 @@ class SearchSpace:
     onehot: str | None = None
     counts: str | None = None
     graph: str | None = None
+    #: Whether each op count is an additive latency term wherever the op sits (nb201's cell
+    #: ops: the same shapes in every cell of a stage), so that ``layer-sum``'s ``auto`` tables
+    #: :attr:`counts`; otherwise it tables the IR's distinct layers (FBNet, OFA).
+    counts_additive: bool = False
     #: Leading text of a bare body that serving reads as ``<prefix>:<body>`` (nb201: ``"|"``).
     bare_prefix: str | None = None
 

@@ -387,6 +387,7 @@ class Nb201Space(SearchSpace):
     onehot = "nb201-onehot"
     counts = "nb201-counts"
     graph = "nb201-cell"
+    counts_additive = True
     bare_prefix = "|"
 
     def __init__(self) -> None:
