@@ -6,9 +6,9 @@ Every vector predictor (FCNN, LightGBM, random forest) takes ``features=``:
   one search space, the space's :attr:`~latlab.datasets.spaces.SearchSpace.vector_features`
   (``widths`` -- the FCNN estimator's input -- for ``fcnn``, ``nb201-onehot+nb201-counts``
   -- where each op sits, and how many of each the cell has -- for NAS-Bench-201,
-  ``fbnet-onehot+fbnet-counts`` / ``ofa-onehot+ofa-counts`` for FBNet / OFA), and the network
-  ``summary`` otherwise (mixed families fall back to the summary, the only encoding every
-  network has);
+  ``fbnet-onehot+fbnet-counts+summary`` / ``ofa-onehot+ofa-counts+summary`` for FBNet / OFA),
+  and the network ``summary`` otherwise (mixed families fall back to the summary, the only
+  encoding every network has);
 * any spec :func:`latlab.encoders.vector.make_vector_encoder` understands: ``"summary"``,
   ``"widths"``, ``"nb201-onehot"``, ``"summary+nb201-onehot"``, ...
 
