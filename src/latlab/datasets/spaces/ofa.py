@@ -258,10 +258,11 @@ def ofa_graph(arch: Arch, batch: int = 1, input_shape: Sequence[int] | None = No
     blocks = tuple(
         (f"k{ks[p]}_e{es[p]}", p // MAX_DEPTH) if p in active else None for p in range(N_POS)
     )
+    canon_ref = format_ofa(canon)
     meta = {
         "reference": ref,
         "family": PREFIX,
-        "canonical": format_ofa(canon),
+        "canonical": canon_ref,
         "resolution": res,
         "choices": tuple(choices),
         "tokens": tuple(tokens),
@@ -273,7 +274,7 @@ def ofa_graph(arch: Arch, batch: int = 1, input_shape: Sequence[int] | None = No
         build=lambda: build_mbv3(block_specs(canon), shape, ref, meta),
         meta=meta,
         totals_fn=lambda: fast_totals(canon, shape),
-        digest_value=chain_digest(PREFIX, meta["canonical"], shape),
+        digest_value=chain_digest(PREFIX, canon_ref, shape),
     )
 
 
