@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from latlab.training.bundle import Bundle, environment, load_bundle, save_bundle
 from latlab.training.data import Source, TrainingData, dataset_hash, load_source, training_data
 from latlab.training.metrics import interval_metrics, metrics_by_group, regression_metrics
 from latlab.training.splits import (
+    FEW_SHOT_ROWS,
     Split,
     check_confidence,
     default_cal_size,
@@ -37,6 +38,7 @@ from latlab.training.splits import (
     families_of,
     make_split,
     min_calibration_size,
+    min_rows_for_calibration,
 )
 from latlab.training.tracking import Tracker
 
@@ -306,13 +308,28 @@ def train(
     else:
         source = data if isinstance(data, Source) else load_source(data)
         td = training_data(source, target)
+    small_data = None  # few rows: no calibration (and, for a few-shot table, no validation) split
+    if conformal and config.cal_size is None and len(td) < min_rows_for_calibration(confidence):
+        small_data = (
+            f"{len(td)} networks are too few for a calibration split (the default carves one "
+            f"from {min_rows_for_calibration(confidence)} networks up): trained on all of them "
+            "without conformal intervals; pass --cal-size N to calibrate anyway"
+        )
+        conformal = None
+        if (
+            len(td) < FEW_SHOT_ROWS
+            and config.val_size is None
+            and not (config.tune or config.study)
+        ):
+            config = replace(config, val_size=0)  # 1-2 validation rows would score nothing
+        log.warning("%s", small_data)
     split = _split(td, config, conformal)
     if len(split.train) < predictor.min_train_rows:
         raise DataError(
             f"predictor {config.predictor!r} needs at least {predictor.min_train_rows} training "
             f"rows, the split gives {len(split.train)}"
         )
-    warnings: list[str] = []
+    warnings: list[str] = [small_data] if small_data else []
     if conformal and len(split.cal) < min_calibration_size(confidence):
         warnings.append(
             f"calibration set of {len(split.cal)} networks is small for {confidence:g} "
