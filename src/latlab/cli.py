@@ -663,7 +663,9 @@ def predict(
 def nas(
     bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
     budget_ms: float = typer.Option(..., "--budget-ms", help="latency budget (ms)"),
-    space: str = typer.Option("nb201", "--space", help="search space (nb201)"),
+    space: str = typer.Option(
+        "nb201", "--space", help="search space the bundle was trained on: nb201, fbnet, ofa"
+    ),
     confidence: float | None = typer.Option(
         None,
         "--confidence",
