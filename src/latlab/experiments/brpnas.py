@@ -442,7 +442,9 @@ def report(doc: dict[str, Any]) -> str:
     preds = [p for p in cfg["predictors"] if any(p in results[d] for d in devices)]
     seeds = cfg["seeds"]
     lines = [
-        "# BRP-NAS protocol on the NAS-Bench-201 latency table",
+        "# BRP-NAS protocol on the NAS-Bench-201 latency table"
+        if doc.get("space", "nb201") == "nb201"
+        else f"# BRP-NAS protocol on the {doc['space']} latency table",
         "",
         f"{cfg['n_train']} training / {cfg['n_val']} validation networks, the rest as test"
         + (f" (a random {cfg['max_test']} of them)" if cfg["max_test"] else "")
@@ -501,8 +503,10 @@ def report(doc: dict[str, Any]) -> str:
         "## BRP-NAS pruned-graph ceiling and dropped measurements",
         "",
         "Best possible ±5/±10 % accuracy of any predictor that sees only BRP-NAS's pruned cell "
-        "graph (the median latency of the archs sharing a pruned graph), and the invalid "
-        "measurements the table loader dropped.",
+        "graph (the median latency of the archs sharing a pruned graph; nb201 only), and the "
+        "invalid measurements the table loader dropped."
+        if ceil
+        else "## Dropped measurements",
         "",
         markdown_table(
             ["device", "pruned graphs", "acc5 ceiling", "acc10 ceiling", "dropped"], rows
