@@ -127,7 +127,7 @@ def plan_kinds(devices: list[str], rows: dict[str, int], quick: bool) -> Setting
         )
     s = plan(devices, rows, quick=False)
     if quick:
-        first = {}
+        first: dict[str, str] = {}
         for d in devices:
             first.setdefault(device_kind(d), d)
         q = plan(devices, rows, quick=True)
@@ -178,7 +178,7 @@ def _run_one(
             weights = load_bundle(Path(tmp) / "bundle").predictor.source_weights()
             sources = [n for n in weights if not n.startswith("proxy:")]
     test = result.metrics["test"]
-    out = {
+    out: dict[str, Any] = {
         "spearman": float(test["spearman"]),
         "mape": float(test["mape"]),
         "n_test": int(test["n"]),
