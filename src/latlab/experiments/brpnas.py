@@ -590,7 +590,10 @@ def config_for(
     if not columns:
         raise DataError(f"{ctx.data} has no device column")
     if ctx.quick:
-        devices = [d for d in QUICK_DEVICES if d in columns] or columns[:2]
+        # another table (OFA's): its first and last columns (batch 1 and the largest batch)
+        devices = [d for d in QUICK_DEVICES if d in columns] or list(
+            dict.fromkeys(columns[:: max(len(columns) - 1, 1)])
+        )
         cfg = BrpnasConfig.quick_config(str(ctx.data), str(ctx.out), devices=devices)
     else:
         cfg = BrpnasConfig(str(ctx.data), str(ctx.out), devices=columns)
