@@ -7,7 +7,7 @@ calibration), then all 5,000 networks are predicted with 90 % intervals through
 loaded bundle, the reference and space caches cleared), **warm**, and the **bare** model on
 precomputed features, with the ratios (issue 15's target: cold within 2x of bare).
 
-    python benchmarks/bench_serving_spaces.py [--repeats 3]
+    python benchmarks/bench_serving_spaces.py [--repeats 3] [--tables ../shared/data]
 
 Writes ``benchmarks/results/bench_serving_spaces.{json,md}``.
 """
@@ -41,6 +41,7 @@ def clear_space_caches() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tables", type=Path, default=ROOT.parent / "shared" / "data")
     args = ap.parse_args()
     import bench_serving
 
@@ -50,7 +51,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-spaces-") as tmp:
         for space, target in TABLES.items():
-            table = ROOT.parent / "shared" / "data" / f"{space}_latency.csv"
+            table = args.tables / f"{space}_latency.csv"
             if not table.exists():
                 sys.exit(f"the shared table is needed: {table} not found")
             refs = pd.read_csv(table)["network"].tolist()

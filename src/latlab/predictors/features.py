@@ -31,7 +31,7 @@ import numpy as np
 
 from latlab.encoders.base import encoder_from_state, encoder_to_state
 from latlab.encoders.ir import NetworkGraph
-from latlab.encoders.vector import make_vector_encoder
+from latlab.encoders.vector import VECTOR_ENCODERS, make_vector_encoder
 from latlab.errors import FeatureError
 
 AUTO = "auto"
@@ -53,12 +53,23 @@ def auto_spec(graphs: Sequence[NetworkGraph]) -> str:
     return (space.vector_features if space is not None else None) or AUTO_DEFAULT
 
 
+def vector_encoder(spec: str) -> Any:
+    """:func:`make_vector_encoder`, loading the lazily registered search spaces first when the
+    spec names an encoder none has registered yet (``ofa-onehot`` before any ofa network)."""
+    names = [n.strip() for n in spec.split("+") if n.strip()]
+    if any(n not in VECTOR_ENCODERS for n in names):
+        from latlab.datasets.spaces import load_all
+
+        load_all()
+    return make_vector_encoder(spec)
+
+
 def resolve_spec(features: str, graphs: Sequence[NetworkGraph]) -> str:
     """``features`` with ``auto`` replaced by the per-family choice; validates the names."""
     if not isinstance(features, str) or not features.strip():
         raise FeatureError(f"features must be a non-empty encoder spec, got {features!r}")
     spec = auto_spec(graphs) if features.strip() == AUTO else features.strip()
-    make_vector_encoder(spec)  # raises FeatureError naming an unknown encoder
+    vector_encoder(spec)  # raises FeatureError naming an unknown encoder
     return spec
 
 
@@ -77,7 +88,7 @@ class VectorFeatures:
     def fit(cls, features: str, graphs: Sequence[NetworkGraph]) -> tuple[VectorFeatures, Any]:
         """Choose and fit the encoder on training graphs; returns it and their features."""
         spec = resolve_spec(features, graphs)
-        encoder = make_vector_encoder(spec)
+        encoder = vector_encoder(spec)
         x = np.asarray(encoder.fit_transform(list(graphs)), dtype=np.float64)
         return cls(spec, encoder), x
 

@@ -68,9 +68,11 @@ LOSSES = ("l1", "mse")
 
 def choose_graph(graph: str, graphs: Sequence[NetworkGraph]) -> str:
     """The graph encoding ``graph="auto"`` resolves to for these training networks."""
-    from latlab.datasets.spaces import space_of
+    from latlab.datasets.spaces import load_all, space_of
     from latlab.encoders.graph import GRAPH_ENCODERS
 
+    if graph != AUTO_GRAPH and graph not in GRAPH_ENCODERS:
+        load_all()  # a lazily registered space's graph encoder
     if graph != AUTO_GRAPH and graph not in GRAPH_ENCODERS:
         known = ", ".join([AUTO_GRAPH, *sorted(GRAPH_ENCODERS)])
         raise DataError(f"graph must be one of {known}, got {graph!r}")

@@ -385,9 +385,9 @@ class _Features:
 
     @classmethod
     def fit(cls, spec: str, population: Sequence[Any]) -> _Features:
-        from latlab.encoders.vector import make_vector_encoder
+        from latlab.predictors.features import vector_encoder
 
-        encoder = make_vector_encoder(spec)
+        encoder = vector_encoder(spec)
         x = np.asarray(encoder.fit_transform(list(population)), dtype=np.float64)
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale == 0] = 1.0

@@ -248,6 +248,14 @@ def searchable_spaces() -> list[str]:
     return sorted(n for n in SPACES if SPACES[n].searchable)
 
 
+def load_all() -> None:
+    """Load every lazily registered space (their modules register their schemes and encoder
+    names): for a caller that meets an encoder name before any network of its space."""
+    for name in list(SPACES):
+        if SPACES.is_lazy(name):
+            SPACES[name]
+
+
 def load_scheme(prefix: str) -> bool:
     """Load the lazily registered space named ``prefix`` (its module registers its reference
     scheme); ``False`` when there is none."""

@@ -80,10 +80,10 @@ class _Encoder:
 
     @classmethod
     def fit(cls, features: str, graphs: list[Any]) -> _Encoder:
-        from latlab.encoders.vector import make_vector_encoder
+        from latlab.predictors.features import vector_encoder
 
         spec = auto_spec(graphs) if features == AUTO else features
-        enc = make_vector_encoder(spec)
+        enc = vector_encoder(spec)
         enc.fit(graphs)
         return cls(spec, enc)
 
