@@ -1017,7 +1017,7 @@ def experiment_list() -> None:
     """The experiments, what they need and how long they take."""
     from latlab.experiments.registry import EXPERIMENTS
 
-    table = Table("name", "needs --data", "full run", "--quick", "what")
+    table = Table(Column("name", no_wrap=True), "needs --data", "full run", "--quick", "what")
     for e in EXPERIMENTS.values():
         table.add_row(
             e.name,
