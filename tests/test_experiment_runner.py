@@ -14,7 +14,7 @@ from latlab.errors import DataError
 from latlab.experiments.registry import EXPERIMENTS, get_experiment
 from latlab.experiments.runner import flat_metrics, run_experiment
 
-SIX = {"annette", "brp-nas", "fcnn", "conformal", "bnn", "transfer"}
+SIX = {"annette", "brp-nas", "fcnn", "conformal", "bnn", "transfer", "transfer-kinds"}
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -60,6 +60,7 @@ def test_registry_names_all_six_lazily():
         "brp-nas",
         "conformal",
         "transfer",
+        "transfer-kinds",
     }
     with pytest.raises(DataError, match="unknown experiment 'nope' \\(known: annette, brp-nas"):
         get_experiment("nope")

@@ -146,3 +146,30 @@ def test_conformal_experiment_refuses_a_table_too_small(nb201_table_path, tmp_pa
         experiment(ExperimentContext(out=tmp_path, quick=True, data=tiny))
     with pytest.raises(DataError, match="--data"):
         experiment(ExperimentContext(out=tmp_path, quick=True))
+
+
+def test_transfer_kinds_holds_out_every_device_of_the_targets_kind(nb201_table_path, tmp_path):
+    from latlab.experiments.transfer import _run_one, device_kind, plan_kinds
+    from latlab.training.data import load_source
+
+    assert [device_kind(d) for d in ("titanx_32", "2080ti_1", "gold_6240", "pixel3", "x")] == [
+        "gpu",
+        "gpu",
+        "cpu",
+        "phone",
+        "other",
+    ]
+    devices = ["titanx_32", "1080ti_32", "gold_6240", "pixel3"]
+    data = _slice(nb201_table_path, tmp_path / "t.csv", 80, devices)
+    rows = dict.fromkeys(devices, 80)
+    # --quick: one device of each kind
+    assert plan_kinds(devices, rows, quick=True).devices == ("titanx_32", "gold_6240", "pixel3")
+    source = load_source(data)
+    gpus = ["titanx_32", "1080ti_32"]
+    rec = _run_one(source, data, "titanx_32", "transfer", 10, 0, 40, 1, exclude=gpus)
+    assert rec["sources"] == ["gold_6240", "pixel3"]  # the sibling GPU is held out too
+    assert rec["n_test"] == 40 and -1 <= rec["spearman"] <= 1
+    plain = _run_one(source, data, "titanx_32", "transfer", 10, 0, 40, 1)
+    assert "sources" not in plain
+    with pytest.raises(DataError, match="two kinds"):
+        plan_kinds(gpus, {"titanx_32": 99, "1080ti_32": 99}, True)

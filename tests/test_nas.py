@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import latlab
+from latlab.datasets.spaces import get_space
 from latlab.errors import DataError
-from latlab.training.nas import Nb201Space, search
+from latlab.training.nas import objective_values, search
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,10 @@ def test_search_is_deterministic_with_a_seed(bundle):
 
 
 def test_search_beats_random_sampling(bundle):
-    space, rng = Nb201Space(), np.random.default_rng(0)
-    refs = [space.reference(space.sample(rng)) for _ in range(364)]  # as many networks
+    space, rng = get_space("nb201"), np.random.default_rng(0)
+    refs = [space.format_genotype(space.random_genotype(rng)) for _ in range(364)]  # as many
     _low, high = bundle.predict_interval(refs, 0.9)
-    macs = space.objective(refs, "macs")[high <= BUDGET]
+    macs = objective_values(refs, "macs")[high <= BUDGET]
     found = [search(bundle, BUDGET, cycles=300, seed=s).best[0].objective for s in range(3)]
     assert max(found) >= macs.max()
     assert min(found) > np.median(macs)

@@ -62,6 +62,8 @@ def parse_threads(text: str) -> int:
     if value < 1:
         fail(f"--threads must be a positive number or 'all', got {text!r}")
     return value
+
+
 #: Default report folder of ``latlab compare``: outside the committed ``reports/``, so that a
 #: user's run never modifies the checkout's campaign (``--out reports/main`` regenerates it).
 DEFAULT_COMPARE_OUT = "latlab-runs/main"
@@ -700,7 +702,7 @@ def train(
         None, "--tune-seed", help="sampler seed (default --seed; distinct per parallel worker)"
     ),
     conformal: str = typer.Option(
-        "split", "--conformal", help="split, cm-tv, cm-lv, cm-o, cps or none"
+        "split", "--conformal", help="split, cm-tv, cm-lv, cm-o, cps, cv+ or none"
     ),
     confidence: float = typer.Option(0.9, "--confidence", help="interval confidence"),
     pretrain: str | None = typer.Option(
@@ -869,7 +871,9 @@ def predict(
 def nas(
     bundle: Path = typer.Option(..., "--bundle", help="bundle directory"),
     budget_ms: float = typer.Option(..., "--budget-ms", help="latency budget (ms)"),
-    space: str = typer.Option("nb201", "--space", help="search space (nb201)"),
+    space: str = typer.Option(
+        "nb201", "--space", help="search space the bundle was trained on: nb201, fbnet, ofa"
+    ),
     confidence: float | None = typer.Option(
         None,
         "--confidence",
@@ -1234,7 +1238,7 @@ def experiment_list() -> None:
     """The experiments, what they need and how long they take."""
     from latlab.experiments.registry import EXPERIMENTS
 
-    table = Table("name", "needs --data", "full run", "--quick", "what")
+    table = Table(Column("name", no_wrap=True), "needs --data", "full run", "--quick", "what")
     for e in EXPERIMENTS.values():
         table.add_row(
             e.name,

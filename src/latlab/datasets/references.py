@@ -68,16 +68,15 @@ def register_scheme(scheme: Scheme) -> None:
     SCHEMES[scheme.name] = scheme
 
 
-#: A bare NAS-Bench-201 arch string (``|nor_conv_3x3~0|+|...|``) is read as ``nb201:`` + it.
-BARE_NB201_PREFIX = "nb201:"
-
-
 def normalise_reference(ref: str) -> str:
     """The one rule for how a reference may be written: surrounding space is ignored, and a
-    bare NAS-Bench-201 arch string (starting with ``|``) means ``nb201:`` + that string.
+    bare body a search space serves (a NAS-Bench-201 arch string starting with ``|``) means
+    that space's prefix + the body (:func:`latlab.datasets.spaces.bare_reference`).
     Every entry point (resolve, predict, evaluate, tables, serving) goes through it."""
+    from latlab.datasets.spaces import bare_reference  # importing it registers the spaces
+
     text = ref.strip()
-    return BARE_NB201_PREFIX + text if text.startswith("|") else text
+    return bare_reference(text) or text
 
 
 def parse_reference(ref: str) -> Reference:
@@ -91,6 +90,8 @@ def parse_reference(ref: str) -> Reference:
         )
     _ensure_registered()
     entry = SCHEMES.get(scheme)
+    if entry is None and _load_space(scheme):
+        entry = SCHEMES.get(scheme)
     if entry is None:
         known = ", ".join(sorted(SCHEMES))
         raise NetworkReferenceError(
@@ -206,6 +207,13 @@ def confine_reference(ref: str, allowed_dir: str | os.PathLike[str] | None) -> s
 def reference_of(network: str | NetworkGraph) -> str:
     """The reference string of a network given as a reference or a graph."""
     return network if isinstance(network, str) else network.reference
+
+
+def _load_space(scheme: str) -> bool:
+    """Load a lazily registered search space named ``scheme`` (it registers its scheme)."""
+    from latlab.datasets.spaces import load_scheme
+
+    return load_scheme(scheme)
 
 
 def _ensure_registered() -> None:

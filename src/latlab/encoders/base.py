@@ -191,6 +191,7 @@ def encoder_from_state(state: dict[str, Any]) -> Any:
     if cls is None:
         # Encoder classes register when their module is imported; a process that only loads
         # a saved state (a served bundle) may not have imported them yet.
+        import latlab.encoders.choices
         import latlab.encoders.graph
         import latlab.encoders.layer_features
         import latlab.encoders.vector  # noqa: F401

@@ -648,3 +648,33 @@ def brp_adjacency(ops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if labels[e + 1]:
             feats[e + 2, i - 2] = 1.0
     return adj, feats
+
+
+# --------------------------------------------------------------------------- by name
+
+#: Graph encoders by the names the GCN's ``graph=`` takes: name -> factory taking
+#: ``graph_features``. Search spaces register theirs (:func:`register_graph_encoder`).
+GRAPH_ENCODERS: dict[str, Any] = {
+    "generic": lambda graph_features: GraphEncoder(graph_features=graph_features),
+    "nb201-cell": lambda graph_features: Nb201CellGraphEncoder(
+        prune=False, graph_features=graph_features
+    ),
+    "nb201-brp": lambda graph_features: Nb201CellGraphEncoder(
+        prune=True, graph_features=graph_features
+    ),
+}
+
+
+def register_graph_encoder(name: str, factory: Any) -> None:
+    """Make ``graph=name`` build ``factory(graph_features)``."""
+    GRAPH_ENCODERS[name] = factory
+
+
+def make_graph_encoder(name: str, graph_features: bool) -> Any:
+    """The graph encoder registered as ``name``; raises naming it and the known ones."""
+    factory = GRAPH_ENCODERS.get(name)
+    if factory is None:
+        raise FeatureError(
+            f"unknown graph encoder {name!r}; known: {', '.join(sorted(GRAPH_ENCODERS))}"
+        )
+    return factory(bool(graph_features))

@@ -408,13 +408,18 @@ _LIVE_BY_NONE_PATTERN = np.array(
 
 # --------------------------------------------------------------------------- by name
 
-#: Vector encoders by the names configs and bundles use.
-VECTOR_ENCODERS: dict[str, type] = {
+#: Vector encoders by the names configs and bundles use (name -> class or factory).
+VECTOR_ENCODERS: dict[str, Any] = {
     "summary": SummaryEncoder,
     "widths": LayerWidthEncoder,
     "nb201-onehot": Nb201OneHotEncoder,
     "nb201-counts": Nb201OpCountEncoder,
 }
+
+
+def register_vector_encoder(name: str, factory: Any) -> None:
+    """Make ``name`` usable in encoder specs (search spaces register their encodings here)."""
+    VECTOR_ENCODERS[name] = factory
 
 
 def make_vector_encoder(spec: str | Sequence[str], **params: dict[str, Any]) -> Any:

@@ -90,7 +90,27 @@ REPORTED: dict[str, int] = {
 #: ``--quick``: two devices, one seed, a 3000-network test sample, a shorter GCN schedule.
 QUICK_DEVICES = ("1080ti_1", "silver_4210r")
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {"gcn": {"max_epochs": 60, "warmup_epochs": 10}}
-GPU_PREFIXES = ("1080ti_", "titanx_")
+GPU_PREFIXES = ("1080ti_", "titanx_", "2080ti_", "titan_xp_")  # nb201/FBNet, OFA tables
+
+
+def predictors_for(space: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """:data:`PREDICTORS` for the table's search space: nb201 as published; another space's
+    ``layer-sum`` tables its IR layers (``auto``) and ``gbm-onehot`` uses its one-hot."""
+    if space is None or space.name == "nb201":
+        return PREDICTORS
+    out = dict(PREDICTORS)
+    out["layer-sum"] = ("layer-sum", {})
+    if space.onehot:
+        out["gbm-onehot"] = ("gbm", {"features": space.onehot})
+    return out
+
+
+#: Notes that differ off nb201 (see :func:`predictors_for`).
+OTHER_SPACE_NOTES = {
+    "layer-sum": "a lookup table of every distinct layer of latlab's graph, the entries fitted "
+    "by non-negative least squares on the training latencies",
+    "gbm-onehot": "LightGBM on the space's one-hot of its choices (the baseline)",
+}
 
 
 @dataclass
@@ -166,9 +186,12 @@ def pruned_graph_ceiling(networks: Sequence[str], latency: np.ndarray) -> dict[s
 # --------------------------------------------------------------------------- runs
 
 
-def predictor_params(cfg: BrpnasConfig, name: str, seed: int) -> tuple[str, dict[str, Any]]:
-    """Registry name and full parameters of a reported predictor for one seed."""
-    reg, params = {**PREDICTORS, **cfg.variants}[name]
+def predictor_params(
+    cfg: BrpnasConfig, name: str, seed: int, space: Any = None
+) -> tuple[str, dict[str, Any]]:
+    """Registry name and full parameters of a reported predictor for one seed (``space``: the
+    table's search space, see :func:`predictors_for`)."""
+    reg, params = {**predictors_for(space), **cfg.variants}[name]
     p = {**params, **cfg.overrides.get(name, {})}
     if reg not in ("flops", "layer-sum"):  # the deterministic ones take no seed
         p["random_state"] = seed
@@ -247,6 +270,7 @@ def run(
 
     ``loaded`` is ``load_latencies(cfg.data)`` when the caller already read the table."""
     from latlab.datasets.references import resolve
+    from latlab.datasets.spaces import space_of
 
     known = {**PREDICTORS, **cfg.variants}
     unknown = [p for p in cfg.predictors if p not in known]
@@ -265,6 +289,7 @@ def run(
     done = 0
     wanted: list[str] = []
     ceilings: dict[str, Any] = {}
+    space_name = "nb201"
     for device in devices:
         rows = table[["network", device]].dropna()
         refs = rows["network"].tolist()
@@ -273,13 +298,16 @@ def run(
             if ref not in graph_of:
                 graph_of[ref] = resolve(ref)
         graphs = [graph_of[r] for r in refs]
-        ceilings[device] = pruned_graph_ceiling(refs, y)
+        space = space_of(graphs)
+        space_name = space.name if space is not None else "other"
+        if space_name == "nb201":
+            ceilings[device] = pruned_graph_ceiling(refs, y)
         for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             tr, va, te = split(len(y), seed, cfg.n_train, cfg.n_val)
             if cfg.max_test is not None and len(te) > cfg.max_test:
                 te = np.sort(np.random.default_rng(1000 + seed).choice(te, cfg.max_test, False))
             for name in cfg.predictors:
-                reg, params = predictor_params(cfg, name, seed)
+                reg, params = predictor_params(cfg, name, seed, space)
                 setting = {
                     "device": device,
                     "predictor": name,
@@ -315,6 +343,8 @@ def run(
                     progress(f"{device} {name} seed {seed}", done, total)
     records = [runs.records[k] for k in wanted if runs.done(k)]
     doc = aggregate(cfg, records, devices, ceilings, drop_report)
+    if space_name != "nb201":
+        doc["space"] = space_name
     dump_json(out / "metrics.json", doc)
     write_atomic(out / "report.md", report(doc))
     return doc
@@ -406,7 +436,9 @@ def report(doc: dict[str, Any]) -> str:
     preds = [p for p in cfg["predictors"] if any(p in results[d] for d in devices)]
     seeds = cfg["seeds"]
     lines = [
-        "# BRP-NAS protocol on the NAS-Bench-201 latency table",
+        "# BRP-NAS protocol on the NAS-Bench-201 latency table"
+        if doc.get("space", "nb201") == "nb201"
+        else f"# BRP-NAS protocol on the {doc['space']} latency table",
         "",
         f"{cfg['n_train']} training / {cfg['n_val']} validation networks, the rest as test"
         + (f" (a random {cfg['max_test']} of them)" if cfg["max_test"] else "")
@@ -422,7 +454,8 @@ def report(doc: dict[str, Any]) -> str:
         f"torch threads {doc['environment']['torch_threads']}.",
         "",
     ]
-    notes = [f"`{p}`: {NOTES[p]}" for p in preds if p in NOTES]
+    other = OTHER_SPACE_NOTES if doc.get("space", "nb201") != "nb201" else {}
+    notes = [f"`{p}`: {other.get(p, NOTES[p])}" for p in preds if p in NOTES]
     if notes:
         lines += ["Predictors: " + "; ".join(notes) + ".", ""]
     titles = {
@@ -453,9 +486,9 @@ def report(doc: dict[str, Any]) -> str:
     rows = [
         [
             d,
-            str(ceil[d]["groups"]),
-            f"{ceil[d]['acc5']:.1f}",
-            f"{ceil[d]['acc10']:.1f}",
+            str(ceil[d]["groups"]) if d in ceil else "-",
+            f"{ceil[d]['acc5']:.1f}" if d in ceil else "-",
+            f"{ceil[d]['acc10']:.1f}" if d in ceil else "-",
             str(doc["dropped"].get(d, {}).get("dropped", 0)),
         ]
         for d in devices
@@ -464,8 +497,10 @@ def report(doc: dict[str, Any]) -> str:
         "## BRP-NAS pruned-graph ceiling and dropped measurements",
         "",
         "Best possible ±5/±10 % accuracy of any predictor that sees only BRP-NAS's pruned cell "
-        "graph (the median latency of the archs sharing a pruned graph), and the invalid "
-        "measurements the table loader dropped.",
+        "graph (the median latency of the archs sharing a pruned graph; nb201 only), and the "
+        "invalid measurements the table loader dropped."
+        if ceil
+        else "## Dropped measurements",
         "",
         markdown_table(
             ["device", "pruned graphs", "acc5 ceiling", "acc10 ceiling", "dropped"], rows
@@ -549,7 +584,10 @@ def config_for(
     if not columns:
         raise DataError(f"{ctx.data} has no device column")
     if ctx.quick:
-        devices = [d for d in QUICK_DEVICES if d in columns] or columns[:2]
+        # another table (OFA's): its first and last columns (batch 1 and the largest batch)
+        devices = [d for d in QUICK_DEVICES if d in columns] or list(
+            dict.fromkeys(columns[:: max(len(columns) - 1, 1)])
+        )
         cfg = BrpnasConfig.quick_config(str(ctx.data), str(ctx.out), devices=devices)
     else:
         cfg = BrpnasConfig(str(ctx.data), str(ctx.out), devices=columns)

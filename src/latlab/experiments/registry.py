@@ -91,6 +91,14 @@ EXPERIMENTS: dict[str, Experiment] = {
             quick_duration="~3 min",
             needs_data=NB201_DATA,
         ),
+        Experiment(
+            "transfer-kinds",
+            "latlab.experiments.transfer_kinds:experiment",
+            "transfer to a new kind of device: all GPUs, CPUs or phones held out together",
+            full_duration="~17 min (975 runs on the nb201 table)",
+            quick_duration="~3 min (one device per kind)",
+            needs_data=NB201_DATA,
+        ),
     )
 }
 

@@ -99,6 +99,42 @@ def plan(devices: list[str], rows: dict[str, int], quick: bool) -> Settings:
     return Settings(tuple(devices), ks, 2 if quick else 5, 1000 if quick else None, quick)
 
 
+#: Device kinds by column-name prefix (the shared tables' devices); anything else is "other".
+KIND_PREFIXES: dict[str, tuple[str, ...]] = {
+    "gpu": ("1080ti", "titanx", "2080ti", "titan_xp", "gpu"),
+    "cpu": ("silver", "gold", "xeon", "cpu"),
+    "phone": ("pixel", "samsung", "essential", "phone"),
+}
+
+
+def device_kind(device: str) -> str:
+    """The kind of a device column (``gpu``, ``cpu``, ``phone`` or ``other``)."""
+    name = device.lower()
+    for kind, prefixes in KIND_PREFIXES.items():
+        if name.startswith(prefixes):
+            return kind
+    return "other"
+
+
+def plan_kinds(devices: list[str], rows: dict[str, int], quick: bool) -> Settings:
+    """Hold out whole device kinds: :func:`plan`, with at least two kinds required and, for
+    ``--quick``, one device of each kind."""
+    kinds = {device_kind(d) for d in devices}
+    if len(kinds) < 2:
+        raise DataError(
+            f"transfer-kinds needs devices of at least two kinds (gpu, cpu, phone); the table "
+            f"has only {', '.join(sorted(kinds)) or 'none'}"
+        )
+    s = plan(devices, rows, quick=False)
+    if quick:
+        first: dict[str, str] = {}
+        for d in devices:
+            first.setdefault(device_kind(d), d)
+        q = plan(devices, rows, quick=True)
+        return Settings(tuple(first.values()), q.ks, q.seeds, q.test_size, True)
+    return s
+
+
 def _run_one(
     source: Any,
     data: Path,
@@ -108,8 +144,10 @@ def _run_one(
     seed: int,
     test_size: int,
     threads: int,
+    exclude: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One ``latlab train`` run (bundle in a temporary folder); its test metrics."""
+    """One ``latlab train`` run (bundle in a temporary folder); its test metrics. ``exclude``:
+    source columns the transfer predictor must not pretrain on (the target's kind)."""
     from latlab.datasets.tables import NB201_MIN_MS
     from latlab.predictors import make_predictor
     from latlab.training.pipeline import TrainConfig, train
@@ -119,6 +157,8 @@ def _run_one(
     for key in ("n_jobs", "num_threads"):
         if key in defaults:
             params[key] = threads
+    if exclude and model == "transfer":
+        params["target_exclude"] = list(exclude)
     config = TrainConfig(
         predictor=model,
         params=params,
@@ -131,19 +171,39 @@ def _run_one(
         min_ms=NB201_MIN_MS,
     )
     t0 = time.monotonic()
+    sources: list[str] | None = None
     with tempfile.TemporaryDirectory(prefix="latlab-transfer-") as tmp:
         result = train(source, device, config, Path(tmp) / "bundle")
+        if "target_exclude" in params:  # record what the predictor pretrained on
+            from latlab.training.bundle import load_bundle
+
+            weights = load_bundle(Path(tmp) / "bundle").predictor.source_weights()
+            sources = [n for n in weights if not n.startswith("proxy:")]
     test = result.metrics["test"]
-    return {
+    out: dict[str, Any] = {
         "spearman": float(test["spearman"]),
         "mape": float(test["mape"]),
         "n_test": int(test["n"]),
         "seconds": time.monotonic() - t0,
     }
+    if sources is not None:
+        out["sources"] = sources
+    return out
 
 
 def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     """Run (or resume) the transfer experiment; writes report.md and plots into ``ctx.out``."""
+    return _experiment(ctx, "device")
+
+
+def experiment_kinds(ctx: ExperimentContext) -> dict[str, Any]:
+    """``transfer-kinds``: the same runs, but the transfer predictor never pretrains on a device
+    of the target's kind (all GPUs, all CPUs or all phones held out together): a new kind of
+    device, not a sibling of the sources. Reported per device and per kind."""
+    return _experiment(ctx, "kind")
+
+
+def _experiment(ctx: ExperimentContext, protocol: str) -> dict[str, Any]:
     from latlab.datasets.tables import NB201_MIN_MS
     from latlab.training.data import load_source, training_data
 
@@ -152,7 +212,11 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     start = time.monotonic()
     source = load_source(ctx.data, NB201_MIN_MS)  # the nb201 table's documented floor
     rows = {d: len(training_data(source, d)) for d in source.devices}
-    s = plan(list(source.devices), rows, ctx.quick)
+    all_devices = list(source.devices)
+    if protocol == "kind":
+        s = plan_kinds(all_devices, rows, ctx.quick)
+    else:
+        s = plan(all_devices, rows, ctx.quick)
     runs = RunLog(ctx.out / "runs.jsonl")
     total = len(s.devices) * len(s.ks) * s.seeds * len(MODELS)
     done = 0
@@ -160,10 +224,21 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     from latlab.predictors import make_predictor
 
     defaults = {m: make_predictor(m).get_params() for m in MODELS}
-    tag = config_hash(
-        {"data": str(ctx.data), "test_size": s.test_size, "models": MODELS, "params": defaults}
-    )
+    setting: dict[str, Any] = {
+        "data": str(ctx.data),
+        "test_size": s.test_size,
+        "models": MODELS,
+        "params": defaults,
+    }
+    if protocol != "device":
+        setting["protocol"] = protocol
+    tag = config_hash(setting)
     for device in s.devices:
+        exclude = (
+            [d for d in all_devices if device_kind(d) == device_kind(device)]
+            if protocol == "kind"
+            else None
+        )
         for k in s.ks:
             for seed in range(ctx.seed, ctx.seed + s.seeds):
                 for model in MODELS:
@@ -173,7 +248,15 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
                         if s.test_size is not None:
                             test_size = min(s.test_size, test_size)
                         rec = _run_one(
-                            source, ctx.data, device, model, k, seed, test_size, ctx.threads
+                            source,
+                            ctx.data,
+                            device,
+                            model,
+                            k,
+                            seed,
+                            test_size,
+                            ctx.threads,
+                            exclude,
                         )
                         runs.add({"key": key, "device": device, "k": k, "seed": seed,
                                   "model": model, **rec})  # fmt: skip
@@ -183,6 +266,9 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
                     ctx.progress("transfer runs", done, total)
     records = [r for r in runs.records.values() if r["key"].startswith(tag + "|")]
     metrics = summarise(records, s, ctx.seed)
+    metrics["protocol"] = protocol
+    metrics["kinds"] = {d: device_kind(d) for d in s.devices}
+    metrics["by_kind"] = by_kind(metrics, s)
     metrics["settings"] = {
         "devices": list(s.devices),
         "ks": list(s.ks),
@@ -228,6 +314,21 @@ def summarise(records: list[dict[str, Any]], s: Settings, seed0: int = 0) -> dic
         got = results[MODELS[0]].get(str(k), {}).get("mean_spearman")
         targets[str(k)] = {"target": goal, "measured": got, "met": got is not None and got >= goal}
     return {"results": results, "targets": targets}
+
+
+def by_kind(m: dict[str, Any], s: Settings) -> dict[str, Any]:
+    """Per model and k: mean Spearman rho over the devices of each kind."""
+    out: dict[str, Any] = {}
+    for model, per_k in m["results"].items():
+        out[model] = {}
+        for k, e in per_k.items():
+            groups: dict[str, list[float]] = {}
+            for dev, v in e["devices"].items():
+                rho = v["spearman"]["mean"]
+                if rho is not None and math.isfinite(rho):
+                    groups.setdefault(device_kind(dev), []).append(rho)
+            out[model][k] = {kind: float(np.mean(v)) for kind, v in sorted(groups.items())}
+    return out
 
 
 # --------------------------------------------------------------------------- plots
@@ -308,8 +409,10 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         if s["test_size"] is None
         else f"{s['test_size']} random held-out networks of the device (all when fewer)"
     )
+    kind = m.get("protocol") == "kind"
     lines = [
-        "# Few-shot transfer: Spearman ρ against k, per device",
+        "# Few-shot transfer: Spearman ρ against k, per device"
+        + (" -- whole device kinds held out" if kind else ""),
         "",
         f"Command: `{ctx.command or 'latlab experiment run transfer'}`  ",
         f"Data: `{ctx.data}`; {len(s['devices'])} device column(s) held out in turn; "
@@ -326,6 +429,15 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         f"Targets: mean ρ ≥ 0.95 at k = 10 and ≥ 0.97 at k = 50 (HELP: {HELP_ANCHOR} at "
         "k = 10).",
         "",
+        *(
+            [
+                "Held out by kind: `transfer` pretrains only on devices of *other* kinds "
+                "(`target_exclude` = every device of the target's kind: gpu, cpu, phone).",
+                "",
+            ]
+            if kind
+            else []
+        ),
         "## Mean Spearman ρ over devices (min over devices in brackets)",
         "",
     ]
@@ -347,6 +459,15 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         verdict = "met" if t["met"] else "**missed**"
         lines.append(f"- target mean ρ ≥ {t['target']} at k = {k}: {verdict} "
                      f"({t['measured']:.3f})")  # fmt: skip
+    kinds = sorted({k for per in m.get("by_kind", {}).get(MODELS[0], {}).values() for k in per})
+    if kinds:
+        rows = [
+            [model, kd, *(f"{m['by_kind'][model][k].get(kd, float('nan')):.3f}" for k in ks)]
+            for model in MODELS
+            for kd in kinds
+        ]
+        lines += ["", "## Mean Spearman ρ per device kind", ""]
+        lines += [markdown_table(["predictor", "kind"] + [f"k={k}" for k in ks], rows)]
     lines += ["", "![rho vs k](mean_rho_vs_k.png)", "", "## Per device", ""]
     for model in MODELS:
         lines += [f"### {model}", ""]

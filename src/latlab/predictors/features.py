@@ -2,11 +2,13 @@
 
 Every vector predictor (FCNN, LightGBM, random forest) takes ``features=``:
 
-* ``"auto"`` (default) -- decided on the *training* networks: the padded layer-width vector
-  (``widths``, the FCNN estimator's input) when every network is a fully connected ``fcnn``
-  network, ``nb201-onehot+nb201-counts`` (where each op sits, and how many of each the cell
-  has) when every network is a NAS-Bench-201 cell, and the network ``summary`` otherwise
-  (mixed families fall back to the summary, the only encoding every network has);
+* ``"auto"`` (default) -- decided on the *training* networks: when every network belongs to
+  one search space, the space's :attr:`~latlab.datasets.spaces.SearchSpace.vector_features`
+  (``widths`` -- the FCNN estimator's input -- for ``fcnn``, ``nb201-onehot+nb201-counts``
+  -- where each op sits, and how many of each the cell has -- for NAS-Bench-201,
+  ``fbnet-onehot+fbnet-counts+summary`` / ``ofa-onehot+ofa-counts+summary`` for FBNet / OFA),
+  and the network ``summary`` otherwise (mixed families fall back to the summary, the only
+  encoding every network has);
 * any spec :func:`latlab.encoders.vector.make_vector_encoder` understands: ``"summary"``,
   ``"widths"``, ``"nb201-onehot"``, ``"summary+nb201-onehot"``, ...
 
@@ -29,16 +31,11 @@ import numpy as np
 
 from latlab.encoders.base import encoder_from_state, encoder_to_state
 from latlab.encoders.ir import NetworkGraph
-from latlab.encoders.vector import make_vector_encoder
+from latlab.encoders.vector import VECTOR_ENCODERS, make_vector_encoder
 from latlab.errors import FeatureError
 
 AUTO = "auto"
 
-#: What ``features="auto"`` picks for a training set whose networks all share one family.
-AUTO_BY_FAMILY: dict[str, str] = {
-    "fcnn": "widths",
-    "nb201": "nb201-onehot+nb201-counts",
-}
 #: The fallback of ``auto`` (mixed or other families).
 AUTO_DEFAULT = "summary"
 
@@ -50,10 +47,21 @@ def families(graphs: Sequence[NetworkGraph]) -> set[str]:
 
 def auto_spec(graphs: Sequence[NetworkGraph]) -> str:
     """The encoder spec ``features="auto"`` chooses for these training networks."""
-    fams = families(graphs)
-    if len(fams) == 1:
-        return AUTO_BY_FAMILY.get(next(iter(fams)), AUTO_DEFAULT)
-    return AUTO_DEFAULT
+    from latlab.datasets.spaces import space_of
+
+    space = space_of(graphs)
+    return (space.vector_features if space is not None else None) or AUTO_DEFAULT
+
+
+def vector_encoder(spec: str) -> Any:
+    """:func:`make_vector_encoder`, loading the lazily registered search spaces first when the
+    spec names an encoder none has registered yet (``ofa-onehot`` before any ofa network)."""
+    names = [n.strip() for n in spec.split("+") if n.strip()]
+    if any(n not in VECTOR_ENCODERS for n in names):
+        from latlab.datasets.spaces import load_all
+
+        load_all()
+    return make_vector_encoder(spec)
 
 
 def resolve_spec(features: str, graphs: Sequence[NetworkGraph]) -> str:
@@ -61,7 +69,7 @@ def resolve_spec(features: str, graphs: Sequence[NetworkGraph]) -> str:
     if not isinstance(features, str) or not features.strip():
         raise FeatureError(f"features must be a non-empty encoder spec, got {features!r}")
     spec = auto_spec(graphs) if features.strip() == AUTO else features.strip()
-    make_vector_encoder(spec)  # raises FeatureError naming an unknown encoder
+    vector_encoder(spec)  # raises FeatureError naming an unknown encoder
     return spec
 
 
@@ -80,7 +88,7 @@ class VectorFeatures:
     def fit(cls, features: str, graphs: Sequence[NetworkGraph]) -> tuple[VectorFeatures, Any]:
         """Choose and fit the encoder on training graphs; returns it and their features."""
         spec = resolve_spec(features, graphs)
-        encoder = make_vector_encoder(spec)
+        encoder = vector_encoder(spec)
         x = np.asarray(encoder.fit_transform(list(graphs)), dtype=np.float64)
         return cls(spec, encoder), x
 

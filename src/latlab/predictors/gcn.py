@@ -25,8 +25,10 @@ Graphs (``graph``): ``"nb201-cell"`` -- the NAS-Bench-201 cell with every edge o
 (:class:`Nb201CellGraphEncoder` with ``prune=False``: ``none`` and ``skip_connect`` kept);
 ``"nb201-brp"`` -- BRP-NAS's pruned cell (``none`` removed, ``skip_connect`` bypassed, nodes off
 the input-output paths dropped); ``"generic"`` -- one node per layer of any network
-(:class:`GraphEncoder`: op one-hot + scaled attributes); ``"auto"`` picks ``nb201-cell`` when
-every training network is an nb201 cell and ``generic`` otherwise.
+(:class:`GraphEncoder`: op one-hot + scaled attributes); any other name a search space
+registers (``fbnet-blocks``, ``ofa-blocks``: its block chain). ``"auto"`` picks the graph of
+the training networks' space (:attr:`SearchSpace.graph`: ``nb201-cell`` for nb201) and
+``generic`` otherwise.
 
 Why ``nb201-cell`` and not BRP-NAS's pruned graph by default: in the shared nb201 latency
 table, archs with the same pruned graph differ in latency -- the measured networks execute the
@@ -54,31 +56,38 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
-from latlab.predictors.features import families
 
 if TYPE_CHECKING:
     import torch
 
 WEIGHTS_FILE = "gcn.safetensors"
-GRAPHS = ("auto", "nb201-cell", "nb201-brp", "generic")
+#: ``graph=`` values: ``auto`` or a name in :data:`latlab.encoders.graph.GRAPH_ENCODERS`.
+AUTO_GRAPH = "auto"
 LOSSES = ("l1", "mse")
 
 
 def choose_graph(graph: str, graphs: Sequence[NetworkGraph]) -> str:
     """The graph encoding ``graph="auto"`` resolves to for these training networks."""
-    if graph not in GRAPHS:
-        raise DataError(f"graph must be one of {GRAPHS}, got {graph!r}")
-    if graph != "auto":
+    from latlab.datasets.spaces import load_all, space_of
+    from latlab.encoders.graph import GRAPH_ENCODERS
+
+    if graph != AUTO_GRAPH and graph not in GRAPH_ENCODERS:
+        load_all()  # a lazily registered space's graph encoder
+    if graph != AUTO_GRAPH and graph not in GRAPH_ENCODERS:
+        known = ", ".join([AUTO_GRAPH, *sorted(GRAPH_ENCODERS)])
+        raise DataError(f"graph must be one of {known}, got {graph!r}")
+    if graph != AUTO_GRAPH:
         return graph
-    return "nb201-cell" if families(graphs) == {"nb201"} else "generic"
+    space = space_of(graphs)
+    return (space.graph if space is not None else None) or "generic"
 
 
 def make_graph_encoder(kind: str, graph_features: bool) -> Any:
-    from latlab.encoders.graph import GraphEncoder, Nb201CellGraphEncoder
+    """The graph encoder registered as ``kind`` (:data:`~latlab.encoders.graph.GRAPH_ENCODERS`;
+    search spaces register theirs)."""
+    from latlab.encoders.graph import make_graph_encoder as make
 
-    if kind in ("nb201-cell", "nb201-brp"):
-        return Nb201CellGraphEncoder(prune=kind == "nb201-brp", graph_features=graph_features)
-    return GraphEncoder(graph_features=graph_features)
+    return make(kind, graph_features)
 
 
 class GcnModel:

@@ -11,7 +11,8 @@ minimised (as for every latlab predictor). Non-negativity keeps each entry a lat
 
 Two kinds of table (``layers``):
 
-* ``"nb201-ops"`` (NAS-Bench-201 cells; ``"auto"`` picks it when every network is one): one
+* ``"<space>-ops"`` (``"auto"`` picks it when every network belongs to a search space with an
+  op-count encoding, :attr:`SearchSpace.counts`); for ``"nb201-ops"`` (NAS-Bench-201 cells) one
   entry per cell operation, counted over **all six edges** of the cell -- as BRP-NAS's
   layer-wise model sums every op of the cell -- plus one per operation on a *live* edge (on an
   input-output path; :class:`~latlab.encoders.vector.Nb201OpCountEncoder`). The first is the
@@ -46,31 +47,49 @@ def layer_key(layer: Any) -> str:
     return f"{op}|{ins}|{outs}|{attrs}|{weights}|{wbits}|{abits}"
 
 
-def _nb201_counts(graphs: list[Any]) -> list[dict[str, int]]:
-    from latlab.encoders.vector import Nb201OpCountEncoder
+OPS_SUFFIX = "-ops"
 
-    enc = Nb201OpCountEncoder()
+
+def _space_counts(space_name: str, graphs: list[Any]) -> list[dict[str, int]]:
+    """Each network's op counts from its space's count encoder (:attr:`SearchSpace.counts`)."""
+    from latlab.datasets.spaces import get_space
+    from latlab.encoders.vector import make_vector_encoder
+    from latlab.errors import FeatureError
+
+    space = get_space(space_name)
+    if space.counts is None:
+        raise FeatureError(f"layer-sum: search space {space_name!r} has no op-count encoding")
+    bad = next((g for g in graphs if not space.owns(g)), None)
+    if bad is not None:
+        raise FeatureError(
+            f"layer-sum with layers='{space_name}{OPS_SUFFIX}': {bad.reference!r} is no "
+            f"{space_name} network"
+        )
+    enc = make_vector_encoder(space.counts)
     names = [str(n) for n in enc.get_feature_names_out()]
     x = enc.transform(graphs)
     return [{n: int(v) for n, v in zip(names, row, strict=True) if v} for row in x]
 
 
-def is_nb201(graphs: list[Any]) -> bool:
-    return all(g.family == "nb201" and "ops" in g.meta for g in graphs)
+def _ops_space(graphs: list[Any]) -> str | None:
+    """The space whose op counts ``auto`` uses: the one all ``graphs`` belong to, if it has
+    an op-count encoding."""
+    from latlab.datasets.spaces import space_of
+
+    space = space_of(graphs)
+    if space is None or space.counts is None or not space.counts_additive:
+        return None
+    if not all(space.owns(g) for g in graphs):
+        return None
+    return space.name
 
 
 def layer_counts(networks: list[Network], layers: str = "ir") -> list[dict[str, int]]:
-    """How many times each table entry occurs in each network (``layers``: ir, nb201-ops)."""
+    """How many times each table entry occurs in each network (``layers``: ``ir`` or
+    ``<space>-ops``, e.g. ``nb201-ops``)."""
     graphs = as_graphs(networks)
-    if layers == "nb201-ops":
-        if not is_nb201(graphs):
-            from latlab.errors import FeatureError
-
-            bad = next(g for g in graphs if not is_nb201([g]))
-            raise FeatureError(
-                f"layer-sum with layers='nb201-ops': {bad.reference!r} is no nb201 cell"
-            )
-        return _nb201_counts(graphs)
+    if layers.endswith(OPS_SUFFIX):
+        return _space_counts(layers[: -len(OPS_SUFFIX)], graphs)
     out = []
     for g in graphs:
         counts: dict[str, int] = {}
@@ -91,13 +110,19 @@ class LayerSumPredictor(LatencyPredictor):
         self.layers = layers
 
     def _kind(self, networks: list[Network]) -> str:
+        from latlab.datasets.spaces import SPACES
         from latlab.errors import DataError
 
-        if self.layers not in ("auto", "ir", "nb201-ops"):
-            raise DataError(f"layer-sum: unknown layers={self.layers!r} (auto, ir, nb201-ops)")
+        named = self.layers.endswith(OPS_SUFFIX) and self.layers[: -len(OPS_SUFFIX)] in SPACES
+        if self.layers not in ("auto", "ir") and not named:
+            raise DataError(
+                f"layer-sum: unknown layers={self.layers!r} (auto, ir, <space>-ops such as "
+                "nb201-ops)"
+            )
         if self.layers != "auto":
             return self.layers
-        return "nb201-ops" if is_nb201(as_graphs(networks)) else "ir"
+        space = _ops_space(as_graphs(networks))
+        return f"{space}{OPS_SUFFIX}" if space else "ir"
 
     def _matrix(self, counts: list[dict[str, int]], keys: list[str]) -> np.ndarray:
         col = {k: i for i, k in enumerate(keys)}

@@ -371,9 +371,12 @@ class _Head:
 
 
 def _auto_features(graphs: Sequence[Any]) -> str:
-    """``auto``: the nb201 one-hot with the summary for nb201 networks, the summary otherwise."""
-    fams = {g.family for g in graphs}
-    return "nb201-onehot+summary" if fams == {"nb201"} else "summary"
+    """``auto``: the space's one-hot with the summary for networks of one search space that has
+    a one-hot (nb201, fbnet, ofa), the summary otherwise."""
+    from latlab.datasets.spaces import space_of
+
+    space = space_of(graphs)
+    return f"{space.onehot}+summary" if space is not None and space.onehot else "summary"
 
 
 class _Features:
@@ -385,9 +388,9 @@ class _Features:
 
     @classmethod
     def fit(cls, spec: str, population: Sequence[Any]) -> _Features:
-        from latlab.encoders.vector import make_vector_encoder
+        from latlab.predictors.features import vector_encoder
 
-        encoder = make_vector_encoder(spec)
+        encoder = vector_encoder(spec)
         x = np.asarray(encoder.fit_transform(list(population)), dtype=np.float64)
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale == 0] = 1.0

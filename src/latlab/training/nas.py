@@ -10,10 +10,11 @@ time near the budget, a one-sided conformal bound bounds that rate (see
 ``benchmarks/nas_violations.py`` for the measured rates).
 
 Regularized evolution (Real et al., AAAI 2019): a population of ``population`` networks;
-each step draws ``sample`` of them at random, mutates the best one (one cell edge gets another
-op), adds the child and removes the oldest member. Fitness ranks feasible networks by the
-objective (ties: the lower bound first) above all infeasible ones, which rank by how little
-they exceed the budget (so a population that starts over budget is pulled under it).
+each step draws ``sample`` of them at random, mutates the best one (the space's
+:meth:`~latlab.datasets.spaces.SearchSpace.mutate`: one choice changed, e.g. one nb201 cell
+edge gets another op), adds the child and removes the oldest member. Fitness ranks feasible
+networks by the objective (ties: the lower bound first) above all infeasible ones, which rank
+by how little they exceed the budget (so a population that starts over budget is pulled under it).
 Children are predicted in batches of ``batch`` through :meth:`Bundle.predict` /
 :meth:`Bundle.predict_interval`, whose feature cache makes re-visited networks cost nothing.
 Seeded: the same seed, bundle and settings return the same architectures.
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Objectives (larger is better), from the IR's totals: no training data needed.
 OBJECTIVES = ("macs", "params")
-#: Search spaces this module can mutate.
-SPACES = ("nb201",)
 
 Progress = Callable[[int, int], None]
 
@@ -79,44 +78,21 @@ class NasResult:
         }
 
 
-class Nb201Space:
-    """NAS-Bench-201 cells: six edges, five ops each; mutation changes one edge's op."""
+def objective_values(refs: list[str], kind: str) -> np.ndarray:
+    """The objective (``macs`` or ``params`` from the IR's totals) of each reference."""
+    from latlab.datasets.references import resolve
 
-    name = "nb201"
-
-    def __init__(self) -> None:
-        from latlab.encoders.nb201_cell import EDGES, OPS
-
-        self.ops = OPS
-        self.n_edges = len(EDGES)
-
-    def reference(self, idx: tuple[int, ...]) -> str:
-        from latlab.encoders.nb201_cell import format_arch
-
-        return "nb201:" + format_arch([self.ops[i] for i in idx])
-
-    def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
-        return tuple(int(i) for i in rng.integers(0, len(self.ops), self.n_edges))
-
-    def mutate(self, idx: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
-        edge = int(rng.integers(self.n_edges))
-        new = int(rng.integers(len(self.ops) - 1))
-        new += new >= idx[edge]  # any op but the current one
-        out = list(idx)
-        out[edge] = new
-        return tuple(out)
-
-    def objective(self, refs: list[str], kind: str) -> np.ndarray:
-        from latlab.datasets.references import resolve
-
-        attr = "macs" if kind == "macs" else "params"
-        return np.array([float(getattr(resolve(r).totals, attr)) for r in refs])
+    attr = "macs" if kind == "macs" else "params"
+    return np.array([float(getattr(resolve(r).totals, attr)) for r in refs])
 
 
 def check_search(space: str, budget_ms: float, objective: str, confidence: float | None) -> None:
     """Refuse bad settings before any work, naming the culprit."""
-    if space not in SPACES:
-        raise DataError(f"unknown search space {space!r} for nas (known: {', '.join(SPACES)})")
+    from latlab.datasets.spaces import SPACES, searchable_spaces
+
+    if space not in SPACES or not SPACES[space].searchable:
+        known = ", ".join(searchable_spaces())
+        raise DataError(f"unknown search space {space!r} for nas (known: {known})")
     if not (np.isfinite(budget_ms) and budget_ms > 0):
         raise DataError(f"the latency budget must be a positive number of ms, got {budget_ms!r}")
     if objective not in OBJECTIVES:
@@ -177,19 +153,21 @@ def search(
         )
     check_settings(top=top, cycles=cycles, population=population, sample=sample, batch=batch)
     rng = np.random.default_rng(seed)
-    sp = Nb201Space()
+    from latlab.datasets.spaces import get_space
+
+    sp = get_space(space)
     seen: dict[str, Candidate] = {}
     evaluated = 0
 
     def evaluate(idxs: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], Candidate]]:
         nonlocal evaluated
-        refs = [sp.reference(i) for i in idxs]
+        refs = [sp.format_genotype(i) for i in idxs]
         point = bundle.predict(refs)
         if confidence is None:
             bound = point
         else:
             _low, bound = bundle.predict_interval(refs, confidence, point_ms=point)
-        obj = sp.objective(refs, objective)
+        obj = objective_values(refs, objective)
         out = []
         for i, r, o, p, b in zip(idxs, refs, obj, point, bound, strict=True):
             c = Candidate(r, float(o), float(p), float(b), bool(b <= budget_ms))
@@ -207,7 +185,7 @@ def search(
     pop: deque[tuple[tuple[int, ...], Candidate]] = deque()
     for start in range(0, population, batch):
         n = min(batch, population - start)
-        pop.extend(evaluate([sp.sample(rng) for _ in range(n)]))
+        pop.extend(evaluate([sp.random_genotype(rng) for _ in range(n)]))
         if progress is not None:
             progress(len(pop), total)
     done = 0

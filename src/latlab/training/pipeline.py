@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from latlab.training.bundle import (
 from latlab.training.data import Source, TrainingData, dataset_hash, load_source, training_data
 from latlab.training.metrics import interval_metrics, metrics_by_group, regression_metrics
 from latlab.training.splits import (
+    FEW_SHOT_ROWS,
     Split,
     check_confidence,
     default_cal_size,
@@ -43,6 +44,7 @@ from latlab.training.splits import (
     families_of,
     make_split,
     min_calibration_size,
+    min_rows_for_calibration,
 )
 from latlab.training.tracking import Tracker
 
@@ -223,7 +225,7 @@ def train_only_references(predictor: str) -> set[str]:
 
 def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Split:
     n = len(data)
-    if conformal is None:
+    if conformal is None or conformal in intervals.CROSS_METHODS:
         cal = 0
     elif config.cal_size is not None:
         cal = int(config.cal_size)
@@ -354,14 +356,32 @@ def train(
     else:
         source = data if isinstance(data, Source) else load_source(data, config.min_ms)
         td = training_data(source, target)
+    small_data = None  # few rows: no calibration split (a few-shot table: no validation either)
+    if (
+        conformal
+        and conformal not in intervals.CROSS_METHODS
+        and config.cal_size is None
+        and len(td) < min_rows_for_calibration(confidence)
+    ):
+        small_data = (
+            f"{len(td)} networks are too few for a calibration split (the default carves one "
+            f"from {min_rows_for_calibration(confidence)} networks up): trained on all of them "
+            "without conformal intervals; --conformal cv+ calibrates on the training networks "
+            "themselves (out-of-fold), --cal-size N carves a split anyway"
+        )
+        conformal = None
+        log.warning("%s", small_data)
+    if len(td) < FEW_SHOT_ROWS and config.val_size is None and not (config.tune or config.study):
+        config = replace(config, val_size=0)  # 1-2 validation rows would score nothing
     split = _split(td, config, conformal)
     if len(split.train) < predictor.min_train_rows:
         raise DataError(
             f"predictor {config.predictor!r} needs at least {predictor.min_train_rows} training "
             f"rows, the split gives {len(split.train)}"
         )
-    warnings: list[str] = []
-    if conformal and len(split.cal) < min_calibration_size(confidence):
+    warnings: list[str] = [small_data] if small_data else []
+    cross = conformal in intervals.CROSS_METHODS
+    if conformal and not cross and len(split.cal) < min_calibration_size(confidence):
         warnings.append(
             f"calibration set of {len(split.cal)} networks is small for {confidence:g} "
             f"confidence (at least {min_calibration_size(confidence)} recommended): "
@@ -474,7 +494,10 @@ def train(
         if conformal:
             progress("calibrate", None, None)
             wrapper = intervals.wrap(conformal, model, **config.conformal_options)
-            intervals.calibrate(wrapper, x_ca, y_ca, train=(x_tr, y_tr))
+            if conformal in intervals.CROSS_METHODS:  # out-of-fold scores of the training rows
+                intervals.calibrate(wrapper, x_tr, y_tr)
+            else:
+                intervals.calibrate(wrapper, x_ca, y_ca, train=(x_tr, y_tr))
             warnings += [w for w in intervals.warnings_of(wrapper) if w not in warnings]
 
         progress("evaluate", None, None)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from latlab.datasets.spaces import SPACES
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import LatlabError, NetworkReferenceError
 
@@ -40,14 +41,14 @@ log = logging.getLogger(__name__)
 
 #: Default capacity of a bundle's feature cache (networks): the whole nb201 space and more.
 DEFAULT_CACHE_SIZE = 65536
-NB201_PREFIX = "nb201:"
 
 
 # --------------------------------------------------------------------------- network keys
 
 
 def normalise_network(network: Any, row: int | None = None) -> str | NetworkGraph:
-    """A reference or graph; bare NAS-Bench-201 arch strings become ``nb201:`` references.
+    """A reference or graph; bare bodies a space serves (NAS-Bench-201 arch strings) become
+    references of that space (:func:`~latlab.datasets.spaces.bare_reference`).
 
     Raises :class:`NetworkReferenceError` (naming the row when given) for anything else.
     """
@@ -80,76 +81,20 @@ def with_row(exc: LatlabError, row: int, network: Any) -> LatlabError:
     return type(exc)(f"row {row}: {text}")
 
 
-# --------------------------------------------------------------------------- nb201 fast path
-
-
-def _nb201_ops(arch: str) -> tuple[str, ...] | None:
-    """The six ops of a canonical arch string, ``None`` for anything else (which then takes
-    the general path and its error messages). A look-up in a table of the whole (finite)
-    space, built in milliseconds by formatting: the general parser validates, re-formats and
-    profiles the cell per call, ~20x the cost, which was most of the cost of encoding the
-    whole space."""
-    from latlab.encoders.nb201_cell import arch_index
-
-    return arch_index().get(arch)
-
-
-def _resolve_nb201_fast(ref: str) -> NetworkGraph | None:
-    """The lazy graph of an ``nb201:`` reference in canonical form, built without the cell
-    profile and digest that :func:`latlab.datasets.spaces.nb201.nb201_graph` computes up front
-    (both stay available, computed on first use); ``None`` when the reference is not such."""
-    if not ref.startswith(NB201_PREFIX):
-        return None
-    arch = ref[len(NB201_PREFIX) :]
-    ops = _nb201_ops(arch)
-    if ops is None:
-        return None
-    return _LazyNb201(ref, arch, ops)
-
-
-class _LazyNb201(NetworkGraph):
-    """An nb201 network whose layers, totals and digest are computed on first use."""
-
-    def __init__(self, ref: str, arch: str, ops: tuple[str, ...]) -> None:
-        self.name = ref
-        self.meta = {"reference": ref, "family": "nb201", "arch": arch, "ops": ops}
-        self._ops = ops
-
-    @property
-    def full(self) -> NetworkGraph:
-        from latlab.datasets.references import resolve
-
-        return resolve(self.name)
-
-    @property
-    def layers(self) -> Any:  # type: ignore[override]
-        return self.full.layers
-
-    @property
-    def inputs(self) -> Any:  # type: ignore[override]
-        return self.full.inputs
-
-    @property
-    def outputs(self) -> Any:  # type: ignore[override]
-        return self.full.outputs
-
-    @property
-    def totals(self) -> Any:  # type: ignore[override]
-        return self.full.totals
-
-    @property
-    def digest(self) -> str:  # type: ignore[override]
-        return self.full.digest
+# --------------------------------------------------------------------------- fast path
 
 
 def resolve_fast(network: str | NetworkGraph) -> NetworkGraph:
-    """:func:`~latlab.datasets.references.resolve`, with the nb201 fast path."""
+    """:func:`~latlab.datasets.references.resolve`, through the space's fast path where the
+    reference's space has one (:meth:`SearchSpace.fast_resolve`: nb201's table look-up)."""
     from latlab.datasets.references import resolve
 
     if isinstance(network, str):
-        graph = _resolve_nb201_fast(network)
-        if graph is not None:
-            return graph
+        fast = SPACES.fast.get(network.partition(":")[0])
+        if fast is not None:
+            graph = fast(network)
+            if graph is not None:
+                return graph
     return resolve(network)
 
 

@@ -94,6 +94,22 @@ def min_calibration_size(confidence: float) -> int:
     return 2 * math.ceil(1 / (1 - confidence) - 1 - 1e-9)
 
 
+#: Below this many rows a table is few-shot: the default split (no conformal calibration
+#: asked for explicitly, no tuning) keeps every row for training, without a validation split.
+FEW_SHOT_ROWS = 20
+
+
+def min_rows_for_calibration(confidence: float = 0.9) -> int:
+    """Fewest rows from which the default split carves a calibration set (90 at 90 %).
+
+    Below it a split-conformal calibration set of :func:`min_calibration_size` rows would take
+    a fifth or more of the data from training (a k = 10 few-shot table could not train at
+    all), so the default is no calibration split: point predictions, with a warning that says
+    how to get intervals (more rows, or an explicit ``cal_size``).
+    """
+    return 5 * min_calibration_size(confidence)
+
+
 def default_cal_size(n: int, confidence: float = 0.9) -> int:
     """Calibration rows when conformal intervals are on: 10 % of the rows, at least the minimum."""
     return max(min_calibration_size(confidence), round(DEFAULT_FRACTION * n))

@@ -1,42 +1,40 @@
-"""Search spaces: seeded samplers of network references, registered by name.
+"""Search spaces: plug-ins that own a family of networks, registered by name.
 
-A space turns ``(count, seed)`` into references (``fcnn:...``, ``nb201:...``, ...); the
-references' schemes build the networks. ``latlab measure --space NAME`` samples from here.
+A space (:class:`~latlab.datasets.spaces.base.SearchSpace`) owns its reference syntax, IR
+builder, encodings, sampling, mutation and serving fast path; predictors, training, serving
+and NAS ask the registry (:func:`get_space`, :func:`space_of`) instead of naming a space.
+``latlab measure --space NAME`` samples from here. See :mod:`latlab.datasets.spaces.base`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
+from latlab.datasets.spaces.base import (
+    SPACES,
+    Genotype,
+    SearchSpace,
+    bare_reference,
+    get_space,
+    load_all,
+    load_scheme,
+    register_space,
+    searchable_spaces,
+    space_of,
+)
 from latlab.errors import DataError
 
-
-@dataclass(frozen=True, slots=True)
-class SearchSpace:
-    """A named sampler of references; ``size`` is the number of members when finite."""
-
-    name: str
-    sample: Callable[[int, int], list[str]]
-    description: str
-    size: int | None = None
-
-
-SPACES: dict[str, SearchSpace] = {}
-
-
-def register_space(space: SearchSpace) -> None:
-    SPACES[space.name] = space
-
-
-def get_space(name: str) -> SearchSpace:
-    """The registered space ``name``; raises naming it and the known spaces."""
-    try:
-        return SPACES[name]
-    except KeyError:
-        raise DataError(
-            f"unknown search space {name!r} (known: {', '.join(sorted(SPACES))})"
-        ) from None
+__all__ = [
+    "SPACES",
+    "Genotype",
+    "SearchSpace",
+    "bare_reference",
+    "get_space",
+    "load_all",
+    "load_scheme",
+    "register_space",
+    "sample",
+    "searchable_spaces",
+    "space_of",
+]
 
 
 def sample(name: str, count: int, seed: int = 0) -> list[str]:
@@ -49,6 +47,11 @@ def sample(name: str, count: int, seed: int = 0) -> list[str]:
     return space.sample(count, seed)
 
 
-# Registration: importing the space modules registers their schemes and samplers.
+# Registration: importing the space modules registers their schemes and spaces; the spaces
+# below are registered lazily ("module:attr"): their modules load on first use of the space
+# or of its reference prefix.
 import latlab.datasets.spaces.bnn  # noqa: E402, F401
 from latlab.datasets.spaces import cnn, fcnn, nb201  # noqa: E402, F401
+
+register_space("latlab.datasets.spaces.fbnet:SPACE", name="fbnet")
+register_space("latlab.datasets.spaces.ofa:SPACE", name="ofa")

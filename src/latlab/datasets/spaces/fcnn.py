@@ -90,7 +90,16 @@ register_scheme(
         help="fully connected network IN-H1-...-OUT, ReLU between layers",
     )
 )
+
+
+class FcnnSpace(SearchSpace):
+    """Fully connected networks; their vector encoding is the padded layer-width vector (the
+    FCNN estimator's input)."""
+
+    vector_features = "widths"
+
+
 register_space(
-    SearchSpace("fcnn", sample_fcnn, "FCNN estimator space: 1-5 hidden layers, <=50 neurons")
+    FcnnSpace("fcnn", sample_fcnn, "FCNN estimator space: 1-5 hidden layers, <=50 neurons")
 )
 register_space(SearchSpace("fcnn-wide", sample_fcnn_wide, "FCNN with up to 4096 neurons per layer"))

@@ -61,14 +61,15 @@ AUTO = "auto"
 
 
 def auto_spec(graphs: list[Any]) -> str:
-    """The encoder spec ``features="auto"`` picks: nb201 one-hot + summary for a set of nb201
-    networks, widths for fully connected ones, the summary (any network) otherwise."""
-    fams = {g.family for g in graphs}
-    if fams == {"nb201"}:
-        return "nb201-onehot+summary"
-    if fams == {"fcnn"}:
-        return "widths"
-    return "summary"
+    """The encoder spec ``features="auto"`` picks: for networks of one search space its one-hot
+    + summary (nb201, fbnet, ofa), else its vector features (widths for fully connected
+    networks), the summary (any network) otherwise."""
+    from latlab.datasets.spaces import space_of
+
+    space = space_of(graphs)
+    if space is not None and space.onehot:
+        return f"{space.onehot}+summary"
+    return (space.vector_features if space is not None else None) or "summary"
 
 
 class _Encoder:
@@ -79,10 +80,10 @@ class _Encoder:
 
     @classmethod
     def fit(cls, features: str, graphs: list[Any]) -> _Encoder:
-        from latlab.encoders.vector import make_vector_encoder
+        from latlab.predictors.features import vector_encoder
 
         spec = auto_spec(graphs) if features == AUTO else features
-        enc = make_vector_encoder(spec)
+        enc = vector_encoder(spec)
         enc.fit(graphs)
         return cls(spec, enc)
 

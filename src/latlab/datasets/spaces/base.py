@@ -1,0 +1,273 @@
+"""The search-space protocol: one object per space that owns everything specific to it.
+
+A search space (``nb201``, ``fbnet``, ``ofa``, ``fcnn``, ...) names its networks by references
+with its own prefix (``nb201:|...|``), builds their IR, samples and mutates them, and says
+which encodings suit them. Predictors, training, serving and NAS never name a space: they ask
+:func:`space_of` (the space every network of a set belongs to) or :func:`get_space` and use
+what the :class:`SearchSpace` offers:
+
+* references -- :attr:`~SearchSpace.prefix` (the scheme, registered in
+  :mod:`latlab.datasets.references` by the space's module), :meth:`~SearchSpace.parse`
+  (validate a body, raising :class:`~latlab.errors.NetworkReferenceError` naming the
+  reference), :meth:`~SearchSpace.build` (the IR, lazy where the space provides it);
+* population -- :meth:`~SearchSpace.sample` (``count`` distinct references, seeded),
+  :meth:`~SearchSpace.enumerate` and :attr:`~SearchSpace.size` when the space is finite;
+* NAS -- a *genotype* is a tuple of ints the space maps to and from references:
+  :meth:`~SearchSpace.random_genotype`, :meth:`~SearchSpace.mutate`,
+  :meth:`~SearchSpace.format_genotype`, :meth:`~SearchSpace.genotype`; a space without them is
+  not searchable (:attr:`~SearchSpace.searchable`);
+* encodings -- names in the encoder registries (:data:`latlab.encoders.vector.VECTOR_ENCODERS`,
+  :data:`latlab.encoders.graph.GRAPH_ENCODERS`): :attr:`~SearchSpace.vector_features` (what the
+  vector predictors' ``features="auto"`` picks), :attr:`~SearchSpace.onehot` (the space's
+  one-hot, used with the summary by conformal difficulty models and transfer heads),
+  :attr:`~SearchSpace.counts` (op counts: the ``layer-sum`` predictor's table entries),
+  :attr:`~SearchSpace.graph` (the GCN's ``graph="auto"``);
+* serving -- :attr:`~SearchSpace.bare_prefix` (bare bodies served without the prefix: nb201's
+  ``|...|`` arch strings) and :meth:`~SearchSpace.fast_resolve` (a cheaper graph for
+  canonical references than the general resolver).
+
+The registry (:data:`SPACES`) maps a name to a space object or to a lazy ``"module:attr"``
+string (the idiom of :mod:`latlab.experiments.registry`), imported on first use; by convention
+a space's name is its reference prefix, so that :mod:`latlab.datasets.references` can load
+the module of a lazily registered space when it first meets its prefix.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from threading import RLock
+from typing import Any
+
+import numpy as np
+
+from latlab.encoders.ir import NetworkGraph
+from latlab.errors import DataError
+
+Genotype = tuple[int, ...]
+
+
+class SearchSpace:
+    """A search space (see the module docstring). Subclass it and override what the space has;
+    ``SearchSpace(name, sample, description, size)`` is a sampler-only space (``latlab measure
+    --space``)."""
+
+    #: Encoder names this space offers (``None``: it has no such encoding).
+    vector_features: str | None = None
+    onehot: str | None = None
+    counts: str | None = None
+    graph: str | None = None
+    #: Whether each op count is an additive latency term wherever the op sits (nb201's cell
+    #: ops: the same shapes in every cell of a stage), so that ``layer-sum``'s ``auto`` tables
+    #: :attr:`counts`; otherwise it tables the IR's distinct layers (FBNet, OFA).
+    counts_additive: bool = False
+    #: Leading text of a bare body that serving reads as ``<prefix>:<body>`` (nb201: ``"|"``).
+    bare_prefix: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        sample: Callable[[int, int], list[str]] | None = None,
+        description: str = "",
+        size: int | None = None,
+        prefix: str | None = None,
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.size = size
+        self.prefix = prefix or name
+        self._sampler = sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    # ------------------------------------------------------------------ references and IR
+
+    def parse(self, body: str) -> Any:
+        """Validate a reference body (without the prefix); raises naming the reference."""
+        from latlab.datasets.references import parse_reference
+
+        return parse_reference(f"{self.prefix}:{body}")
+
+    def build(self, reference: str, batch: int = 1) -> NetworkGraph:
+        """The IR of a reference of this space."""
+        from latlab.datasets.references import resolve
+
+        return resolve(reference, batch=batch)
+
+    def owns(self, graph: NetworkGraph) -> bool:
+        """Whether ``graph`` is a network of this space (its family is the space's name)."""
+        return graph.family == self.name
+
+    def canonical(self, reference: str) -> str:
+        """The canonical reference of the network ``reference`` names (itself by default;
+        spaces whose references can name one network several ways override it)."""
+        return reference
+
+    # ------------------------------------------------------------------ population
+
+    def sample(self, count: int, seed: int = 0) -> list[str]:
+        """``count`` distinct references drawn with ``seed``."""
+        if self._sampler is not None:
+            return self._sampler(count, seed)
+        if not self.searchable:
+            raise DataError(f"search space {self.name!r} cannot sample networks")
+        rng = np.random.default_rng(seed)
+        out: dict[str, None] = {}
+        tries = 0
+        while len(out) < count:
+            out.setdefault(self.format_genotype(self.random_genotype(rng)))
+            tries += 1
+            if tries > 100 * count + 1000:
+                raise DataError(f"space {self.name!r}: cannot draw {count} distinct networks")
+        return list(out)
+
+    def enumerate(self) -> list[str] | None:
+        """Every reference of a finite, enumerable space; ``None`` otherwise."""
+        return None
+
+    # ------------------------------------------------------------------ NAS
+
+    @property
+    def searchable(self) -> bool:
+        """Whether ``latlab nas`` can search this space (it has genotypes and mutation)."""
+        return type(self).mutate is not SearchSpace.mutate
+
+    def random_genotype(self, rng: np.random.Generator) -> Genotype:
+        raise DataError(f"search space {self.name!r} has no genotypes (not searchable)")
+
+    def mutate(self, genotype: Genotype, rng: np.random.Generator) -> Genotype:
+        """A neighbour of ``genotype``: one choice changed."""
+        raise DataError(f"search space {self.name!r} has no mutation (not searchable)")
+
+    def format_genotype(self, genotype: Genotype) -> str:
+        raise DataError(f"search space {self.name!r} has no genotypes (not searchable)")
+
+    def genotype(self, reference: str) -> Genotype:
+        raise DataError(f"search space {self.name!r} has no genotypes (not searchable)")
+
+    def mutate_reference(self, reference: str, rng: np.random.Generator) -> str:
+        """:meth:`mutate` on references."""
+        return self.format_genotype(self.mutate(self.genotype(reference), rng))
+
+    # ------------------------------------------------------------------ serving
+
+    def fast_resolve(self, reference: str) -> NetworkGraph | None:
+        """A graph for ``reference`` cheaper than the general resolver, or ``None`` (then the
+        general path, with its error messages, is taken)."""
+        return None
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+class _Registry(Mapping[str, SearchSpace]):
+    """Name -> space, where an entry may be a lazy ``"module:attr"`` string resolved (imported)
+    on first access."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, SearchSpace | str] = {}
+        self._lock = RLock()
+        #: (bare prefix, space name) of the loaded spaces that serve bare bodies.
+        self.bare: tuple[tuple[str, str], ...] = ()
+        #: prefix -> fast resolver of the loaded spaces that have one.
+        self.fast: dict[str, Callable[[str], NetworkGraph | None]] = {}
+
+    def register(self, space: SearchSpace | str, name: str | None = None) -> None:
+        with self._lock:
+            if isinstance(space, str):
+                if not name:
+                    raise DataError(f"a lazy space entry {space!r} needs a name")
+                if not isinstance(self._entries.get(name), SearchSpace):
+                    self._entries[name] = space
+                return
+            self._entries[name or space.name] = space
+            self._index(space)
+
+    def _index(self, space: SearchSpace) -> None:
+        if space.bare_prefix:
+            self.bare = (*self.bare, (space.bare_prefix, space.prefix))
+        if type(space).fast_resolve is not SearchSpace.fast_resolve:
+            self.fast[space.prefix] = space.fast_resolve
+
+    def __getitem__(self, name: str) -> SearchSpace:
+        entry = self._entries[name]
+        if isinstance(entry, SearchSpace):
+            return entry
+        with self._lock:
+            entry = self._entries[name]
+            if isinstance(entry, str):
+                module, _, attr = entry.partition(":")
+                loaded = getattr(importlib.import_module(module), attr)
+                if not isinstance(loaded, SearchSpace):
+                    raise DataError(f"space entry {entry!r} is not a SearchSpace")
+                if self._entries[name] is entry:  # the import may have registered it already
+                    self._entries[name] = loaded
+                    self._index(loaded)
+                entry = self._entries[name]
+            assert isinstance(entry, SearchSpace)
+            return entry
+
+    def is_lazy(self, name: str) -> bool:
+        return isinstance(self._entries.get(name), str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+SPACES = _Registry()
+
+
+def register_space(space: SearchSpace | str, name: str | None = None) -> None:
+    """Register a space object, or ``register_space("module:attr", name="myspace")`` lazily."""
+    SPACES.register(space, name)
+
+
+def get_space(name: str) -> SearchSpace:
+    """The registered space ``name``; raises naming it and the known spaces."""
+    if name not in SPACES:
+        raise DataError(f"unknown search space {name!r} (known: {', '.join(sorted(SPACES))})")
+    return SPACES[name]
+
+
+def space_of(graphs: Sequence[NetworkGraph]) -> SearchSpace | None:
+    """The space every one of ``graphs`` belongs to (by family), ``None`` when they are of no
+    registered space or of several."""
+    fams = {g.family for g in graphs}
+    if len(fams) != 1:
+        return None
+    fam = next(iter(fams))
+    return SPACES.get(fam)
+
+
+def searchable_spaces() -> list[str]:
+    """Names of the spaces ``latlab nas`` can search (loads lazy entries)."""
+    return sorted(n for n in SPACES if SPACES[n].searchable)
+
+
+def load_all() -> None:
+    """Load every lazily registered space (their modules register their schemes and encoder
+    names): for a caller that meets an encoder name before any network of its space."""
+    for name in list(SPACES):
+        if SPACES.is_lazy(name):
+            SPACES[name]
+
+
+def load_scheme(prefix: str) -> bool:
+    """Load the lazily registered space named ``prefix`` (its module registers its reference
+    scheme); ``False`` when there is none."""
+    if not SPACES.is_lazy(prefix):
+        return False
+    SPACES[prefix]
+    return True
+
+
+def bare_reference(text: str) -> str | None:
+    """``<prefix>:<text>`` when ``text`` is a bare body a loaded space serves, else ``None``."""
+    for lead, prefix in SPACES.bare:
+        if text.startswith(lead):
+            return f"{prefix}:{text}"
+    return None

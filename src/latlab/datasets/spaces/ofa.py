@@ -1,0 +1,409 @@
+"""Once-for-All MobileNetV3 (width 1.0), as HELP uses it: ``ofa:`` references.
+
+The network (ImageNet, input r x r, 1000 classes):
+
+* first conv 3x3, 3 -> 16, stride 2, + BN + h-swish; a first block: depthwise 3x3 + BN + ReLU,
+  Conv 1x1 16 -> 16 + BN, plus the input;
+* 5 stages of widths [24, 40, 80, 112, 160], first-block strides [2, 2, 2, 1, 2], activations
+  [ReLU, ReLU, h-swish, h-swish, h-swish], squeeze-and-excitation in stages 2, 4 and 5. Stage i
+  has d_i in {2, 3, 4} active blocks; a block is an inverted residual with kernel k in
+  {3, 5, 7} and expansion e in {3, 4, 6}: Conv 1x1 C_in -> e·C_in + BN + act, depthwise kxk +
+  BN + act, [SE: average pool, Conv 1x1 to make_divisible(e·C_in / 4, 8) (bias), ReLU, Conv
+  1x1 back (bias), h-sigmoid, multiply], Conv 1x1 -> C_out + BN, plus the input when the
+  stride is 1 and the widths are equal;
+* Conv 1x1 160 -> 960 + BN + h-swish, global average pooling, Conv 1x1 960 -> 1280 (no BN, no
+  bias) + h-swish, FC 1280 -> 1000.
+
+The builder generalises to any per-block expanded width (:func:`build_mbv3`), which is how the
+tests check it against a published network of the same structure: MobileNetV3-Large
+(Howard et al., ICCV 2019) is this skeleton with its own depths, kernels and expanded widths,
+and its published counts (torchvision: 5,483,032 parameters, 0.217 GMACs; OFA's head conv has
+no bias, 1,280 parameters fewer) are met exactly.
+
+References: ``ofa:r<res>-d<5 depths>-k<20 kernels>-e<20 expansions>``, four k/e positions per
+stage, stage i using its first d_i. **Two references can name one network**: the k/e digits
+of inactive positions do not change it (HELP's table keeps whatever the sampler left there).
+latlab treats such references as the same network: both parse, their graphs have the same
+digest, features and predictions, and :func:`canonical` (and every reference latlab
+generates: sampling, NAS) writes inactive positions as ``0``. A reference is kept as it was
+given (so a table's rows keep their names); ``0`` is accepted at inactive positions only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
+from latlab.datasets.spaces.base import Genotype, SearchSpace, register_space
+from latlab.datasets.spaces.chain import chain_digest, sum_totals, totals_vector
+from latlab.datasets.zoo.common import conv_bn_act, make_divisible, squeeze_excitation
+from latlab.encoders.builder import NetBuilder
+from latlab.encoders.choices import BlockChainGraphEncoder, ChoiceOneHotEncoder, TokenCountEncoder
+from latlab.encoders.graph import register_graph_encoder
+from latlab.encoders.ir import LazyNetworkGraph, NetworkGraph, NetworkTotals
+from latlab.encoders.vector import register_vector_encoder
+from latlab.errors import NetworkReferenceError
+
+PREFIX = "ofa"
+RESOLUTIONS: tuple[int, ...] = tuple(range(128, 225, 4))
+DEPTHS: tuple[int, ...] = (2, 3, 4)
+KERNELS: tuple[int, ...] = (3, 5, 7)
+EXPANSIONS: tuple[int, ...] = (3, 4, 6)
+STAGE_WIDTHS: tuple[int, ...] = (24, 40, 80, 112, 160)
+STAGE_STRIDES: tuple[int, ...] = (2, 2, 2, 1, 2)
+STAGE_ACTS: tuple[str, ...] = ("relu", "relu", "hardswish", "hardswish", "hardswish")
+STAGE_SE: tuple[bool, ...] = (False, True, False, True, True)
+MAX_DEPTH = 4
+N_STAGES = len(STAGE_WIDTHS)
+N_POS = N_STAGES * MAX_DEPTH  # 20
+STEM_WIDTH = 16
+FINAL_EXPAND = 960
+FEATURE_MIX = 1280
+NUM_CLASSES = 1000
+
+_BODY = re.compile(r"r(\d+)-d(\d{5})-k(\d{20})-e(\d{20})$")
+
+#: An OFA network: resolution, 5 depths, and (kernel, expansion) per position, 0 = inactive.
+Arch = tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def parse_ofa(body: str) -> Arch:
+    """``(resolution, depths, kernels, expansions)``; inactive positions keep their digits."""
+    ref = f"{PREFIX}:{body}"
+    m = _BODY.match(body.strip())
+    if m is None:
+        raise NetworkReferenceError(
+            f"malformed OFA reference {ref!r}: expected ofa:r<res>-d<5 depths>-k<20 kernels>-"
+            "e<20 expansions>, e.g. ofa:r204-d22223-k75557757573753735353-"
+            "e64466343363336346436"
+        )
+    res = int(m[1])
+    depths = tuple(int(c) for c in m[2])
+    kernels = tuple(int(c) for c in m[3])
+    expansions = tuple(int(c) for c in m[4])
+    if res not in RESOLUTIONS:
+        raise NetworkReferenceError(
+            f"malformed OFA reference {ref!r}: resolution {res} is not one of 128, 132, ..., 224"
+        )
+    for i, d in enumerate(depths):
+        if d not in DEPTHS:
+            raise NetworkReferenceError(
+                f"malformed OFA reference {ref!r}: depth of stage {i + 1} is {d}, not 2, 3 or 4"
+            )
+    for what, values, allowed in (
+        ("kernel", kernels, KERNELS),
+        ("expansion", expansions, EXPANSIONS),
+    ):
+        for p, v in enumerate(values):
+            active = p % MAX_DEPTH < depths[p // MAX_DEPTH]
+            if v not in allowed and not (v == 0 and not active):
+                raise NetworkReferenceError(
+                    f"malformed OFA reference {ref!r}: {what} {v} at position {p + 1} is not "
+                    f"one of {', '.join(map(str, allowed))}"
+                    + ("" if active else " (or 0: the position is inactive)")
+                )
+    return res, depths, kernels, expansions
+
+
+def active_positions(depths: Sequence[int]) -> list[int]:
+    """The k/e positions a network uses (stage i: its first d_i)."""
+    return [s * MAX_DEPTH + j for s, d in enumerate(depths) for j in range(d)]
+
+
+def canonical_arch(arch: Arch) -> Arch:
+    """The arch with inactive positions set to 0 (one form per network)."""
+    res, depths, ks, es = arch
+    active = set(active_positions(depths))
+    ks = tuple(k if p in active else 0 for p, k in enumerate(ks))
+    es = tuple(e if p in active else 0 for p, e in enumerate(es))
+    return res, tuple(depths), ks, es
+
+
+def format_ofa(arch: Arch) -> str:
+    res, depths, ks, es = arch
+    return (
+        f"{PREFIX}:r{res}-d{''.join(map(str, depths))}-k{''.join(map(str, ks))}"
+        f"-e{''.join(map(str, es))}"
+    )
+
+
+def canonical(reference: str) -> str:
+    """The canonical reference of the network an ``ofa:`` reference names."""
+    return format_ofa(canonical_arch(_parse(reference.removeprefix(f"{PREFIX}:"))))
+
+
+# --------------------------------------------------------------------------- builder
+
+#: One block of the generalised builder: (kernel, expanded width, output width, stride,
+#: activation, SE).
+BlockSpec = tuple[int, int, int, int, str, bool]
+
+
+def _first(b: NetBuilder, x: str) -> str:
+    y = conv_bn_act(b, x, STEM_WIDTH, 3, 2, "hardswish")
+    z = conv_bn_act(b, y, STEM_WIDTH, 3, 1, "relu", groups=STEM_WIDTH)
+    z = conv_bn_act(b, z, STEM_WIDTH, 1, activation="none")
+    return b.add(y, z)
+
+
+def _block(b: NetBuilder, x: str, spec: BlockSpec) -> str:
+    k, mid, cout, stride, act, se = spec
+    cin = b.shape(x)[1]
+    y = conv_bn_act(b, x, mid, 1, activation=act)
+    y = conv_bn_act(b, y, mid, k, stride, act, groups=mid)
+    if se:
+        y = squeeze_excitation(b, y, make_divisible(mid // 4, 8), "relu", "hardsigmoid")
+    y = conv_bn_act(b, y, cout, 1, activation="none")
+    return b.add(x, y) if stride == 1 and cin == cout else y
+
+
+def _head(b: NetBuilder, x: str) -> str:
+    y = conv_bn_act(b, x, FINAL_EXPAND, 1, activation="hardswish")
+    y = b.global_avgpool(y)
+    y = b.hardswish(b.conv(y, FEATURE_MIX, 1, padding=0))
+    return b.gemm(b.flatten(y), NUM_CLASSES)
+
+
+def build_mbv3(
+    blocks: Sequence[BlockSpec],
+    input_shape: tuple[int, ...],
+    name: str,
+    meta: dict[str, Any] | None = None,
+) -> NetworkGraph:
+    """The OFA MobileNetV3 skeleton with any sequence of inverted-residual blocks."""
+    b = NetBuilder(name, input_shape, meta=meta)
+    x = _first(b, b.input)
+    for spec in blocks:
+        x = _block(b, x, spec)
+    _head(b, x)
+    return b.build()
+
+
+def block_specs(arch: Arch) -> list[BlockSpec]:
+    """The active blocks of an OFA network."""
+    _res, depths, ks, es = arch
+    out, cin = [], STEM_WIDTH
+    for s, d in enumerate(depths):
+        for j in range(d):
+            p = s * MAX_DEPTH + j
+            stride = STAGE_STRIDES[s] if j == 0 else 1
+            out.append((ks[p], cin * es[p], STAGE_WIDTHS[s], stride, STAGE_ACTS[s], STAGE_SE[s]))
+            cin = STAGE_WIDTHS[s]
+    return out
+
+
+def _input_shape(arch: Arch, batch: int, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    if input_shape:
+        shape = tuple(int(d) for d in input_shape)
+        if len(shape) != 4 or shape[1] != 3 or min(shape) < 32:
+            raise NetworkReferenceError(f"ofa networks take an input (N, 3, H, W), got {shape}")
+        return shape
+    return (batch, 3, arch[0], arch[0])
+
+
+# --------------------------------------------------------------------------- fast totals
+
+
+@lru_cache(maxsize=8192)
+def _segment(kind: str, shape: tuple[int, ...], spec: BlockSpec | None = None) -> np.ndarray:
+    b = NetBuilder(kind, shape)
+    if kind == "first":
+        _first(b, b.input)
+    elif kind == "head":
+        _head(b, b.input)
+    else:
+        assert spec is not None
+        _block(b, b.input, spec)
+    return totals_vector(b.build().totals)
+
+
+def _out_size(h: int, stride: int) -> int:
+    return (h - 1) // stride + 1  # odd kernels with (k - 1) / 2 padding
+
+
+def fast_totals(arch: Arch, input_shape: tuple[int, ...]) -> NetworkTotals:
+    """Totals of an OFA network from its segments' (equal to the built graph's)."""
+    n, _, h, w = input_shape
+    parts = [_segment("first", input_shape)]
+    h, w = _out_size(h, 2), _out_size(w, 2)
+    cin = STEM_WIDTH
+    for spec in block_specs(arch):
+        parts.append(_segment("block", (n, cin, h, w), spec))
+        h, w = _out_size(h, spec[3]), _out_size(w, spec[3])
+        cin = spec[2]
+    parts.append(_segment("head", (n, cin, h, w)))
+    return sum_totals(parts)
+
+
+_TOKENS = [f"k{k}_e{e}" for k in KERNELS for e in EXPANSIONS]
+
+
+def ofa_graph(arch: Arch, batch: int = 1, input_shape: Sequence[int] | None = None) -> Any:
+    """The lazy graph of an OFA network (reference as given; digest and features from its
+    canonical form, so references naming one network agree)."""
+    shape = _input_shape(arch, batch, input_shape)
+    ref = format_ofa(arch)
+    canon = canonical_arch(arch)
+    res, depths, ks, es = canon
+    active = set(active_positions(depths))
+    choices = [RESOLUTIONS.index(res), *(DEPTHS.index(d) for d in depths)]
+    choices += [KERNELS.index(k) if p in active else -1 for p, k in enumerate(ks)]
+    choices += [EXPANSIONS.index(e) if p in active else -1 for p, e in enumerate(es)]
+    tokens = [t for p in sorted(active) for t in (f"k{ks[p]}", f"e{es[p]}", f"k{ks[p]}_e{es[p]}")]
+    blocks = tuple(
+        (f"k{ks[p]}_e{es[p]}", p // MAX_DEPTH) if p in active else None for p in range(N_POS)
+    )
+    canon_ref = format_ofa(canon)
+    meta = {
+        "reference": ref,
+        "family": PREFIX,
+        "canonical": canon_ref,
+        "resolution": res,
+        "choices": tuple(choices),
+        "tokens": tuple(tokens),
+        "blocks": blocks,
+        "scalars": (res / 224.0,),
+    }
+    return LazyNetworkGraph(
+        ref,
+        build=lambda: build_mbv3(block_specs(canon), shape, ref, meta),
+        meta=meta,
+        totals_fn=lambda: fast_totals(canon, shape),
+        digest_value=chain_digest(PREFIX, canon_ref, shape),
+    )
+
+
+_parse = lru_cache(maxsize=1 << 14)(parse_ofa)
+
+
+def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
+    arch = _parse(body)
+    return ofa_graph(arch, opts.batch, opts.input_shape)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- the plug-in
+
+ONEHOT = "ofa-onehot"
+COUNTS = "ofa-counts"
+GRAPH = "ofa-blocks"
+_POSITION_NAMES = [
+    "r",
+    *(f"d{s + 1}" for s in range(N_STAGES)),
+    *(f"k{p + 1}" for p in range(N_POS)),
+    *(f"e{p + 1}" for p in range(N_POS)),
+]
+_OPTIONS = [
+    [str(r) for r in RESOLUTIONS],
+    *([[str(d) for d in DEPTHS]] * N_STAGES),
+    *([[str(k) for k in KERNELS]] * N_POS),
+    *([[str(e) for e in EXPANSIONS]] * N_POS),
+]
+_VOCAB = [*(f"k{k}" for k in KERNELS), *(f"e{e}" for e in EXPANSIONS), *_TOKENS]
+
+
+class OfaSpace(SearchSpace):
+    """OFA MobileNetV3 as a search-space plug-in.
+
+    Genotype: resolution index, 5 depth indices, 20 kernel and 20 expansion indices (46 ints;
+    inactive positions -1). Mutation changes one of the resolution, a depth (blocks that become
+    active get random k/e) or an active block's kernel or expansion; generated references are
+    canonical. Encodings: the one-hot of all choices (inactive positions all zero), counts of
+    kernels/expansions/(k, e) pairs over the active blocks, the block-chain graph (with the
+    resolution on every block node) for the GCN.
+    """
+
+    # Chosen on validation data (benchmarks/space_feature_choice.py: LightGBM, 900 training /
+    # 100 validation networks): adding the summary lowered the validation MAPE on every device
+    # tried (FBNet 1080ti_64 1.92 -> 1.47 %, pixel3 3.06 -> 1.01 %; OFA titan_xp_64 4.29 ->
+    # 2.01 %): unlike nb201's cells these networks have no dead ops the IR would drop.
+    vector_features = f"{ONEHOT}+{COUNTS}+summary"
+    onehot = ONEHOT
+    counts = COUNTS
+    graph = GRAPH
+
+    def __init__(self) -> None:
+        size = len(RESOLUTIONS) * sum(9**d for d in DEPTHS) ** N_STAGES
+        super().__init__(PREFIX, None, "Once-for-All MobileNetV3 (width 1.0), ImageNet", size)
+
+    def parse(self, body: str) -> Arch:
+        return _parse(body)
+
+    def canonical(self, reference: str) -> str:
+        return canonical(reference)
+
+    def random_genotype(self, rng: np.random.Generator) -> Genotype:
+        res = int(rng.integers(len(RESOLUTIONS)))
+        depths = [int(i) for i in rng.integers(0, len(DEPTHS), N_STAGES)]
+        ks = [int(i) for i in rng.integers(0, len(KERNELS), N_POS)]
+        es = [int(i) for i in rng.integers(0, len(EXPANSIONS), N_POS)]
+        return self._canonical_genotype([res, *depths, *ks, *es])
+
+    @staticmethod
+    def _canonical_genotype(g: list[int]) -> Genotype:
+        depths = [DEPTHS[i] for i in g[1 : 1 + N_STAGES]]
+        active = set(active_positions(depths))
+        base = 1 + N_STAGES
+        for p in range(N_POS):
+            if p not in active:
+                g[base + p] = g[base + N_POS + p] = -1
+        return tuple(g)
+
+    def mutate(self, genotype: Genotype, rng: np.random.Generator) -> Genotype:
+        g = list(genotype)
+        base = 1 + N_STAGES
+        depths = [DEPTHS[i] for i in g[1:base]]
+        active = active_positions(depths)
+        genes = [
+            0,
+            *range(1, base),
+            *(base + p for p in active),
+            *(base + N_POS + p for p in active),
+        ]
+        gene = genes[int(rng.integers(len(genes)))]
+        n_opts = len(RESOLUTIONS) if gene == 0 else 3
+        new = int(rng.integers(n_opts - 1))
+        g[gene] = new + (new >= g[gene])
+        if 1 <= gene < base:  # a depth changed: new blocks get random choices
+            now = set(active_positions([DEPTHS[i] for i in g[1:base]]))
+            for p in sorted(now - set(active)):
+                g[base + p] = int(rng.integers(len(KERNELS)))
+                g[base + N_POS + p] = int(rng.integers(len(EXPANSIONS)))
+        return self._canonical_genotype(g)
+
+    def format_genotype(self, genotype: Genotype) -> str:
+        base = 1 + N_STAGES
+        ks = tuple(KERNELS[i] if i >= 0 else 0 for i in genotype[base : base + N_POS])
+        es = tuple(EXPANSIONS[i] if i >= 0 else 0 for i in genotype[base + N_POS :])
+        depths = tuple(DEPTHS[i] for i in genotype[1:base])
+        return format_ofa((RESOLUTIONS[genotype[0]], depths, ks, es))
+
+    def genotype(self, reference: str) -> Genotype:
+        res, depths, ks, es = canonical_arch(_parse(reference.removeprefix(f"{PREFIX}:")))
+        g = [RESOLUTIONS.index(res), *(DEPTHS.index(d) for d in depths)]
+        g += [KERNELS.index(k) if k else -1 for k in ks]
+        g += [EXPANSIONS.index(e) if e else -1 for e in es]
+        return tuple(g)
+
+
+register_vector_encoder(ONEHOT, lambda: ChoiceOneHotEncoder(PREFIX, _POSITION_NAMES, _OPTIONS))
+register_vector_encoder(COUNTS, lambda: TokenCountEncoder(PREFIX, _VOCAB))
+register_graph_encoder(
+    GRAPH,
+    lambda graph_features: BlockChainGraphEncoder(PREFIX, _TOKENS, N_POS, N_STAGES, 1),
+)
+register_scheme(
+    Scheme(
+        PREFIX,
+        _resolve,
+        validate=_parse,
+        help="Once-for-All MobileNetV3 r<res>-d<5 depths>-k<20 kernels>-e<20 expansions>",
+    )
+)
+#: The ofa space plug-in.
+SPACE = OfaSpace()
+register_space(SPACE)

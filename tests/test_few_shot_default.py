@@ -1,0 +1,88 @@
+"""`latlab train --predictor transfer` on a few-shot table: the default split works for k >= 3.
+
+Ten (or three) networks of a new device cannot give a split-conformal calibration set, so
+below :func:`min_rows_for_calibration` rows the default trains on every row without
+intervals and says so; an explicit ``--cal-size`` still calibrates.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latlab.cli import main
+from latlab.datasets import resolve
+from latlab.datasets.spaces import sample
+from latlab.training.bundle import load_bundle
+from latlab.training.splits import min_rows_for_calibration
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    refs = sample("fbnet", 60, seed=2)
+    macs = np.array([resolve(r).totals.macs for r in refs], dtype=float)
+    layers = np.array([resolve(r).totals.n_layers for r in refs], dtype=float)
+    d = tmp_path_factory.mktemp("fewshot")
+    src = pd.DataFrame(
+        {"network": refs, "gpu": 1 + macs * 2e-8, "cpu": 0.5 + macs * 5e-8 + layers * 1e-3}
+    )
+    src.to_csv(d / "sources.csv", index=False)
+    target = 0.2 + macs * 3e-8 + layers * 2e-3
+    return d, refs, target
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_transfer_trains_on_k_networks_by_default(tables, k, capsys):
+    d, refs, target = tables
+    assert k < min_rows_for_calibration(0.9) == 90
+    kt = d / f"k{k}.csv"
+    pd.DataFrame({"network": refs[:k], "new": target[:k]}).to_csv(kt, index=False)
+    out = d / f"bundle{k}"
+    argv = ["train", "--data", str(kt), "--target", "new", "--predictor", "transfer", "--json"]
+    argv += ["--pretrain", str(d / "sources.csv"), "--out", str(out)]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["split"]["train"] == k  # every network trains the head
+    assert any("too few for a calibration split" in w for w in result["warnings"])
+    b = load_bundle(out)
+    assert not b.calibrated
+    pred = b.predict(refs[k:])
+    rho = pd.Series(pred).corr(pd.Series(target[k:]), method="spearman")
+    assert rho > 0.9
+
+
+def test_explicit_cal_size_still_calibrates(tables, capsys):
+    d, refs, target = tables
+    kt = d / "k40.csv"
+    pd.DataFrame({"network": refs[:40], "new": target[:40]}).to_csv(kt, index=False)
+    out = d / "bundle40"
+    argv = [
+        "train",
+        "--data",
+        str(kt),
+        "--target",
+        "new",
+        "--predictor",
+        "transfer",
+        "--cal-size",
+        "20",
+    ]
+    code, _out, err = run_cli(
+        [*argv, "--pretrain", str(d / "sources.csv"), "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    assert load_bundle(out).calibrated
