@@ -173,6 +173,23 @@ def train_only_references(predictor: str) -> set[str]:
     return refs
 
 
+def store_params(params: Mapping[str, Any], data: Any, td: TrainingData) -> dict[str, Any]:
+    """``store``/``device`` for predictors that read their own data from the store.
+
+    The kernel predictor trains on the profiled kernels a bench store holds next to the
+    network latencies: trained from a store (``--data STORE``), it is pointed at that store
+    and the target device unless the user gave them.
+    """
+    if "store" not in params or "device" not in params or td.kind != "store":
+        return {}
+    out: dict[str, Any] = {}
+    if not params.get("store") and isinstance(data, str | Path):
+        out["store"] = str(data)
+    if not params.get("device"):
+        out["device"] = td.target
+    return out
+
+
 def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Split:
     n = len(data)
     if conformal is None:
@@ -373,6 +390,7 @@ def train(
 
         pretrain_info = None
         params = predictor.get_params(deep=False)
+        params.update(store_params(params, data, td))
         if config.pretrain is not None:
             updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
             params.update(updates)

@@ -252,7 +252,7 @@ class BenchStore:
                         "p10_us": _finite(rec["p10_us"]),
                         "p90_us": _finite(rec["p90_us"]),
                         "samples_us": list(rec["samples_us"]),
-                        "extra": {},
+                        "extra": {"kernel": _clean(rec.get("kernel"))},
                     },
                 )
             )
@@ -390,6 +390,7 @@ class BenchStore:
             t.c.median_us,
             t.c.p10_us,
             t.c.p90_us,
+            t.c.extra,
         ]
         if samples:
             cols.append(t.c.samples_us)

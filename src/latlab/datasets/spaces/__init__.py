@@ -51,4 +51,9 @@ def sample(name: str, count: int, seed: int = 0) -> list[str]:
 
 # Registration: importing the space modules registers their schemes and samplers.
 import latlab.datasets.spaces.bnn  # noqa: E402, F401
-from latlab.datasets.spaces import cnn, fcnn, nb201  # noqa: E402, F401
+from latlab.datasets.spaces import (  # noqa: E402, F401
+    blocks,
+    cnn,
+    fcnn,
+    nb201,
+)
