@@ -185,6 +185,9 @@ def fit_family(
             if errs:
                 cv[kind] = float(np.mean(np.concatenate(errs)))
         best = min(cv, key=lambda k: cv[k]) if cv else "trees"
+        # a learned correction must beat the linear cost clearly (2 % and 0.1 point), not by noise
+        if "linear" in cv and cv[best] > min(0.98 * cv["linear"], cv["linear"] - 1e-3):
+            best = "linear"
     else:
         best = cands[0] if model != "auto" else ("trees" if len(t_us) >= 10 else "linear")
     coef = fit_linear(basis, t_us)

@@ -352,6 +352,15 @@ def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
     return [np.asarray(o) for o in out]
 
 
+def _canonical(ref: str) -> str:
+    """``kernel:`` and ``block:`` references in canonical form (others pass through)."""
+    if ref.startswith("block:"):
+        from latlab.datasets.spaces.blocks import format_block, parse_block
+
+        return format_block(*parse_block(ref[len("block:") :]))
+    return canonical(ref)
+
+
 def _probe_only(ref: str) -> bool:
     spec, graph = resolve_kernel(ref)
     return not benchmarked_layers(spec, graph)
@@ -383,7 +392,7 @@ def run_bench(
 
         cfg = replace(cfg, threads=threads)
     if references is not None:  # canonical references, so that the store recognises them
-        refs = list(dict.fromkeys(canonical(r) for r in references))
+        refs = list(dict.fromkeys(_canonical(r) for r in references))
     else:
         refs = suite_references(suite, count, seed)
     if suite not in SUITES:

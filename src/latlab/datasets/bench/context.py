@@ -116,29 +116,35 @@ def candidate_scores(
 
     models = _fit_ensembles(kernels, np.asarray(times_us, dtype=float), seed)
     scores = np.full(len(candidates), -np.inf)
+    # every candidate's kernels, then one batched prediction per family
+    owners: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
+    total = np.zeros(len(candidates))
+    weighted = np.zeros(len(candidates))
+    unseen = np.zeros(len(candidates))
+    ok = np.zeros(len(candidates), dtype=bool)
     for ci, ref in enumerate(candidates):
         try:
             ks = runtime_kernels(ref)
         except MeasurementError as exc:
             log.warning("candidate %s skipped: %s", ref, exc)
             continue
-        total = 0.0
-        weighted = 0.0
-        unseen = 0
+        ok[ci] = True
         for k in ks:
-            model = models.get(k.family)
-            if model is None:
-                unseen += 1
-                # an uncovered family: assume a 1 us kernel with full uncertainty
-                total += 1.0
-                weighted += 1.0
-                continue
-            x = _log_features([k.features], FEATURES)
-            per_tree = np.array([t.predict(x)[0] for t in model.estimators_])
-            t_us = float(np.exp(per_tree.mean()))
-            total += t_us
-            weighted += t_us * float(per_tree.std())
-        scores[ci] = weighted / max(total, 1e-9) + 0.05 * unseen
+            owners[k.family].append((ci, k.features))
+    for fam, items in owners.items():
+        idx = np.array([ci for ci, _ in items])
+        model = models.get(fam)
+        if model is None:  # an uncovered family: a 1 us kernel with full uncertainty
+            np.add.at(total, idx, 1.0)
+            np.add.at(weighted, idx, 1.0)
+            np.add.at(unseen, idx, 1.0)
+            continue
+        x = _log_features([f for _, f in items], FEATURES)
+        per_tree = np.stack([t.predict(x) for t in model.estimators_])
+        t_us = np.exp(per_tree.mean(axis=0))
+        np.add.at(total, idx, t_us)
+        np.add.at(weighted, idx, t_us * per_tree.std(axis=0))
+    scores[ok] = weighted[ok] / np.maximum(total[ok], 1e-9) + 0.05 * unseen[ok]
     return scores
 
 

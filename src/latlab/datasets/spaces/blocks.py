@@ -131,8 +131,9 @@ def format_block(family: str, params: dict[str, Any]) -> str:
 class _G:
     """A small ONNX graph writer (names, seeded initializers, node helpers)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, weights: bool = True) -> None:
         self.rng = np.random.default_rng(seed)
+        self.weights = weights
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
@@ -145,6 +146,12 @@ class _G:
         from onnx import numpy_helper
 
         name = self.name("w")
+        if not self.weights:  # shapes only (the IR): a typed initializer without data
+            from onnx import TensorProto
+
+            t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(shape))
+            self.inits.append(t)
+            return name
         arr = self.rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
         self.inits.append(numpy_helper.from_array(arr, name))
         return name
@@ -316,16 +323,18 @@ def _vit(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
     return [inp], x
 
 
-def _image(p: dict[str, Any], c: int) -> tuple[Any, str]:
+def _image(g: _G, p: dict[str, Any], c: int) -> tuple[Any, str]:
+    """An RGB input and a stem convolution to ``c`` channels, as networks start: the block
+    then runs inside onnxruntime's blocked layout (a graph input is plain NCHW, and a residual
+    Add of a plain tensor is not fused into a convolution)."""
     from onnx import TensorProto, helper
 
-    return helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, p["h"], p["h"]]), (
-        "input"
-    )
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, p["h"], p["h"]])
+    return inp, g.act(g.conv("input", 3, c, 3), "relu")
 
 
 def _basic(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c = p["c"]
     for i in range(p["n"]):
         f = p["f"] or c
@@ -339,7 +348,7 @@ def _basic(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
 
 
 def _bottleneck(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c, m = p["c"], p["m"]
     for i in range(p["n"]):
         s = p["s"] if i == 0 else 1
@@ -354,7 +363,7 @@ def _bottleneck(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
 
 
 def _mbconv(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c = p["c"]
     for i in range(p["n"]):
         f = p["f"] or c
@@ -371,7 +380,7 @@ def _mbconv(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
 
 
 def _convnext(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c, h = p["c"], p["h"]
     if p["down"]:
         x = g.op("Transpose", [g.norm(g.op("Transpose", [x], perm=[0, 2, 3, 1]), c, "ln")],
@@ -388,7 +397,7 @@ def _convnext(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
 
 
 def _dense(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c = p["c"]
     for _ in range(p["n"]):
         y = g.conv(g.act(x, "relu"), c, 4 * p["gr"])
@@ -401,7 +410,7 @@ def _dense(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
 
 
 def _shuffle(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c, h = p["c"], p["h"]
     half = c // 2
     for i in range(p["n"]):
@@ -423,7 +432,7 @@ def _shuffle(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
 
 
 def _unet(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
-    inp, x = _image(p, p["c"])
+    inp, x = _image(g, p, p["c"])
     c = p["c"]
     skips = []
     for _ in range(p["levels"]):
@@ -457,13 +466,17 @@ _BUILDERS: dict[str, Callable[[_G, dict[str, Any]], tuple[list[Any], str]]] = {
 }
 
 
-def block_model(body: str, seed: int = 0) -> Any:
-    """The ``onnx.ModelProto`` of ``block:BODY`` (seeded weights, static shapes)."""
+def block_model(body: str, seed: int = 0, *, weights: bool = True) -> Any:
+    """The ``onnx.ModelProto`` of ``block:BODY`` (seeded weights, static shapes).
+
+    ``weights=False`` leaves the weight initializers without data (shapes only): what the IR
+    import needs, a hundred times faster for wide blocks than drawing the weights.
+    """
     import onnx
     from onnx import TensorProto, helper
 
     family, params = parse_block(body)
-    g = _G(seed)
+    g = _G(seed, weights)
     inputs, out = _BUILDERS[family](g, params)
     output = helper.make_tensor_value_info(out, TensorProto.FLOAT, None)
     graph = helper.make_graph(g.nodes, family, inputs, [output], g.inits)
@@ -479,7 +492,7 @@ def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     family, params = parse_block(body)
     ref = format_block(family, params)
     return from_onnx(
-        block_model(body),
+        block_model(body, weights=False),
         name=ref,
         meta={"reference": ref, "family": f"block-{family}", "generated": True},
     )
