@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import bench_common
@@ -110,28 +109,21 @@ def train(db: str, device: str) -> tuple[Any, Any, dict[str, float]]:
     )
 
 
-def measure_zoo(refs: list[str], db: str, device: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """End-to-end medians (protocol, thread clock) and profiles of the real networks."""
+def measure_zoo(refs: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """End-to-end medians (protocol, thread clock) and profiles of the real networks.
+
+    Kept out of the bench store: the real networks are the test set.
+    """
     from latlab.datasets.bench.profile import profile_network
     from latlab.datasets.measure.protocol import MeasureConfig, measure
-    from latlab.datasets.store import Store
 
     cfg = MeasureConfig(time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer="thread")
-    store = Store(db)
     medians: dict[str, float] = {}
     profiles: dict[str, Any] = {}
-    try:
-        for ref in refs:
-            m = measure(ref, cfg)
-            store.add_network(ref)
-            store.add_measurement(device, m)
-            medians[ref] = m.median_ms
-            profiles[ref] = profile_network(
-                ref, runs=10, warmup=3, time_budget_s=2.0, timer="thread"
-            )
-            log.info("zoo %s: %.3f ms", ref, m.median_ms)
-    finally:
-        store.close()
+    for ref in refs:
+        medians[ref] = measure(ref, cfg).median_ms
+        profiles[ref] = profile_network(ref, runs=10, warmup=3, time_budget_s=2.0, timer="thread")
+        log.info("zoo %s: %.3f ms", ref, medians[ref])
     return medians, profiles
 
 
@@ -168,9 +160,7 @@ def main() -> None:
     kernel, mixed, fit_s = train(db, args.device)
 
     refs = [f"zoo:{n}" for n in zoo.names()]
-    zoo_db = str(work / ("zoo_quick.db" if args.quick else "zoo.db"))
-    Path(zoo_db).unlink(missing_ok=True)
-    medians, profiles = measure_zoo(refs, zoo_db, args.device)
+    medians, profiles = measure_zoo(refs)
     rows = []
     kernel_pairs: list[tuple[float, float]] = []
     for ref in refs:

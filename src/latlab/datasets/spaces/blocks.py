@@ -56,9 +56,11 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "dense": {"h": 28, "c": 64, "gr": 32, "n": 4},
     "shuffle": {"h": 28, "c": 116, "s": 1, "n": 1},
     "unet": {"h": 64, "c": 32, "up": "resize", "levels": 2},
+    "plain": {"h": 56, "c": 64, "f": 0, "n": 2, "k": 3, "pool": 1, "head": 0, "fc": 0,
+              "gpool": "gap"},
 }  # fmt: skip
 
-_STRINGS = {"act", "norm", "up"}
+_STRINGS = {"act", "norm", "up", "gpool"}
 _ACTS = ("relu", "relu6", "hswish", "silu", "sigmoid", "gelu", "gelu_tanh", "swiglu")
 
 
@@ -111,6 +113,8 @@ def _check(family: str, p: dict[str, Any], body: str) -> None:
         need(p["g"] >= 1 and p["m"] % p["g"] == 0, "m must be a multiple of g")
     elif family == "shuffle":
         need(p["c"] % 2 == 0, "c must be even")
+    elif family == "plain":
+        need(p["gpool"] in ("gap", "mean", "flatten"), "gpool must be gap, mean or flatten")
     for key in ("h", "c", "n", "k", "s", "e", "m", "gr"):
         if key in p and key != "f":
             need(p[key] >= 1, f"{key} must be >= 1")
@@ -453,6 +457,36 @@ def _unet(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
     return [inp], x
 
 
+def _plain(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
+    """VGG/AlexNet-style: conv-ReLU chain, max pooling, and a classifier head (global average
+    pooling, ReduceMean or flattening, then fully connected layers with ReLU in between)."""
+    inp, x = _image(g, p, p["c"])
+    c, h = p["c"], p["h"]
+    f = p["f"] or c
+    for _ in range(p["n"]):
+        x = g.act(g.conv(x, c, f, p["k"]), "relu")
+        c = f
+    if p["pool"]:
+        x = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        h //= 2
+    if p["head"]:
+        if p["gpool"] == "gap":
+            x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+            width = c
+        elif p["gpool"] == "mean":
+            x = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)
+            width = c
+        else:
+            x = g.op("Flatten", [x])
+            width = c * h * h
+        if p["fc"]:
+            x = g.act(g.op("Gemm", [x, g.weight((p["fc"], width)), g.weight((p["fc"],))],
+                           transB=1), "relu")  # fmt: skip
+            width = p["fc"]
+        x = g.op("Gemm", [x, g.weight((p["head"], width)), g.weight((p["head"],))], transB=1)
+    return [inp], x
+
+
 _BUILDERS: dict[str, Callable[[_G, dict[str, Any]], tuple[list[Any], str]]] = {
     "transformer": _transformer,
     "vit": _vit,
@@ -463,6 +497,7 @@ _BUILDERS: dict[str, Callable[[_G, dict[str, Any]], tuple[list[Any], str]]] = {
     "dense": _dense,
     "shuffle": _shuffle,
     "unet": _unet,
+    "plain": _plain,
 }
 
 
@@ -582,6 +617,15 @@ def random_params(family: str, rng: np.random.Generator) -> dict[str, Any]:
     if family == "shuffle":
         return {"h": _pick(rng, (7, 14, 28, 56)), "c": _pick(rng, (58, 116, 176, 232, 244, 488)),
                 "s": _pick(rng, (1, 1, 2))}  # fmt: skip
+    if family == "plain":
+        big = rng.random() < 0.5
+        c = _pick(rng, (32, 64, 64, 128) if big else (128, 256, 384, 512))
+        head = _pick(rng, (0, 0, 10, 1000))
+        return {"h": _pick(rng, (112, 224) if big else (7, 14, 28, 56)), "c": c,
+                "f": _pick(rng, (0, 0, 2 * c)), "n": _pick(rng, (1, 2, 3)),
+                "k": _pick(rng, (3, 3, 5, 1)), "pool": int(rng.random() < 0.7), "head": head,
+                "fc": _pick(rng, (0, 0, 1024, 4096)) if head else 0,
+                "gpool": _pick(rng, ("gap", "mean", "flatten")) if head else "gap"}  # fmt: skip
     return {"h": _pick(rng, (32, 64, 128)), "c": _pick(rng, (16, 32, 64)),
             "up": _pick(rng, ("resize", "convt"))}  # fmt: skip
 
@@ -590,8 +634,10 @@ def random_params(family: str, rng: np.random.Generator) -> dict[str, Any]:
 #: kernel families appear only there).
 SHARES: dict[str, float] = {
     "transformer": 0.40, "vit": 0.06, "basic": 0.08, "bottleneck": 0.10, "mbconv": 0.12,
-    "convnext": 0.07, "dense": 0.06, "shuffle": 0.05, "unet": 0.06,
+    "convnext": 0.07, "dense": 0.06, "shuffle": 0.05, "unet": 0.06, "plain": 0.10,
 }  # fmt: skip
+#: Families allowed a larger cost (VGG-sized convolutions at 224x224 and wide classifiers).
+BIG_FAMILIES = {"plain": 3.0}
 
 #: Default cap on a sampled block's multiply-accumulates (about 40 ms on one core here).
 MAX_MACS = 1.5e9
@@ -622,7 +668,7 @@ def sample_blocks(
             parse_block(ref.partition(":")[2])
         except NetworkReferenceError:
             continue
-        if ref in out or _macs(ref) > max_macs:
+        if ref in out or _macs(ref) > max_macs * BIG_FAMILIES.get(fam, 1.0):
             continue
         out[ref] = None
     return list(out)
