@@ -250,6 +250,12 @@ class KernelPredictor(LatencyPredictor):
     name = "kernel"
     min_train_rows = 2
 
+    @staticmethod
+    def train_only(reference: str) -> bool:
+        """Rows the training pipeline keeps in training: the single-layer benchmarks
+        (``kernel:``) are kernel data; validation and calibration use whole networks."""
+        return reference.startswith("kernel:")
+
     def __init__(
         self,
         store: str | None = None,

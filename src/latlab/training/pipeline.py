@@ -200,7 +200,12 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
         cal = default_cal_size(n, config.confidence)
     families = families_of(data.networks) if config.split == "family" else None
     wanted = train_only_references(config.predictor)
-    pinned = [i for i, n in enumerate(data.networks) if n in wanted]
+    from latlab.predictors.base import PREDICTORS
+
+    # a predictor may also pin whole kinds of rows (the kernel predictor: its single-layer
+    # benchmarks, which are kernel data rather than networks to validate or calibrate on)
+    rule = getattr(PREDICTORS.get(config.predictor), "train_only", None)
+    pinned = [i for i, n in enumerate(data.networks) if n in wanted or (rule and rule(n))]
     return make_split(
         n,
         kind=config.split,
