@@ -372,6 +372,7 @@ class BenchStore:
             t.c.kernels_ms,
             t.c.inserted_ms,
             t.c.groups,
+            t.c.extra,
         ]
         return self._frame(t, device, cols)
 
