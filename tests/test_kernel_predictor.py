@@ -151,8 +151,9 @@ def test_kernel_predictor_fits_from_the_store(kernel_store, tmp_path):
     # in-sample the sum of kernels plus the fitted overhead lands near the measured latency
     assert float(np.median(np.abs(pred - y) / y)) < 0.5
     per = model.predict_layers([TINY[0]])
-    total = per["predicted_ms"].sum() + model.per_kernel_ms_ * len(per) + model.overhead_ms_
-    assert model.predict([TINY[0]])[0] == pytest.approx(max(total, 0.5 * per["predicted_ms"].sum()))
+    kernels = per["predicted_ms"].sum()
+    total = model.scale_ * kernels + model.per_kernel_ms_ * len(per) + model.overhead_ms_
+    assert model.predict([TINY[0]])[0] == pytest.approx(max(total, 0.5 * kernels))
     model.save(tmp_path / "k")
     again = load_predictor(tmp_path / "k")
     np.testing.assert_allclose(again.predict(nets), pred, rtol=1e-9)
