@@ -12,6 +12,7 @@ import pytest
 
 from latlab.cli import main
 from latlab.datasets.bench.campaign import run_bench
+from latlab.datasets.bench.context import candidate_scores
 from latlab.datasets.bench.export import kernel_rows
 from latlab.datasets.bench.kernels_runtime import ir_kernels, runtime_kernels
 from latlab.datasets.references import resolve
@@ -130,6 +131,16 @@ def test_context_suite_stores_kernels_with_features(kernel_store):
     assert (rows["time_us"] > 0).all()
     assert {"Gemm", "com.microsoft.nchwc.Conv"} <= set(rows["family"])
     assert again.skipped == TINY[:2] and not again.measured  # resumable
+
+
+def test_adaptive_sampling_prefers_what_the_data_leave_uncertain(kernel_store):
+    store = Store(str(kernel_store))
+    rows = kernel_rows(store, "cpu")
+    store.close()
+    seen = TINY[5]  # measured: its kernels are well covered
+    new = "block:unet?c=16&h=32&up=convt"  # ConvTranspose, Concat, MaxPool: never profiled
+    scores = candidate_scores([seen, new], rows.to_dict(orient="records"), rows["time_us"])
+    assert np.all(np.isfinite(scores)) and scores[1] > scores[0]
 
 
 def test_kernel_predictor_fits_from_the_store(kernel_store, tmp_path):
