@@ -121,7 +121,7 @@ def test_cli_bench_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Captu
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "give --suite NAME"),
+        (["--count", "3"], "--count applies to one --suite"),  # no suite: all, default sizes
         (["--suite", "nope"], "unknown --suite 'nope'"),
         (["--export", "x.txt"], "unsupported --export format"),  # the flag as typed
     ],

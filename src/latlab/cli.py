@@ -400,7 +400,9 @@ def _print_measure_summary(
 @app.command()
 def bench(
     suite: str | None = typer.Option(
-        None, "--suite", help="kernels, padding or multilayer (omit to only --export)"
+        None,
+        "--suite",
+        help="kernels, padding, multilayer, context or all (default: all, unless --export)",
     ),
     count: int | None = typer.Option(
         None, "--count", min=1, help="benchmarks in the suite (default: what the models need)"
@@ -430,28 +432,36 @@ def bench(
         False, "--no-reference", help="raw times, no drift correction"
     ),
 ) -> None:
-    """ANNETTE benchmarks: micro-kernels, smart padding and multi-layer fusion, resumable.
+    """Benchmarks of a device, resumable: micro-kernels, smart padding, fusion, in-context kernels.
 
-    Times are drift-corrected against the reference network on the device's reference scale
-    (the one `latlab measure` uses), so kernel and network data of a device agree in scale.
-
-    Each benchmark is committed when done: after an interruption the same command resumes.
+    With no --suite (and no --export) every suite runs in turn: the data every kernel and
+    layer-wise predictor needs. Times are drift-corrected against the reference network on the
+    device's reference scale (the one `latlab measure` uses), so kernel and network data of a
+    device agree in scale. Each benchmark is committed when done: after an interruption the
+    same command resumes.
     --export writes the table `latlab train --predictor roofline|refined|statistical|mixed|lut`
     trains on (columns DEVICE, DEVICE@single, DEVICE@padded, DEVICE@profile).
     """
     from latlab.datasets.measure import default_device_name
 
-    if suite is None and export is None and export_fusion is None:
-        fail("give --suite NAME to measure, or --export/--export-fusion FILE to write tables")
+    run_all = suite == "all" or (suite is None and export is None and export_fusion is None)
     _check_out_path(export, "--export")
     _check_out_path(export_fusion, "--export-fusion")
     from dataclasses import replace
 
-    from latlab.datasets.bench.campaign import BENCH_PAIRED, SUITES, default_count, run_bench
+    from latlab.datasets.bench.campaign import (
+        ALL_SUITES,
+        BENCH_PAIRED,
+        SUITES,
+        default_count,
+        run_bench,
+    )
     from latlab.datasets.store import Store
 
-    if suite is not None and suite not in SUITES:
-        fail(f"unknown --suite {suite!r} (known: {', '.join(SUITES)})")
+    if suite is not None and suite != "all" and suite not in SUITES:
+        fail(f"unknown --suite {suite!r} (known: {', '.join(SUITES)}, all)")
+    if run_all and count is not None:
+        fail("--count applies to one --suite; every suite runs at its default size")
     if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
     if no_reference and reference:
@@ -460,18 +470,23 @@ def bench(
     config = replace(BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net)
     device = device_name or default_device_name("onnxruntime", threads)
     store = Store(db)
-    if suite is not None:
-        n = count or default_count(suite)
-        with _progress_bar(eta=True, current=True) as bar:
-            task = bar.add_task(f"{suite} on {device}", total=None, current="")
+    suites = list(ALL_SUITES) if run_all else ([suite] if suite is not None else [])
+    import time
 
-            def on_event(event: Any) -> None:
+    started = time.perf_counter()
+    for k, name in enumerate(suites, 1):
+        n = count or default_count(name)
+        label = f"[{k}/{len(suites)}] {name} on {device}" if len(suites) > 1 else name
+        with _progress_bar(eta=True, current=True) as bar:
+            task = bar.add_task(label, total=None, current="")
+
+            def on_event(event: Any, task: Any = task) -> None:
                 bar.update(
                     task, completed=event.done, total=event.total, current=event.network or ""
                 )
 
             result = run_bench(
-                suite,
+                name,
                 store,
                 device,
                 count=n,
@@ -481,13 +496,15 @@ def bench(
                 progress=on_event,
             )
         console.print(
-            f"{suite}: {len(result.references)} benchmarks on {device} "
+            f"{name}: {len(result.references)} benchmarks on {device} "
             f"({len(result.measured)} measured now, {len(result.skipped)} already stored, "
             f"{len(result.failed)} failed) -> {store.display_url}",
             highlight=False,
         )
         for ref, why in list(result.failed.items())[:5]:
             err_console.print(f"[yellow]failed:[/] {ref}: {why}", highlight=False)
+    if len(suites) > 1:
+        console.print(f"all suites done in {time.perf_counter() - started:.0f} s", highlight=False)
     if export is not None or export_fusion is not None:
         from latlab.datasets.bench.export import fusion_table, training_table
         from latlab.datasets.tables import save_table
@@ -840,15 +857,33 @@ def predict(
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment"),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    layers: bool = typer.Option(
+        False, "--layers", help="also the per-kernel (kernel) or per-layer table"
+    ),
 ) -> None:
     """Predicted latency (ms) of networks, with intervals when the bundle is calibrated."""
+    from latlab.training.bundle import load_bundle
     from latlab.training.pipeline import predict as run_predict
 
     _check_confidence_option(confidence)
-    frame = run_predict(bundle, refs, confidence, tracker=_tracker(no_mlflow, experiment))
+    b = load_bundle(bundle)
+    frame = run_predict(b, refs, confidence, tracker=_tracker(no_mlflow, experiment))
+    per = None
+    if (layers or as_json) and hasattr(b.predictor, "predict_layers"):
+        per = b.predictor.predict_layers(refs)
+        if "covered" in per:
+            missing = per[~per["covered"]].groupby("network_index")["op"].apply(list)
+            frame["uncovered_kernels"] = [missing.get(i, []) for i in range(len(frame))]
+            frame["uncovered"] = [bool(missing.get(i, [])) for i in range(len(frame))]
     if as_json:
-        _json_out(frame.to_dict(orient="records"))
+        records = frame.to_dict(orient="records")
+        if layers and per is not None:
+            for i, rec in enumerate(records):
+                rec["kernels"] = per[per["network_index"] == i].to_dict(orient="records")
+        _json_out(records)
         return
+    if layers and per is not None:
+        _print_kernel_table(per)
     table = Table(Column("network", overflow="fold", min_width=24), "latency ms")
     calibrated = "lower_ms" in frame
     if calibrated:
@@ -865,6 +900,38 @@ def predict(
             cells.append("[yellow]yes[/]" if row.out_of_distribution else "")
         table.add_row(*cells)
     console.print(table)
+
+
+def _print_kernel_table(per: Any) -> None:
+    """The per-kernel (or per-mapped-layer) predictions behind ``latlab predict --layers``."""
+    kernel = "covered" in per
+    for ref, grp in per.groupby("network", sort=False):
+        table = Table(title=str(ref), title_justify="left")
+        cols = (
+            ["op", "shapes", "predicted ms", "covered"]
+            if kernel
+            else ["layers", "op", "model", "predicted ms"]
+        )
+        for col in cols:
+            table.add_column(col, justify="right" if col == "predicted ms" else "left",
+                             overflow="fold")  # fmt: skip
+        for r in grp.itertuples(index=False):
+            if kernel:
+                shapes = " ".join("x".join(str(d) for d in s) for s in r.input_shapes[:2])
+                shapes += " -> " + " ".join("x".join(str(d) for d in s) for s in r.output_shapes)
+                cov = "yes" if r.covered else "[yellow]no (roofline)[/]"
+                table.add_row(str(r.op), shapes, f"{r.predicted_ms:.4g}", cov)
+            else:
+                table.add_row(" + ".join(r.layers), str(r.op), str(r.model),
+                              f"{r.predicted_ms:.4g}")  # fmt: skip
+        console.print(table)
+        if kernel and not grp["covered"].all():
+            ops = sorted(set(grp.loc[~grp["covered"], "op"]))
+            err_console.print(
+                f"[yellow]{ref}: {int((~grp['covered']).sum())} kernels no model covers "
+                f"(costed by the roofline fallback): {', '.join(ops)}[/]",
+                highlight=False,
+            )
 
 
 @app.command()

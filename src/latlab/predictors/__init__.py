@@ -7,7 +7,7 @@ Heavy libraries (torch, lightgbm) are imported when a predictor fits
 or loads, not here.
 """
 
-from latlab.predictors import fcnn, flops, forest, gbm, gcn, layersum, layerwise
+from latlab.predictors import fcnn, flops, forest, gbm, gcn, kernel, layersum, layerwise
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -25,6 +25,7 @@ __all__ = [
     "forest",
     "gbm",
     "gcn",
+    "kernel",
     "layersum",
     "layerwise",
     "load_predictor",

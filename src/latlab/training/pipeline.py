@@ -223,6 +223,23 @@ def train_only_references(predictor: str) -> set[str]:
     return refs
 
 
+def store_params(params: Mapping[str, Any], data: Any, td: TrainingData) -> dict[str, Any]:
+    """``store``/``device`` for predictors that read their own data from the store.
+
+    The kernel predictor trains on the profiled kernels a bench store holds next to the
+    network latencies: trained from a store (``--data STORE``), it is pointed at that store
+    and the target device unless the user gave them.
+    """
+    if "store" not in params or "device" not in params or td.kind != "store":
+        return {}
+    out: dict[str, Any] = {}
+    if not params.get("store") and isinstance(data, str | Path):
+        out["store"] = str(data)
+    if not params.get("device"):
+        out["device"] = td.target
+    return out
+
+
 def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Split:
     n = len(data)
     if conformal is None or conformal in intervals.CROSS_METHODS:
@@ -233,7 +250,12 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
         cal = default_cal_size(n, config.confidence)
     families = families_of(data.networks) if config.split == "family" else None
     wanted = train_only_references(config.predictor)
-    pinned = [i for i, n in enumerate(data.networks) if n in wanted]
+    from latlab.predictors.base import PREDICTORS
+
+    # a predictor may also pin whole kinds of rows (the kernel predictor: its single-layer
+    # benchmarks, which are kernel data rather than networks to validate or calibrate on)
+    rule = getattr(PREDICTORS.get(config.predictor), "train_only", None)
+    pinned = [i for i, n in enumerate(data.networks) if n in wanted or (rule and rule(n))]
     return make_split(
         n,
         kind=config.split,
@@ -441,6 +463,7 @@ def train(
 
         pretrain_info = None
         params = predictor.get_params(deep=False)
+        params.update(store_params(params, data, td))
         if config.pretrain is not None:
             updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
             if "min_ms" in params and params["min_ms"] is None and config.min_ms is not None:

@@ -150,7 +150,7 @@ def make_split(
     ``test_size`` is a row count, or a fraction in (0, 1) of the rows; ``families`` (one per
     row) and optionally ``test_families`` are needed for ``kind="family"``. ``pinned`` rows
     always go to training (constants a predictor needs, such as a layer-wise model's session
-    probe), whatever part the draw gave them. Raises
+    probe); validation, calibration and test rows are drawn from the other rows. Raises
     :class:`DataError` (naming ``what``) when the rows cannot hold the requested parts.
     """
     if kind not in SPLIT_KINDS:
@@ -173,6 +173,8 @@ def make_split(
         pool = rng.permutation(n)
         test_idx = np.zeros(0, dtype=int)
         n_test_fixed = _test_count(test_size, n)
+    if len(pinned):  # pinned rows are training rows: the other parts are drawn from the rest
+        pool = pool[~np.isin(pool, np.asarray(pinned, dtype=int))]
     n_pool = len(pool)
     val = default_val_size(n_pool, train_size) if val_size is None else int(val_size)
     cal = int(cal_size)

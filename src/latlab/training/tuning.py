@@ -210,6 +210,16 @@ SEARCH_SPACES.update(
 )
 
 
+# Kernel-level predictor: the per-family model choice and how much data a family needs.
+SEARCH_SPACES["kernel"] = SearchSpace(
+    {
+        "model": cat("auto", "auto", "linear", "trees", "gbm"),
+        "min_points": integer(12, 4, 50),
+        "n_estimators": integer(200, 50, 400, step=50),
+    }
+)
+
+
 def register_search_space(name: str, space: SearchSpace) -> None:
     """Make ``latlab train --predictor NAME --tune N`` possible for a new predictor."""
     SEARCH_SPACES[name] = space

@@ -67,7 +67,9 @@ from latlab.errors import DataError, LatlabError, MeasurementError
 
 log = logging.getLogger(__name__)
 
-SUITES = ("kernels", "padding", "multilayer")
+SUITES = ("kernels", "padding", "multilayer", "context")
+#: What ``latlab bench`` with no suite named runs, in order: every predictor's data.
+ALL_SUITES = ("kernels", "padding", "multilayer", "context")
 
 #: The benchmark protocol: shorter than the default network protocol (benchmarks are many and
 #: small), same warm-up rule and robust-CV re-measurement.
@@ -90,6 +92,10 @@ PROFILE_RUNS = 20
 
 def default_count(suite: str) -> int:
     """The default ``--count`` of a suite (what the layer models need on this machine)."""
+    if suite == "context":
+        from latlab.datasets.bench.context import DEFAULT_CONTEXT_COUNT
+
+        return DEFAULT_CONTEXT_COUNT
     return DEFAULT_MULTILAYER_COUNT if suite == "multilayer" else DEFAULT_KERNEL_COUNT
 
 
@@ -118,6 +124,10 @@ def suite_references(suite: str, count: int | None = None, seed: int = 0) -> lis
     if suite not in SUITES:
         raise DataError(f"unknown benchmark suite {suite!r} (known: {', '.join(SUITES)})")
     n = default_count(suite) if count is None else count
+    if suite == "context":  # the seeded first half; the rest is chosen adaptively
+        from latlab.datasets.bench.context import initial_references
+
+        return initial_references(n, seed)
     if suite == "multilayer":
         return multilayer_suite(n, seed)
     refs = kernel_suite(n, seed)
@@ -283,6 +293,40 @@ class _Runner:
             extra={"settings_key": key, **value},
         )
 
+    def context_item(self, ref: str) -> None:
+        """A generated network: end-to-end median and profiled kernels (with features)."""
+        from latlab.datasets.bench.profile import profile_network
+        from latlab.datasets.bench.trace import fusion_labels
+        from latlab.datasets.references import resolve
+
+        graph = resolve(ref)
+        self.store.add_network(graph)
+        single = self.measured_median(ref)
+        prof = profile_network(
+            ref,
+            threads=self.threads,
+            runs=self.profile_runs,
+            warmup=3,
+            time_budget_s=0.6,
+            timer=self.config.timer,
+        )
+        labels = fusion_labels(prof.mapping, set(prof.node_samples_us))
+        key = self.bench.add_profile(self.device, prof, labels)
+        self.bench.add_layer_benchmark(
+            self.device, ref, "single", single, protocol_key=self.key, suite="context",
+            kind="network",
+        )  # fmt: skip
+        self.bench.add_layer_benchmark(
+            self.device,
+            ref,
+            "profile",
+            prof.kernels_ms,
+            protocol_key=self.key,
+            suite="context",
+            kind="network",
+            extra={"settings_key": key, "kernels": len(prof.kernels), "run_ms": prof.run_ms},
+        )
+
     def padding_item(self, ref: str) -> None:
         spec, graph = resolve_kernel(ref)
         kind = head_kind(graph, benchmarked_layers(spec, graph))
@@ -364,6 +408,15 @@ def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
     return rounds.blocks_ms
 
 
+def _canonical(ref: str) -> str:
+    """``kernel:`` and ``block:`` references in canonical form (others pass through)."""
+    if ref.startswith("block:"):
+        from latlab.datasets.spaces.blocks import format_block, parse_block
+
+        return format_block(*parse_block(ref[len("block:") :]))
+    return canonical(ref)
+
+
 def _probe_only(ref: str) -> bool:
     spec, graph = resolve_kernel(ref)
     return not benchmarked_layers(spec, graph)
@@ -395,7 +448,7 @@ def run_bench(
 
         cfg = replace(cfg, threads=threads)
     if references is not None:  # canonical references, so that the store recognises them
-        refs = list(dict.fromkeys(canonical(r) for r in references))
+        refs = list(dict.fromkeys(_canonical(r) for r in references))
     else:
         refs = suite_references(suite, count, seed)
     if suite not in SUITES:
@@ -413,29 +466,87 @@ def run_bench(
         done = {
             r
             for r in runner.bench.done(device, "single", runner.key)
-            if r in profiled or _probe_only(r)
+            if r in profiled or (r.startswith("kernel:") and _probe_only(r))
         }
-    if cfg.reference is not None and not done.issuperset(refs):
+    target = len(refs)
+    if suite == "context" and references is None:
+        target = default_count(suite) if count is None else count
+    if cfg.reference is not None and (not done.issuperset(refs) or target > len(refs)):
         runner.setup_reference()
-    notify(BenchEvent("start", 0, len(refs)))
-    for i, ref in enumerate(refs):
-        if ref in done:
-            result.skipped.append(ref)
-            notify(BenchEvent("skipped", i + 1, len(refs), ref))
-            continue
-        try:
-            if suite == "padding":
-                runner.padding_item(ref)
+    notify(BenchEvent("start", 0, target))
+    position = 0
+
+    def run_items(items: list[str]) -> None:
+        nonlocal position
+        for ref in items:
+            position += 1
+            if ref in done:
+                result.skipped.append(ref)
+                notify(BenchEvent("skipped", position, target, ref))
+                continue
+            try:
+                if suite == "padding":
+                    runner.padding_item(ref)
+                elif suite == "context":
+                    runner.context_item(ref)
+                else:
+                    runner.kernels_item(ref, suite)
+            except (DataError, MemoryError) as exc:
+                result.failed[ref] = str(exc)
+                log.warning("benchmark %s failed: %s", ref, exc)
+            except MeasurementError as exc:  # a runtime refusing one configuration: not fatal
+                result.failed[ref] = str(exc)
+                log.warning("benchmark %s failed: %s", ref, exc)
             else:
-                runner.kernels_item(ref, suite)
-        except (DataError, MemoryError) as exc:
-            result.failed[ref] = str(exc)
-            log.warning("benchmark %s failed: %s", ref, exc)
-        except MeasurementError as exc:  # a runtime refusing one configuration is not fatal
-            result.failed[ref] = str(exc)
-            log.warning("benchmark %s failed: %s", ref, exc)
-        else:
-            result.measured.append(ref)
-        notify(BenchEvent("done_item", i + 1, len(refs), ref))
-    notify(BenchEvent("finished", len(refs), len(refs)))
+                result.measured.append(ref)
+                done.add(ref)
+            notify(BenchEvent("done_item", position, target, ref))
+
+    run_items(refs)
+    if suite == "context" and references is None:
+        _adaptive_rounds(runner, device, target, seed, result, run_items)
+    notify(BenchEvent("finished", target, target))
     return result
+
+
+def _context_done(runner: _Runner, device: str) -> set[str]:
+    lb = runner.bench.layer_benchmarks(device)
+    if lb.empty:
+        return set()
+    lb = lb[(lb["suite"] == "context") & (lb["method"] == "profile")]
+    return set(lb["network"]) & runner.bench.done(device, "single", runner.key)
+
+
+def _adaptive_rounds(
+    runner: _Runner,
+    device: str,
+    target: int,
+    seed: int,
+    result: BenchResult,
+    run_items: Callable[[list[str]], None],
+) -> None:
+    """Measure the rest of the context suite where the kernel data are most uncertain."""
+    from latlab.datasets.bench.context import next_round
+    from latlab.datasets.bench.export import kernel_rows
+
+    round_size = max(4, target // 8)
+    round_no = 0
+    while round_no < 4 * target:
+        have = _context_done(runner, device)
+        want = min(round_size, target - len(have))
+        if want <= 0:
+            return
+        rows = kernel_rows(runner.store, device)
+        refs = next_round(
+            have | set(result.failed),
+            rows.to_dict(orient="records"),
+            rows["time_us"].to_numpy(dtype=float),
+            want,
+            round_no,
+            seed,
+        )
+        round_no += 1
+        if not refs:
+            continue
+        result.references.extend(refs)
+        run_items(refs)

@@ -96,3 +96,51 @@ def fusion_table(store: Store, device: str) -> pd.DataFrame:
             "run latlab bench --suite multilayer first"
         )
     return df.drop(columns=["device"])
+
+
+def kernel_rows(
+    store: Store, device: str, networks: set[str] | None = None, *, exclude_zoo: bool = True
+) -> pd.DataFrame:
+    """Every stored profiled kernel of ``device`` with its features: the kernel models' data.
+
+    One row per executed node of every profile that carries kernel features (profiles taken
+    by this version of the bench suites): ``network``, ``node_index``, ``op``, ``family``,
+    ``features`` (dict), ``time_us`` (the profile's statistic: the median, or the 10th
+    percentile under the ``thread`` timer) and ``runs``. ``networks`` restricts the rows to
+    those references (a training split); real networks (``zoo:``) are left out unless
+    ``exclude_zoo`` is False, because they are the test set of every kernel model.
+    """
+    bench = BenchStore(store)
+    nodes = bench.profile_nodes(device)
+    cols = ["network", "node_index", "op", "family", "features", "time_us", "runs"]
+    if nodes.empty:
+        return pd.DataFrame(columns=cols)
+    profs = bench.profiles(device)
+    timer = {
+        (r.network, r.settings_key): (r.settings or {}).get("timer", "wall")
+        for r in profs.itertuples()
+    }
+    rows = []
+    for r in nodes.itertuples():
+        if networks is not None and r.network not in networks:
+            continue
+        if exclude_zoo and str(r.network).startswith("zoo:"):
+            continue
+        kern = (r.extra or {}).get("kernel") if isinstance(r.extra, dict) else None
+        if not kern or not r.runs:
+            continue
+        stat = r.p10_us if timer.get((r.network, r.settings_key)) == "thread" else r.median_us
+        if stat is None or stat != stat:
+            continue
+        rows.append(
+            {
+                "network": r.network,
+                "node_index": int(r.node_index),
+                "op": kern["op"],
+                "family": kern["family"],
+                "features": kern["features"],
+                "time_us": float(stat),
+                "runs": int(r.runs),
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from latlab.datasets.bench.kernels_runtime import RuntimeKernel, kernels_from_profile
 from latlab.datasets.bench.trace import (
     RuntimeGroup,
     RuntimeMapping,
@@ -56,6 +57,8 @@ class Profile:
     #: percentile over the runs is its least disturbed duration; on an idle machine it is
     #: within a few per cent of the median).
     statistic: str = "median"
+    #: The executed nodes with their cost features (:mod:`.kernels_runtime`), by node index.
+    kernels: list[RuntimeKernel] = field(default_factory=list)
 
     def node_median_us(self, index: int) -> float:
         s = self.node_samples_us.get(index)
@@ -116,8 +119,10 @@ class Profile:
 
         g = self.mapping.graph
         rows = []
+        kernels = {k.index: k for k in self.kernels}
         for n in self.mapping.nodes:
             s = np.asarray(self.node_samples_us.get(n.index, []), dtype=float)
+            kern = kernels.get(n.index)
             rows.append(
                 {
                     "node_index": n.index,
@@ -132,6 +137,7 @@ class Profile:
                     "p10_us": float(np.percentile(s, 10)) if len(s) else float("nan"),
                     "p90_us": float(np.percentile(s, 90)) if len(s) else float("nan"),
                     "samples_us": s.tolist(),
+                    "kernel": None if kern is None else kern.as_dict(),
                 }
             )
         return pd.DataFrame(rows)
@@ -274,4 +280,5 @@ def profile_network(
         "timer": timer,
     }
     stat = "p10" if timer == "thread" else "median"
-    return Profile(ref, mapping, samples, run_us, settings, ratio, stat)
+    kernels = kernels_from_profile(all_model, events)
+    return Profile(ref, mapping, samples, run_us, settings, ratio, stat, kernels)

@@ -253,7 +253,7 @@ class BenchStore:
                         "p10_us": _finite(rec["p10_us"]),
                         "p90_us": _finite(rec["p90_us"]),
                         "samples_us": list(rec["samples_us"]),
-                        "extra": {},
+                        "extra": {"kernel": _clean(rec.get("kernel"))},
                     },
                 )
             )
@@ -374,6 +374,7 @@ class BenchStore:
             t.c.kernels_ms,
             t.c.inserted_ms,
             t.c.groups,
+            t.c.extra,
         ]
         return self._frame(t, device, cols)
 
@@ -392,6 +393,7 @@ class BenchStore:
             t.c.median_us,
             t.c.p10_us,
             t.c.p90_us,
+            t.c.extra,
         ]
         if samples:
             cols.append(t.c.samples_us)

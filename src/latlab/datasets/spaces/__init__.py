@@ -51,7 +51,12 @@ def sample(name: str, count: int, seed: int = 0) -> list[str]:
 # below are registered lazily ("module:attr"): their modules load on first use of the space
 # or of its reference prefix.
 import latlab.datasets.spaces.bnn  # noqa: E402, F401
-from latlab.datasets.spaces import cnn, fcnn, nb201  # noqa: E402, F401
+from latlab.datasets.spaces import (  # noqa: E402, F401
+    blocks,
+    cnn,
+    fcnn,
+    nb201,
+)
 
 register_space("latlab.datasets.spaces.fbnet:SPACE", name="fbnet")
 register_space("latlab.datasets.spaces.ofa:SPACE", name="ofa")

@@ -1,0 +1,223 @@
+"""The kernel-level predictor: generated blocks, runtime kernels, the context suite, ``kernel``.
+
+Real onnxruntime sessions and profiles of tiny generated networks, a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from latlab.cli import main
+from latlab.datasets.bench.campaign import run_bench
+from latlab.datasets.bench.context import candidate_scores
+from latlab.datasets.bench.export import kernel_rows
+from latlab.datasets.bench.kernels_runtime import ir_kernels, runtime_kernels
+from latlab.datasets.references import resolve
+from latlab.datasets.spaces.blocks import (
+    BIG_FAMILIES,
+    FAMILIES,
+    format_block,
+    parse_block,
+    sample_blocks,
+)
+from latlab.datasets.store import Store
+from latlab.errors import DataError, NetworkReferenceError
+from latlab.predictors import load_predictor, make_predictor
+from latlab.predictors.kernel import fit_family
+
+TINY = [
+    "block:transformer?d=64&h=2&s=16",
+    "block:transformer?act=relu&causal=1&d=64&s=32",
+    "block:transformer?d=128&ff=2&h=2&s=16",
+    "block:transformer?act=swiglu&bias=0&causal=1&d=64&h=2&norm=rms&rope=1&s=16",
+    "block:mbconv?c=16&e=3&h=14&se=1",
+    "block:basic?c=16&h=14",
+    "block:basic?c=32&f=64&h=14&s=2",
+    "block:mbconv?act=hswish&c=24&h=14&k=5",
+    "kernel:conv?h=14&c=16&f=32&k=3",
+    "kernel:padding?c=1",
+]
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def test_block_references_are_canonical_and_checked():
+    fam, params = parse_block("transformer?s=64&d=128&h=8")
+    assert fam == "transformer" and params["d"] == 128 and params["s"] == 64
+    assert format_block(fam, params) == "block:transformer?d=128&h=8&s=64"
+    assert format_block("mbconv", dict(FAMILIES["mbconv"])) == "block:mbconv"
+    with pytest.raises(NetworkReferenceError, match="unknown key 'x'"):
+        parse_block("transformer?x=1")
+    with pytest.raises(NetworkReferenceError, match="multiple of h"):
+        parse_block("transformer?d=100&h=3")
+    with pytest.raises(NetworkReferenceError, match="unknown block family"):
+        resolve("block:lstm")
+
+
+def test_every_family_builds_and_samples_respect_the_cost_cap():
+    for fam in FAMILIES:
+        g = resolve(format_block(fam, {}))
+        assert g.totals.macs > 0, fam
+    refs = sample_blocks(12, seed=3, max_macs=2e8)
+    assert refs == sample_blocks(12, seed=3, max_macs=2e8)  # seeded
+    assert len(set(refs)) == 12
+    for r in refs:  # VGG-style plain blocks may cost BIG_FAMILIES times the cap
+        family = r.partition(":")[2].partition("?")[0]
+        assert resolve(r).totals.macs <= 2e8 * BIG_FAMILIES.get(family, 1.0)
+
+
+# --------------------------------------------------------------------------- runtime kernels
+
+
+def test_runtime_kernels_of_a_transformer_block():
+    ks = runtime_kernels("block:transformer?d=64&h=2&s=16")
+    fams = {k.family for k in ks}
+    # onnxruntime's fusions: MatMul+Add -> Gemm, scaled Q.K^T -> FusedMatMul, Erf-GELU -> Gelu
+    assert {"Gemm", "LayerNormalization", "Softmax", "com.microsoft.Gelu"} <= fams
+    assert "com.microsoft.FusedMatMul/act" in fams and "MatMul/act" in fams
+    gemm = next(k for k in ks if k.family == "Gemm")
+    assert (gemm.features["m"], gemm.features["k"], gemm.features["nn"]) == (16, 64, 64)
+    assert gemm.features["macs"] == 16 * 64 * 64
+    qk = next(k for k in ks if k.family == "com.microsoft.FusedMatMul/act")
+    assert qk.features["batch"] == 2 and qk.features["m"] == 16 and qk.features["nn"] == 16
+
+
+def test_runtime_conv_kernels_count_the_ir_macs():
+    ref = "block:basic?h=14&c=16"
+    ks = runtime_kernels(ref)
+    convs = [k for k in ks if "Conv" in k.op]
+    assert len(convs) == 3 and all(k.op == "com.microsoft.nchwc.Conv" for k in convs)
+    ir = sum(la.macs for la in resolve(ref).layers if la.op == "Conv")
+    assert sum(k.features["macs"] for k in convs) == ir
+    assert any(k.features["has_sum"] for k in convs)  # the residual Add fused into the conv
+    # the IR fallback (no runtime) still gives one costed kernel per layer
+    fallback = ir_kernels(resolve(ref))
+    assert sum(k.features["macs"] for k in fallback) == ir
+
+
+# --------------------------------------------------------------------------- suite + predictor
+
+
+@pytest.fixture(scope="module")
+def kernel_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("kernel") / "bench.db"
+    store = Store(str(path))
+    res = run_bench("context", store, "cpu", references=TINY, profile_runs=5)
+    store.close()
+    assert not res.failed, res.failed
+    return path
+
+
+def test_context_suite_stores_kernels_with_features(kernel_store):
+    store = Store(str(kernel_store))
+    rows = kernel_rows(store, "cpu")
+    again = run_bench("context", store, "cpu", references=TINY[:2])
+    store.close()
+    assert set(rows["network"]) == set(TINY)
+    assert (rows["time_us"] > 0).all()
+    assert {"Gemm", "com.microsoft.nchwc.Conv"} <= set(rows["family"])
+    assert again.skipped == TINY[:2] and not again.measured  # resumable
+
+
+def test_adaptive_sampling_prefers_what_the_data_leave_uncertain(kernel_store):
+    store = Store(str(kernel_store))
+    rows = kernel_rows(store, "cpu")
+    store.close()
+    seen = TINY[5]  # measured: its kernels are well covered
+    new = "block:unet?c=16&h=32&up=convt"  # ConvTranspose, Concat, MaxPool: never profiled
+    scores = candidate_scores([seen, new], rows.to_dict(orient="records"), rows["time_us"])
+    assert np.all(np.isfinite(scores)) and scores[1] > scores[0]
+
+
+def test_kernel_predictor_fits_from_the_store(kernel_store, tmp_path):
+    store = Store(str(kernel_store))
+    table = store.export_table()
+    store.close()
+    nets, y = list(table["network"]), table["cpu"].to_numpy(dtype=float)
+    model = make_predictor(
+        "kernel",
+        store=str(kernel_store),
+        device="cpu",
+        min_points=4,
+        n_estimators=20,
+        model="trees",
+    )
+    model.fit(nets, y)
+    pred = model.predict(nets)
+    assert np.all(np.isfinite(pred)) and np.all(pred > 0)
+    # in-sample the sum of kernels plus the fitted overhead lands near the measured latency
+    assert float(np.median(np.abs(pred - y) / y)) < 0.5
+    per = model.predict_layers([TINY[0]])
+    kernels = per["predicted_ms"].sum()
+    total = model.scale_ * kernels + model.per_kernel_ms_ * len(per) + model.overhead_ms_
+    assert model.predict([TINY[0]])[0] == pytest.approx(max(total, 0.5 * kernels))
+    model.save(tmp_path / "k")
+    again = load_predictor(tmp_path / "k")
+    np.testing.assert_allclose(again.predict(nets), pred, rtol=1e-9)
+    # a network with a kernel family never profiled: costed by the roofline, reported
+    odd = "block:dense?h=7&c=16&gr=8&n=2"
+    missing = model.uncovered([odd])[0]
+    assert "AveragePool" in " ".join(missing)
+    assert model.predict([odd])[0] > 0
+
+
+def test_family_model_is_chosen_by_grouped_cross_validation():
+    rng = np.random.default_rng(0)
+    flops = rng.uniform(1e5, 1e8, 80)
+    feats = [{"flops": f, "macs": f / 2, "out_elems": 1e3, "c": c}
+             for f, c in zip(flops, rng.integers(0, 2, 80), strict=True)]  # fmt: skip
+    base = 2.0 + flops / 5e4
+    # linear cost with pure noise: no correction can help, the linear model is kept
+    noisy = base * np.exp(rng.normal(0, 0.05, 80))
+    model, cv = fit_family(feats, noisy, np.arange(80) % 10, seed=0, n_estimators=20)
+    assert set(cv) == {"linear", "trees", "gbm"} and model.kind == "linear"
+    assert cv["linear"] < 0.06
+    # a feature-dependent efficiency (channels on/off a block) the linear cost cannot see
+    skewed = base * np.where([f["c"] for f in feats], 2.0, 1.0)
+    model, cv = fit_family(feats, skewed, np.arange(80) % 10, seed=0, n_estimators=50)
+    assert model.kind in ("trees", "gbm") and cv[model.kind] < 0.5 * cv["linear"]
+    pred = model.predict_us(feats)
+    assert float(np.median(np.abs(pred - skewed) / skewed)) < 0.05
+
+
+def test_kernel_predictor_needs_a_store():
+    with pytest.raises(DataError, match="bench store"):
+        make_predictor("kernel").fit(TINY[:3], [1.0, 2.0, 3.0])
+
+
+def test_train_and_predict_kernel_from_the_cli(kernel_store, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    code, _, err = run_cli(
+        ["train", "--data", str(kernel_store), "--target", "cpu", "--predictor", "kernel",
+         "--param", "min_points=4", "--param", "model=linear", "--conformal", "none",
+         "--val-size", "0", "--test-size", "0", "--out", str(out), "--no-mlflow"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    code, text, err = run_cli(
+        ["predict", "--bundle", str(out), "block:dense?h=7&c=16&gr=8&n=2", "--json", "--layers",
+         "--no-mlflow"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    rec = json.loads(text)[0]
+    assert rec["uncovered"] is True and rec["uncovered_kernels"]
+    assert rec["latency_ms"] > 0 and len(rec["kernels"]) >= 5
+    code, text, _ = run_cli(
+        ["predict", "--bundle", str(out), TINY[0], "--layers", "--no-mlflow"], capsys
+    )
+    assert code == 0 and "Gemm" in text and "predicted ms" in text
