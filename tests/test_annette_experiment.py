@@ -19,7 +19,7 @@ import pytest
 
 from latlab.cli import main as cli_main
 from latlab.datasets.measure import MeasureConfig
-from latlab.experiments.annette import MODELS, Settings, comparison_rows, run_settings
+from latlab.experiments.annette import KERNEL, MODELS, Settings, comparison_rows, run_settings
 
 LEARNED = ("flops", "rf")
 
@@ -37,7 +37,7 @@ def tiny_settings() -> Settings:
         True,
         kernels=10,
         multilayer=6,
-        zoo=["squeezenet1_1"],
+        zoo=["squeezenet1_1", "bert_medium"],
         nb201=5,
         timer="thread",
         network_protocol=proto,
@@ -46,6 +46,7 @@ def tiny_settings() -> Settings:
         nb201_train=6,
         learned=LEARNED,
         methods=("padded",),
+        context=6,
         bench_protocol=MeasureConfig(
             repeats=10,
             min_repeats=3,
@@ -106,7 +107,7 @@ def test_report_files(runs: dict[str, Any]) -> None:
     report = (out / "report.md").read_text()
     assert "## Headline comparison" in report
     assert "out of distribution for the learned predictors" in report
-    for name in (*MODELS, *LEARNED):
+    for name in (*MODELS, KERNEL, *LEARNED):
         assert f"| {name} |" in report
     assert not list(out.glob(".*.tmp")) and not list(out.glob(".*.png"))
     json.dumps(runs["first"], allow_nan=False)  # JSON-able, no NaN
@@ -117,13 +118,15 @@ def test_comparison_metrics(runs: dict[str, Any]) -> None:
     # 16 cnn networks: 20 % held out, 10 % validation; every nb201 fidelity net and the zoo net
     assert comp["sets"]["generated"]["networks"] == 3
     assert comp["sets"]["nb201"]["networks"] == 5
-    assert comp["sets"]["zoo"]["networks"] == 1
+    assert comp["sets"]["zoo"]["networks"] == 2
+    assert comp["sets"]["zoo-cnn"]["networks"] == comp["sets"]["attention"]["networks"] == 1
     assert comp["training_networks"]["cnn_train"] == 11
     assert comp["training_networks"]["nb201_train"] + comp["training_networks"]["nb201_val"] == 6
-    assert list(comp["models"]) == [*MODELS, *LEARNED]
+    assert list(comp["models"]) == [*MODELS, KERNEL, *LEARNED]
     for name, row in comp["models"].items():
-        assert row["kind"] == ("learned" if name in LEARNED else "layer-wise")
-        for part in ("generated", "nb201", "zoo"):
+        kind = "learned" if name in LEARNED else "kernel-level" if name == KERNEL else "layer-wise"
+        assert row["kind"] == kind
+        for part in ("generated", "nb201", "zoo", "zoo-cnn", "attention"):
             m = row[part]
             assert math.isfinite(m["mape"]) and m["mape"] >= 0, (name, part)
             assert 0 <= m["acc10"] <= 100
@@ -131,7 +134,9 @@ def test_comparison_metrics(runs: dict[str, Any]) -> None:
     # the latency span of generated cnn networks (sub-ms to tens of ms) is easy to rank
     assert comp["models"]["flops"]["generated"]["spearman"] > 0
     header, rows = comparison_rows(runs["first"])
-    assert len(header) == 2 + 3 * 3 and len(rows) == len(MODELS) + len(LEARNED)
+    assert len(header) == 2 + 3 * 5 and len(rows) == len(MODELS) + 1 + len(LEARNED)
+    # the kernel-level predictor was trained on the bench store's networks only
+    assert runs["first"]["benchmarks"]["context"]["benchmarks"] >= 6
 
 
 def test_progress_reported(runs: dict[str, Any]) -> None:
@@ -150,7 +155,7 @@ def test_second_run_resumes_from_store(runs: dict[str, Any]) -> None:
     assert rows2["profiles"] == rows1["profiles"] >= 1
     assert runs["learned_second"] == runs["learned_first"]  # nothing trained again
     a, b = runs["first"]["comparison"]["models"], runs["second"]["comparison"]["models"]
-    for name in LEARNED:
+    for name in (*LEARNED, KERNEL):
         assert a[name]["zoo"]["mape"] == pytest.approx(b[name]["zoo"]["mape"], rel=1e-9)
     assert runs["first"]["run"]["networks_measured_now"] == runs["first"]["run"]["networks"]
     assert runs["second"]["run"]["networks_measured_now"] == 0

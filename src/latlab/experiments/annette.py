@@ -77,7 +77,18 @@ from latlab.training.metrics import regression_metrics
 log = logging.getLogger("latlab.experiments.annette")
 
 MODELS = ("roofline", "refined", "statistical", "mixed", "lut")
-QUICK_ZOO = ("mobilenet_v3_small", "mobilenet_v2", "squeezenet1_1", "resnet18", "efficientnet_b0")
+QUICK_ZOO = (
+    "mobilenet_v3_small",
+    "mobilenet_v2",
+    "squeezenet1_1",
+    "resnet18",
+    "efficientnet_b0",
+    "vit_s16",
+    "bert_medium",
+)
+#: The kernel-level predictor: trained on the bench store's generated networks (the
+#: single-layer benchmarks and the in-context ``block:`` networks), never on a test network.
+KERNEL = "kernel"
 CONV_KINDS = ("conv", "dwconv")
 
 
@@ -107,6 +118,9 @@ class Settings:
     #: Layer-time methods the layer models are trained on (``padded`` is the main one; the
     #: others only feed the smart-padding comparison).
     methods: tuple[str, ...] = METHODS
+    #: Generated networks of the in-context kernel suite (``latlab bench --suite context``) the
+    #: kernel-level predictor ``kernel`` trains on; 0 leaves that predictor out.
+    context: int = 0
 
     def bench_config(self) -> MeasureConfig:
         return self.bench_protocol or replace(BENCH_CONFIG, timer=self.timer)
@@ -131,6 +145,7 @@ class Settings:
                 nb201_train=40,
                 gcn_epochs=40,
                 name=name,
+                context=40,
             )
         if name == "main":
             return cls(
@@ -146,6 +161,7 @@ class Settings:
                 nb201_train=100,
                 gcn_epochs=100,
                 name=name,
+                context=120,
             )
         if name == "full":
             return cls(
@@ -159,6 +175,7 @@ class Settings:
                 cnn=300,
                 nb201_train=150,
                 name=name,
+                context=240,
             )
         raise ValueError(f"unknown preset {name!r}: quick, main or full")
 
@@ -194,7 +211,10 @@ def run_benchmarks(
         ("kernels", s.kernels),
         ("padding", s.kernels),
         ("multilayer", s.multilayer),
+        ("context", s.context),
     ):
+        if suite == "context" and not count:
+            continue
         t0 = time.monotonic()
         res = run_bench(
             suite,
@@ -303,6 +323,30 @@ def train_models(
                 time.monotonic() - t0,
             )
     return fitted
+
+
+def train_kernel(store: Store, device: str, s: Settings) -> Any | None:
+    """The ``kernel`` predictor fitted on the store's benchmark networks (None without the
+    context suite): every ``kernel:`` and ``block:`` network with an end-to-end median under
+    the benchmark protocol; the held-out generated, nb201 and zoo networks never are."""
+    if not s.context:
+        return None
+    frame = store.export_table(devices=[device], protocol=s.bench_config())
+    if device not in frame:
+        return None
+    ok = frame[device].notna() & frame["network"].str.startswith(("kernel:", "block:"))
+    rows = frame[ok]
+    model = make_predictor(KERNEL, store=store.url, device=device, random_state=s.seed)
+    t0 = time.monotonic()
+    model.fit(list(rows["network"]), rows[device].to_numpy(dtype=float))
+    model.fit_seconds_ = time.monotonic() - t0
+    log.info("trained kernel on %d benchmark networks in %.1f s", len(rows), model.fit_seconds_)
+    return model
+
+
+def is_attention(reference: str) -> bool:
+    """Whether a zoo network is an attention model (its graph's ``meta["attention"]``)."""
+    return bool(resolve(reference).meta.get("attention", False))
 
 
 # --------------------------------------------------------------------------- tables
@@ -432,7 +476,13 @@ def comparison_rows(metrics: dict[str, Any]) -> tuple[list[str], list[list[Any]]
     """The headline table: one row per predictor, MAPE/rho/acc10 per network set."""
     comp = metrics["comparison"]
     parts = list(comp["sets"])
-    short = {"generated": "gen", "nb201": "nb201", "zoo": "zoo"}
+    short = {
+        "generated": "gen",
+        "nb201": "nb201",
+        "zoo": "zoo",
+        "zoo-cnn": "zoo-cnn",
+        "attention": "attn",
+    }
     header = ["predictor", "kind"]
     for part in parts:
         n = comp["sets"][part]["networks"]
@@ -464,12 +514,15 @@ def headline_note(metrics: dict[str, Any]) -> str:
     )
     return (
         "Network latency end to end (onnxruntime, 1 thread). Layer-wise models "
-        "(roofline ... lut) trained on kernel benchmarks only. "
+        "(roofline ... lut) trained on kernel benchmarks only; `kernel` (kernel-level: "
+        "onnxruntime's optimised graph, per-kernel models) on the kernel benchmarks and the "
+        "generated in-context `block:` networks of the bench store. "
         + learned
         + "none of the test networks below was seen in training. `gen` = held-out generated "
-        "cnn networks, `nb201` = random nb201 networks, `zoo` = torchvision zoo networks "
+        "cnn networks, `nb201` = random nb201 networks, `zoo` = the zoo's real networks "
         "(out of distribution for the learned predictors: no hand-designed architecture is "
-        "in their training spaces). MAPE in %, Spearman's rho, and the fraction of networks "
+        "in their training spaces), split into `zoo-cnn` and `attn` (attention models). "
+        "MAPE in %, Spearman's rho, and the fraction of networks "
         "predicted within ±10 %."
     )
 
@@ -617,6 +670,8 @@ SETS = {
     "generated": "held-out generated cnn networks",
     "nb201": "random nb201 networks (held out)",
     "zoo": "zoo networks (out of distribution for the learned predictors)",
+    "zoo-cnn": "the zoo's convolutional networks",
+    "attention": "the zoo's attention models (ViT, DeiT, Swin, BERT, ALBERT, GPT-2, Llama, ...)",
 }
 
 
@@ -654,8 +709,10 @@ def comparison(
     out: Path,
     threads: int,
     notify: Progress | None,
+    kernel: Any | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Every predictor (layer-wise and learned) on every network set: frames and metrics."""
+    """Every predictor (layer-wise, kernel-level and learned) on every network set: frames
+    and metrics. The zoo's metrics are also given for its CNNs and its attention models."""
     frames = {
         name: network_table(fitted, measured.reindex(refs), "padded")
         for name, refs in sets.items()
@@ -663,6 +720,14 @@ def comparison(
     }
     fit_s: dict[str, float] = {}
     learned: list[str] = []
+    kinds: dict[str, str] = {}
+    if kernel is not None:
+        for part, df in frames.items():
+            if notify is not None:
+                notify(f"kernel predictor: {part}", 0, len(df))
+            df[KERNEL] = kernel.predict(list(df["network"]))
+        kinds[KERNEL] = "kernel-level"
+        fit_s[KERNEL] = float(getattr(kernel, "fit_seconds_", 0.0))
     if gen and s.learned:
 
         def ok(refs: list[str]) -> list[str]:
@@ -687,16 +752,25 @@ def comparison(
             fit_s[name] = rec["seconds"]
             for part, df in frames.items():
                 df[name] = np.array(rec["pred"][part], dtype=float)
+    for name in learned:
+        kinds[name] = "learned"
+    parts = dict(frames)
+    if "zoo" in frames:
+        zoo = frames["zoo"]
+        attn = zoo["network"].map(is_attention).to_numpy(dtype=bool)
+        for part, mask in (("zoo-cnn", ~attn), ("attention", attn)):
+            if mask.any():
+                parts[part] = zoo[mask]
     models: dict[str, Any] = {}
-    for name in (*MODELS, *learned):
-        row: dict[str, Any] = {"kind": "learned" if name in learned else "layer-wise"}
-        for part, df in frames.items():
+    for name in (*MODELS, *kinds):
+        row: dict[str, Any] = {"kind": kinds.get(name, "layer-wise")}
+        for part, df in parts.items():
             row[part] = _metrics(df["measured_ms"], df[name])
         if name in fit_s:
             row["fit_seconds"] = fit_s[name]
         models[name] = row
     info = {
-        "sets": {part: {"networks": len(df), "what": SETS[part]} for part, df in frames.items()},
+        "sets": {part: {"networks": len(df), "what": SETS[part]} for part, df in parts.items()},
         "training_networks": {k: len(v) for k, v in gen.items()},
         "models": models,
     }
@@ -847,10 +921,11 @@ def _evaluate(
     layers = layer_table(fitted, groups, main)
     layers.to_csv(out / "zoo_layers.csv", index=False)
     sets = {"generated": gen.get("cnn_test", []), "nb201": nb_refs, "zoo": zoo_refs}
-    frames, headline = comparison(fitted, measured, sets, gen, s, out, threads, notify)
+    frames, headline = comparison(
+        fitted, measured, sets, gen, s, out, threads, notify, train_kernel(store, device, s)
+    )
     for part, df in frames.items():
-        name = {"zoo": "zoo_networks", "nb201": "nb201_networks"}.get(part, "generated_networks")
-        df.to_csv(out / f"{name}.csv", index=False)
+        df.to_csv(out / f"{part}_networks.csv", index=False)
     nets = frames["zoo"]
     predictors = list(headline["models"])
     plots.zoo_bars(nets, predictors, out / "zoo_predicted_vs_measured.png")
