@@ -336,7 +336,8 @@ def train_kernel(store: Store, device: str, s: Settings) -> Any | None:
         return None
     ok = frame[device].notna() & frame["network"].str.startswith(("kernel:", "block:"))
     rows = frame[ok]
-    model = make_predictor(KERNEL, store=store.url, device=device, random_state=s.seed)
+    url = store.url.render_as_string(hide_password=False)
+    model = make_predictor(KERNEL, store=url, device=device, random_state=s.seed)
     t0 = time.monotonic()
     model.fit(list(rows["network"]), rows[device].to_numpy(dtype=float))
     model.fit_seconds_ = time.monotonic() - t0
