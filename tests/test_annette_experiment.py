@@ -110,6 +110,9 @@ def test_report_files(runs: dict[str, Any]) -> None:
     for name in (*MODELS, KERNEL, *LEARNED):
         assert f"| {name} |" in report
     assert not list(out.glob(".*.tmp")) and not list(out.glob(".*.png"))
+    # the layer models' table holds layer benchmarks only, not the kernel predictor's networks
+    table = (out / "benchmarks.csv").read_text()
+    assert "kernel:" in table and "block:" not in table
     json.dumps(runs["first"], allow_nan=False)  # JSON-able, no NaN
 
 

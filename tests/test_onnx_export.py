@@ -276,3 +276,21 @@ def test_round_trip_preserves_layers_and_totals(graph):
     assert_same_ir(graph, back)
     assert back.inputs == graph.inputs and back.outputs == graph.outputs
     assert_shapes_match(graph)
+
+
+def test_gather_of_a_scalar_index_exports_a_scalar():
+    # A ViT's class token: Gather(x, 0) on (N, S, D) gives (N, D); the exported indices must
+    # be a scalar, or onnxruntime sees a rank-3 tensor and the classifier Gemm fails.
+    import onnxruntime as ort
+
+    from latlab.datasets.references import resolve
+    from latlab.encoders.onnx_export import to_onnx
+
+    g = resolve("block:vit?d=64&h=2&head=10&img=32&p=8")
+    gather = next(la for la in g.layers if la.op == "Gather")
+    assert gather.output_shape == (1, 64)
+    model = to_onnx(g)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.zeros(g.inputs[next(iter(g.inputs))], dtype=np.float32)
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    assert out.shape == (1, 10)

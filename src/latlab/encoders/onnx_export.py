@@ -313,7 +313,10 @@ def _export_gather(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.
     axis = int(layer.attrs.get("axis", 0))
     if w:  # an embedding: Gather(table, ids)
         return [_node(layer, [w[0], *layer.inputs], axis=axis)]
-    indices = ctx.ints(f"{layer.name}.indices", layer.attrs.get("indices", 0))
+    idx = np.asarray(layer.attrs.get("indices", 0), dtype=np.int64)
+    if idx.size == 1 and len(layer.output_shape) == len(layer.input_shape) - 1:
+        idx = idx.reshape(())  # a scalar index drops the axis (a ViT's class token)
+    indices = ctx.add(f"{layer.name}.indices", idx)
     return [_node(layer, [*layer.inputs, indices], axis=axis)]
 
 

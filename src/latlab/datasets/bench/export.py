@@ -50,6 +50,9 @@ def training_table(
         raise DataError(f"unknown layer benchmark method {method!r} (known: {', '.join(METHODS)})")
     bench = BenchStore(store)
     every = bench.layer_benchmarks(device)
+    # the context suite's generated networks are the kernel predictor's data (kernel_rows),
+    # not layer benchmarks: the layer models train on the kernel:/multi-layer suites only
+    every = every[every["suite"] != "context"] if "suite" in every else every
     long = every
     if protocol_key is not None:
         long = long[long["protocol_key"] == protocol_key]
