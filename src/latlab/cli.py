@@ -1097,9 +1097,10 @@ def compare(
         metrics = main_job(out, quick=quick, db=db, threads=threads, command=command, notify=notify)
     console.print(_comparison_table(metrics))
     console.print(
-        "layer-wise models above the line, learned below; generated = held-out generated cnn"
-        " networks, nb201 = random nb201 networks, zoo = torchvision networks (out of"
-        " distribution for the learned predictors)"
+        "layer-wise models first, then the kernel-level model, then the learned ones;"
+        " generated = held-out generated cnn networks, nb201 = random nb201 networks, zoo ="
+        " the zoo's real networks (out of distribution for the learned predictors), split"
+        " into its CNNs (zoo-cnn) and attention models"
     )
     console.print(f"report: {out / 'report.md'}  ({time.monotonic() - start:.0f} s)")
 

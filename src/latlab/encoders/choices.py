@@ -25,7 +25,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from latlab.encoders.base import EncoderStateMixin, check_graphs, feature_names
-from latlab.encoders.graph import _GLOBAL_EDGES, EncodedGraph, _check_choice, _wire
+from latlab.encoders.graph import (
+    _GLOBAL_EDGES,
+    EncodedGraph,
+    _check_choice,
+    _wire,
+    light_to_data,
+)
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import FeatureError
 
@@ -171,20 +177,7 @@ class BlockChainGraphEncoder(
         return 0
 
     def transform(self, graphs: Sequence[NetworkGraph]) -> list[Data]:
-        from torch_geometric.data import Data
-
-        out = []
-        for item in self.transform_light(graphs):
-            data = Data(
-                x=item.x.clone(),
-                edge_index=item.edge_index.clone(),
-                num_nodes=item.num_nodes,
-                network=item.network,
-            )
-            if item.global_index is not None:
-                data.global_index = item.global_index.clone()
-            out.append(data)
-        return out
+        return light_to_data(self.transform_light(graphs))
 
     def transform_light(self, graphs: Sequence[NetworkGraph]) -> list[EncodedGraph]:
         import torch

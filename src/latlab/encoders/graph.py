@@ -558,22 +558,7 @@ class Nb201CellGraphEncoder(
         )
 
     def transform(self, graphs: Sequence[NetworkGraph]) -> list[Data]:
-        from torch_geometric.data import Data
-
-        out = []
-        for item in self.transform_light(graphs):
-            data = Data(
-                x=item.x.clone(),
-                edge_index=item.edge_index.clone(),
-                num_nodes=item.num_nodes,
-                network=item.network,
-            )
-            if item.global_index is not None:
-                data.global_index = item.global_index.clone()
-            if item.graph_features is not None:
-                data.graph_features = item.graph_features.clone()
-            out.append(data)
-        return out
+        return light_to_data(self.transform_light(graphs))
 
     def transform_light(self, graphs: Sequence[NetworkGraph]) -> list[EncodedGraph]:
         """The tensors of :meth:`transform` as :class:`EncodedGraph` items (for inference)."""
@@ -678,3 +663,24 @@ def make_graph_encoder(name: str, graph_features: bool) -> Any:
             f"unknown graph encoder {name!r}; known: {', '.join(sorted(GRAPH_ENCODERS))}"
         )
     return factory(bool(graph_features))
+
+
+def light_to_data(items: Sequence[EncodedGraph]) -> list[Data]:
+    """torch-geometric ``Data`` objects (for training) from :class:`EncodedGraph` items: the
+    one conversion every encoder with a ``transform_light`` fast path shares."""
+    from torch_geometric.data import Data
+
+    out = []
+    for item in items:
+        data = Data(
+            x=item.x.clone(),
+            edge_index=item.edge_index.clone(),
+            num_nodes=item.num_nodes,
+            network=item.network,
+        )
+        if item.global_index is not None:
+            data.global_index = item.global_index.clone()
+        if item.graph_features is not None:
+            data.graph_features = item.graph_features.clone()
+        out.append(data)
+    return out
