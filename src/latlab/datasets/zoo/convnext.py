@@ -16,31 +16,18 @@ from latlab.encoders.builder import NetBuilder
 EPS = 1e-6
 
 
-def layer_norm(b: NetBuilder, x: str) -> str:
-    """LayerNorm over the last axis (scale and shift of that size)."""
-    c = b.shape(x)[-1]
-    attrs = {"axis": -1, "epsilon": EPS}
-    return b.add_layer("LayerNormalization", [x], attrs, [(c,), (c,)])[0]
-
-
 def layer_norm2d(b: NetBuilder, x: str) -> str:
     """torchvision's ``LayerNorm2d``: LayerNorm over the channels of an NCHW map."""
-    y = layer_norm(b, b.transpose(x, (0, 2, 3, 1)))
+    y = b.layernorm(b.transpose(x, (0, 2, 3, 1)), eps=EPS)
     return b.transpose(y, (0, 3, 1, 2))
-
-
-def linear(b: NetBuilder, x: str, out: int) -> str:
-    """``nn.Linear`` on a tensor of any rank: MatMul by the weight, then Add the bias."""
-    y = b.matmul(x, out)
-    return b.add_layer("Add", [y], {}, [(out,)])[0]
 
 
 def _block(b: NetBuilder, x: str) -> str:
     c = b.shape(x)[1]
     y = b.conv(x, c, 7, padding=3, groups=c, bias=True)
-    y = layer_norm(b, b.transpose(y, (0, 2, 3, 1)))
-    y = b.add_layer("Gelu", [linear(b, y, 4 * c)])[0]
-    y = b.transpose(linear(b, y, c), (0, 3, 1, 2))
+    y = b.layernorm(b.transpose(y, (0, 2, 3, 1)), eps=EPS)
+    y = b.add_layer("Gelu", [b.linear(y, 4 * c)])[0]
+    y = b.transpose(b.linear(y, c), (0, 3, 1, 2))
     y = b.add_layer("Mul", [y], {}, [(c, 1, 1)])[0]  # layer scale
     return b.add(y, x)
 
@@ -56,7 +43,7 @@ def _convnext(depths: tuple[int, ...], dims: tuple[int, ...]):
             for _ in range(n):
                 x = _block(b, x)
         # the head's LayerNorm2d on the 1x1 pooled map is LayerNorm of the flattened vector
-        x = layer_norm(b, b.flatten(b.global_avgpool(x)))
+        x = b.layernorm(b.flatten(b.global_avgpool(x)), eps=EPS)
         return b.gemm(x, 1000)
 
     return build
