@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from latlab.cli import main
+from cli_helpers import run_cli
 from latlab.datasets.measure import default_device_name
 from latlab.datasets.tables import load_table
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 QUICK = ["--repeats", "10", "--time-budget", "0.05", "--no-anchor"]
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_encode_json_counts(capsys):

@@ -7,18 +7,9 @@ import shutil
 
 import pytest
 
+from cli_helpers import run_cli
 from latlab.cli import main
 from latlab.training.bundle import MANIFEST, SCHEMA_VERSION, load_bundle
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latlab.cli import main
+from cli_helpers import run_cli
 from latlab.datasets import resolve
 from latlab.datasets.spaces import sample
 from latlab.training.bundle import load_bundle
 from latlab.training.splits import min_rows_for_calibration
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from latlab.cli import main
+from cli_helpers import run_cli
 from latlab.datasets.bench.campaign import run_bench
 from latlab.datasets.bench.context import candidate_scores
 from latlab.datasets.bench.export import kernel_rows
@@ -40,16 +40,6 @@ TINY = [
     "kernel:conv?h=14&c=16&f=32&k=3",
     "kernel:padding?c=1",
 ]
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --------------------------------------------------------------------------- blocks
