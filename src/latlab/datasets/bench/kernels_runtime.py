@@ -303,7 +303,7 @@ def runtime_kernels(network: Any, *, threads: int = 1) -> list[RuntimeKernel]:
     import onnx
     import onnxruntime as ort
 
-    from latlab.datasets.bench.trace import _session_options
+    from latlab.datasets.bench.trace import optimising_options
     from latlab.datasets.measure.inputs import fixed_inputs
     from latlab.datasets.references import onnx_model, reference_of
 
@@ -324,16 +324,7 @@ def runtime_kernels(network: Any, *, threads: int = 1) -> list[RuntimeKernel]:
         feeds = fixed_inputs(network, model, 1, None, seed=0)
         with tempfile.TemporaryDirectory(prefix="latlab-kern-") as tmp:
             folder = Path(tmp)
-            so = _session_options(threads, "ORT_ENABLE_ALL")
-            so.optimized_model_filepath = str(folder / "optimised.onnx")
-            so.add_session_config_entry(
-                "session.optimized_model_external_initializers_file_name", "weights.bin"
-            )
-            so.add_session_config_entry(
-                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-            )
-            so.enable_profiling = True
-            so.profile_file_prefix = str(folder / "profile")
+            so, _ = optimising_options(threads, "ORT_ENABLE_ALL", folder, "optimised", profile=True)
             session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
             session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())

@@ -27,8 +27,8 @@ from latlab.datasets.bench.trace import (
     RuntimeMapping,
     RuntimeNode,
     _optimised_model,
-    _session_options,
     _trace,
+    optimising_options,
 )
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import MeasurementError
@@ -232,16 +232,9 @@ def profile_network(
         with tempfile.TemporaryDirectory(prefix="latlab-prof-") as tmp:
             folder = Path(tmp)
             ext_model = _optimised_model(data, threads, "ORT_ENABLE_EXTENDED", folder)
-            so = _session_options(threads, "ORT_ENABLE_ALL")
-            so.optimized_model_filepath = str(folder / "optimised-run.onnx")
-            so.add_session_config_entry(
-                "session.optimized_model_external_initializers_file_name", "weights-run.bin"
+            so, _ = optimising_options(
+                threads, "ORT_ENABLE_ALL", folder, "optimised-run", profile=True
             )
-            so.add_session_config_entry(
-                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-            )
-            so.enable_profiling = True
-            so.profile_file_prefix = str(folder / "profile")
             session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
             import onnx
 

@@ -125,20 +125,34 @@ def _session_options(threads: int, level: str) -> Any:
     return so
 
 
+def optimising_options(
+    threads: int, level: str, folder: Path, stem: str, *, profile: bool = False
+) -> tuple[Any, Path]:
+    """Session options (the protocol's, at ``level``) under which onnxruntime writes the graph
+    it optimises to ``folder/STEM.onnx`` -- weights of 1 KiB or more in ``STEM.bin`` beside
+    it, so the file stays small -- and, with ``profile``, its profiler's file under
+    ``folder``. Returns the options and the optimised model's path."""
+    so = _session_options(threads, level)
+    path = folder / f"{stem}.onnx"
+    so.optimized_model_filepath = str(path)
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", f"{stem}.bin"
+    )
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(folder / "profile")
+    return so, path
+
+
 def _optimised_model(model_bytes: bytes, threads: int, level: str, folder: Path) -> Any:
     """The model onnxruntime builds at ``level`` (weights kept out of the written file)."""
     import onnx
     import onnxruntime as ort
 
-    so = _session_options(threads, level)
-    path = folder / f"optimised-{level}.onnx"
-    so.optimized_model_filepath = str(path)
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", f"weights-{level}.bin"
-    )
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-    )
+    so, path = optimising_options(threads, level, folder, f"optimised-{level}")
     ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     return onnx.load(str(path), load_external_data=False)
 
