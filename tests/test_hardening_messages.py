@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from latlab.cli import main
+from cli_helpers import run_cli
 from latlab.errors import BundleError, NetworkReferenceError, OnnxImportError
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(list(argv), capsys)
 
 
 def one_line(err: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latlab.cli import main
+from cli_helpers import run_cli
 from latlab.training import intervals
 from latlab.training.bundle import load_bundle
 from latlab.training.pipeline import TrainConfig, evaluate, train
@@ -18,16 +18,6 @@ pytestmark = pytest.mark.skipif(
     not intervals.available(),
     reason="the conformal wrappers (latlab.predictors.conformal) are not in this build yet",
 )
-
-
-def run_cli(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
