@@ -18,7 +18,8 @@ channels (required), ``f`` output channels of conv/fc (default: the current chan
 window of conv/dwconv/pooling (default 1), ``s`` stride (default 1), ``g`` groups of ``conv``
 (default 1), ``c2`` channels of the second operand of ``concat`` (default: the current
 channels), ``b`` = 1 makes the second operand of ``add``/``mul`` a per-channel ``(N, C, 1, 1)``
-vector (squeeze-and-excitation style).
+vector (squeeze-and-excitation style), ``t`` tokens, ``e`` heads of ``heads``/``reshape``
+(default 1), ``v`` vocabulary of ``embed``.
 
 Ops: ``conv`` (Conv, "same" padding ``(k-1)//2``), ``dwconv`` (depthwise Conv), ``fc`` (Gemm,
 preceded by a Flatten when the tensor is not 2-D), ``maxpool``/``avgpool`` (window ``k``, stride
@@ -28,6 +29,27 @@ preceded by a Flatten when the tensor is not 2-D), ``maxpool``/``avgpool`` (wind
 ``padding``: the smart-padding layer (MaxPool 1x1 stride 1 on 4-D tensors, which onnxruntime
 runs in the same blocked NCHWc layout as convolutions and never fuses with a neighbour; Abs on
 2-D tensors, which no CPU fusion absorbs).
+
+Transformer parts work on **token tensors**: with the key ``t`` (tokens) the input is
+``(N, t, c)`` (``c`` = the width), or the per-head tensor ``(N, h, t, c)`` when ``h`` (heads)
+is given as well (``c`` = the head dimension); ``w`` is then meaningless. They are built with
+the network builder's methods, exactly as the zoo's transformers are: ``linear`` (``nn.Linear``
+on a token tensor: MatMul by a ``(c, f)`` weight + bias Add, which onnxruntime runs as
+Reshape-Gemm-Reshape), ``bmm`` (MatMul of two activations batched over the leading axes, as
+attention's ``Q·Kᵀ`` and ``P·V``: the second operand is ``(..., c, f)``, ``f`` defaulting to the
+tokens, i.e. the square score matrix), ``ln`` (LayerNormalization over the last axis),
+``rmsnorm`` (the primitive RMSNorm chain onnxruntime fuses into SimplifiedLayerNormalization),
+``softmax`` (over the last axis), ``gelu`` (the erf form PyTorch exports, fused into one
+``Gelu`` kernel), ``embed`` (Gather of ``t`` rows of a ``(v, c)`` table by int64 token ids;
+must be the first part: the input is the ids ``(N, t)``; ``v`` defaults to 30522),
+``heads`` (``(N, t, c) -> (N, e, t, c/e)``: Reshape + Transpose, attention's split into ``e``
+heads), ``reshape`` (the Reshape alone), ``merge`` (``(N, h, t, d) -> (N, t, h·d)``: Transpose +
+Reshape), ``transpose`` (swap the last two axes, ``Kᵀ``) and ``scale`` (Div by the constant
+``√c``, attention's score scaling, which onnxruntime folds into the MatMul before it).
+E.g. the scores of 12 heads over 128 tokens, and a BERT-base feed-forward expansion::
+
+    kernel:bmm?h=12&t=128&c=64
+    kernel:linear+gelu?t=128&c=768&f=3072
 
 Binary ops take their second operand from the chain's input (the tensor entering the first
 part that is not ``padding``) when it has the needed shape and is not the current tensor
@@ -40,6 +62,7 @@ benchmarks have equal references and a resumed campaign recognises them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,10 +96,28 @@ OPS: dict[str, tuple[str, ...]] = {
     "hardsigmoid": (),
     "flatten": (),
     "padding": (),
+    # transformer parts (token tensors, see the module docstring)
+    "linear": ("f",),
+    "bmm": ("f",),
+    "ln": (),
+    "rmsnorm": (),
+    "softmax": (),
+    "gelu": (),
+    "embed": ("v",),
+    "heads": ("e",),
+    "reshape": ("e",),
+    "merge": (),
+    "transpose": (),
+    "scale": (),
 }
 #: Keys of the query (the input shape plus every op key).
-KEYS = ("h", "w", "c", "f", "k", "s", "g", "c2", "b")
+KEYS = ("h", "w", "t", "c", "f", "k", "s", "g", "c2", "b", "e", "v")
 _DEFAULTS = {"k": 1, "s": 1, "g": 1, "b": 0}
+#: Parts that read token tensors ``(N, t, c)`` or per-head tensors ``(N, h, t, c)``.
+TOKEN_OPS = ("linear", "bmm", "ln", "rmsnorm", "softmax", "gelu", "embed", "heads", "reshape",
+             "merge", "transpose", "scale")  # fmt: skip
+#: Default vocabulary of ``embed`` (BERT's WordPiece vocabulary).
+DEFAULT_VOCAB = 30522
 #: Largest value a key may take (guards against typos building gigantic networks).
 MAX_VALUE = 1 << 16
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish", "hardsigmoid")
@@ -186,7 +227,7 @@ def format_kernel(spec: KernelSpec) -> str:
     if params.get("w") is not None and params.get("w") == params.get("h", 1):
         params.pop("w")
     first = next((p.op for p in spec.parts if p.op != "padding"), "padding")
-    if params.get("h") == 1 and "w" not in params and first != "fc":
+    if params.get("h") == 1 and "w" not in params and first != "fc" and "t" not in params:
         params.pop("h")
     query = "&".join(f"{k}={params[k]}" for k in KEYS if k in params)
     chain = "+".join(p.text() for p in spec.parts)
@@ -213,8 +254,9 @@ def kernel_reference(ops: str | Sequence[str | Part], **params: int) -> str:
 class _Chain:
     """Applies parts to a NetBuilder, creating second graph inputs on demand."""
 
-    def __init__(self, b: NetBuilder) -> None:
+    def __init__(self, b: NetBuilder, spec_c: int = 1) -> None:
         self.b = b
+        self.spec_c = spec_c  # the global c (the embedding width of ``embed``)
         self.start = b.input  # the tensor entering the first part that is not padding
         self.extra_inputs: dict[str, Shape] = {}
 
@@ -298,6 +340,53 @@ def _apply(chain: _Chain, spec: KernelSpec, part: Part, x: str) -> str:
         return b.flatten(x)
     if op == "padding":
         return _padding(b, x)
+    return _apply_token(chain, op, get, x)
+
+
+def _apply_token(chain: _Chain, op: str, get: Any, x: str) -> str:
+    """The transformer parts (token tensors ``(N, t, c)``, per-head tensors ``(N, h, t, c)``),
+    built with the network builder's own methods, as the zoo's transformers are."""
+    b = chain.b
+    shape = b.shape(x)
+    if op == "embed":
+        if x != b.input or len(shape) != 2:
+            raise ValueError("embed must be the first part (it reads the token ids)")
+        return b.embedding(x, get("v", DEFAULT_VOCAB), int(chain.spec_c))
+    if len(shape) < 3:
+        raise ValueError(f"{op} needs a token tensor (give t), got shape {shape}")
+    if op == "linear":
+        return b.linear(x, get("f", shape[-1]))
+    if op == "bmm":
+        other = chain.operand(x, (*shape[:-2], shape[-1], get("f", shape[-2])))
+        return b.batched_matmul(x, other)
+    if op == "ln":
+        return b.layernorm(x)
+    if op == "rmsnorm":
+        return b.rmsnorm(x)
+    if op == "softmax":
+        return b.softmax(x, axis=-1)
+    if op == "gelu":
+        return b.gelu(x)
+    if op == "scale":  # attention's scores / sqrt(head_dim), a Div by a constant
+        return b.add_layer("Div", [x], {"scalar_inputs": ((1, math.sqrt(shape[-1])),)})[0]
+    if op == "transpose":
+        perm = list(range(len(shape)))
+        perm[-2:] = perm[-1], perm[-2]
+        return b.transpose(x, perm)
+    if op == "merge":
+        if len(shape) != 4:
+            raise ValueError(f"merge needs a per-head tensor (N, h, t, c), got shape {shape}")
+        n, heads, t, hd = shape
+        return b.reshape(b.transpose(x, (0, 2, 1, 3)), (n, t, heads * hd))
+    if op in ("heads", "reshape"):
+        if len(shape) != 3:
+            raise ValueError(f"{op} needs a token tensor (N, t, c), got shape {shape}")
+        n, t, d = shape
+        e = get("e", 1)
+        if d % e:
+            raise ValueError(f"{op}: heads e={e} must divide the width c={d}")
+        y = b.reshape(x, (n, t, e, d // e))
+        return y if op == "reshape" else b.transpose(y, (0, 2, 1, 3))
     raise ValueError(f"unknown op {op!r}")  # unreachable: parse_kernel checks ops
 
 
@@ -308,11 +397,26 @@ def build_kernel(spec: KernelSpec, batch: int = 1, name: str | None = None) -> N
     h = params.get("h", 1)
     w = params.get("w", h)
     first = next((p.op for p in spec.parts if p.op != "padding"), "padding")
-    in_shape: Shape = (batch, c) if first == "fc" and "h" not in params else (batch, c, h, w)
+    dtype = "float32"
+    if "t" in params:
+        if "w" in params:
+            raise ValueError("w has no meaning for token tensors (t given)")
+        t = params["t"]
+        if first == "embed":
+            in_shape: Shape = (batch, t)
+            dtype = "int64"
+        else:
+            in_shape = (batch, params["h"], t, c) if "h" in params else (batch, t, c)
+    elif first in TOKEN_OPS:
+        raise ValueError(f"{first} reads token tensors: give the tokens t")
+    elif first == "fc" and "h" not in params:
+        in_shape = (batch, c)
+    else:
+        in_shape = (batch, c, h, w)
     ref = name or format_kernel(spec)
     meta = {"family": SCHEME, "kernel_ops": list(spec.ops), "kernel_params": params}
-    b = NetBuilder(ref, in_shape, meta=meta)
-    chain = _Chain(b)
+    b = NetBuilder(ref, in_shape, meta=meta, input_dtype=dtype)
+    chain = _Chain(b, c)
     x = b.input
     for i, part in enumerate(spec.parts):
         if part.op != "padding" and all(p.op == "padding" for p in spec.parts[:i]):
@@ -389,12 +493,15 @@ def with_params(spec: KernelSpec, **updates: int | None) -> KernelSpec:
 
 
 def shape_params(shape: Shape) -> Mapping[str, int]:
-    """Global parameters ``c, h, w`` describing a tensor shape (rank 2 or 4)."""
+    """Global parameters describing a tensor shape: ``c`` (rank 2), ``t, c`` (rank 3, a token
+    tensor) or ``c, h, w`` (rank 4; a per-head tensor has the same elements and layout)."""
     if len(shape) == 2:
         return {"c": int(shape[1])}
+    if len(shape) == 3:
+        return {"t": int(shape[1]), "c": int(shape[2])}
     if len(shape) == 4:
         return {"c": int(shape[1]), "h": int(shape[2]), "w": int(shape[3])}
-    raise ValueError(f"benchmark tensors are 2-D or 4-D, got shape {shape}")
+    raise ValueError(f"benchmark tensors are 2-D, 3-D or 4-D, got shape {shape}")
 
 
 register_scheme(
