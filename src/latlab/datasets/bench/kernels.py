@@ -19,7 +19,10 @@ window of conv/dwconv/pooling (default 1), ``s`` stride (default 1), ``g`` group
 (default 1), ``c2`` channels of the second operand of ``concat`` (default: the current
 channels), ``b`` = 1 makes the second operand of ``add``/``mul`` a per-channel ``(N, C, 1, 1)``
 vector (squeeze-and-excitation style), ``t`` tokens, ``e`` heads of ``heads``/``reshape``
-(default 1), ``v`` vocabulary of ``embed``.
+(default 1), ``v`` vocabulary of ``embed``, ``r`` = N makes the second operand of ``add``,
+``mul`` or ``concat`` the output of the N-th part of the chain (counted from 1; 0, the
+default: the rule below), e.g. a pre-norm residual whose sum also feeds a LayerNorm:
+``padding+add+ln+linear+add(r=2)+padding``.
 
 Ops: ``conv`` (Conv, "same" padding ``(k-1)//2``), ``dwconv`` (depthwise Conv), ``fc`` (Gemm,
 preceded by a Flatten when the tensor is not 2-D), ``maxpool``/``avgpool`` (window ``k``, stride
@@ -84,9 +87,9 @@ OPS: dict[str, tuple[str, ...]] = {
     "avgpool": ("k", "s"),
     "gpool": (),
     "gmaxpool": (),
-    "add": ("b",),
-    "mul": ("b",),
-    "concat": ("c2",),
+    "add": ("b", "r"),
+    "mul": ("b", "r"),
+    "concat": ("c2", "r"),
     "bn": (),
     "relu": (),
     "relu6": (),
@@ -111,8 +114,8 @@ OPS: dict[str, tuple[str, ...]] = {
     "scale": (),
 }
 #: Keys of the query (the input shape plus every op key).
-KEYS = ("h", "w", "t", "c", "f", "k", "s", "g", "c2", "b", "e", "v")
-_DEFAULTS = {"k": 1, "s": 1, "g": 1, "b": 0}
+KEYS = ("h", "w", "t", "c", "f", "k", "s", "g", "c2", "b", "e", "v", "r")
+_DEFAULTS = {"k": 1, "s": 1, "g": 1, "b": 0, "r": 0}
 #: Parts that read token tensors ``(N, t, c)`` or per-head tensors ``(N, h, t, c)``.
 TOKEN_OPS = ("linear", "bmm", "ln", "rmsnorm", "softmax", "gelu", "embed", "heads", "reshape",
              "merge", "transpose", "scale")  # fmt: skip
@@ -182,7 +185,7 @@ def _parse_pairs(text: str, sep: str, body: str) -> dict[str, int]:
             v = int(value)
         except ValueError:
             raise _bad(body, f"parameter {key} must be an integer, got {value!r}") from None
-        if not 0 <= v <= MAX_VALUE or (v == 0 and key not in ("b",)):
+        if not 0 <= v <= MAX_VALUE or (v == 0 and key not in ("b", "r")):
             raise _bad(body, f"parameter {key}={v} out of range 1..{MAX_VALUE}")
         if key in out:
             raise _bad(body, f"parameter {key} given twice")
@@ -259,6 +262,18 @@ class _Chain:
         self.spec_c = spec_c  # the global c (the embedding width of ``embed``)
         self.start = b.input  # the tensor entering the first part that is not padding
         self.extra_inputs: dict[str, Shape] = {}
+        self.part_outputs: list[str] = []  # output tensor of each part so far
+
+    def residual(self, x: str, r: int, shape: Shape) -> str | None:
+        """The output of part ``r`` (counted from 1) as a second operand of ``shape``."""
+        if r == 0:
+            return None
+        if r > len(self.part_outputs):
+            raise ValueError(f"r={r} names a part that does not come before this one")
+        t = self.part_outputs[r - 1]
+        if self.b.shape(t) != shape or t == x:
+            raise ValueError(f"part {r}'s output {self.b.shape(t)} is not a {shape} operand")
+        return t
 
     def operand(self, x: str, shape: Shape) -> str:
         """A tensor of ``shape`` other than ``x``: the chain input if it fits, else a new input."""
@@ -316,11 +331,12 @@ def _apply(chain: _Chain, spec: KernelSpec, part: Part, x: str) -> str:
         return b.global_maxpool(x)
     if op in ("add", "mul"):
         other_shape = (shape[0], channels, 1, 1) if get("b") and len(shape) == 4 else shape
-        other = chain.operand(x, other_shape)
+        other = chain.residual(x, get("r"), other_shape) or chain.operand(x, other_shape)
         return b.add(x, other) if op == "add" else b.mul(x, other)
     if op == "concat":
         c2 = get("c2", channels)
-        other = chain.operand(x, (shape[0], c2, *shape[2:]))
+        cat_shape = (shape[0], c2, *shape[2:])
+        other = chain.residual(x, get("r"), cat_shape) or chain.operand(x, cat_shape)
         return b.concat([x, other])
     if op == "bn":
         return b.bn(x)
@@ -427,6 +443,7 @@ def build_kernel(spec: KernelSpec, batch: int = 1, name: str | None = None) -> N
         for j, layer in enumerate(new):
             _rename(b, layer, f"p{i}_{part.op}" + ("" if j == len(new) - 1 else f"_{j}"))
         x = b.layers[-1].outputs[0]
+        chain.part_outputs.append(x)
     for layer in b.layers:
         if min(layer.output_shape) < 1:
             raise ValueError(f"layer {layer.name} has an empty output {layer.output_shape}")

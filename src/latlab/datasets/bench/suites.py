@@ -396,6 +396,9 @@ _TOKEN_PATTERNS: list[tuple[str, Callable[[dict[str, int]], dict[str, int]]]] = 
     ("merge+linear", lambda p: {"t": p["t"], "h": p["e"], "c": p["hd"], "f": p["c"]}),
     ("add+ln", lambda p: {"t": p["t"], "c": p["c"]}),
     ("linear+add+ln", lambda p: {"t": p["t"], "c": p["c"]}),
+    # pre-norm: the residual sum feeds the LayerNorm and the next residual Add (part 2 after
+    # the leading padding), which keeps onnxruntime from fusing it into SkipLayerNormalization
+    ("add+ln+linear+add(r=2)", lambda p: {"t": p["t"], "c": p["c"]}),
     ("add+rmsnorm", lambda p: {"t": p["t"], "c": p["c"]}),
     ("bmm+scale+softmax", lambda p: {"t": p["t"], "h": p["e"], "c": p["hd"]}),
     ("softmax+bmm", lambda p: {"t": p["t"], "h": p["e"], "c": p["t"], "f": p["hd"]}),
@@ -435,13 +438,14 @@ def multilayer_suite(count: int = DEFAULT_MULTILAYER_COUNT, seed: int = 0) -> li
     token_rng = np.random.default_rng(seed + 104729)  # leaves the CNN draws as they were
     out: dict[str, None] = {}
     tries = 0
-    # one transformer chain after every three CNN chains (attention blocks have fewer
-    # distinct fusions than CNN chains)
-    cnn_tries = 0
+    # every CNN chain once first (a small suite keeps the CNN fusions it always had), then
+    # transformer and CNN chains in turn
+    cnn_tries = token_tries = 0
     while len(out) < count and tries < 50 * count:
         tries += 1
-        if tries % 4 == 0:
-            chain, adjust = _TOKEN_PATTERNS[(tries // 4 - 1) % len(_TOKEN_PATTERNS)]
+        if cnn_tries >= len(_PATTERNS) and tries % 2 == 0:
+            chain, adjust = _TOKEN_PATTERNS[token_tries % len(_TOKEN_PATTERNS)]
+            token_tries += 1
             ref = _ref(f"padding+{chain}+padding", adjust(_token_draw(token_rng)))
             if ref is not None and resolve_kernel(ref)[1].totals.flops <= MAX_FLOPS / 4:
                 out[ref] = None

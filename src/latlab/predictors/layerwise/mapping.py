@@ -16,6 +16,10 @@ SkipLayerNormalization, RMSNorm's primitives into SimplifiedLayerNormalization, 
 scaling into FusedMatMul) are learnt like the CNN ones, from the multi-layer suite's
 transformer chains.
 
+A producer whose output has several readers is never fused (onnxruntime fuses a layer only
+into the sole reader of its output; no benchmark pair contradicts it), whatever a tree says;
+such pairs are left out of the trees' training data.
+
 Mapped layers are the connected components of the predicted-fused edges; the network estimate
 sums one prediction per mapped layer. Labels come from the benchmark campaign
 (:func:`latlab.datasets.bench.profile.fusion_labels`); ``possibly_fused`` pairs are left out of
@@ -158,6 +162,7 @@ class MappingModel:
         self.counts.clear()
         if pairs.empty:
             return self
+        pairs = pairs[pairs["p_fanout"] <= 1]  # several readers: never fused (the rule above)
         for column in ("pair_type", "kind_pair"):
             for key, grp in pairs.groupby(column):
                 key = str(key)
@@ -197,6 +202,10 @@ class MappingModel:
             tree = self.trees[key]
             proba = tree.predict_proba(X[idx])
             out[idx] = proba[:, list(tree.classes_).index(1)]
+        # onnxruntime fuses a layer only into the sole reader of its output (no labelled
+        # benchmark pair says otherwise); a tree that saw few pairs must not decide this
+        # (a pre-norm residual sum read by its LayerNorm and the next residual Add)
+        out[X[:, PAIR_FEATURES.index("p_fanout")] > 1] = 0.0
         return out
 
     def _predict_rows(self, rows: list[dict]) -> np.ndarray:

@@ -98,6 +98,22 @@ def runtime_labels(graph: NetworkGraph) -> dict[tuple[str, str], str]:
     return _LABEL_CACHE[key]
 
 
+def runtime_mapping_model(
+    networks: int,
+    max_depth: int = 6,
+    random_state: int = 0,
+    extra: Sequence[NetworkGraph] = (),
+) -> tuple[MappingModel, int]:
+    """(mapping model, labelled pairs) fitted on this machine's onnxruntime fusions of the
+    first ``networks`` multi-layer benchmarks (and ``extra`` graphs)."""
+    from latlab.datasets.bench.suites import multilayer_suite
+    from latlab.datasets.references import resolve
+
+    graphs = [resolve(r) for r in multilayer_suite(networks, 0)] + list(extra)
+    pairs = labelled_pairs(graphs, [runtime_labels(g) for g in graphs])
+    return MappingModel(max_depth, random_state).fit(pairs), len(pairs)
+
+
 def file_labels(path: str) -> tuple[list[NetworkGraph], list[dict[tuple[str, str], str]]]:
     """Graphs and labels from a fusion table (``latlab bench --export-fusion``)."""
     import pandas as pd
@@ -225,14 +241,11 @@ class LayerwisePredictor(LatencyPredictor):
         if self.mapping == "none":
             return None
         if self.mapping == "runtime":
-            from latlab.datasets.bench.suites import multilayer_suite
-            from latlab.datasets.references import resolve
-
-            graphs = [resolve(r) for r in multilayer_suite(self.mapping_networks, 0)]
-            graphs += multi
-            labels = [runtime_labels(g) for g in graphs]
-        else:
-            graphs, labels = file_labels(self.mapping)
+            model, self.mapping_pairs_ = runtime_mapping_model(
+                self.mapping_networks, self.mapping_max_depth, self.random_state, multi
+            )
+            return model
+        graphs, labels = file_labels(self.mapping)
         pairs = labelled_pairs(graphs, labels)
         self.mapping_pairs_ = len(pairs)
         model = MappingModel(self.mapping_max_depth, self.random_state)
