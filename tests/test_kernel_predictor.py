@@ -72,6 +72,25 @@ def test_every_family_builds_and_samples_respect_the_cost_cap():
         assert resolve(r).totals.macs <= 2e8 * BIG_FAMILIES.get(family, 1.0)
 
 
+def test_blocks_generate_the_kernel_families_real_networks_need():
+    """Squeeze (timm's indexed qkv), Slice (Swin's patch merging), grouped FusedConv
+    (RegNet's group width 24), ConvTranspose and Resize (U-Net) come from generated blocks."""
+
+    def fams(ref: str) -> set[str]:
+        return {k.family for k in runtime_kernels(ref)}
+
+    assert "Squeeze" in fams("block:transformer?d=64&h=2&s=16&qkv=2")
+    assert "Slice" in fams("block:vit?img=64&p=8&d=64&h=2&pm=1")
+    assert "com.microsoft.FusedConv/grouped" in fams("block:bottleneck?h=14&c=128&m=48&g=2")
+    assert "ConvTranspose" in fams("block:unet?h=32&c=16&levels=1&up=convt")
+    assert "Resize" in fams("block:unet?h=32&c=16&levels=1")
+    refs = sample_blocks(240, seed=0)
+    assert sum("qkv=2" in r for r in refs) >= 10
+    assert sum(r.startswith("block:bottleneck") and "g=" in r for r in refs) >= 15
+    assert sum(r.startswith("block:unet") for r in refs) >= 12
+    assert any("pm=1" in r for r in refs) and any("roll=1" in r for r in refs)
+
+
 # --------------------------------------------------------------------------- runtime kernels
 
 
