@@ -76,6 +76,18 @@ def test_parts_run_in_onnxruntime_with_the_ir_shapes(ref, ops, shape) -> None:
     assert out.shape == shape and np.isfinite(out).all()
 
 
+def test_residual_operand_reads_an_earlier_part() -> None:
+    ref = "kernel:padding+add+ln+linear+add(r=2)+padding?t=16&c=32"
+    assert canonical(ref) == ref
+    g = resolve(ref)
+    first, last = g.layers[1], g.layers[-2]
+    assert first.op == last.op == "Add" and first.name in last.inputs  # the pre-norm residual
+    with pytest.raises(NetworkReferenceError, match="does not come before"):
+        resolve("kernel:ln+add(r=3)?t=16&c=32")
+    with pytest.raises(NetworkReferenceError, match="is not a"):
+        resolve("kernel:linear(f=64)+add(r=1)+padding?t=16&c=32")
+
+
 def test_malformed_transformer_references_name_the_culprit() -> None:
     for ref, culprit in (
         ("kernel:ln?c=8", "give the tokens t"),
