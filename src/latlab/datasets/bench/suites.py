@@ -42,8 +42,9 @@ MAX_FC_WEIGHTS = 1 << 27
 #: The network whose latency is the session overhead (one element, one MaxPool 1x1).
 SESSION_PROBE = "kernel:padding?c=1"
 
-#: Default number of single-layer configurations: enough for every per-type model on this
-#: machine (about 40+ points per layer type; see docs/layer_models.md for the timing).
+#: Default number of single-layer configurations: 19-190 points per CNN layer type and 7-51
+#: per transformer type (types under the layer models' 10 points -- transpose, reshape -- get
+#: a roofline; see docs/layer_models.md for the timing).
 DEFAULT_KERNEL_COUNT = 900
 #: Default number of multi-layer benchmarks (fusion labels for the mapping model).
 DEFAULT_MULTILAYER_COUNT = 160
