@@ -7,11 +7,15 @@
   [7, 224], ``c, f`` in [1, 2048] log-uniform -- three times in four rounded to a multiple of 8,
   because onnxruntime takes its blocked-layout fast path only for channel counts divisible by 4
   and networks use such counts -- ``k`` in {1, 3, 5, 7}, stride in {1, 2}).
+  The transformer types (``linear``, ``bmm``, ``softmax``, ``ln``, ``rmsnorm``, ``gelu``,
+  ``embed``, ``heads``, ``merge``, ``transpose``, ``reshape``) sweep and draw the shapes of
+  real networks instead: tokens 16-1024, widths 64-4096, heads 1-32, head dims 16-128.
   Configurations whose cost exceeds :data:`MAX_FLOPS` or whose tensors exceed
   :data:`MAX_ELEMENTS` are skipped (they would take seconds each without teaching the models
   anything the cheaper points do not: throughput saturates long before).
 * :func:`multilayer_suite` -- short chains (conv->BN->ReLU, conv->pool, conv->add,
-  depthwise->pointwise, ...) whose fusion the mapping model learns, each between two padding
+  depthwise->pointwise, ...; and transformer chains: linear->GELU, residual add->LayerNorm,
+  Q·Kᵀ->scale->softmax, ...) whose fusion the mapping model learns, each between two padding
   layers so that it runs in the layout context of a network.
 * :data:`SESSION_PROBE` -- the cheapest possible network (one element through the padding
   layer): its latency is the per-inference overhead of a session run.
