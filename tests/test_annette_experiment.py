@@ -143,7 +143,7 @@ def test_comparison_metrics(runs: dict[str, Any]) -> None:
     # the layer models judged on BERT's profiled transformer kernels and on it end to end
     tl = runs["first"]["transformer_layer_level"]
     assert tl["layers"] >= 8 * 6  # 8 encoder layers: 6 Gemms each at least
-    assert {"matmul", "layernorm", "gelu", "softmax"} <= set(tl["by_key"])
+    assert {"matmul", "skiplayernorm", "gelu", "softmax"} <= set(tl["by_key"])
     for name in MODELS:
         assert math.isfinite(tl["models"][name]["mape"])
     assert runs["first"]["network_level_attention"]["networks"] == 1

@@ -41,6 +41,7 @@ PARTS = [
     ("kernel:bmm?h=2&t=16&c=8", ["MatMul"], (1, 2, 16, 16)),
     ("kernel:bmm?h=2&t=16&c=16&f=8", ["MatMul"], (1, 2, 16, 8)),
     ("kernel:ln?t=16&c=32", ["LayerNormalization"], (1, 16, 32)),
+    ("kernel:skipln?t=16&c=32", ["Add", "LayerNormalization"], (1, 16, 32)),
     ("kernel:rmsnorm?t=16&c=32", ["Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul"], (1, 16, 32)),
     ("kernel:softmax?h=2&t=16&c=16", ["Softmax"], (1, 2, 16, 16)),
     ("kernel:gelu?t=16&c=32", ["Div", "Erf", "Add", "Mul", "Mul"], (1, 16, 32)),
@@ -108,11 +109,12 @@ def test_runtime_fuses_the_transformer_chains_as_the_suite_expects() -> None:
         return [(n.op, [g.layers[i].op for i in n.layers]) for n in runtime_mapping(g).nodes]
 
     assert ("Gelu", ["Div", "Erf", "Add", "Mul", "Mul"]) in nodes("kernel:gelu?t=16&c=32")
-    assert ("SimplifiedLayerNormalization", [la for la in PARTS[4][1]]) in nodes(
-        "kernel:rmsnorm?t=16&c=32"
-    )
+    rms = ["Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul"]
+    assert ("SimplifiedLayerNormalization", rms) in nodes("kernel:rmsnorm?t=16&c=32")
     skip = nodes("kernel:padding+add+ln+padding?t=16&c=32")
     assert ("SkipLayerNormalization", ["Add", "LayerNormalization"]) in skip
+    part = ("SkipLayerNormalization", ["Add", "LayerNormalization"])
+    assert part in nodes("kernel:skipln?t=16&c=32")
     assert ("FusedMatMul", ["MatMul", "Div"]) in nodes("kernel:bmm+scale?h=2&t=16&c=8")
 
 
@@ -133,7 +135,9 @@ def test_model_keys_and_heads_of_transformer_layers() -> None:
     assert rms.layers[head].op == "ReduceMean" and rec["key"] == "rmsnorm"
     skip = resolve("kernel:padding+add+ln+padding?t=16&c=32")
     head, rec = group_record(skip.layers, [1, 2])
-    assert skip.layers[head].op == "LayerNormalization" and rec["key"] == "layernorm"
+    assert skip.layers[head].op == "LayerNormalization" and rec["key"] == "skiplayernorm"
+    alone = resolve("kernel:ln?t=16&c=32")
+    assert group_record(alone.layers, [0])[1]["key"] == "layernorm"
 
 
 def test_roofline_bytes_of_an_embedding_are_the_rows_it_reads() -> None:
@@ -149,8 +153,8 @@ def test_roofline_bytes_of_an_embedding_are_the_rows_it_reads() -> None:
 def test_suites_cover_transformer_kernels_at_real_shapes_within_the_caps() -> None:
     refs = kernel_suite(400, seed=0)
     parts = {r.split(":")[1].split("?")[0] for r in refs}
-    assert {"linear", "bmm", "ln", "rmsnorm", "softmax", "gelu", "embed", "heads", "merge",
-            "transpose", "reshape"} <= parts  # fmt: skip
+    assert {"linear", "bmm", "ln", "skipln", "rmsnorm", "softmax", "gelu", "embed", "heads",
+            "merge", "transpose", "reshape"} <= parts  # fmt: skip
     tokens, widths = [], []
     for r in refs:
         spec, g = resolve_kernel(r)
@@ -193,6 +197,8 @@ def _bench_refs() -> list[str]:
             f"kernel:softmax?h=4&t={t}&c={t}",
             f"kernel:ln?t={t}&c=128",
             f"kernel:ln?t={t}&c=256",
+            f"kernel:skipln?t={t}&c=128",
+            f"kernel:skipln?t={t}&c=256",
             f"kernel:gelu?t={t}&c=256",
             f"kernel:gelu?t={t}&c=512",
             f"kernel:heads?t={t}&c=128&e=4",
@@ -238,13 +244,13 @@ def test_layer_models_trained_on_transformer_kernels_predict_an_attention_networ
         if name == "mixed":
             layers = model.predict_layers([net])
             used = set(layers["model"])
-            assert {"matmul:mixed", "bmm:mixed", "layernorm:mixed", "gelu:mixed"} <= used
+            assert {"matmul:mixed", "bmm:mixed", "skiplayernorm:mixed", "gelu:mixed"} <= used
             assert not any(u.startswith("*:") for u in used)  # no pooled fallback
             # the mapping fuses each GELU into one group and each residual Add + LayerNorm
             # into another, never two LayerNorms into one
             gelu = layers[layers["key"] == "gelu"]
             assert len(gelu) == 2 and all(len(m) == 5 for m in gelu["layers"])
-            ln = layers[layers["key"] == "layernorm"]
+            ln = layers[layers["key"] == "skiplayernorm"]
             assert len(ln) == 4 and all(len(m) == 2 for m in ln["layers"])
     old = make_predictor("mixed", mapping_networks=64, min_points=5, n_estimators=30)
     (p_old,) = old.fit([refs[i] for i in cnn_only], y[cnn_only]).predict([net])

@@ -385,7 +385,9 @@ def layer_table(
 
 
 #: Layer types of the transformer kernels judged in the transformer layer-level table.
-TRANSFORMER_KEYS = ("matmul", "bmm", "layernorm", "rmsnorm", "gelu", "softmax", "embed")
+TRANSFORMER_KEYS = (
+    "matmul", "bmm", "layernorm", "skiplayernorm", "rmsnorm", "gelu", "softmax", "embed",
+)  # fmt: skip
 
 
 def transformer_layer_table(
@@ -585,8 +587,8 @@ def _transformer_layer_section(m: dict[str, Any]) -> list[str]:
         "",
         f"{t['layers']} runtime groups of the attention models whose layer type is a "
         "transformer kernel (MatMul by a weight, MatMul of two activations, LayerNorm, "
-        "RMSNorm, GELU, Softmax, embedding); the runtime's grouping, models trained on "
-        "smart-padded benchmarks.",
+        "residual Add + LayerNorm, RMSNorm, GELU, Softmax, embedding); the runtime's "
+        "grouping, models trained on smart-padded benchmarks.",
         "",
         _md_table(
             ["model", "MAE (ms)", "RMSPE (%)", "MAPE (%)"],

@@ -41,6 +41,8 @@ on a token tensor: MatMul by a ``(c, f)`` weight + bias Add, which onnxruntime r
 Reshape-Gemm-Reshape), ``bmm`` (MatMul of two activations batched over the leading axes, as
 attention's ``Q·Kᵀ`` and ``P·V``: the second operand is ``(..., c, f)``, ``f`` defaulting to the
 tokens, i.e. the square score matrix), ``ln`` (LayerNormalization over the last axis),
+``skipln`` (a residual Add + LayerNorm, which onnxruntime runs as one SkipLayerNormalization --
+ten times slower than LayerNormalization on this CPU),
 ``rmsnorm`` (the primitive RMSNorm chain onnxruntime fuses into SimplifiedLayerNormalization),
 ``softmax`` (over the last axis), ``gelu`` (the erf form PyTorch exports, fused into one
 ``Gelu`` kernel), ``embed`` (Gather of ``t`` rows of a ``(v, c)`` table by int64 token ids;
@@ -103,6 +105,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "linear": ("f",),
     "bmm": ("f",),
     "ln": (),
+    "skipln": ("r",),
     "rmsnorm": (),
     "softmax": (),
     "gelu": (),
@@ -117,8 +120,8 @@ OPS: dict[str, tuple[str, ...]] = {
 KEYS = ("h", "w", "t", "c", "f", "k", "s", "g", "c2", "b", "e", "v", "r")
 _DEFAULTS = {"k": 1, "s": 1, "g": 1, "b": 0, "r": 0}
 #: Parts that read token tensors ``(N, t, c)`` or per-head tensors ``(N, h, t, c)``.
-TOKEN_OPS = ("linear", "bmm", "ln", "rmsnorm", "softmax", "gelu", "embed", "heads", "reshape",
-             "merge", "transpose", "scale")  # fmt: skip
+TOKEN_OPS = ("linear", "bmm", "ln", "skipln", "rmsnorm", "softmax", "gelu", "embed", "heads",
+             "reshape", "merge", "transpose", "scale")  # fmt: skip
 #: Default vocabulary of ``embed`` (BERT's WordPiece vocabulary).
 DEFAULT_VOCAB = 30522
 #: Largest value a key may take (guards against typos building gigantic networks).
@@ -377,6 +380,9 @@ def _apply_token(chain: _Chain, op: str, get: Any, x: str) -> str:
         return b.batched_matmul(x, other)
     if op == "ln":
         return b.layernorm(x)
+    if op == "skipln":  # residual Add + LayerNorm: onnxruntime's SkipLayerNormalization
+        other = chain.residual(x, get("r"), shape) or chain.operand(x, shape)
+        return b.layernorm(b.add(x, other))
     if op == "rmsnorm":
         return b.rmsnorm(x)
     if op == "softmax":

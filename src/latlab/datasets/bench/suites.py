@@ -7,7 +7,8 @@
   [7, 224], ``c, f`` in [1, 2048] log-uniform -- three times in four rounded to a multiple of 8,
   because onnxruntime takes its blocked-layout fast path only for channel counts divisible by 4
   and networks use such counts -- ``k`` in {1, 3, 5, 7}, stride in {1, 2}).
-  The transformer types (``linear``, ``bmm``, ``softmax``, ``ln``, ``rmsnorm``, ``gelu``,
+  The transformer types (``linear``, ``bmm``, ``softmax``, ``ln``, ``skipln``, ``rmsnorm``,
+  ``gelu``,
   ``embed``, ``heads``, ``merge``, ``transpose``, ``reshape``) sweep and draw the shapes of
   real networks instead: tokens 16-1024, widths 64-4096, heads 1-32, head dims 16-128.
   Configurations whose cost exceeds :data:`MAX_FLOPS` or whose tensors exceed
@@ -129,6 +130,7 @@ _TYPES: dict[str, tuple[str, list[dict[str, int]], tuple[str, ...], float]] = {
     ),
     "softmax": ("softmax", [{"t": 128, "h": 12, "c": 128}], ("t", "h", "c"), 0.03),
     "ln": ("ln", [{"t": 128, "c": 768}, {"t": 197, "c": 384}], ("t", "c"), 0.03),
+    "skipln": ("skipln", [{"t": 128, "c": 768}, {"t": 64, "c": 1024}], ("t", "c"), 0.03),
     "rmsnorm": ("rmsnorm", [{"t": 128, "c": 512}], ("t", "c"), 0.02),
     "gelu": ("gelu", [{"t": 128, "c": 3072}, {"t": 197, "c": 1536}], ("t", "c"), 0.03),
     "embed": ("embed", [{"t": 128, "c": 768, "v": 30522}], ("t", "c"), 0.015),
@@ -152,6 +154,7 @@ _TOKEN_SWEEPS: dict[str, dict[str, tuple[int, ...]]] = {
     "bmm": {"t": _T, "h": _HEADS, "c": _HEAD_DIM},
     "softmax": {"t": _T, "h": _HEADS, "c": _T},
     "ln": {"t": _T, "c": _D},
+    "skipln": {"t": _T, "c": _D},
     "rmsnorm": {"t": _T, "c": _D},
     "gelu": {"t": _T, "c": (*_D, 6144, 8192, 16384)},
     "embed": {"t": _T, "c": _D},
@@ -246,7 +249,7 @@ def _token_params(name: str, rng: np.random.Generator) -> dict[str, int]:
         return {"t": t, "h": heads, "c": t, "f": hd}
     if name == "softmax":
         return {"t": t, "h": heads, "c": t if rng.random() < 0.8 else _tokens_random(rng)}
-    if name in ("ln", "rmsnorm", "reshape"):
+    if name in ("ln", "skipln", "rmsnorm", "reshape"):
         p = {"t": t, "c": _width_random(rng)}
         return {**p, "e": heads} if name == "reshape" and p["c"] % heads == 0 else p
     if name == "gelu":

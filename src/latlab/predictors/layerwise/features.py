@@ -4,7 +4,9 @@ A layer model is fitted per *layer type*. The type of a layer is its :func:`mode
 (``conv``, ``dwconv``, ``fc``, ``maxpool``, ``avgpool``, ``gpool``, ``add``, ``mul``,
 ``concat``, ``bn``, ``act:Relu``, ...; transformer layers: ``matmul`` (MatMul by a weight,
 ``nn.Linear`` on tokens), ``bmm`` (MatMul of two activations), ``layernorm``, ``rmsnorm``
-(the primitive chain's ReduceMean, in a group with its Sqrt), ``gelu`` (the Erf of the erf
+(the primitive chain's ReduceMean, in a group with its Sqrt), ``skiplayernorm`` (a LayerNorm
+in a group with its residual Add: onnxruntime's SkipLayerNormalization, a kernel of its own),
+``gelu`` (the Erf of the erf
 form, or a Gelu op), ``softmax``, ``embed`` (Gather from a weight table), ``gather``,
 ``transpose``, ``reshape``); when a type has no fitted model, the layer falls back
 along :func:`key_chain` to its IR kind (``act``, ``eltwise``, ``pool``, ...) and finally to
@@ -38,7 +40,7 @@ _OP_KEYS = {
 #: Layers that name the kernel of a mapped layer without a conv/fc (onnxruntime's fused
 #: transformer kernels: SkipLayerNormalization is named by its LayerNorm, Gelu by its Erf),
 #: most telling first.
-_HEAD_KEYS = ("layernorm", "rmsnorm", "gelu", "softmax", "embed", "transpose")
+_HEAD_KEYS = ("skiplayernorm", "layernorm", "rmsnorm", "gelu", "softmax", "embed", "transpose")
 _COMPUTE_KINDS = ("conv", "dwconv", "fc")
 
 
@@ -91,6 +93,8 @@ def _group_layer_key(layers: Sequence[Layer], members: Sequence[int], m: int) ->
     layer = layers[m]
     if layer.op == "ReduceMean" and any(layers[o].op == "Sqrt" for o in members):
         return "rmsnorm"
+    if layer.op == "LayerNormalization" and any(layers[o].op == "Add" for o in members):
+        return "skiplayernorm"  # onnxruntime's SkipLayerNormalization: its own kernel
     return model_key(layer)
 
 
