@@ -144,6 +144,15 @@ def test_comparison_metrics(runs: dict[str, Any]) -> None:
     assert len(header) == 2 + 3 * 5 and len(rows) == len(MODELS) + 1 + len(LEARNED)
     # the kernel-level predictor was trained on the bench store's networks only
     assert runs["first"]["benchmarks"]["context"]["benchmarks"] >= 6
+    # the layer models judged on BERT's profiled transformer kernels and on it end to end
+    tl = runs["first"]["transformer_layer_level"]
+    assert tl["layers"] >= 8 * 6  # 8 encoder layers: 6 Gemms each at least
+    assert {"matmul", "skiplayernorm", "gelu", "softmax"} <= set(tl["by_key"])
+    for name in MODELS:
+        assert math.isfinite(tl["models"][name]["mape"])
+    assert runs["first"]["network_level_attention"]["networks"] == 1
+    report = (runs["out"] / "report.md").read_text()
+    assert "## Layer level, transformers" in report and "Attention models alone" in report
 
 
 def test_progress_reported(runs: dict[str, Any]) -> None:

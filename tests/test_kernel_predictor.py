@@ -6,6 +6,7 @@ Real onnxruntime sessions and profiles of tiny generated networks, a real SQLite
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ from latlab.datasets.spaces.blocks import (
 from latlab.datasets.store import Store
 from latlab.errors import DataError, NetworkReferenceError
 from latlab.predictors import load_predictor, make_predictor
-from latlab.predictors.kernel import fit_family
+from latlab.predictors.kernel import fit_family, ir_kernels_mapped
+from latlab.predictors.layerwise.predictor import runtime_mapping_model
 
 TINY = [
     "block:transformer?d=64&h=2&s=16",
@@ -70,6 +72,25 @@ def test_every_family_builds_and_samples_respect_the_cost_cap():
         assert resolve(r).totals.macs <= 2e8 * BIG_FAMILIES.get(family, 1.0)
 
 
+def test_blocks_generate_the_kernel_families_real_networks_need():
+    """Squeeze (timm's indexed qkv), Slice (Swin's patch merging), grouped FusedConv
+    (RegNet's group width 24), ConvTranspose and Resize (U-Net) come from generated blocks."""
+
+    def fams(ref: str) -> set[str]:
+        return {k.family for k in runtime_kernels(ref)}
+
+    assert "Squeeze" in fams("block:transformer?d=64&h=2&s=16&qkv=2")
+    assert "Slice" in fams("block:vit?img=64&p=8&d=64&h=2&pm=1")
+    assert "com.microsoft.FusedConv/grouped" in fams("block:bottleneck?h=14&c=128&m=48&g=2")
+    assert "ConvTranspose" in fams("block:unet?h=32&c=16&levels=1&up=convt")
+    assert "Resize" in fams("block:unet?h=32&c=16&levels=1")
+    refs = sample_blocks(240, seed=0)
+    assert sum("qkv=2" in r for r in refs) >= 10
+    assert sum(r.startswith("block:bottleneck") and "g=" in r for r in refs) >= 15
+    assert sum(r.startswith("block:unet") for r in refs) >= 12
+    assert any("pm=1" in r for r in refs) and any("roll=1" in r for r in refs)
+
+
 # --------------------------------------------------------------------------- runtime kernels
 
 
@@ -84,6 +105,33 @@ def test_runtime_kernels_of_a_transformer_block():
     assert gemm.features["macs"] == 16 * 64 * 64
     qk = next(k for k in ks if k.family == "com.microsoft.FusedMatMul/act")
     assert qk.features["batch"] == 2 and qk.features["m"] == 16 and qk.features["nn"] == 16
+
+
+def test_ir_kernels_with_mapping_groups_are_the_runtime_kernels():
+    mapping, pairs = runtime_mapping_model(64)
+    assert pairs > 100
+    ref = "block:transformer?d=64&h=2&s=16"
+    g = resolve(ref)
+    ir = ir_kernels(g, mapping.groups(g))
+    rt = runtime_kernels(ref)
+    # the same kernels (Gemm between Reshapes, FusedMatMul, Gelu, SkipLayerNormalization, ...)
+    assert Counter(k.family for k in ir) == Counter(k.family for k in rt)
+    assert sum(k.features["macs"] for k in ir) == sum(k.features["macs"] for k in rt)
+    gemm_ir = sorted((k.features["m"], k.features["k"], k.features["nn"]) for k in ir
+                     if k.family == "Gemm")  # fmt: skip
+    gemm_rt = sorted((k.features["m"], k.features["k"], k.features["nn"]) for k in rt
+                     if k.family == "Gemm")  # fmt: skip
+    assert gemm_ir == gemm_rt
+    # without groups every IR layer is a kernel: the unfused GELU's Erf, Div, Mul... appear
+    alone = ir_kernels(g)
+    assert len(alone) == len(g.layers) > len(ir)
+    assert "com.microsoft.Gelu" not in {k.family for k in alone}
+    # a CNN block: one kernel per convolution (its ReLU fused into it), the IR's MACs
+    cnn = resolve("block:basic?h=14&c=16")
+    ks = ir_kernels(cnn, mapping.groups(cnn))
+    convs = [k for k in ks if k.op == "Conv"]
+    assert len(convs) == sum(la.op == "Conv" for la in cnn.layers) < len(ks) < len(cnn.layers)
+    assert sum(k.features["macs"] for k in convs) == sum(la.macs for la in cnn.layers)
 
 
 def test_runtime_conv_kernels_count_the_ir_macs():
@@ -158,6 +206,15 @@ def test_kernel_predictor_fits_from_the_store(kernel_store, tmp_path):
     model.save(tmp_path / "k")
     again = load_predictor(tmp_path / "k")
     np.testing.assert_allclose(again.predict(nets), pred, rtol=1e-9)
+    # the IR path (no runtime): the mapping model fitted with the predictor groups the layers
+    # into the kernels the runtime runs, and the predictor costs them as it costs those
+    assert again.mapping_ is not None
+    ir = ir_kernels_mapped(resolve(TINY[0]), again.mapping_)
+    rt = runtime_kernels(TINY[0])
+    assert Counter(k.family for k in ir) == Counter(k.family for k in rt)
+    p_ir = again._kernel_ms(ir)[0].sum()
+    p_rt = again._kernel_ms(rt)[0].sum()
+    assert p_ir == pytest.approx(p_rt, rel=0.1)
     # a network with a kernel family never profiled: costed by the roofline, reported
     odd = "block:dense?h=7&c=16&gr=8&n=2"
     missing = model.uncovered([odd])[0]

@@ -72,6 +72,7 @@ from latlab.experiments.common import dump_json, json_safe, write_atomic
 from latlab.experiments.context import ExperimentContext, Progress
 from latlab.predictors import make_predictor
 from latlab.predictors.layerwise import LayerwisePredictor, MappingModel
+from latlab.predictors.layerwise.features import group_record
 from latlab.predictors.layerwise.mapping import labelled_pairs, mapping_scores
 from latlab.training.metrics import regression_metrics
 
@@ -399,6 +400,54 @@ def layer_table(
     return pd.DataFrame(rows)
 
 
+#: Layer types of the transformer kernels judged in the transformer layer-level table.
+TRANSFORMER_KEYS = (
+    "matmul", "bmm", "layernorm", "skiplayernorm", "rmsnorm", "gelu", "softmax", "embed",
+)  # fmt: skip
+
+
+def transformer_layer_table(
+    fitted: dict[tuple[str, str], LayerwisePredictor],
+    groups: dict[str, list[dict[str, Any]]],
+    method: str,
+) -> pd.DataFrame:
+    """One row per profiled transformer kernel of the zoo's attention models (the runtime's
+    group around each MatMul, LayerNorm, GELU, Softmax, embedding): measured and predicted
+    ms, with the group's layer type (``key``)."""
+    rows = []
+    for ref, grps in groups.items():
+        if not is_attention(ref):
+            continue
+        graph = resolve(ref)
+        kept = []
+        for g in grps:
+            if not g.get("time_ms") or g["time_ms"] <= 0:
+                continue
+            key = group_record(graph.layers, list(g["layer_indices"]))[1]["key"]
+            if key in TRANSFORMER_KEYS:
+                kept.append((g, key))
+        if not kept:
+            continue
+        members = [list(g["layer_indices"]) for g, _ in kept]
+        preds = {name: fitted[(name, method)].predict_groups(ref, members) for name in MODELS}
+        for k, (g, key) in enumerate(kept):
+            row = {"network": ref, "layers": "+".join(g["layers"]), "measured_ms": g["time_ms"]}
+            row["key"] = key
+            row.update({name: float(preds[name][k]) for name in MODELS})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["network", "layers", "measured_ms", "key", *MODELS])
+
+
+def _mape_by_key(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """``{layer type: {"n": rows, model: MAPE}}`` of a transformer layer table."""
+    out: dict[str, dict[str, float]] = {}
+    for key, df in table.groupby("key"):
+        row: dict[str, float] = {"n": len(df)}
+        row.update({n: _metrics(df["measured_ms"], df[n])["mape"] for n in MODELS})
+        out[str(key)] = row
+    return out
+
+
 def network_table(
     fitted: dict[tuple[str, str], LayerwisePredictor], measured: pd.Series, method: str
 ) -> pd.DataFrame:
@@ -544,6 +593,50 @@ def headline_note(metrics: dict[str, Any]) -> str:
     )
 
 
+def _transformer_layer_section(m: dict[str, Any]) -> list[str]:
+    """Report lines: the layer models on the attention models' profiled transformer kernels."""
+    t = m.get("transformer_layer_level") or {}
+    if not t.get("layers"):
+        return []
+    return [
+        "## Layer level, transformers: kernels of the zoo's attention models, profiled",
+        "",
+        f"{t['layers']} runtime groups of the attention models whose layer type is a "
+        "transformer kernel (MatMul by a weight, MatMul of two activations, LayerNorm, "
+        "residual Add + LayerNorm, RMSNorm, GELU, Softmax, embedding); the runtime's "
+        "grouping, models trained on smart-padded benchmarks.",
+        "",
+        _md_table(
+            ["model", "MAE (ms)", "RMSPE (%)", "MAPE (%)"],
+            [[k, v["mae"], v["rmspe"], v["mape"]] for k, v in t["models"].items()],
+        ),
+        "",
+        "MAPE (%) per layer type:",
+        "",
+        _md_table(
+            ["type", "n", *MODELS],
+            [[key, v["n"], *(v[n] for n in MODELS)] for key, v in t["by_key"].items()],
+        ),
+        "",
+    ]
+
+
+def _attention_network_section(m: dict[str, Any]) -> list[str]:
+    """Report lines: Table 5 on the attention models alone."""
+    a = m.get("network_level_attention") or {}
+    if not a.get("networks"):
+        return []
+    return [
+        f"Attention models alone ({a['networks']} networks):",
+        "",
+        _md_table(
+            ["model", "MAE (ms)", "MAPE (%)", "Spearman rho", "within 10 %"],
+            [[k, v["mae"], v["mape"], v["spearman"], v["acc10"]] for k, v in a["models"].items()],
+        ),
+        "",
+    ]
+
+
 def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> None:
     m = metrics
     parts = [
@@ -595,6 +688,7 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
         "below, the profiler's own per-node cost -- a few microseconds -- dominates the "
         "measured time.)",
         "",
+        *_transformer_layer_section(m),
         "## Network level (ANNETTE Table 5): zoo networks end to end",
         "",
         _md_table(
@@ -605,6 +699,7 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
             ],
         ),
         "",
+        *_attention_network_section(m),
         "Per network (prediction error in %):",
         "",
         _md_table(
@@ -937,6 +1032,8 @@ def _evaluate(
     main = "padded"
     layers = layer_table(fitted, groups, main)
     layers.to_csv(out / "zoo_layers.csv", index=False)
+    tlayers = transformer_layer_table(fitted, groups, main)
+    tlayers.to_csv(out / "zoo_transformer_layers.csv", index=False)
     sets = {"generated": gen.get("cnn_test", []), "nb201": nb_refs, "zoo": zoo_refs}
     frames, headline = comparison(
         fitted, measured, sets, gen, s, out, threads, notify, train_kernel(store, device, s)
@@ -970,7 +1067,17 @@ def _evaluate(
             "layers_over_0.1ms": int((layers["measured_ms"] >= 0.1).sum()),
             "models_over_0.1ms": summarise(layers[layers["measured_ms"] >= 0.1]),
         },
+        "transformer_layer_level": {
+            "layers": len(tlayers),
+            "models": summarise(tlayers),
+            "by_key": _mape_by_key(tlayers),
+        },
         "network_level": {"networks": len(nets), "models": summarise(nets)},
+    }
+    attn = nets["network"].map(is_attention).to_numpy(dtype=bool)
+    metrics["network_level_attention"] = {
+        "networks": int(attn.sum()),
+        "models": summarise(nets[attn]) if attn.any() else {},
     }
     if "nb201" in frames:
         nb = frames["nb201"]

@@ -31,9 +31,12 @@ store (``store``, ``device``; the training pipeline fills both from ``--data``/`
 restricted to the training networks. Real networks (``zoo:``) are never used.
 
 **Where the runtime cannot run** a network, its kernels are predicted from the IR: one kernel
-per layer-wise mapped layer (the mapping model the predictor fits on the store's fusion labels
-would group them; here each IR layer group from ``latlab.predictors.layerwise`` rules), source
-``ir`` in the per-kernel table.
+per mapped layer of the layer-wise mapping model (fitted at ``fit`` time on this machine's
+onnxruntime fusions of the first ``mapping_networks`` multi-layer benchmarks; 0: every IR layer
+its own kernel), named after the op the runtime runs the group as (``Gemm`` between Reshapes
+for a token ``nn.Linear``, ``FusedMatMul``, ``Gelu``, ``SkipLayerNormalization``, ...; see
+:func:`latlab.datasets.bench.kernels_runtime.ir_kernels`), source ``ir`` in the per-kernel
+table.
 
 Persistence: ``predictor.json`` (linear costs, families, overhead) plus one LightGBM text model
 or skops forest per family.
@@ -217,16 +220,26 @@ def fit_family(
     return _Family(coef, best, _learner(best, len(t_us), seed, n_estimators).fit(x, r)), cv
 
 
-def network_kernels(network: Network, threads: int = 1) -> tuple[list[Any], str]:
-    """(kernels, source) of a network: the runtime's (``runtime``), else the IR's (``ir``)."""
-    from latlab.datasets.bench.kernels_runtime import ir_kernels, runtime_kernels
+def network_kernels(
+    network: Network, threads: int = 1, mapping: Any = None
+) -> tuple[list[Any], str]:
+    """(kernels, source) of a network: the runtime's (``runtime``), else the IR's (``ir``):
+    one kernel per group of the layer-wise ``mapping`` model (every layer alone without)."""
+    from latlab.datasets.bench.kernels_runtime import runtime_kernels
     from latlab.datasets.references import resolve
 
     try:
         return runtime_kernels(network, threads=threads), "runtime"
     except MeasurementError as exc:
         log.warning("%s; kernels predicted from the IR instead", exc)
-        return ir_kernels(resolve(network)), "ir"
+        return ir_kernels_mapped(resolve(network), mapping), "ir"
+
+
+def ir_kernels_mapped(graph: Any, mapping: Any = None) -> list[Any]:
+    """The IR path: kernels of ``graph`` grouped by the mapping model's predicted fusions."""
+    from latlab.datasets.bench.kernels_runtime import ir_kernels
+
+    return ir_kernels(graph, None if mapping is None else mapping.groups(graph))
 
 
 def fit_overhead(e2e_ms: np.ndarray, sum_ms: np.ndarray, n: np.ndarray) -> tuple[float, ...]:
@@ -268,9 +281,11 @@ class KernelPredictor(LatencyPredictor):
         n_estimators: int = 200,
         overhead: str = "fit",
         threads: int = 1,
+        mapping_networks: int = 64,
         random_state: int = 0,
     ) -> None:
         self.store = store
+        self.mapping_networks = mapping_networks
         self.device = device
         self.model = model
         self.min_points = min_points
@@ -350,6 +365,13 @@ class KernelPredictor(LatencyPredictor):
             e, s, n = e[many], s[many], n[many]
         if self.overhead == "fit" and len(e) >= 3:
             self.scale_, self.per_kernel_ms_, self.overhead_ms_ = fit_overhead(e, s, n)
+        self.mapping_ = None
+        if self.mapping_networks > 0:  # fusions of networks the runtime cannot run (IR path)
+            from latlab.predictors.layerwise.predictor import runtime_mapping_model
+
+            self.mapping_, _ = runtime_mapping_model(
+                self.mapping_networks, random_state=self.random_state
+            )
         self.training_ = {
             "kernels": len(rows),
             "networks": int(rows["network"].nunique()),
@@ -404,7 +426,7 @@ class KernelPredictor(LatencyPredictor):
         self._check_fitted()
         rows: list[dict[str, Any]] = []
         for ni, net in enumerate(networks):
-            kernels, source = network_kernels(net, self.threads)
+            kernels, source = network_kernels(net, self.threads, getattr(self, "mapping_", None))
             pred, covered, used = self._kernel_ms(kernels)
             for k, p, c, u in zip(kernels, pred, covered, used, strict=True):
                 rows.append(
@@ -475,6 +497,7 @@ class KernelPredictor(LatencyPredictor):
             "counts": self.counts_,
             "cv_mape": self.cv_,
             "training": self.training_,
+            "mapping": None if self.mapping_ is None else self.mapping_.state(directory),
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
@@ -487,6 +510,12 @@ class KernelPredictor(LatencyPredictor):
         self.counts_ = dict(state.get("counts", {}))
         self.cv_ = dict(state.get("cv_mape", {}))
         self.training_ = dict(state.get("training", {}))
+        self.mapping_ = None
+        if state.get("mapping") is not None:
+            from latlab.predictors.layerwise.mapping import MappingModel
+
+            self.mapping_ = MappingModel(random_state=self.random_state)
+            self.mapping_.restore(state["mapping"], directory)
         self.families_ = {}
         for fam, entry in state["families"].items():
             coef = np.asarray(entry["coef"], dtype=float)

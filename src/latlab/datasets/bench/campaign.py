@@ -132,8 +132,14 @@ def suite_references(suite: str, count: int | None = None, seed: int = 0) -> lis
         return multilayer_suite(n, seed)
     refs = kernel_suite(n, seed)
     if suite == "padding":
-        return [r for r in refs if r != SESSION_PROBE]
+        return [r for r in refs if r != SESSION_PROBE and _paddable(r)]
     return refs
+
+
+def _paddable(reference: str) -> bool:
+    """Whether a benchmark can sit between padding layers (an ``embed`` reads token ids, which
+    no padding layer produces: it is measured single and profiled only)."""
+    return resolve_kernel(reference)[0].ops[0] != "embed"
 
 
 def benchmarked_layers(spec: KernelSpec, graph: Any) -> list[int]:

@@ -34,8 +34,9 @@ DEFAULT_CONTEXT_COUNT = 240
 CNN_SHARE = 0.12
 #: Cap on a ``cnn:`` chain's MACs (full-size chains can take seconds per run).
 CNN_MAX_MACS = 6e8
-#: Kernel families with fewer points than this count as uncovered when scoring candidates.
-MIN_FAMILY_POINTS = 8
+#: Kernel families with fewer points than this count as uncovered when scoring candidates
+#: (the kernel predictor's own ``min_points``: below it a family is costed by the fallback).
+MIN_FAMILY_POINTS = 12
 
 
 def _cnn_chains(count: int, seed: int) -> list[str]:

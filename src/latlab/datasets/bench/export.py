@@ -9,6 +9,8 @@ ms), so ``latlab train --data TABLE --target DEVICE`` fits a layer-wise predicto
   ``DEVICE@profile`` hold all three, so ``--target DEVICE@single`` trains on plain single-layer
   benchmarks for comparison. Smart-padding differences of layers that cost less than the
   measurement noise can come out at or below zero; they are raised to ``floor_ms`` (0.5 us).
+  Embedding benchmarks (``kernel:embed``, which read token ids no padding layer produces) get
+  their single-layer time less the session probe's as their ``padded`` value.
 * multi-layer benchmarks: the time of the whole chain by each method (no ``padded`` value: the
   padding suite measures single layers); layer predictors learn fusion from their structure.
 * the session probe (:data:`~.suites.SESSION_PROBE`): its end-to-end latency in every column:
@@ -82,6 +84,11 @@ def training_table(
     probe = wide.index == SESSION_PROBE
     if probe.any():
         wide.loc[probe, list(METHODS)] = wide.loc[probe, "single"].to_numpy()[:, None]
+        # an embedding reads token ids, which no padding layer produces (not in the padding
+        # suite): its padded value is its single-layer time less the session overhead
+        embed = wide.index.str.startswith("kernel:embed?") & wide["padded"].isna().to_numpy()
+        overhead = float(wide.loc[probe, "single"].median())
+        wide.loc[embed, "padded"] = wide.loc[embed, "single"] - overhead
     wide = wide.clip(lower=floor_ms)
     out = pd.DataFrame({"network": wide.index})
     out[device] = wide[method].to_numpy()

@@ -345,35 +345,103 @@ def runtime_kernels(network: Any, *, threads: int = 1) -> list[RuntimeKernel]:
 _IR_OPS = {"Gemm": "Gemm", "MatMul": "MatMul"}
 
 
+def _group_op(layers: Sequence[Any], members: Sequence[int]) -> tuple[int, str]:
+    """(head layer, the op onnxruntime runs a group of IR layers as) for the IR fallback.
+
+    The head is the first conv/matmul of the group, else the layer naming a fused kernel; the
+    op follows onnxruntime's transformer fusions (the ones :mod:`.trace` observes): MatMul by a
+    weight + bias Add -> ``Gemm``, MatMul of two activations + a scaling -> ``FusedMatMul``,
+    the erf GELU chain -> ``Gelu``, residual Add + LayerNorm -> ``SkipLayerNormalization``,
+    RMSNorm's primitives -> ``SimplifiedLayerNormalization``; other groups keep the head's op.
+    """
+    ops = [layers[i].op for i in members]
+    head = next((i for i in members if layers[i].op in (*_CONV, *_MATMUL)), None)
+    if head is not None:
+        la = layers[head]
+        if la.op == "MatMul" and la.weight_shapes and "Add" in ops:
+            return head, "Gemm"
+        if la.op == "MatMul" and not la.weight_shapes and ({"Div", "Mul"} & set(ops)):
+            return head, "com.microsoft.FusedMatMul"
+        return head, _IR_OPS.get(la.op, la.op)
+    if "Gelu" in ops:
+        return members[ops.index("Gelu")], "Gelu"
+    if "Erf" in ops and {"Mul", "Add"} <= set(ops):  # the erf form's chain, not a lone Erf
+        return members[ops.index("Erf")], "com.microsoft.Gelu"
+    if "LayerNormalization" in ops:
+        ln = members[ops.index("LayerNormalization")]
+        skip = "Add" in ops
+        return ln, "com.microsoft.SkipLayerNormalization" if skip else "LayerNormalization"
+    if "ReduceMean" in ops and "Sqrt" in ops:
+        return members[ops.index("ReduceMean")], "SimplifiedLayerNormalization"
+    return members[0], layers[members[0]].op
+
+
 def ir_kernels(graph: Any, groups: Sequence[Sequence[int]] | None = None) -> list[RuntimeKernel]:
     """Kernels predicted from the IR when onnxruntime cannot be run: one per mapped layer.
 
     ``groups`` (IR layer index lists, e.g. from the layer-wise mapping model) say which
     layers run as one kernel; by default every layer is its own kernel. The kernel takes the
-    op and shapes of its head layer (the first conv/matmul of the group, else the first layer)
-    and the group's total weights.
+    op the runtime runs the group as (:func:`_group_op`), the shapes of its head layer for
+    convolutions and matmuls (a ``Gemm`` over all tokens as onnxruntime reshapes it: 2-D),
+    else the group's inputs from outside it and its weights, and the last layer's outputs.
     """
     layers = graph.layers
     index = {t: s for la in layers for t, s in zip(la.outputs, la.output_shapes, strict=False)}
     index.update(graph.inputs)
     out: list[RuntimeKernel] = []
-    for gi, members in enumerate(groups or [[i] for i in range(len(layers))]):
-        head = next((i for i in members if layers[i].op in (*_CONV, *_MATMUL)), members[0])
+    for members in groups or [[i] for i in range(len(layers))]:
+        head, op = _group_op(layers, members)
         la = layers[head]
-        ins = [index.get(t) for t in la.inputs]
-        ins += [tuple(w) for w in la.weight_shapes]
-        weight = [False] * len(la.inputs) + [True] * len(la.weight_shapes)
-        if la.op in ("MatMul", "Gemm") and len(la.inputs) == 1 and la.weight_shapes:
-            ins = [ins[0], tuple(la.weight_shapes[0]), *ins[2:]]
-            weight = [False, True, *weight[2:]]
-        op = _IR_OPS.get(la.op, la.op)
+        last = layers[members[-1]]
+        outs = list(last.output_shapes)
+        if la.op in (*_CONV, *_MATMUL):
+            ins = [index.get(t) for t in la.inputs]
+            ins += [tuple(w) for w in la.weight_shapes]
+            weight = [False] * len(la.inputs) + [True] * len(la.weight_shapes)
+            if la.op in ("MatMul", "Gemm") and len(la.inputs) == 1 and la.weight_shapes:
+                ins = [ins[0], tuple(la.weight_shapes[0]), *ins[2:]]
+                weight = [False, True, *weight[2:]]
+            if op == "Gemm" and ins[0] is not None and len(ins[0]) > 2:
+                a = ins[0]
+                ins[0] = (math.prod(a[:-1]), a[-1])
+                outs = [(math.prod(s[:-1]), s[-1]) for s in outs]
+                if la.op == "MatMul":  # the bias Add's vector is the Gemm's C
+                    bias = next((w for i in members if layers[i].op == "Add"
+                                 for w in layers[i].weight_shapes), None)  # fmt: skip
+                    if bias is not None:
+                        ins.append(tuple(bias))
+                        weight.append(True)
+        else:
+            inside = {t for i in members for t in layers[i].outputs}
+            ins, weight = [], []
+            for i in members:
+                for t in layers[i].inputs:
+                    if t not in inside and index.get(t) is not None:
+                        ins.append(index[t])
+                        weight.append(False)
+            for i in members:
+                for w in layers[i].weight_shapes:
+                    ins.append(tuple(w))
+                    weight.append(True)
         attrs = dict(la.attrs)
         if "kernel" in attrs:
             attrs["kernel_shape"] = list(attrs["kernel"])
         if "groups" in attrs:
             attrs["group"] = attrs["groups"]
-        last = layers[members[-1]]
-        family, feats = kernel_features(op, attrs, ins, list(last.output_shapes), weight)
-        out.append(RuntimeKernel(gi, la.name, op, family, feats,
-                                 [s for s in ins if s], list(last.output_shapes)))  # fmt: skip
+        family, feats = kernel_features(op, attrs, ins, outs, weight)
+        around = op == "Gemm" and len(last.output_shapes[0]) > 2
+        if around:  # onnxruntime runs a Gemm over tokens between two Reshapes
+            a3, a2 = index.get(la.inputs[0]), ins[0]
+            out.append(_reshape_kernel(len(out), la.name, a3, a2))
+        out.append(RuntimeKernel(len(out), la.name, op, family, feats,
+                                 [s for s in ins if s], outs))  # fmt: skip
+        if around:
+            out.append(_reshape_kernel(len(out), la.name, outs[0], last.output_shapes[0]))
     return out
+
+
+def _reshape_kernel(i: int, name: str, x: Shape | None, y: Shape | None) -> RuntimeKernel:
+    """A Reshape kernel from ``x`` to ``y`` (its target shape a constant input)."""
+    ins = [x or (), (len(y or ()),)]
+    family, feats = kernel_features("Reshape", {}, ins, [y or ()], [False, True])
+    return RuntimeKernel(i, name, "Reshape", family, feats, [s for s in ins if s], [y or ()])

@@ -7,11 +7,16 @@
   [7, 224], ``c, f`` in [1, 2048] log-uniform -- three times in four rounded to a multiple of 8,
   because onnxruntime takes its blocked-layout fast path only for channel counts divisible by 4
   and networks use such counts -- ``k`` in {1, 3, 5, 7}, stride in {1, 2}).
+  The transformer types (``linear``, ``bmm``, ``softmax``, ``ln``, ``skipln``, ``rmsnorm``,
+  ``gelu``,
+  ``embed``, ``heads``, ``merge``, ``transpose``, ``reshape``) sweep and draw the shapes of
+  real networks instead: tokens 16-1024, widths 64-4096, heads 1-32, head dims 16-128.
   Configurations whose cost exceeds :data:`MAX_FLOPS` or whose tensors exceed
   :data:`MAX_ELEMENTS` are skipped (they would take seconds each without teaching the models
   anything the cheaper points do not: throughput saturates long before).
 * :func:`multilayer_suite` -- short chains (conv->BN->ReLU, conv->pool, conv->add,
-  depthwise->pointwise, ...) whose fusion the mapping model learns, each between two padding
+  depthwise->pointwise, ...; and transformer chains: linear->GELU, residual add->LayerNorm,
+  Q·Kᵀ->scale->softmax, ...) whose fusion the mapping model learns, each between two padding
   layers so that it runs in the layout context of a network.
 * :data:`SESSION_PROBE` -- the cheapest possible network (one element through the padding
   layer): its latency is the per-inference overhead of a session run.
@@ -42,8 +47,9 @@ MAX_FC_WEIGHTS = 1 << 27
 #: The network whose latency is the session overhead (one element, one MaxPool 1x1).
 SESSION_PROBE = "kernel:padding?c=1"
 
-#: Default number of single-layer configurations: enough for every per-type model on this
-#: machine (about 40+ points per layer type; see docs/layer_models.md for the timing).
+#: Default number of single-layer configurations: 19-190 points per CNN layer type and 7-51
+#: per transformer type (types under the layer models' 10 points -- transpose, reshape -- get
+#: a roofline; see docs/layer_models.md for the timing).
 DEFAULT_KERNEL_COUNT = 900
 #: Default number of multi-layer benchmarks (fusion labels for the mapping model).
 DEFAULT_MULTILAYER_COUNT = 160
@@ -107,9 +113,56 @@ _TYPES: dict[str, tuple[str, list[dict[str, int]], tuple[str, ...], float]] = {
               ("h", "c"), 0.025)
         for act in ACTIVATIONS
     },
+    # transformer kernels (token tensors: t tokens, c width; h heads and c the head dimension
+    # for per-head tensors), at the shapes of real networks
+    "linear": (
+        "linear",
+        [{"t": 128, "c": 768, "f": 768}, {"t": 64, "c": 1024, "f": 4096},
+         {"t": 197, "c": 384, "f": 1536}],
+        ("t", "c", "f"),
+        0.07,
+    ),
+    "bmm": (
+        "bmm",
+        [{"t": 128, "h": 12, "c": 64}, {"t": 197, "h": 6, "c": 197, "f": 64}],
+        ("t", "h", "c"),
+        0.05,
+    ),
+    "softmax": ("softmax", [{"t": 128, "h": 12, "c": 128}], ("t", "h", "c"), 0.03),
+    "ln": ("ln", [{"t": 128, "c": 768}, {"t": 197, "c": 384}], ("t", "c"), 0.03),
+    "skipln": ("skipln", [{"t": 128, "c": 768}, {"t": 64, "c": 1024}], ("t", "c"), 0.03),
+    "rmsnorm": ("rmsnorm", [{"t": 128, "c": 512}], ("t", "c"), 0.02),
+    "gelu": ("gelu", [{"t": 128, "c": 3072}, {"t": 197, "c": 1536}], ("t", "c"), 0.03),
+    "embed": ("embed", [{"t": 128, "c": 768, "v": 30522}], ("t", "c"), 0.015),
+    "heads": ("heads", [{"t": 128, "c": 768, "e": 12}], ("t", "e"), 0.015),
+    "merge": ("merge", [{"t": 128, "h": 12, "c": 64}], ("t", "h", "c"), 0.015),
+    "transpose": ("transpose", [{"t": 128, "h": 12, "c": 64}], ("t", "h", "c"), 0.01),
+    "reshape": ("reshape", [{"t": 128, "c": 768, "e": 12}], ("t", "c"), 0.01),
 }  # fmt: skip
 
 _SWEEP_VALUES = {"h": _H, "c": _C, "f": _C, "c2": _C, "k": _K, "s": _S}
+#: Transformer shapes: tokens 16-1024, widths 64-4096, heads 1-32, head dimensions 16-128.
+_T = (16, 32, 49, 50, 64, 77, 96, 128, 196, 197, 256, 384, 512, 768, 1024)
+_D = (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048, 3072, 4096)
+_HEADS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+_HEAD_DIM = (16, 32, 48, 64, 80, 96, 128)
+_VOCAB = (8000, 30000, 30522, 32000, 32128, 50257)
+#: Sweep values of the transformer types where a key means something else than in a CNN
+#: (``h`` = heads, ``c`` = width or head dimension).
+_TOKEN_SWEEPS: dict[str, dict[str, tuple[int, ...]]] = {
+    "linear": {"t": _T, "c": _D, "f": _D},
+    "bmm": {"t": _T, "h": _HEADS, "c": _HEAD_DIM},
+    "softmax": {"t": _T, "h": _HEADS, "c": _T},
+    "ln": {"t": _T, "c": _D},
+    "skipln": {"t": _T, "c": _D},
+    "rmsnorm": {"t": _T, "c": _D},
+    "gelu": {"t": _T, "c": (*_D, 6144, 8192, 16384)},
+    "embed": {"t": _T, "c": _D},
+    "heads": {"t": _T, "e": _HEADS},
+    "merge": {"t": _T, "h": _HEADS, "c": _HEAD_DIM},
+    "transpose": {"t": _T, "h": _HEADS, "c": _HEAD_DIM},
+    "reshape": {"t": _T, "c": _D},
+}
 
 
 def _fits(ref: str) -> bool:
@@ -117,7 +170,9 @@ def _fits(ref: str) -> bool:
     t = g.totals
     elements = sum(math.prod(s) for la in g.layers for s in (*la.input_shapes, *la.output_shapes))
     weights = sum(math.prod(w) for la in g.layers for w in la.weight_shapes)
-    cap = MAX_FC_WEIGHTS if any(la.kind == "fc" for la in g.layers) else MAX_ELEMENTS
+    # GEMV weights and embedding tables (a lookup reads a few rows of its table) may be large
+    big = any(la.kind == "fc" or la.op == "Gather" for la in g.layers)
+    cap = MAX_FC_WEIGHTS if big else MAX_ELEMENTS
     return t.flops <= MAX_FLOPS and elements <= MAX_ELEMENTS and weights <= cap
 
 
@@ -141,7 +196,7 @@ def _sweeps() -> dict[str, tuple[str, ...]]:
         refs: dict[str, None] = {}
         for base in bases:
             for key in keys:
-                values = _SWEEP_VALUES[key]
+                values = _TOKEN_SWEEPS.get(name, {}).get(key) or _SWEEP_VALUES[key]
                 if name in ("maxpool", "avgpool") and key == "k":
                     values = (1, 2, 3, 5, 7)
                 if name == "fc":
@@ -167,7 +222,48 @@ def _channels_random(rng: np.random.Generator, hi: int = 2048) -> int:
     return c
 
 
+def _tokens_random(rng: np.random.Generator) -> int:
+    """Log-uniform in [16, 1024]; half the time a multiple of 8 (padded batches)."""
+    t = _log_int(rng, 16, 1024)
+    return max(16, 8 * round(t / 8)) if rng.random() < 0.5 else t
+
+
+def _width_random(rng: np.random.Generator, lo: int = 64, hi: int = 4096) -> int:
+    """Log-uniform in [lo, hi], three times in four a multiple of 64 (as model widths are)."""
+    d = _log_int(rng, lo, hi)
+    return max(64, 64 * round(d / 64)) if rng.random() < 0.75 else d
+
+
+def _token_params(name: str, rng: np.random.Generator) -> dict[str, int]:
+    """A random configuration of a transformer type (tokens, widths, heads of real models)."""
+    t = _tokens_random(rng)
+    heads = int(rng.choice(_HEADS))
+    hd = int(rng.choice(_HEAD_DIM))
+    if name == "linear":
+        c = _width_random(rng)
+        f = c * int(rng.choice((1, 3, 4))) if rng.random() < 0.5 else _width_random(rng)
+        return {"t": t, "c": c, "f": min(f, 16384)}
+    if name == "bmm":  # Q·Kᵀ (head_dim reduced, tokens out) or P·V (tokens reduced)
+        if rng.random() < 0.5:
+            return {"t": t, "h": heads, "c": hd}
+        return {"t": t, "h": heads, "c": t, "f": hd}
+    if name == "softmax":
+        return {"t": t, "h": heads, "c": t if rng.random() < 0.8 else _tokens_random(rng)}
+    if name in ("ln", "skipln", "rmsnorm", "reshape"):
+        p = {"t": t, "c": _width_random(rng)}
+        return {**p, "e": heads} if name == "reshape" and p["c"] % heads == 0 else p
+    if name == "gelu":
+        return {"t": t, "c": _width_random(rng, 256, 16384)}
+    if name == "embed":
+        return {"t": t, "c": _width_random(rng), "v": int(rng.choice(_VOCAB))}
+    if name == "heads":
+        return {"t": t, "c": heads * hd, "e": heads}
+    return {"t": t, "h": heads, "c": hd}  # merge, transpose
+
+
 def _random_params(name: str, rng: np.random.Generator) -> dict[str, int]:
+    if name in _TOKEN_SWEEPS:
+        return _token_params(name, rng)
     h = _log_int(rng, 7, 224)
     w = h if rng.random() < 0.8 else _log_int(rng, 7, 224)
     c = _channels_random(rng)
@@ -297,6 +393,25 @@ _PATTERNS: list[tuple[str, Callable[[dict[str, int]], dict[str, int]]]] = [
     ("avgpool(k=2,s=2)+conv(k=1,s=1)", lambda p: p),
     ("conv+concat", lambda p: p),
 ]
+#: Transformer chains (onnxruntime fuses the bias Add and the following Reshape into a Gemm,
+#: the erf GELU into Gelu, a residual Add + LayerNorm into SkipLayerNormalization, RMSNorm's
+#: primitives into SimplifiedLayerNormalization, the score scaling into FusedMatMul).
+#: Parameters: ``t`` tokens, ``c`` width, ``f`` second width, ``e``/``h`` heads, ``hd`` head
+#: dimension (drawn by :func:`_token_draw`).
+_TOKEN_PATTERNS: list[tuple[str, Callable[[dict[str, int]], dict[str, int]]]] = [
+    ("linear+gelu", lambda p: {"t": p["t"], "c": p["c"], "f": p["f"]}),
+    ("linear+heads", lambda p: {"t": p["t"], "c": p["c"], "f": p["e"] * p["hd"], "e": p["e"]}),
+    ("merge+linear", lambda p: {"t": p["t"], "h": p["e"], "c": p["hd"], "f": p["c"]}),
+    ("add+ln", lambda p: {"t": p["t"], "c": p["c"]}),
+    ("linear+add+ln", lambda p: {"t": p["t"], "c": p["c"]}),
+    # pre-norm: the residual sum feeds the LayerNorm and the next residual Add (part 2 after
+    # the leading padding), which keeps onnxruntime from fusing it into SkipLayerNormalization
+    ("add+ln+linear+add(r=2)", lambda p: {"t": p["t"], "c": p["c"]}),
+    ("add+rmsnorm", lambda p: {"t": p["t"], "c": p["c"]}),
+    ("bmm+scale+softmax", lambda p: {"t": p["t"], "h": p["e"], "c": p["hd"]}),
+    ("softmax+bmm", lambda p: {"t": p["t"], "h": p["e"], "c": p["t"], "f": p["hd"]}),
+    ("ln+linear", lambda p: {"t": p["t"], "c": p["c"], "f": p["f"]}),
+]
 
 
 def _channels(rng: np.random.Generator) -> int:
@@ -306,7 +421,16 @@ def _channels(rng: np.random.Generator) -> int:
 
 def multilayer_patterns() -> list[str]:
     """The chains the multi-layer suite instantiates."""
-    return [p for p, _ in _PATTERNS]
+    return [p for p, _ in _PATTERNS] + [p for p, _ in _TOKEN_PATTERNS]
+
+
+def _token_draw(rng: np.random.Generator) -> dict[str, int]:
+    """Tokens, widths and heads of a transformer pattern (shapes of real networks)."""
+    heads = int(rng.choice((2, 4, 6, 8, 12, 16)))
+    hd = int(rng.choice((32, 64)))
+    c = heads * hd if rng.random() < 0.7 else _width_random(rng, 64, 1024)
+    return {"t": _log_int(rng, 16, 256), "c": c, "f": c * int(rng.choice((1, 4))), "e": heads,
+            "hd": hd}  # fmt: skip
 
 
 def multilayer_suite(count: int = DEFAULT_MULTILAYER_COUNT, seed: int = 0) -> list[str]:
@@ -319,11 +443,23 @@ def multilayer_suite(count: int = DEFAULT_MULTILAYER_COUNT, seed: int = 0) -> li
     if count < 1:
         raise DataError(f"benchmark count must be at least 1, got {count}")
     rng = np.random.default_rng(seed + 7919)
+    token_rng = np.random.default_rng(seed + 104729)  # leaves the CNN draws as they were
     out: dict[str, None] = {}
     tries = 0
+    # every CNN chain once first (a small suite keeps the CNN fusions it always had), then
+    # transformer and CNN chains in turn
+    cnn_tries = token_tries = 0
     while len(out) < count and tries < 50 * count:
-        chain, adjust = _PATTERNS[tries % len(_PATTERNS)]
         tries += 1
+        if cnn_tries >= len(_PATTERNS) and tries % 2 == 0:
+            chain, adjust = _TOKEN_PATTERNS[token_tries % len(_TOKEN_PATTERNS)]
+            token_tries += 1
+            ref = _ref(f"padding+{chain}+padding", adjust(_token_draw(token_rng)))
+            if ref is not None and resolve_kernel(ref)[1].totals.flops <= MAX_FLOPS / 4:
+                out[ref] = None
+            continue
+        chain, adjust = _PATTERNS[cnn_tries % len(_PATTERNS)]
+        cnn_tries += 1
         p: dict[str, Any] = {
             "h": _log_int(rng, 7, 112),
             "c": _channels(rng),

@@ -13,9 +13,13 @@ to exported real networks. A reference names one block family and its parameters
 
 Families (keys and defaults in :data:`FAMILIES`): ``transformer`` (encoder/decoder layers:
 pre/post-norm, LayerNorm or RMSNorm, GELU/tanh-GELU/ReLU/SiLU/SwiGLU feed-forward, causal
-mask, rotary embeddings, token embedding and classifier head), ``vit`` (patch embedding
-convolution + transformer layers), ``basic`` and ``bottleneck`` residual blocks (grouped
-convolutions when ``g > 1``), ``mbconv`` (inverted residual, depthwise, squeeze-excitation),
+mask, rotary embeddings, token embedding, classifier head, ``roll=1``: Swin's cyclic token
+shift before and after each layer as Slice/Slice/Concat, ``qkv=1``: one Q/K/V projection
+split, ``qkv=2``: timm's reshape to (B, N, 3, heads, head_dim) indexed by Gathers), ``vit``
+(patch embedding convolution + transformer layers; ``pm=1``: Swin's patch merging first, four
+strided Slices, Concat, LayerNorm, Linear), ``basic`` and ``bottleneck`` residual blocks
+(grouped convolutions when ``g > 1``; sampled with ResNeXt's and RegNet's group widths),
+``mbconv`` (inverted residual, depthwise, squeeze-excitation),
 ``convnext`` (7x7 depthwise, channel LayerNorm via transposes, MLP), ``dense`` (DenseNet
 concatenation), ``shuffle`` (channel shuffle: Split/Reshape/Transpose/Concat) and ``unet``
 (pooling down, Resize or ConvTranspose up, Concat skip). References are canonical (sorted
@@ -46,9 +50,10 @@ OPSET = 17
 FAMILIES: dict[str, dict[str, Any]] = {
     "transformer": {
         "d": 256, "h": 4, "s": 128, "ff": 4, "n": 1, "act": "gelu", "norm": "ln", "causal": 0,
-        "pre": 1, "qkv": 0, "bias": 1, "rope": 0, "embed": 0, "head": 0, "b": 1,
+        "pre": 1, "qkv": 0, "bias": 1, "rope": 0, "embed": 0, "head": 0, "b": 1, "roll": 0,
     },
-    "vit": {"img": 224, "p": 16, "d": 384, "h": 6, "ff": 4, "n": 1, "act": "gelu", "head": 0},
+    "vit": {"img": 224, "p": 16, "d": 384, "h": 6, "ff": 4, "n": 1, "act": "gelu", "head": 0,
+            "pm": 0},
     "basic": {"h": 56, "c": 64, "f": 0, "s": 1, "k": 3, "n": 1, "act": "relu"},
     "bottleneck": {"h": 56, "c": 256, "m": 64, "g": 1, "s": 1, "n": 1, "se": 0},
     "mbconv": {"h": 28, "c": 40, "f": 0, "e": 6, "k": 3, "s": 1, "se": 0, "act": "relu6", "n": 1},
@@ -104,8 +109,10 @@ def _check(family: str, p: dict[str, Any], body: str) -> None:
         need(p["s"] >= 1 and p["n"] >= 1 and p["ff"] >= 1, "s, n and ff must be >= 1")
         need(p["norm"] in ("ln", "rms"), "norm must be ln or rms")
         need(not p["rope"] or (p["d"] // p["h"]) % 2 == 0, "rope needs an even head size")
+        need(p["qkv"] in (0, 1, 2), "qkv must be 0, 1 (Split) or 2 (timm's indexed reshape)")
     elif family == "vit":
         need(p["img"] % p["p"] == 0 and p["d"] % p["h"] == 0, "img % p and d % h must be 0")
+        need(not p["pm"] or (p["img"] // p["p"]) % 2 == 0, "pm needs an even patch grid")
     elif family == "unet":
         need(p["up"] in ("resize", "convt"), "up must be resize or convt")
         need(p["h"] % (1 << p["levels"]) == 0, "h must be divisible by 2**levels")
@@ -246,7 +253,12 @@ def _attention(g: _G, x: str, p: dict[str, Any], b: int, s: int, d: int) -> str:
     h = p["h"]
     hd = d // h
     bias = bool(p["bias"])
-    if p["qkv"]:
+    if p["qkv"] == 2:  # timm's qkv.reshape(B, N, 3, h, hd) indexed by three Gathers (which
+        # onnxruntime turns into a Split and three Squeezes), heads merged back for the rest
+        qkv = g.reshape(g.linear(x, d, 3 * d, bias), [b, s, 3, h, hd])
+        q, k, v = (g.reshape(g.op("Gather", [qkv, g.const(i, np.int64)], axis=2), [b, s, d])
+                   for i in range(3))  # fmt: skip
+    elif p["qkv"]:
         qkv = g.linear(x, d, 3 * d, bias)
         q, k, v = g.op("Split", [qkv, g.const([d, d, d], np.int64)], n_out=3, axis=-1)
     else:
@@ -286,6 +298,17 @@ def _encoder_layer(g: _G, x: str, p: dict[str, Any], b: int, s: int, d: int) -> 
     return g.norm(g.op("Add", [x, _mlp(g, x, d, ff, p["act"], bias)]), d, norm)
 
 
+def _roll(g: _G, x: str, n: int, shift: int) -> str:
+    """``torch.roll(x, shift, 1)`` over ``n`` tokens as exported: two Slices and a Concat."""
+    k = shift % n
+    if k == 0:
+        return x
+    i64 = np.int64
+    head = g.op("Slice", [x, g.const([n - k], i64), g.const([n], i64), g.const([1], i64)])
+    tail = g.op("Slice", [x, g.const([0], i64), g.const([n - k], i64), g.const([1], i64)])
+    return g.op("Concat", [head, tail], axis=1)
+
+
 def _transformer(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
     from onnx import TensorProto, helper
 
@@ -298,7 +321,10 @@ def _transformer(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
         inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [b, s, d])
         x = "input"
     for _ in range(p["n"]):
-        x = _encoder_layer(g, x, p, b, s, d)
+        if p["roll"]:  # Swin's cyclic shift of the tokens and back (Slice, Slice, Concat)
+            x = _roll(g, _encoder_layer(g, _roll(g, x, s, s // 2), p, b, s, d), s, s - s // 2)
+        else:
+            x = _encoder_layer(g, x, p, b, s, d)
     if p["head"]:
         x = g.norm(x, d, p["norm"])
         x = g.linear(g.op("ReduceMean", [x], axes=[1], keepdims=0), d, p["head"])
@@ -314,6 +340,16 @@ def _vit(g: _G, p: dict[str, Any]) -> tuple[list[Any], str]:
     x = g.op("Conv", ["input", g.weight((d, 3, p["p"], p["p"])), g.weight((d,))],
              kernel_shape=[p["p"]] * 2, strides=[p["p"]] * 2)  # fmt: skip
     x = g.op("Transpose", [g.reshape(x, [1, d, n_patch])], perm=[0, 2, 1])
+    if p["pm"]:  # Swin's patch merging: x[:, 0::2, 0::2], ... concatenated, LN, 4d -> d
+        side = p["img"] // p["p"]
+        grid = g.reshape(x, [1, side, side, d])
+        i64 = np.int64
+        parts = [g.op("Slice", [grid, g.const([r, c], i64), g.const([side, side], i64),
+                                g.const([1, 2], i64), g.const([2, 2], i64)])
+                 for r, c in ((0, 0), (1, 0), (0, 1), (1, 1))]  # fmt: skip
+        n_patch //= 4
+        x = g.reshape(g.op("Concat", parts, axis=-1), [1, n_patch, 4 * d])
+        x = g.linear(g.norm(x, 4 * d, "ln"), 4 * d, d, False)
     x = g.op("Concat", [g.weight((1, 1, d)), x], axis=1)
     s = n_patch + 1
     x = g.op("Add", [x, g.weight((1, s, d))])
@@ -583,13 +619,15 @@ def random_params(family: str, rng: np.random.Generator) -> dict[str, Any]:
             "d": d, "h": h, "s": _log_int(rng, 16, 1024, 8), "ff": _pick(rng, (2, 3, 4, 4)),
             "n": 1, "act": act, "norm": "rms" if llama or rng.random() < 0.15 else "ln",
             "causal": int(llama or rng.random() < 0.35), "pre": int(llama or rng.random() < 0.7),
-            "qkv": int(rng.random() < 0.3), "bias": int(not llama), "rope": int(llama),
+            "qkv": _pick(rng, (0, 0, 0, 0, 1, 1, 2)), "bias": int(not llama), "rope": int(llama),
             "embed": _pick(rng, (0, 0, 0, 1000, 8000)), "head": _pick(rng, (0, 0, 0, 1000)),
+            "roll": int(rng.random() < 0.15),
         }  # fmt: skip
     if family == "vit":
         h = _pick(rng, (3, 4, 6, 8, 12, 16))
         return {"img": _pick(rng, (96, 128, 160, 224)), "p": _pick(rng, (8, 16, 16, 32)),
-                "d": h * 64, "h": h, "ff": 4, "head": _pick(rng, (0, 1000))}  # fmt: skip
+                "d": h * 64, "h": h, "ff": 4, "head": _pick(rng, (0, 1000, 1000)),
+                "pm": int(rng.random() < 0.3)}  # fmt: skip
     h = _pick(rng, (7, 14, 14, 28, 28, 56, 56, 112))
     ch = (16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512)
     if family == "basic":
@@ -597,11 +635,18 @@ def random_params(family: str, rng: np.random.Generator) -> dict[str, Any]:
         return {"h": h, "c": c, "f": _pick(rng, (0, 0, 2 * c)), "s": _pick(rng, (1, 1, 2)),
                 "n": _pick(rng, (1, 2)), "k": _pick(rng, (3, 3, 5))}  # fmt: skip
     if family == "bottleneck":
-        g = _pick(rng, (1, 1, 8, 32))
-        m = _pick(rng, (32, 64, 128, 256, 512))
-        m = max(g, (m // g) * g)
+        # grouped 3x3 convolutions as ResNeXt (32 groups of 4-8) and RegNet (group widths
+        # 8-64, 24 off the SIMD block: onnxruntime keeps those out of its NCHWc layout) have
+        if rng.random() < 0.3:
+            g, m = 1, _pick(rng, (32, 64, 128, 256, 512))
+        else:
+            width = _pick(rng, (4, 8, 16, 24, 32, 48, 64))
+            g = _pick(rng, (2, 4, 8, 16, 32, 64))
+            m = min(1024, g * width)
+            g = m // width
         return {"h": h, "c": _pick(rng, (128, 256, 512, 1024, 2048)), "m": m, "g": g,
-                "s": _pick(rng, (1, 1, 2)), "se": int(rng.random() < 0.3)}  # fmt: skip
+                "s": _pick(rng, (1, 1, 2)), "se": int(rng.random() < 0.3),
+                "n": _pick(rng, (1, 1, 2))}  # fmt: skip
     if family == "mbconv":
         return {"h": h, "c": _pick(rng, ch[:10]), "e": _pick(rng, (1, 3, 4, 6, 6)),
                 "k": _pick(rng, (3, 3, 5, 7)), "s": _pick(rng, (1, 1, 2)),
@@ -627,14 +672,14 @@ def random_params(family: str, rng: np.random.Generator) -> dict[str, Any]:
                 "fc": _pick(rng, (0, 0, 1024, 4096)) if head else 0,
                 "gpool": _pick(rng, ("gap", "mean", "flatten")) if head else "gap"}  # fmt: skip
     return {"h": _pick(rng, (32, 64, 128)), "c": _pick(rng, (16, 32, 64)),
-            "up": _pick(rng, ("resize", "convt"))}  # fmt: skip
+            "up": _pick(rng, ("resize", "convt")), "levels": _pick(rng, (1, 2, 3))}  # fmt: skip
 
 
 #: Family -> share of :func:`sample_blocks` draws (transformers get the most: most of their
 #: kernel families appear only there).
 SHARES: dict[str, float] = {
     "transformer": 0.40, "vit": 0.06, "basic": 0.08, "bottleneck": 0.10, "mbconv": 0.12,
-    "convnext": 0.07, "dense": 0.06, "shuffle": 0.05, "unet": 0.06, "plain": 0.10,
+    "convnext": 0.07, "dense": 0.06, "shuffle": 0.05, "unet": 0.08, "plain": 0.10,
 }  # fmt: skip
 #: Families allowed a larger cost (VGG-sized convolutions at 224x224 and wide classifiers).
 BIG_FAMILIES = {"plain": 3.0}

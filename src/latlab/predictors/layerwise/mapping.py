@@ -7,7 +7,18 @@ by the SIMD block (whether onnxruntime moves a convolution into its blocked NCHW
 what it can absorb, depends on it), the producer's fan-out (a tensor read by two layers cannot be
 fused away), the consumer's fan-in and the kind of the producer's own producer (``bn>relu``
 fuses after a convolution, not after a concat). A pair type seen with one label only becomes
-a constant rule; a type never seen falls back to the pair of IR kinds, then to *not fused*.
+a constant rule; a type never seen falls back to the pair of IR kinds (not for pairs with a
+transformer layer type, :data:`TRANSFORMER_KEYS`), then to *not fused*.
+
+Transformer fusions of onnxruntime (``nn.Linear``'s bias Add and the Reshape around it into a
+Gemm, the erf GELU into Gelu, residual Add + LayerNormalization into
+SkipLayerNormalization, RMSNorm's primitives into SimplifiedLayerNormalization, the score
+scaling into FusedMatMul) are learnt like the CNN ones, from the multi-layer suite's
+transformer chains.
+
+A producer whose output has several readers is never fused (onnxruntime fuses a layer only
+into the sole reader of its output; no benchmark pair contradicts it), whatever a tree says;
+such pairs are left out of the trees' training data.
 
 Mapped layers are the connected components of the predicted-fused edges; the network estimate
 sums one prediction per mapped layer. Labels come from the benchmark campaign
@@ -47,6 +58,17 @@ PAIR_FEATURES: tuple[str, ...] = (
     "input_pos",
     "pp_kind",
 )
+
+
+#: Layer types of transformers whose fusions are unlike those of the CNN layers sharing their
+#: IR kind: a LayerNorm feeding a residual Add is not fused (a BatchNorm feeding one is, into
+#: the convolution before it), a Transpose feeding a MatMul is not (a Flatten feeding a Gemm
+#: is). A pair with one of them that no benchmark labelled is predicted *not fused* instead of
+#: borrowing the CNN pair's rule through the kind pair.
+TRANSFORMER_KEYS = frozenset(
+    {"matmul", "bmm", "layernorm", "rmsnorm", "gelu", "softmax", "embed", "gather",
+     "transpose", "reshape"}
+)  # fmt: skip
 
 
 def pair_type(graph: NetworkGraph, p: int, c: int) -> str:
@@ -140,6 +162,7 @@ class MappingModel:
         self.counts.clear()
         if pairs.empty:
             return self
+        pairs = pairs[pairs["p_fanout"] <= 1]  # several readers: never fused (the rule above)
         for column in ("pair_type", "kind_pair"):
             for key, grp in pairs.groupby(column):
                 key = str(key)
@@ -165,7 +188,10 @@ class MappingModel:
         X = np.asarray([[r[f] for f in PAIR_FEATURES] for r in rows], dtype=float)
         by_tree: dict[str, list[int]] = {}
         for i, r in enumerate(rows):
-            for key in (r["pair_type"], "kind:" + r["kind_pair"]):
+            keys = [r["pair_type"]]
+            if not TRANSFORMER_KEYS.intersection(r["pair_type"].split(">")):
+                keys.append("kind:" + r["kind_pair"])
+            for key in keys:
                 if key in self.constants:
                     out[i] = float(self.constants[key])
                     break
@@ -176,6 +202,10 @@ class MappingModel:
             tree = self.trees[key]
             proba = tree.predict_proba(X[idx])
             out[idx] = proba[:, list(tree.classes_).index(1)]
+        # onnxruntime fuses a layer only into the sole reader of its output (no labelled
+        # benchmark pair says otherwise); a tree that saw few pairs must not decide this
+        # (a pre-norm residual sum read by its LayerNorm and the next residual Add)
+        out[X[:, PAIR_FEATURES.index("p_fanout")] > 1] = 0.0
         return out
 
     def _predict_rows(self, rows: list[dict]) -> np.ndarray:

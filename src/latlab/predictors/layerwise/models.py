@@ -34,7 +34,8 @@ the NCHWc block size; the convolution kernel also processes up to 4 blocks of fi
 input channels ``c`` ↔ the reduction unrolled over a channel block; output width ``w`` ↔
 register blocking of output pixels. Depthwise convolution and pooling vectorise over channel
 blocks (``c``) and block output pixels (``w``); the fully connected SGEMM vectorises over
-output features (``f``, the N dimension) and unrolls the reduction (``c``, K).
+output features (``f``, the N dimension) and unrolls the reduction (``c``, K); so do the
+transformer's MatMuls (``matmul``: a weight over all tokens, ``bmm``: two activations).
 Element-wise layers and activations run over contiguous memory: ``c`` and ``w`` are fitted
 like the others and typically end up with ``s = 1`` (no quantisation) when the data show none.
 """
@@ -57,6 +58,8 @@ UNROLLED: dict[str, tuple[str, ...]] = {
     "conv": ("f", "c", "w"),
     "dwconv": ("c", "w"),
     "fc": ("f", "c"),
+    "matmul": ("f", "c"),
+    "bmm": ("f", "c"),
 }
 DEFAULT_UNROLLED = ("c", "w")
 #: Candidate unrolling factors s_i.

@@ -15,8 +15,10 @@ typically the table ``latlab bench --export`` writes:
 
 Prediction for any network: the mapping model groups its layers into mapped layers (what the
 runtime fuses); each mapped layer is predicted by the model of its head layer's type (the first
-conv/dwconv/fc of the group, else its first layer; fused BN/activations/residual adds cost
-nothing extra), falling back to the roofline of the layer's kind and then to the roofline of
+conv/dwconv/fc of the group, else the layer naming a fused transformer kernel -- the
+LayerNorm of a SkipLayerNormalization, the Erf of a GELU -- else its first layer; see
+:func:`~.features.group_head`; fused BN/activations/residual adds cost nothing extra),
+falling back to the roofline of the layer's kind and then to the roofline of
 all benchmarks, so every layer gets an estimate. The network estimate is the sum plus the
 overhead. :meth:`LayerwisePredictor.predict_layers` returns the per-layer table.
 """
@@ -35,7 +37,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
-from latlab.predictors.layerwise.features import key_chain, layer_record
+from latlab.predictors.layerwise.features import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
 
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION_PROBE = "kernel:padding?c=1"  # = latlab.datasets.bench.suites.SESSION_PROBE
-_COMPUTE = ("conv", "dwconv", "fc")
 _LABEL_CACHE: dict[str, dict[tuple[str, str], str]] = {}
 
 #: Columns of :meth:`LayerwisePredictor.predict_layers`.
@@ -66,8 +67,9 @@ LAYER_COLUMNS: tuple[str, ...] = (
 )
 
 
-def benchmarked_layer(graph: NetworkGraph) -> int | None:
-    """Index of the one layer a single-layer benchmark measures, None for other networks."""
+def benchmarked_layers(graph: NetworkGraph) -> list[int] | None:
+    """IR layers of the one part a single-layer benchmark measures (the ``fc`` part's Flatten
+    and Gemm, a ``gelu`` part's five primitive ops), None for other networks."""
     ops = graph.meta.get("kernel_ops")
     if ops is not None:
         from latlab.datasets.bench.kernels import part_layers
@@ -75,8 +77,14 @@ def benchmarked_layer(graph: NetworkGraph) -> int | None:
         parts = [i for i, op in enumerate(ops) if op != "padding"]
         if len(parts) != 1:
             return None
-        return part_layers(graph)[parts[0]][-1]
-    return 0 if len(graph.layers) == 1 else None
+        return part_layers(graph)[parts[0]]
+    return [0] if len(graph.layers) == 1 else None
+
+
+def benchmarked_layer(graph: NetworkGraph) -> int | None:
+    """Index of the head layer (:func:`~.features.group_head`) of a single-layer benchmark."""
+    members = benchmarked_layers(graph)
+    return None if members is None else group_head(graph.layers, members)
 
 
 def runtime_labels(graph: NetworkGraph) -> dict[tuple[str, str], str]:
@@ -88,6 +96,22 @@ def runtime_labels(graph: NetworkGraph) -> dict[tuple[str, str], str]:
         labels = fusion_labels(runtime_mapping(graph))
         _LABEL_CACHE[key] = {(lab.producer_name, lab.consumer_name): lab.label for lab in labels}
     return _LABEL_CACHE[key]
+
+
+def runtime_mapping_model(
+    networks: int,
+    max_depth: int = 6,
+    random_state: int = 0,
+    extra: Sequence[NetworkGraph] = (),
+) -> tuple[MappingModel, int]:
+    """(mapping model, labelled pairs) fitted on this machine's onnxruntime fusions of the
+    first ``networks`` multi-layer benchmarks (and ``extra`` graphs)."""
+    from latlab.datasets.bench.suites import multilayer_suite
+    from latlab.datasets.references import resolve
+
+    graphs = [resolve(r) for r in multilayer_suite(networks, 0)] + list(extra)
+    pairs = labelled_pairs(graphs, [runtime_labels(g) for g in graphs])
+    return MappingModel(max_depth, random_state).fit(pairs), len(pairs)
 
 
 def file_labels(path: str) -> tuple[list[NetworkGraph], list[dict[tuple[str, str], str]]]:
@@ -169,11 +193,11 @@ class LayerwisePredictor(LatencyPredictor):
             if g.reference == SESSION_PROBE:
                 probes.append(float(t))
                 continue
-            head = benchmarked_layer(g)
-            if head is None:
+            members = benchmarked_layers(g)
+            if members is None:
                 multi.append(g)
                 continue
-            records.append(layer_record(g.layers[head]))
+            records.append(group_record(g.layers, members)[1])
             times.append(float(t))
         if not records:
             raise DataError(
@@ -217,14 +241,11 @@ class LayerwisePredictor(LatencyPredictor):
         if self.mapping == "none":
             return None
         if self.mapping == "runtime":
-            from latlab.datasets.bench.suites import multilayer_suite
-            from latlab.datasets.references import resolve
-
-            graphs = [resolve(r) for r in multilayer_suite(self.mapping_networks, 0)]
-            graphs += multi
-            labels = [runtime_labels(g) for g in graphs]
-        else:
-            graphs, labels = file_labels(self.mapping)
+            model, self.mapping_pairs_ = runtime_mapping_model(
+                self.mapping_networks, self.mapping_max_depth, self.random_state, multi
+            )
+            return model
+        graphs, labels = file_labels(self.mapping)
         pairs = labelled_pairs(graphs, labels)
         self.mapping_pairs_ = len(pairs)
         model = MappingModel(self.mapping_max_depth, self.random_state)
@@ -268,10 +289,7 @@ class LayerwisePredictor(LatencyPredictor):
         rows: list[dict[str, Any]] = []
         for ni, (g, groups) in enumerate(items):
             for gi, members in enumerate(groups):
-                kinds = [g.layers[i].kind for i in members]
-                head = next((m for m, k in zip(members, kinds, strict=True) if k in _COMPUTE),
-                            members[0])  # fmt: skip
-                rec = layer_record(g.layers[head])
+                head, rec = group_record(g.layers, members)
                 rec.update(
                     network_index=ni,
                     network=g.reference,
