@@ -35,6 +35,30 @@ class Runner:
         self._fn()
 
 
+def precision_details(model: Any, network: Any) -> dict[str, Any]:
+    """The precision a quantised model runs at, recorded with its measurements: the quantised
+    graph's report (:func:`latlab.encoders.quantize.qdq_report`) and the kernels onnxruntime
+    executes at batch 1 (:func:`latlab.datasets.bench.kernels_quant.executed_precision`); the
+    label is ``int8`` only when both say every MAC is int8 (``mixed`` is logged as a warning)."""
+    import logging
+
+    from latlab.datasets.bench.kernels_quant import executed_precision
+    from latlab.encoders.quantize import qdq_report
+
+    graph = qdq_report(model)
+    executed = executed_precision(network)
+    label = executed["label"] if graph.label == "int8" else graph.label
+    out = {"label": label, "graph": graph.as_dict(), "executed": executed}
+    if label != "int8":
+        logging.getLogger(__name__).warning(
+            "%s runs at %s precision (%s); measured as it runs",
+            network if isinstance(network, str) else network.reference,
+            label,
+            graph.summary(),
+        )
+    return out
+
+
 class OnnxRuntimeBackend:
     """Runs the network's ONNX model in an onnxruntime ``InferenceSession``."""
 
@@ -104,10 +128,11 @@ class OnnxRuntimeBackend:
         input_shape: Sequence[int] | None = None,
         mode: str = "sequential",
         inter_op_threads: int = 1,
+        precision: str = "fp32",
     ) -> Runner:
         from latlab.datasets.references import onnx_model
 
-        model = onnx_model(network, batch=batch, input_shape=input_shape)
+        model = onnx_model(network, batch=batch, input_shape=input_shape, precision=precision)
         feeds = fixed_inputs(network, model, batch, input_shape, seed=0)
         so = self.session_options(threads, mode, inter_op_threads)
         ort = self._ort
@@ -126,6 +151,8 @@ class OnnxRuntimeBackend:
             "execution_mode": mode,
             "graph_optimization": "all",
         }
+        if precision != "fp32":
+            details["precision"] = precision_details(model, network)
         if not self.cuda:
 
             def run() -> None:
