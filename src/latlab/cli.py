@@ -213,6 +213,9 @@ def measure(
         None, "--inter-op", min=1, help="inter-op threads (parallel mode; default: --threads)"
     ),
     input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224"),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, int8 (quantised QDQ, onnxruntime) or bf16 (torch)"
+    ),
     device_name: str | None = typer.Option(
         None, "--device-name", help="latency column name (default: an id of machine+settings)"
     ),
@@ -257,10 +260,13 @@ def measure(
 
     Each network is timed in rounds beside a reference network; the store keeps the raw
     median and the drift-corrected one (ratio to the reference x the device's reference value).
-    Threads, batch and mode are part of the device: the default name says them
-    (xeon-2c-ort-4t-b8-par4). Completed measurements are committed one by one: after an
-    interruption, the same command resumes where it stopped. The --out table is written only
-    when every network is measured (FILE.meta.json beside it says which value it holds).
+    Threads, batch, mode and precision are part of the device: the default name says them
+    (xeon-2c-ort-4t-b8-par4-int8). --precision int8 measures each network's statically
+    quantised QDQ model (onnxruntime); a network the quantiser leaves partly in float is
+    measured as it runs and reported as mixed. Completed measurements are committed one by
+    one: after an interruption, the same command resumes where it stopped. The --out table is
+    written only when every network is measured (FILE.meta.json beside it says which value it
+    holds).
     """
     from latlab.datasets.measure import MeasureConfig, default_device_name, get_backend
     from latlab.datasets.measure.protocol import measure_many
@@ -276,6 +282,7 @@ def measure(
         fail("--space needs --count N")
     if mode not in ("sequential", "parallel"):
         fail(f"--mode must be sequential or parallel, got {mode!r}")
+    _check_precision(precision, backend)
     if value not in (None, "corrected", "raw"):
         fail(f"--value must be corrected or raw, got {value!r}")
     if (no_reference or no_anchor) and (reference or anchor):
@@ -304,6 +311,7 @@ def measure(
         mode=mode,
         inter_op_threads=inter,
         reference=ref_net,
+        precision=precision,
     )
     be = get_backend(backend)
     device = device_name or default_device_name(
@@ -313,6 +321,7 @@ def measure(
         batch=batch,
         mode=mode,
         inter_op_threads=inter,
+        precision=precision,
     )
     store = Store(db)
     with _progress_bar(eta=True, current=True) as bar:
@@ -344,7 +353,41 @@ def measure(
     if out is not None:
         save_table(table, out)
     _print_measure_summary(result, table, config, store.display_url, out, kind)
+    _print_precision(result)
     store.close()
+
+
+#: Backends that run each precision (int8: the quantised QDQ model; bf16: torch's kernels).
+PRECISION_BACKENDS = {"int8": ("onnxruntime",), "bf16": ("torch",)}
+
+
+def _check_precision(precision: str, backend: str) -> None:
+    """One line, before any work, for an unknown precision or one the backend cannot run."""
+    from latlab.encoders.quantize import PRECISIONS
+
+    if precision not in PRECISIONS:
+        fail(f"unknown --precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    ok = PRECISION_BACKENDS.get(precision)
+    if ok is not None and backend not in ok:
+        why = (
+            "onnxruntime's CPU provider has no bfloat16 Conv/MatMul/Gemm kernels"
+            if precision == "bf16"
+            else "latlab quantises with onnxruntime's tooling"
+        )
+        fail(f"--precision {precision} needs --backend {' or '.join(ok)} ({why})")
+
+
+def _print_precision(result: CampaignResult) -> None:
+    """Say which networks did not run fully at the precision asked (mixed precision)."""
+    for m in result.measured:
+        prec = m.backend_info.get("precision")
+        if isinstance(prec, dict) and prec.get("label") not in (None, "int8", "bf16"):
+            frac = prec.get("executed", {}).get("int8_mac_fraction", 0.0)
+            err_console.print(
+                f"[yellow]mixed precision:[/] {m.network} runs {prec['label']} "
+                f"({100 * frac:.1f} % of MACs in int8 kernels)",
+                highlight=False,
+            )
 
 
 def _print_measure_summary(
@@ -431,6 +474,9 @@ def bench(
     no_reference: bool = typer.Option(
         False, "--no-reference", help="raw times, no drift correction"
     ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 or int8 (the quantised versions of the networks)"
+    ),
 ) -> None:
     """Benchmarks of a device, resumable: micro-kernels, smart padding, fusion, in-context kernels.
 
@@ -466,9 +512,16 @@ def bench(
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
     if no_reference and reference:
         fail("give --reference or --no-reference, not both")
+    _check_precision(precision, "onnxruntime")
+    if precision != "fp32" and not (suite == "context" or run_all):
+        fail(f"--precision {precision} benchmarks the context suite (--suite context)")
+    if precision != "fp32":
+        suite, run_all = "context", False
     ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
-    config = replace(BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net)
-    device = device_name or default_device_name("onnxruntime", threads)
+    config = replace(
+        BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net, precision=precision
+    )
+    device = device_name or default_device_name("onnxruntime", threads, precision=precision)
     store = Store(db)
     suites = list(ALL_SUITES) if run_all else ([suite] if suite is not None else [])
     import time

@@ -258,6 +258,8 @@ def _quantize_bytes(
             log.info("quantisation pre-processing skipped: %s", exc)
             pre = src
         out = folder / "int8.onnx"
+        quiet = _QuietRoot()
+        logging.getLogger().addFilter(quiet)
         try:
             quantize_static(
                 str(pre),
@@ -271,4 +273,24 @@ def _quantize_bytes(
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise PrecisionError(f"onnxruntime cannot quantise the model: {first}") from exc
+        finally:
+            logging.getLogger().removeFilter(quiet)
+        if quiet.dropped:
+            log.debug("quantiser: %d warnings, e.g. %s", len(quiet.dropped), quiet.dropped[0])
         return out.read_bytes()
+
+
+class _QuietRoot(logging.Filter):
+    """Keeps the quantiser's per-tensor warnings (it logs on the root logger, e.g. "Axis 1 is
+    out-of-range for weight ..." for every LayerNormalization scale it keeps per-tensor) out of
+    the user's console; they are counted and logged at debug level instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and record.levelno <= logging.WARNING:
+            self.dropped.append(record.getMessage())
+            return False
+        return True

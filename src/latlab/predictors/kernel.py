@@ -217,13 +217,16 @@ def fit_family(
     return _Family(coef, best, _learner(best, len(t_us), seed, n_estimators).fit(x, r)), cv
 
 
-def network_kernels(network: Network, threads: int = 1) -> tuple[list[Any], str]:
-    """(kernels, source) of a network: the runtime's (``runtime``), else the IR's (``ir``)."""
+def network_kernels(
+    network: Network, threads: int = 1, precision: str = "fp32"
+) -> tuple[list[Any], str]:
+    """(kernels, source) of a network: the runtime's (``runtime``), else the IR's (``ir``);
+    at ``precision="int8"`` the kernels of its quantised model."""
     from latlab.datasets.bench.kernels_runtime import ir_kernels, runtime_kernels
     from latlab.datasets.references import resolve
 
     try:
-        return runtime_kernels(network, threads=threads), "runtime"
+        return runtime_kernels(network, threads=threads, precision=precision), "runtime"
     except MeasurementError as exc:
         log.warning("%s; kernels predicted from the IR instead", exc)
         return ir_kernels(resolve(network)), "ir"
@@ -269,6 +272,7 @@ class KernelPredictor(LatencyPredictor):
         overhead: str = "fit",
         threads: int = 1,
         random_state: int = 0,
+        precision: str | None = None,
     ) -> None:
         self.store = store
         self.device = device
@@ -278,6 +282,7 @@ class KernelPredictor(LatencyPredictor):
         self.overhead = overhead
         self.threads = threads
         self.random_state = random_state
+        self.precision = precision
 
     # ------------------------------------------------------------------ fitting
 
@@ -308,6 +313,7 @@ class KernelPredictor(LatencyPredictor):
                 f"no profiled kernels of device {self.device!r} for the training networks in "
                 f"{self.store}: run latlab bench --device-name {self.device} first"
             )
+        self.precision_ = self.precision or self._store_precision()
         feats = list(rows["features"])
         t_us = np.maximum(rows["time_us"].to_numpy(dtype=float), 0.05)
         nets = rows["network"].to_numpy()
@@ -358,6 +364,25 @@ class KernelPredictor(LatencyPredictor):
             "overhead_networks": len(e),
         }
 
+    def _store_precision(self) -> str:
+        """The precision the device's kernels were profiled at (``latlab bench --precision``):
+        what predictions run at, so that an int8 bundle predicts quantised networks."""
+        from latlab.datasets.bench.tables import BenchStore
+        from latlab.datasets.store import Store
+
+        st = Store(str(self.store))
+        try:
+            profs = BenchStore(st).profiles(str(self.device))
+        finally:
+            st.close()
+        found = {str((r or {}).get("precision", "fp32")) for r in profs.get("settings", [])}
+        if len(found) > 1:
+            raise DataError(
+                f"device {self.device!r} has kernels profiled at several precisions "
+                f"({', '.join(sorted(found))}): bench each precision under its own device name"
+            )
+        return found.pop() if found else "fp32"
+
     # ------------------------------------------------------------------ prediction
 
     def _kernel_ms(self, kernels: list[Any]) -> tuple[np.ndarray, list[bool], list[str]]:
@@ -404,7 +429,9 @@ class KernelPredictor(LatencyPredictor):
         self._check_fitted()
         rows: list[dict[str, Any]] = []
         for ni, net in enumerate(networks):
-            kernels, source = network_kernels(net, self.threads)
+            kernels, source = network_kernels(
+                net, self.threads, getattr(self, "precision_", "fp32")
+            )
             pred, covered, used = self._kernel_ms(kernels)
             for k, p, c, u in zip(kernels, pred, covered, used, strict=True):
                 rows.append(
@@ -475,6 +502,7 @@ class KernelPredictor(LatencyPredictor):
             "counts": self.counts_,
             "cv_mape": self.cv_,
             "training": self.training_,
+            "precision": self.precision_,
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
@@ -487,6 +515,7 @@ class KernelPredictor(LatencyPredictor):
         self.counts_ = dict(state.get("counts", {}))
         self.cv_ = dict(state.get("cv_mape", {}))
         self.training_ = dict(state.get("training", {}))
+        self.precision_ = str(state.get("precision", "fp32"))
         self.families_ = {}
         for fam, entry in state["families"].items():
             coef = np.asarray(entry["coef"], dtype=float)
