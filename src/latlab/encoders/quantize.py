@@ -294,3 +294,33 @@ class _QuietRoot(logging.Filter):
             self.dropped.append(record.getMessage())
             return False
         return True
+
+
+#: Bit widths of weights and activations at each precision.
+BITS: dict[str, int] = {p: 8 * b for p, b in BYTES.items()}
+
+
+def at_precision(graph: Any, precision: str, report: PrecisionReport | None = None) -> Any:
+    """The IR of ``graph`` run at ``precision``: every layer's weight and activation bit
+    widths set (int8: 8, bf16: 16) and its bytes recounted, so that bytes read/written,
+    weight bytes and every memory term computed from them (the roofline's) are the quantised
+    network's; MACs are unchanged (an int8 MAC is still one MAC; what it costs is the device
+    configuration's, which every predictor trains per). Layers a quantisation ``report``
+    lists as left in float keep 32 bits. ``meta["precision"]`` records the precision.
+    """
+    from dataclasses import replace
+
+    from latlab.encoders.ir import NetworkGraph
+    from latlab.encoders.ops import apply_cost
+
+    check_precision(precision)
+    if precision == "fp32":
+        return graph
+    bits = BITS[precision]
+    floats = {name for name, _, _ in report.float_compute} if report is not None else set()
+    layers = []
+    for la in graph.layers:
+        b = 32 if la.name in floats else bits
+        layers.append(apply_cost(replace(la, weight_bits=b, act_bits=b)))
+    meta = {**graph.meta, "precision": precision}
+    return NetworkGraph(graph.name, dict(graph.inputs), list(graph.outputs), layers, meta)

@@ -6,14 +6,16 @@ QuantizeLinear`` group of a QDQ model into one quantised kernel. Profiled on thi
 executed kernels are ``com.microsoft.QLinearConv``, ``com.microsoft.QGemm`` (every Gemm and
 weight MatMul), ``QLinearMatMul`` (activation x activation matmuls of attention),
 ``com.microsoft.QLinearAdd`` / ``QLinearMul`` / ``QLinearSoftmax`` / ``QLinearConcat`` /
-``QLinearGlobalAveragePool``, ``com.microsoft.NhwcMaxPool`` (max pooling straight on uint8 in
-NHWC, between ``Transpose`` nodes), and the ``QuantizeLinear`` / ``DequantizeLinear`` left at
+``QLinearGlobalAveragePool``, ``com.microsoft.NhwcMaxPool`` (max pooling straight on uint8),
+and the ``QuantizeLinear`` / ``DequantizeLinear`` left at
 the boundaries of ops that stay in float (LayerNormalization, Erf, Div, ...).
 
 :data:`QUANT_KERNELS` maps each to the float op whose feature code applies
 (:func:`latlab.datasets.bench.kernels_runtime.kernel_features`) and to the positions of its
 data inputs (the scales and zero points are dropped), and says how many bytes an element of
-its inputs, weights and outputs takes (int8/uint8: 1, int32 bias and float: 4). The family
+its inputs, weights and outputs takes (int8/uint8: 1, int32 bias and float: 4). Quantised
+convolutions and pools run in NHWC (``channels_last``, between ``Transpose`` nodes); their
+shapes are read back as NCHW for the features. The family
 keeps the quantised op's name (``com.microsoft.QLinearConv/dw``): an int8 convolution is a
 different kernel from a float one and gets its own model.
 
@@ -92,13 +94,26 @@ def quant_kernel_features(
         data = tuple(i for i in spec.data if i < len(inputs))
     ins = [inputs[i] for i in data]
     wts = [weight[i] if i < len(weight) else False for i in data]
-    family, f = kernel_features(spec.like, attrs, ins, outputs, wts)
+    outs = list(outputs)
+    if attrs.get("channels_last") or base == "NhwcMaxPool":
+        # onnxruntime runs quantised convolutions and pools in NHWC (between Transposes):
+        # the feature code reads NCHW
+        ins = [_nchw(s) if not w else s for s, w in zip(ins, wts, strict=True)]
+        outs = [_nchw(s) for s in outs]
+    family, f = kernel_features(spec.like, attrs, ins, outs, wts)
     # kernel_features counts 4 bytes an element; the quantised kernel moves fewer
     f["bytes_in"] = spec.in_bytes * f["in_elems"]
     f["bytes_out"] = spec.out_bytes * f["out_elems"]
     f["bytes_w"] = spec.w_bytes * f["w_elems"]
     suffix = family[len(spec.like) :] if family.startswith(spec.like) else ""
     return op + suffix, f
+
+
+def _nchw(shape: Shape | None) -> Shape | None:
+    if shape is None or len(shape) != 4:
+        return shape
+    n, h, w, c = shape
+    return (n, c, h, w)
 
 
 def kernel_precision(op: str) -> str:
