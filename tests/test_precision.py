@@ -168,7 +168,7 @@ def test_cli_measure_int8_column(tmp_path, capsys):
 )
 def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message):
     db = tmp_path / "x.db"
-    code, out, err = run_cli([*argv, "--db", str(db)], capsys)
+    code, _, err = run_cli([*argv, "--db", str(db)], capsys)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not db.exists()
