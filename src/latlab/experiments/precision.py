@@ -226,6 +226,14 @@ def experiment(ctx: Any) -> dict[str, Any]:
             "measured_loadavg_median": float(np.median(load_seen)) if load_seen else None,
         },
     }
+    from latlab.experiments import plots
+
+    fig = plots.scatter_grid(
+        {"fp32": (m32, pred32), "int8": (m8, pred8), "int8 from fp32": (m8, pred8x),
+         "speed-up": (speed, speed_direct)},
+        title="held-out networks: predicted vs measured (ms; speed-up FP32/INT8)",
+    )  # fmt: skip
+    plots.save(fig, out / "predicted_vs_measured.png")
     dump_json(out / "results.json", doc)
     write_atomic(out / "report.md", _report(doc, ctx.command))
     store.close()
@@ -323,6 +331,8 @@ def _report(doc: dict[str, Any], command: str) -> str:
         f"({_f(i8['spearman'], 3)}), speed-up within {TARGET_SPEEDUP_ERR:.0f} % "
         f"({_f(se['int8'], 1)}), few-shot MAPE ≤ {TARGET_FEW_SHOT_MAPE:.0f} % "
         f"({_f(m['int8_from_fp32']['mape'], 1)}).",
+        "",
+        "![predicted vs measured](predicted_vs_measured.png)",
         "",
         "## Cross-precision speed-up model (FP32 / INT8 time per kernel class)",
         "",
