@@ -14,7 +14,7 @@ from latlab.errors import DataError
 from latlab.experiments.registry import EXPERIMENTS, get_experiment
 from latlab.experiments.runner import flat_metrics, run_experiment
 
-SIX = {"annette", "brp-nas", "fcnn", "conformal", "bnn", "transfer", "transfer-kinds"}
+SIX = {"annette", "brp-nas", "fcnn", "conformal", "bnn", "transfer", "transfer-kinds", "precision"}
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
