@@ -172,3 +172,21 @@ def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not db.exists()
+
+
+def test_cli_quantize_writes_the_model_and_reports_mixed(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "q" / "net.onnx"
+    code, stdout, err = run_cli(["quantize", NET, "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    (row,) = json.loads(stdout)
+    assert row["label"] == "int8" and row["executed"]["int8_mac_fraction"] == 1.0
+    assert Counter(n.op_type for n in onnx.load(out).graph.node)["QuantizeLinear"] >= 1
+    frac = _conv_then_deconv(tmp_path / "mixed.onnx")
+    code, stdout, _ = run_cli(["quantize", f"onnx:{tmp_path / 'mixed.onnx'}", "--json"], capsys)
+    (row,) = json.loads(stdout)
+    assert code == 0 and row["label"] == "mixed"
+    assert row["executed"]["int8_mac_fraction"] == pytest.approx(frac, rel=1e-6)
+    code, _, err = run_cli(["quantize", NET, "--out", str(tmp_path / "x.csv")], capsys)
+    assert code == 2 and "use .onnx" in err and not (tmp_path / "x.csv").exists()
