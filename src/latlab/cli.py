@@ -608,7 +608,7 @@ def quantize(
             fail(f"unsupported --out format {out.name!r}: use .onnx")
         prepare_output(out, "--out")
     _check_references(list(refs), 1, None)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ref in refs:
         model = onnx_model(ref, precision="int8")
         graph = qdq_report(model)
