@@ -190,3 +190,44 @@ def test_cli_quantize_writes_the_model_and_reports_mixed(tmp_path, capsys):
     assert row["executed"]["int8_mac_fraction"] == pytest.approx(frac, rel=1e-6)
     code, _, err = run_cli(["quantize", NET, "--out", str(tmp_path / "x.csv")], capsys)
     assert code == 2 and "use .onnx" in err and not (tmp_path / "x.csv").exists()
+
+
+INT8_NETS = [
+    "block:basic?c=16&h=14",
+    "block:basic?c=32&f=64&h=14&s=2",
+    "block:mbconv?c=16&e=3&h=14&se=1",
+    "block:transformer?d=64&h=2&s=16",
+]
+
+
+def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path):
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
+    from latlab.datasets.bench.export import kernel_rows
+    from latlab.datasets.store import Store
+    from latlab.predictors import load_predictor, make_predictor
+
+    db = str(tmp_path / "bench.db")
+    store = Store(db)
+    cfg = replace(BENCH_CONFIG, precision="int8", time_budget_s=0.1, max_warmup_s=0.1)
+    res = run_bench("context", store, "cpu-int8", references=INT8_NETS, config=cfg,
+                    profile_runs=5)  # fmt: skip
+    assert not res.failed, res.failed
+    rows = kernel_rows(store, "cpu-int8")
+    table = store.export_table(devices=["cpu-int8"], protocol=cfg)
+    store.close()
+    assert {"com.microsoft.QLinearConv", "com.microsoft.QGemm"} <= set(rows["family"])
+    assert "com.microsoft.nchwc.Conv" not in set(rows["family"])  # nothing ran in float
+    model = make_predictor("kernel", store=db, device="cpu-int8", min_points=3,
+                           n_estimators=20, model="linear")  # fmt: skip
+    model.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    assert model.precision_ == "int8"
+    per = model.predict_layers(["block:basic?c=16&f=32&h=14"])  # never profiled
+    assert "com.microsoft.QLinearConv" in set(per["family"])
+    assert per.loc[per["family"] == "com.microsoft.QLinearConv", "covered"].all()
+    model.save(tmp_path / "k8")
+    again = load_predictor(tmp_path / "k8")
+    assert again.precision_ == "int8"
+    np.testing.assert_allclose(again.predict(INT8_NETS), model.predict(INT8_NETS), rtol=1e-9)
+    assert np.all(model.predict(INT8_NETS) > 0)
