@@ -18,7 +18,7 @@ from latlab.datasets.measure import MeasureConfig, default_device_name, measure
 from latlab.datasets.references import onnx_model, resolve
 from latlab.encoders import quantize
 from latlab.encoders.quantize import PrecisionError, at_precision, qdq_report
-from latlab.errors import MeasurementError
+from latlab.errors import DataError, MeasurementError
 from latlab.predictors.precision import kernel_class
 
 NET = "cnn:r32-c8s2-rb8-c16s2-fc10"
@@ -231,3 +231,21 @@ def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path)
     assert again.precision_ == "int8"
     np.testing.assert_allclose(again.predict(INT8_NETS), model.predict(INT8_NETS), rtol=1e-9)
     assert np.all(model.predict(INT8_NETS) > 0)
+    # cross-precision: the FP32 kernel data of the same networks plus their INT8 ones
+    store = Store(db)
+    fp = replace(cfg, precision="fp32")
+    assert not run_bench("context", store, "cpu", references=INT8_NETS, config=fp,
+                         profile_runs=5).failed  # fmt: skip
+    store.close()
+    cross = make_predictor("cross-precision", store=db, device="cpu-int8", min_points=3,
+                           model="linear")  # fmt: skip
+    cross.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    sp = cross.speedups()
+    assert set(sp) == {"conv", "dwconv", "matmul", "other"} and sp["conv"] > 0.5
+    pred = cross.predict(INT8_NETS)
+    assert np.all(pred > 0) and np.all(cross.predict_fp32(INT8_NETS) > 0)
+    cross.save(tmp_path / "x8")
+    np.testing.assert_allclose(load_predictor(tmp_path / "x8").predict(INT8_NETS), pred,
+                               rtol=1e-9)  # fmt: skip
+    with pytest.raises(DataError, match="source_device"):
+        make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)

@@ -9,7 +9,8 @@ onnxruntime, one thread), and predicted three ways:
 * **int8** -- the same predictor trained on the INT8 kernels onnxruntime executes for the
   quantised versions of the same generated networks (``latlab bench --precision int8``);
 * **int8 from fp32** -- cross-precision: the FP32 kernel model plus a per-kernel-class speed-up
-  model (:mod:`latlab.predictors.precision`) fitted on only ``k`` INT8 network measurements.
+  model (``cross-precision``, :mod:`latlab.predictors.precision`) fitted on only ``k`` INT8
+  networks (their end-to-end latencies and profiles).
 
 The report gives per network the measured and predicted latencies, the measured and predicted
 INT8/FP32 speed-up, and which kernel classes gain least (from profiles of both versions of
@@ -121,7 +122,6 @@ def experiment(ctx: Any) -> dict[str, Any]:
     from latlab.datasets.measure.protocol import measure_many
     from latlab.datasets.store import Store
     from latlab.predictors.base import make_predictor
-    from latlab.predictors.precision import SpeedupModel
 
     s = QUICK if ctx.quick else FULL
     out = Path(ctx.out)
@@ -167,11 +167,9 @@ def experiment(ctx: Any) -> dict[str, Any]:
     pred32 = kp32.predict(zoo)
     pred8 = kp8.predict(zoo)
     few = refs8[: s.few_shot]
-    from latlab.datasets.bench.export import kernel_rows
-    from latlab.predictors.precision import profiled_class_ms
-
-    prof = {p: profiled_class_ms(kernel_rows(store, dev, set(few))) for p, dev in devices.items()}
-    cross = SpeedupModel(kp32).fit(prof["fp32"], prof["int8"], few, train_y["int8"][: len(few)])
+    cross = make_predictor("cross-precision", store=url, device=devices["int8"],
+                           source_device=devices["fp32"], random_state=ctx.seed)  # fmt: skip
+    cross.fit(few, train_y["int8"][: len(few)])
     pred8x = cross.predict(zoo)
     m32, m8 = measured["fp32"], measured["int8"]
     speed = m32 / m8
@@ -216,7 +214,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
         "devices": devices,
         "training_networks": {p: len(r) for p, (_, r) in predictors.items()},
         "few_shot": len(few),
-        "speedup_model": {"speedups": cross.speedups(), "scale": cross.scale_},
+        "speedup_model": {"speedups": cross.speedups(), "scale": cross.speedup_.scale_},
         "networks": rows,
         "class_gain": class_gain,
         "metrics": metrics,

@@ -24,11 +24,17 @@ predicted speed-up of a network is ``predict_fp32 / predict``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latlab.errors import DataError, NotFittedError
+from latlab.errors import BundleError, DataError, NotFittedError
+from latlab.fileio import inside
+from latlab.predictors.base import LatencyPredictor, Network, register_predictor
+
+#: Folder of a saved cross-precision predictor holding its FP32 kernel predictor.
+FP32_DIR = "fp32"
 
 #: Kernel classes of the speed-up model, in column order.
 CLASSES: tuple[str, ...] = ("conv", "dwconv", "matmul", "other")
@@ -114,3 +120,118 @@ class SpeedupModel:
         if self.ratios_ is None:
             raise NotFittedError("SpeedupModel.speedups before fit")
         return {c: float(1 / r) for c, r in zip(CLASSES, self.ratios_, strict=True)}
+
+
+@register_predictor
+class CrossPrecisionPredictor(LatencyPredictor):
+    """``cross-precision``: INT8 latency from a device's FP32 kernel data and k INT8 networks.
+
+    ``device`` is the INT8 configuration (the target column), ``source_device`` its FP32
+    sibling in the same bench store (default: ``device`` without its ``-int8`` suffix). ``fit``
+    trains the kernel predictor on every generated network of ``source_device`` and the
+    speed-up model on the training networks (zoo networks are test networks: never used),
+    at least 3 of which must have been benched at both precisions (``latlab bench`` and
+    ``latlab bench --precision int8`` on the same references). ``latlab train --data STORE
+    --target D-int8 --predictor cross-precision`` fills ``store`` and ``device``.
+    """
+
+    name = "cross-precision"
+    min_train_rows = 3
+
+    def __init__(
+        self,
+        store: str | None = None,
+        device: str | None = None,
+        source_device: str | None = None,
+        min_points: int = 12,
+        model: str = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.store = store
+        self.device = device
+        self.source_device = source_device
+        self.min_points = min_points
+        self.model = model
+        self.random_state = random_state
+
+    def _source(self) -> str:
+        if self.source_device:
+            return self.source_device
+        dev = str(self.device or "")
+        if not dev.endswith("-int8"):
+            raise DataError(
+                f"cross-precision needs source_device= (the FP32 device) for {dev!r}: its name "
+                "does not end in -int8"
+            )
+        return dev[: -len("-int8")]
+
+    def _fit(self, networks: list[Network], y: np.ndarray, eval_set: Any) -> None:
+        from latlab.datasets.bench.export import kernel_rows
+        from latlab.datasets.references import reference_of
+        from latlab.datasets.store import Store
+        from latlab.predictors.base import make_predictor
+
+        if not self.store or not self.device:
+            raise DataError(
+                "cross-precision trains from a bench store: give store= and device= (latlab "
+                "train --data STORE --target DEVICE fills both)"
+            )
+        source = self._source()
+        # real networks are every kernel model's test set (as in the kernel predictor)
+        keep = [i for i, n in enumerate(networks) if not reference_of(n).startswith("zoo:")]
+        refs = [reference_of(networks[i]) for i in keep]
+        y = y[keep]
+        st = Store(self.store)
+        try:
+            table = st.export_table(devices=[source])
+            p32 = profiled_class_ms(kernel_rows(st, source, set(refs)))
+            p8 = profiled_class_ms(kernel_rows(st, str(self.device), set(refs)))
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"no FP32 data of {source!r} in {self.store}: {exc}") from exc
+        finally:
+            st.close()
+        rows = table[table[source].notna() & ~table["network"].str.startswith("zoo:")]
+        if rows.empty:
+            raise DataError(f"no FP32 networks of {source!r} in {self.store} to train on")
+        fp32 = make_predictor("kernel", store=self.store, device=source,
+                              min_points=self.min_points, model=self.model,
+                              random_state=self.random_state)  # fmt: skip
+        fp32.fit(list(rows["network"]), rows[source].to_numpy(dtype=float))
+        self.speedup_ = SpeedupModel(fp32).fit(p32, p8, refs, y)
+        self.training_ = {"fp32_networks": len(rows), "int8_networks": len(refs)}
+
+    def _predict(self, networks: list[Network]) -> np.ndarray:
+        return self.speedup_.predict(networks)
+
+    def predict_fp32(self, networks: Sequence[Network]) -> np.ndarray:
+        """The FP32 kernel predictor's latencies (ms): speed-up = this / :meth:`predict`."""
+        self._check_fitted()
+        return np.asarray(self.speedup_.fp32.predict(list(networks)), dtype=float)
+
+    def speedups(self) -> dict[str, float]:
+        """FP32/INT8 time ratio per kernel class."""
+        self._check_fitted()
+        return self.speedup_.speedups()
+
+    def _state(self, directory: Path) -> dict[str, Any]:
+        self.speedup_.fp32.save(directory / FP32_DIR)
+        assert self.speedup_.ratios_ is not None
+        return {
+            "ratios": self.speedup_.ratios_.tolist(),
+            "scale": self.speedup_.scale_,
+            "classes": list(CLASSES),
+            "training": self.training_,
+        }
+
+    def _restore(self, directory: Path, state: dict[str, Any]) -> None:
+        from latlab.predictors.base import load_predictor
+
+        if list(state["classes"]) != list(CLASSES):
+            raise BundleError(f"{directory}: kernel classes {state['classes']} are not {CLASSES}")
+        model = SpeedupModel(load_predictor(inside(directory, FP32_DIR, "folder")))
+        model.ratios_ = np.asarray(state["ratios"], dtype=float)
+        model.scale_ = float(state["scale"])
+        self.speedup_ = model
+        self.training_ = dict(state.get("training", {}))
