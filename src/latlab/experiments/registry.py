@@ -96,7 +96,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "latlab.experiments.precision:experiment",
             "FP32 and INT8 (quantised QDQ) networks measured and predicted, speed-up",
             full_duration="not run yet (120 generated networks per precision, 11 zoo networks)",
-            quick_duration="~3 min (10 generated networks per precision, 3 zoo networks)",
+            quick_duration="~1-2 min (10 generated networks per precision, 3 zoo networks)",
         ),
         Experiment(
             "transfer-kinds",
