@@ -249,3 +249,16 @@ def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path)
                                rtol=1e-9)  # fmt: skip
     with pytest.raises(DataError, match="source_device"):
         make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)
+
+
+def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
+    frac = _conv_then_deconv(tmp_path / "mixed.onnx")
+    ref = f"onnx:{tmp_path / 'mixed.onnx'}"
+    code, _, err = run_cli(
+        ["measure", ref, NET, "--precision", "int8", "--db", str(tmp_path / "m.db"), *QUICK],
+        capsys,
+    )
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "mixed precision:" in ln]
+    assert len(lines) == 1 and "mixed.onnx" in lines[0]  # the all-int8 network is not named
+    assert f"{100 * frac:.1f} % of MACs in int8 kernels" in lines[0]

@@ -382,10 +382,12 @@ def _print_precision(result: CampaignResult) -> None:
     for m in result.measured:
         prec = m.backend_info.get("precision")
         if isinstance(prec, dict) and prec.get("label") not in (None, "int8", "bf16"):
-            frac = prec.get("executed", {}).get("int8_mac_fraction", 0.0)
+            ex = prec.get("executed", {})
+            frac = ex.get("int8_mac_fraction", prec.get("graph", {}).get("int8_mac_fraction"))
+            where = "in int8 kernels" if "int8_mac_fraction" in ex else "quantised in the graph"
             err_console.print(
                 f"[yellow]mixed precision:[/] {m.network} runs {prec['label']} "
-                f"({100 * frac:.1f} % of MACs in int8 kernels)",
+                f"({100 * float(frac or 0.0):.1f} % of MACs {where})",
                 highlight=False,
             )
 

@@ -46,8 +46,14 @@ def precision_details(model: Any, network: Any) -> dict[str, Any]:
     from latlab.encoders.quantize import qdq_report
 
     graph = qdq_report(model)
-    executed = executed_precision(network)
+    try:
+        executed = executed_precision(network)
+    except MeasurementError as exc:  # e.g. an input shape only this measurement knows
+        executed = {"label": "unknown", "error": str(exc)}
+    # int8 only when the executed kernels confirm it; unknown counts as not confirmed
     label = executed["label"] if graph.label == "int8" else graph.label
+    if label == "unknown":
+        label = "int8 (graph only)"
     out = {"label": label, "graph": graph.as_dict(), "executed": executed}
     if label != "int8":
         logging.getLogger(__name__).warning(
