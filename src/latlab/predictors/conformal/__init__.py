@@ -27,6 +27,7 @@ from latlab.predictors.base import LatencyPredictor, Network, load_predictor
 from latlab.predictors.conformal import cross as _cross  # noqa: F401  (registers cv+)
 from latlab.predictors.conformal import layers as _layers  # noqa: F401  (registers cps)
 from latlab.predictors.conformal import network as _network  # noqa: F401  (registers methods)
+from latlab.predictors.conformal import oob as _oob  # noqa: F401  (registers oob)
 from latlab.predictors.conformal.base import (
     BASE_DIR,
     METHODS,
