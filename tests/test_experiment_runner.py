@@ -22,6 +22,7 @@ REGISTERED = {
     "bnn",
     "transfer",
     "transfer-kinds",
+    "precision",
     "coverage-budget",
 }
 

@@ -213,6 +213,9 @@ def measure(
         None, "--inter-op", min=1, help="inter-op threads (parallel mode; default: --threads)"
     ),
     input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224"),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, int8 (quantised QDQ, onnxruntime) or bf16 (torch)"
+    ),
     device_name: str | None = typer.Option(
         None, "--device-name", help="latency column name (default: an id of machine+settings)"
     ),
@@ -257,10 +260,13 @@ def measure(
 
     Each network is timed in rounds beside a reference network; the store keeps the raw
     median and the drift-corrected one (ratio to the reference x the device's reference value).
-    Threads, batch and mode are part of the device: the default name says them
-    (xeon-2c-ort-4t-b8-par4). Completed measurements are committed one by one: after an
-    interruption, the same command resumes where it stopped. The --out table is written only
-    when every network is measured (FILE.meta.json beside it says which value it holds).
+    Threads, batch, mode and precision are part of the device: the default name says them
+    (xeon-2c-ort-4t-b8-par4-int8). --precision int8 measures each network's statically
+    quantised QDQ model (onnxruntime); a network the quantiser leaves partly in float is
+    measured as it runs and reported as mixed. Completed measurements are committed one by
+    one: after an interruption, the same command resumes where it stopped. The --out table is
+    written only when every network is measured (FILE.meta.json beside it says which value it
+    holds).
     """
     from latlab.datasets.measure import MeasureConfig, default_device_name, get_backend
     from latlab.datasets.measure.protocol import measure_many
@@ -276,6 +282,7 @@ def measure(
         fail("--space needs --count N")
     if mode not in ("sequential", "parallel"):
         fail(f"--mode must be sequential or parallel, got {mode!r}")
+    _check_precision(precision, backend)
     if value not in (None, "corrected", "raw"):
         fail(f"--value must be corrected or raw, got {value!r}")
     if (no_reference or no_anchor) and (reference or anchor):
@@ -304,6 +311,7 @@ def measure(
         mode=mode,
         inter_op_threads=inter,
         reference=ref_net,
+        precision=precision,
     )
     be = get_backend(backend)
     device = device_name or default_device_name(
@@ -313,6 +321,7 @@ def measure(
         batch=batch,
         mode=mode,
         inter_op_threads=inter,
+        precision=precision,
     )
     store = Store(db)
     with _progress_bar(eta=True, current=True) as bar:
@@ -344,7 +353,43 @@ def measure(
     if out is not None:
         save_table(table, out)
     _print_measure_summary(result, table, config, store.display_url, out, kind)
+    _print_precision(result)
     store.close()
+
+
+#: Backends that run each precision (int8: the quantised QDQ model; bf16: torch's kernels).
+PRECISION_BACKENDS = {"int8": ("onnxruntime",), "bf16": ("torch",)}
+
+
+def _check_precision(precision: str, backend: str) -> None:
+    """One line, before any work, for an unknown precision or one the backend cannot run."""
+    from latlab.encoders.quantize import PRECISIONS
+
+    if precision not in PRECISIONS:
+        fail(f"unknown --precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    ok = PRECISION_BACKENDS.get(precision)
+    if ok is not None and backend not in ok:
+        why = (
+            "onnxruntime's CPU provider has no bfloat16 Conv/MatMul/Gemm kernels"
+            if precision == "bf16"
+            else "latlab quantises with onnxruntime's tooling"
+        )
+        fail(f"--precision {precision} needs --backend {' or '.join(ok)} ({why})")
+
+
+def _print_precision(result: CampaignResult) -> None:
+    """Say which networks did not run fully at the precision asked (mixed precision)."""
+    for m in result.measured:
+        prec = m.backend_info.get("precision")
+        if isinstance(prec, dict) and prec.get("label") not in (None, "int8", "bf16"):
+            ex = prec.get("executed", {})
+            frac = ex.get("int8_mac_fraction", prec.get("graph", {}).get("int8_mac_fraction"))
+            where = "in int8 kernels" if "int8_mac_fraction" in ex else "quantised in the graph"
+            err_console.print(
+                f"[yellow]mixed precision:[/] {m.network} runs {prec['label']} "
+                f"({100 * float(frac or 0.0):.1f} % of MACs {where})",
+                highlight=False,
+            )
 
 
 def _print_measure_summary(
@@ -431,6 +476,9 @@ def bench(
     no_reference: bool = typer.Option(
         False, "--no-reference", help="raw times, no drift correction"
     ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 or int8 (the quantised versions of the networks)"
+    ),
 ) -> None:
     """Benchmarks of a device, resumable: micro-kernels, smart padding, fusion, in-context kernels.
 
@@ -466,9 +514,16 @@ def bench(
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
     if no_reference and reference:
         fail("give --reference or --no-reference, not both")
+    _check_precision(precision, "onnxruntime")
+    if precision != "fp32" and not (suite == "context" or run_all):
+        fail(f"--precision {precision} benchmarks the context suite (--suite context)")
+    if precision != "fp32":
+        suite, run_all = "context", False
     ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
-    config = replace(BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net)
-    device = device_name or default_device_name("onnxruntime", threads)
+    config = replace(
+        BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net, precision=precision
+    )
+    device = device_name or default_device_name("onnxruntime", threads, precision=precision)
     store = Store(db)
     suites = list(ALL_SUITES) if run_all else ([suite] if suite is not None else [])
     import time
@@ -526,6 +581,63 @@ def bench(
             save_table(labels, export_fusion)
             console.print(f"wrote {export_fusion}: {len(labels)} layer pairs")
     store.close()
+
+
+@app.command()
+def quantize(
+    refs: list[str] = typer.Argument(..., metavar="REF...", help="network references"),
+    out: Path | None = typer.Option(
+        None, "--out", help="write the quantised model (.onnx; one reference only)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the reports as JSON"),
+) -> None:
+    """Statically quantise networks to INT8 QDQ ONNX models and say what runs at int8.
+
+    onnxruntime's quantize_static (QDQ, per-channel int8 weights, uint8 activations) calibrated
+    on generated inputs, cached by content hash (what --precision int8 measures). Per network:
+    the quantised graph's share of MACs at int8, and what onnxruntime executes (int8 only when
+    every MAC runs in an int8 kernel; mixed otherwise).
+    """
+    from latlab.datasets.bench.kernels_quant import executed_precision
+    from latlab.datasets.references import onnx_model
+    from latlab.encoders.quantize import qdq_report
+    from latlab.fileio import atomic_write_bytes, prepare_output
+
+    if out is not None:
+        if len(refs) != 1:
+            fail("--out writes one model: give one reference")
+        if out.suffix.lower() != ".onnx":
+            fail(f"unsupported --out format {out.name!r}: use .onnx")
+        prepare_output(out, "--out")
+    _check_references(list(refs), 1, None)
+    rows: list[dict[str, Any]] = []
+    for ref in refs:
+        model = onnx_model(ref, precision="int8")
+        graph = qdq_report(model)
+        executed = executed_precision(ref)
+        label = executed["label"] if graph.label == "int8" else graph.label
+        rows.append({"network": ref, "label": label, "graph": graph.as_dict(),
+                     "executed": executed})  # fmt: skip
+        if out is not None:
+            atomic_write_bytes(out, model.SerializeToString())
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="INT8 (static QDQ, onnxruntime)")
+    for col in ("network", "runs at", "MACs int8 (graph)", "MACs int8 (executed)", "float kernels"):
+        table.add_column(col)
+    for r in rows:
+        fl = r["executed"]["float_kernels"]
+        table.add_row(
+            r["network"],
+            r["label"],
+            f"{100 * r['graph']['int8_mac_fraction']:.1f} %",
+            f"{100 * r['executed']['int8_mac_fraction']:.1f} %",
+            ", ".join(f"{n} {op}" for op, n in fl.items()) or "none",
+        )
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
 
 
 @app.command("table")

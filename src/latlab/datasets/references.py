@@ -228,14 +228,27 @@ def onnx_model(
     batch: int = 1,
     input_shape: Sequence[int] | None = None,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> Any:
     """The ``onnx.ModelProto`` to run for a network.
 
     A scheme with its own executable (an ``onnx:`` file) returns that model; any other network
     is exported from its IR with seeded weights (:func:`latlab.encoders.onnx_export.to_onnx`).
+    ``precision="int8"`` returns its statically quantised QDQ model
+    (:func:`latlab.encoders.quantize.quantize_model`, calibrated on generated inputs, cached by
+    content); ``bf16`` has no ONNX model here (onnxruntime's CPU kernels do not run it: the
+    ``torch`` backend does) and raises.
     """
     from latlab.encoders.onnx_export import to_onnx
+    from latlab.encoders.quantize import PrecisionError, check_precision
 
+    check_precision(precision)
+    if precision == "bf16":
+        raise PrecisionError(
+            "bf16 has no onnxruntime CPU model: onnxruntime's CPU provider has no bfloat16 "
+            "Conv/MatMul/Gemm kernels; measure bf16 with --backend torch"
+        )
+    model = None
     if isinstance(network, str):
         parsed = parse_reference(network)
         scheme = SCHEMES[parsed.scheme]
@@ -243,6 +256,27 @@ def onnx_model(
             opts = ResolveOptions(
                 batch, tuple(int(d) for d in input_shape) if input_shape else None
             )
-            return scheme.model(parsed.body, opts)
-    graph = resolve(network, batch=batch, input_shape=input_shape)
-    return to_onnx(graph, seed=seed)
+            model = scheme.model(parsed.body, opts)
+    if model is None:
+        graph = resolve(network, batch=batch, input_shape=input_shape)
+        model = to_onnx(graph, seed=seed)
+    if precision == "int8":
+        model = _quantized(network, model, batch, input_shape)
+    return model
+
+
+#: Generated batches the int8 quantiser calibrates activation ranges on.
+CALIBRATION_BATCHES = 4
+
+
+def _quantized(
+    network: str | NetworkGraph, model: Any, batch: int, input_shape: Sequence[int] | None
+) -> Any:
+    from latlab.datasets.measure.inputs import fixed_inputs
+    from latlab.encoders.quantize import quantize_model
+
+    batches = [
+        fixed_inputs(network, model, batch, input_shape, seed=1 + i)
+        for i in range(CALIBRATION_BATCHES)
+    ]
+    return quantize_model(model, batches)

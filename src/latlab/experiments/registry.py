@@ -92,6 +92,13 @@ EXPERIMENTS: dict[str, Experiment] = {
             needs_data=NB201_DATA,
         ),
         Experiment(
+            "precision",
+            "latlab.experiments.precision:experiment",
+            "FP32 and INT8 (quantised QDQ) networks measured and predicted, speed-up",
+            full_duration="not run yet (120 generated networks per precision, 11 zoo networks)",
+            quick_duration="~1-2 min (10 generated networks per precision, 3 zoo networks)",
+        ),
+        Experiment(
             "transfer-kinds",
             "latlab.experiments.transfer_kinds:experiment",
             "transfer to a new kind of device: all GPUs, CPUs or phones held out together",

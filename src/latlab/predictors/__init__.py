@@ -36,4 +36,5 @@ __all__ = [
 ]
 
 # Registered on its own line at the end, so that branches adding predictors above merge cleanly.
+import latlab.predictors.precision  # noqa: F401  (registers cross-precision; same reason)
 from latlab.predictors import transfer

@@ -221,15 +221,16 @@ def fit_family(
 
 
 def network_kernels(
-    network: Network, threads: int = 1, mapping: Any = None
+    network: Network, threads: int = 1, mapping: Any = None, precision: str = "fp32"
 ) -> tuple[list[Any], str]:
     """(kernels, source) of a network: the runtime's (``runtime``), else the IR's (``ir``):
-    one kernel per group of the layer-wise ``mapping`` model (every layer alone without)."""
+    one kernel per group of the layer-wise ``mapping`` model (every layer alone without);
+    at ``precision="int8"`` the runtime kernels of its quantised model."""
     from latlab.datasets.bench.kernels_runtime import runtime_kernels
     from latlab.datasets.references import resolve
 
     try:
-        return runtime_kernels(network, threads=threads), "runtime"
+        return runtime_kernels(network, threads=threads, precision=precision), "runtime"
     except MeasurementError as exc:
         log.warning("%s; kernels predicted from the IR instead", exc)
         return ir_kernels_mapped(resolve(network), mapping), "ir"
@@ -283,6 +284,7 @@ class KernelPredictor(LatencyPredictor):
         threads: int = 1,
         mapping_networks: int = 64,
         random_state: int = 0,
+        precision: str | None = None,
     ) -> None:
         self.store = store
         self.mapping_networks = mapping_networks
@@ -293,6 +295,7 @@ class KernelPredictor(LatencyPredictor):
         self.overhead = overhead
         self.threads = threads
         self.random_state = random_state
+        self.precision = precision
 
     # ------------------------------------------------------------------ fitting
 
@@ -323,6 +326,7 @@ class KernelPredictor(LatencyPredictor):
                 f"no profiled kernels of device {self.device!r} for the training networks in "
                 f"{self.store}: run latlab bench --device-name {self.device} first"
             )
+        self.precision_ = self.precision or self._store_precision()
         feats = list(rows["features"])
         t_us = np.maximum(rows["time_us"].to_numpy(dtype=float), 0.05)
         nets = rows["network"].to_numpy()
@@ -380,6 +384,25 @@ class KernelPredictor(LatencyPredictor):
             "overhead_networks": len(e),
         }
 
+    def _store_precision(self) -> str:
+        """The precision the device's kernels were profiled at (``latlab bench --precision``):
+        what predictions run at, so that an int8 bundle predicts quantised networks."""
+        from latlab.datasets.bench.tables import BenchStore
+        from latlab.datasets.store import Store
+
+        st = Store(str(self.store))
+        try:
+            profs = BenchStore(st).profiles(str(self.device))
+        finally:
+            st.close()
+        found = {str((r or {}).get("precision", "fp32")) for r in profs.get("settings", [])}
+        if len(found) > 1:
+            raise DataError(
+                f"device {self.device!r} has kernels profiled at several precisions "
+                f"({', '.join(sorted(found))}): bench each precision under its own device name"
+            )
+        return found.pop() if found else "fp32"
+
     # ------------------------------------------------------------------ prediction
 
     def _kernel_ms(self, kernels: list[Any]) -> tuple[np.ndarray, list[bool], list[str]]:
@@ -426,7 +449,12 @@ class KernelPredictor(LatencyPredictor):
         self._check_fitted()
         rows: list[dict[str, Any]] = []
         for ni, net in enumerate(networks):
-            kernels, source = network_kernels(net, self.threads, getattr(self, "mapping_", None))
+            kernels, source = network_kernels(
+                net,
+                self.threads,
+                getattr(self, "mapping_", None),
+                getattr(self, "precision_", "fp32"),
+            )
             pred, covered, used = self._kernel_ms(kernels)
             for k, p, c, u in zip(kernels, pred, covered, used, strict=True):
                 rows.append(
@@ -498,6 +526,7 @@ class KernelPredictor(LatencyPredictor):
             "cv_mape": self.cv_,
             "training": self.training_,
             "mapping": None if self.mapping_ is None else self.mapping_.state(directory),
+            "precision": self.precision_,
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
@@ -516,6 +545,7 @@ class KernelPredictor(LatencyPredictor):
 
             self.mapping_ = MappingModel(random_state=self.random_state)
             self.mapping_.restore(state["mapping"], directory)
+        self.precision_ = str(state.get("precision", "fp32"))
         self.families_ = {}
         for fam, entry in state["families"].items():
             coef = np.asarray(entry["coef"], dtype=float)

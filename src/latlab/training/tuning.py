@@ -219,6 +219,15 @@ SEARCH_SPACES["kernel"] = SearchSpace(
     }
 )
 
+# Cross-precision: the FP32 kernel model's family choice and data need (the speed-up ratios
+# are ratios of sums, with nothing to tune).
+SEARCH_SPACES["cross-precision"] = SearchSpace(
+    {
+        "model": cat("auto", "auto", "linear", "trees", "gbm"),
+        "min_points": integer(12, 4, 50),
+    }
+)
+
 
 def register_search_space(name: str, space: SearchSpace) -> None:
     """Make ``latlab train --predictor NAME --tune N`` possible for a new predictor."""

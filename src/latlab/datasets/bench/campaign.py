@@ -315,6 +315,7 @@ class _Runner:
             warmup=3,
             time_budget_s=0.6,
             timer=self.config.timer,
+            precision=self.config.precision,
         )
         labels = fusion_labels(prof.mapping, set(prof.node_samples_us))
         # ``single`` is on the reference scale (paired); the profile's kernels are raw until
@@ -468,7 +469,7 @@ def run_bench(
     if suite not in SUITES:
         raise DataError(f"unknown benchmark suite {suite!r} (known: {', '.join(SUITES)})")
     be = get_backend(cfg.backend)
-    device = device or default_device_name(cfg.backend, threads)
+    device = device or default_device_name(cfg.backend, threads, precision=cfg.precision)
     store.add_device(device, backend=cfg.backend, fingerprint=machine_fingerprint(), info=be.info())
     runner = _Runner(store, device, cfg, threads, profile_runs)
     notify = progress or (lambda e: None)

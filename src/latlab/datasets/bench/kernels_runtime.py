@@ -255,7 +255,10 @@ def event_output_shapes(events: list[dict[str, Any]], model: Any) -> dict[int, l
 
 
 def kernels_from_model(model: Any, output_shapes: dict[int, list[Shape]]) -> list[RuntimeKernel]:
-    """One :class:`RuntimeKernel` per node of the optimised ``model`` (see the module doc)."""
+    """One :class:`RuntimeKernel` per node of the optimised ``model`` (see the module doc);
+    quantised kernels take their features from :mod:`.kernels_quant`."""
+    from latlab.datasets.bench.kernels_quant import quant_kernel_features
+
     shapes, inits = _tensor_shapes(model)
     for i, node in enumerate(model.graph.node):
         for name, s in zip(node.output, output_shapes.get(i, []), strict=False):
@@ -266,7 +269,10 @@ def kernels_from_model(model: Any, output_shapes: dict[int, list[Shape]]) -> lis
         ins = [shapes.get(t) if t else None for t in node.input]
         outs = [shapes.get(t) for t in node.output]
         weight = [bool(t) and t in inits for t in node.input]
-        family, feats = kernel_features(op, _attrs(node), ins, outs, weight)
+        attrs = _attrs(node)
+        family, feats = quant_kernel_features(op, attrs, ins, outs, weight) or kernel_features(
+            op, attrs, ins, outs, weight
+        )
         out.append(
             RuntimeKernel(
                 i,
@@ -292,13 +298,17 @@ _CACHE: OrderedDict[str, list[RuntimeKernel]] = OrderedDict()
 _CACHE_SIZE = 512
 
 
-def runtime_kernels(network: Any, *, threads: int = 1) -> list[RuntimeKernel]:
+def runtime_kernels(
+    network: Any, *, threads: int = 1, precision: str = "fp32"
+) -> list[RuntimeKernel]:
     """The kernels onnxruntime (CPU, the protocol's session options) runs for ``network``.
 
     One session with all graph optimisations and one profiled run with the protocol's
     random inputs (for the shapes of contrib-op tensors). Results are cached by model
-    content. Raises :class:`MeasurementError` naming the network when onnxruntime cannot run
-    it (callers then fall back to :func:`ir_kernels`).
+    content; ``precision="int8"`` runs the network's quantised QDQ model
+    (:func:`latlab.datasets.references.onnx_model`). Raises :class:`MeasurementError`
+    naming the network when onnxruntime cannot run it (callers then fall back to
+    :func:`ir_kernels`).
     """
     import onnx
     import onnxruntime as ort
@@ -309,7 +319,7 @@ def runtime_kernels(network: Any, *, threads: int = 1) -> list[RuntimeKernel]:
 
     ref = reference_of(network)
     try:
-        model = onnx_model(network)
+        model = onnx_model(network, precision=precision)
         data = model.SerializeToString()
     except MeasurementError:
         raise

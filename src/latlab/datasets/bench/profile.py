@@ -206,6 +206,7 @@ def profile_network(
     time_budget_s: float = 2.0,
     seed: int = 0,
     timer: str = "wall",
+    precision: str = "fp32",
 ) -> Profile:
     """Run ``network`` with onnxruntime's profiler on; per-node times traced to IR layers.
 
@@ -215,6 +216,8 @@ def profile_network(
     The profiler's durations are wall-clock; with ``timer="thread"`` (the protocol's choice
     for a shared machine) a node's time is the 10th percentile of its durations rather than the
     median (:attr:`Profile.statistic`); every raw duration is kept in ``node_samples_us``.
+    ``precision="int8"`` profiles the network's quantised QDQ model (its executed kernels are
+    the quantised ones, :mod:`.kernels_quant`; they trace to IR layers only loosely).
     """
     if timer not in ("wall", "thread") or (timer == "thread" and threads != 1):
         raise MeasurementError(f"profiler timer {timer!r} needs 'wall', or 'thread' with 1 thread")
@@ -226,7 +229,7 @@ def profile_network(
     graph = resolve(network)
     ref = graph.reference
     try:
-        model = onnx_model(network)
+        model = onnx_model(network, precision=precision)
         data = model.SerializeToString()
         feeds = fixed_inputs(network, model, 1, None, seed=seed)
         with tempfile.TemporaryDirectory(prefix="latlab-prof-") as tmp:
@@ -272,6 +275,8 @@ def profile_network(
         "graph_optimization": "all",
         "timer": timer,
     }
+    if precision != "fp32":  # fp32 profiles keep the settings keys they always had
+        settings["precision"] = precision
     stat = "p10" if timer == "thread" else "median"
     kernels = kernels_from_profile(all_model, events)
     return Profile(ref, mapping, samples, run_us, settings, ratio, stat, kernels)

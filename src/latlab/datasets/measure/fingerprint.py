@@ -210,15 +210,16 @@ def default_device_name(
     batch: int = 1,
     mode: str = "sequential",
     inter_op_threads: int = 1,
+    precision: str = "fp32",
 ) -> str:
     """A readable, deterministic id of a device configuration, e.g. ``xeon-2c-ort``.
 
     Used as the latency column name when none is given. Settings that change the latency are
     appended when they differ from the defaults (one thread, batch 1, sequential execution),
     so that names of default configurations never change: threads as ``-4t``, batch as
-    ``-b8``, parallel execution as ``-par`` with its inter-op threads (``-par2``); e.g.
-    ``xeon-2c-ort-4t-b8-par2``. A GPU backend names the accelerator (``h100-ort-cuda``)
-    instead of the CPU.
+    ``-b8``, parallel execution as ``-par`` with its inter-op threads (``-par2``), a precision
+    other than fp32 last (``-int8``, ``-bf16``); e.g. ``xeon-2c-ort-4t-b8-par2-int8``. A GPU
+    backend names the accelerator (``h100-ort-cuda``) instead of the CPU.
     """
     fp = fingerprint if fingerprint is not None else machine_fingerprint()
     if accelerator is None and backend.endswith("-cuda") and fp.get("gpus"):
@@ -237,4 +238,6 @@ def default_device_name(
         name += f"-{mode[:3]}{inter_op_threads}"
     elif inter_op_threads != 1:
         name += f"-i{inter_op_threads}"
+    if precision != "fp32":
+        name += f"-{precision}"
     return name

@@ -35,6 +35,36 @@ class Runner:
         self._fn()
 
 
+def precision_details(model: Any, network: Any) -> dict[str, Any]:
+    """The precision a quantised model runs at, recorded with its measurements: the quantised
+    graph's report (:func:`latlab.encoders.quantize.qdq_report`) and the kernels onnxruntime
+    executes at batch 1 (:func:`latlab.datasets.bench.kernels_quant.executed_precision`); the
+    label is ``int8`` only when both say every MAC is int8 (``mixed`` is logged as a warning)."""
+    import logging
+
+    from latlab.datasets.bench.kernels_quant import executed_precision
+    from latlab.encoders.quantize import qdq_report
+
+    graph = qdq_report(model)
+    try:
+        executed = executed_precision(network)
+    except MeasurementError as exc:  # e.g. an input shape only this measurement knows
+        executed = {"label": "unknown", "error": str(exc)}
+    # int8 only when the executed kernels confirm it; unknown counts as not confirmed
+    label = executed["label"] if graph.label == "int8" else graph.label
+    if label == "unknown":
+        label = "int8 (graph only)"
+    out = {"label": label, "graph": graph.as_dict(), "executed": executed}
+    if label != "int8":
+        logging.getLogger(__name__).warning(
+            "%s runs at %s precision (%s); measured as it runs",
+            network if isinstance(network, str) else network.reference,
+            label,
+            graph.summary(),
+        )
+    return out
+
+
 class OnnxRuntimeBackend:
     """Runs the network's ONNX model in an onnxruntime ``InferenceSession``."""
 
@@ -104,10 +134,11 @@ class OnnxRuntimeBackend:
         input_shape: Sequence[int] | None = None,
         mode: str = "sequential",
         inter_op_threads: int = 1,
+        precision: str = "fp32",
     ) -> Runner:
         from latlab.datasets.references import onnx_model
 
-        model = onnx_model(network, batch=batch, input_shape=input_shape)
+        model = onnx_model(network, batch=batch, input_shape=input_shape, precision=precision)
         feeds = fixed_inputs(network, model, batch, input_shape, seed=0)
         so = self.session_options(threads, mode, inter_op_threads)
         ort = self._ort
@@ -126,6 +157,8 @@ class OnnxRuntimeBackend:
             "execution_mode": mode,
             "graph_optimization": "all",
         }
+        if precision != "fp32":
+            details["precision"] = precision_details(model, network)
         if not self.cuda:
 
             def run() -> None:

@@ -74,6 +74,7 @@ from latlab.datasets.measure.fingerprint import machine_fingerprint
 from latlab.datasets.measure.load import LoadMeter, competing, wait_for_quiet
 from latlab.datasets.measure.rounds import paired_blocks, time_rounds
 from latlab.encoders.ir import NetworkGraph
+from latlab.encoders.quantize import PRECISIONS
 from latlab.errors import DriftError, LatlabError, MeasurementError
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ _NEW_DEFAULTS: dict[str, Any] = {
     "inter_op_threads": 1,
     "reference": None,
     "block_ms": 20.0,
+    "precision": "fp32",
 }
 
 
@@ -142,6 +144,9 @@ class MeasureConfig:
     reference: str | None = None
     #: Paired timing: the shortest block of runs of each member per round (ms).
     block_ms: float = 20.0
+    #: Numeric precision of the run (:data:`latlab.encoders.quantize.PRECISIONS`): ``fp32``,
+    #: ``int8`` (the statically quantised QDQ model, onnxruntime) or ``bf16`` (torch).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         checks = {
@@ -160,6 +165,7 @@ class MeasureConfig:
             "mode": self.mode in MODES,
             "inter_op_threads": self.inter_op_threads >= 1,
             "block_ms": self.block_ms > 0,
+            "precision": self.precision in PRECISIONS,
         }
         for name, ok in checks.items():
             if not ok:
@@ -192,7 +198,7 @@ class MeasureConfig:
         Together with the device name this is a *device configuration*; its reference value
         (:mod:`latlab.datasets.measure.reference`) is shared by every protocol of it.
         """
-        return {
+        out = {
             "backend": self.backend,
             "threads": self.threads,
             "batch": self.batch,
@@ -201,6 +207,9 @@ class MeasureConfig:
             "inter_op_threads": self.inter_op_threads,
             "timer": self.timer,
         }
+        if self.precision != "fp32":  # fp32 configurations keep the keys they always had
+            out["precision"] = self.precision
+        return out
 
     def settings_key(self) -> str:
         """A short hash of :meth:`settings`."""
@@ -340,6 +349,12 @@ def _prepare(
                 "omit --mode/--inter-op"
             )
         kwargs.update(mode=cfg.mode, inter_op_threads=cfg.inter_op_threads)
+    if cfg.precision != "fp32":
+        if "precision" not in params:
+            raise MeasurementError(
+                f"backend {backend.name!r} has no precision setting; omit --precision"
+            )
+        kwargs["precision"] = cfg.precision
     what = f"{role} {_ref(network)!r}" if role else repr(_ref(network))
     try:
         return backend.prepare(network, cfg.batch, cfg.threads, **kwargs)

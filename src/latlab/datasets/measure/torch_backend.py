@@ -24,6 +24,17 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import MeasurementError
 
 
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bfloat16 instruction sets (``avx512_bf16``, ``amx_bf16``) per
+    /proc/cpuinfo; empty where it has none (bf16 is then emulated) or cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))
+
+
 class TorchBackend:
     """Runs the network as an eager torch module built from its IR."""
 
@@ -61,18 +72,32 @@ class TorchBackend:
         batch: int,
         threads: int,
         input_shape: Sequence[int] | None = None,
+        precision: str = "fp32",
     ) -> Runner:
         from latlab.datasets.references import resolve
+        from latlab.encoders.quantize import PrecisionError, check_precision
         from latlab.encoders.torch_export import to_torch
 
         torch = self._torch
+        check_precision(precision)
+        if precision == "int8":
+            raise PrecisionError(
+                f"backend {self.name!r} does not run int8 (latlab quantises with onnxruntime's "
+                "tooling): measure int8 with --backend onnxruntime"
+            )
         graph = resolve(network, batch=batch, input_shape=input_shape)
         torch.set_num_threads(threads)
         device = torch.device(f"cuda:{self.device_id}" if self.cuda else "cpu")
         module = to_torch(graph, seed=0).to(device)
         feeds = graph_inputs(graph, seed=0)
         inputs = [torch.from_numpy(arr).to(device) for arr in feeds.values()]
-        details = {"threads": torch.get_num_threads(), "device": str(device)}
+        details: dict[str, Any] = {"threads": torch.get_num_threads(), "device": str(device)}
+        if precision == "bf16":
+            # weights and float inputs in bfloat16: oneDNN's bf16 kernels (AVX512-BF16 / AMX
+            # where the CPU has them; emulated, and slower than fp32, where it has neither)
+            module = module.to(torch.bfloat16)
+            inputs = [x.to(torch.bfloat16) if x.is_floating_point() else x for x in inputs]
+            details["precision"] = {"label": "bf16", "cpu_bf16": cpu_bf16_flags()}
 
         if not self.cuda:
 

@@ -1,0 +1,264 @@
+"""Precision as part of a device configuration: INT8 quantisation (real onnxruntime on tiny
+networks), mixed precision reported, precision in device names and the protocol, bad input."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cli_helpers import run_cli
+from latlab.datasets.bench.kernels_quant import executed_precision
+from latlab.datasets.bench.kernels_runtime import runtime_kernels
+from latlab.datasets.measure import MeasureConfig, default_device_name, measure
+from latlab.datasets.references import onnx_model, resolve
+from latlab.encoders import quantize
+from latlab.encoders.quantize import PrecisionError, at_precision, qdq_report
+from latlab.errors import DataError, MeasurementError
+from latlab.predictors.precision import kernel_class
+
+NET = "cnn:r32-c8s2-rb8-c16s2-fc10"
+QUICK = ["--repeats", "5", "--time-budget", "0.05", "--no-reference"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Quantised models cached in the test's own folder, memory cache empty."""
+    monkeypatch.setenv("LATLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(quantize, "_MEMORY", type(quantize._MEMORY)())
+
+
+def test_int8_model_is_qdq_runs_and_executes_quantised_kernels(tmp_path):
+    model = onnx_model(NET, precision="int8")
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["QuantizeLinear"] >= 1 and ops["DequantizeLinear"] >= 4
+    report = qdq_report(model)
+    assert report.label == "int8" and report.int8_mac_fraction == 1.0
+    assert report.macs == pytest.approx(resolve(NET).totals.macs, rel=0.02)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    (y,) = session.run(None, {session.get_inputs()[0].name: x})
+    assert y.shape == (1, 10) and np.isfinite(y).all()
+    # what onnxruntime executes: quantised kernels, weights at one byte an element
+    k8 = runtime_kernels(NET, precision="int8")
+    k32 = runtime_kernels(NET)
+    fams = Counter(k.family for k in k8)
+    assert fams["com.microsoft.QLinearConv"] >= 3 and fams["com.microsoft.QGemm"] == 1
+    q_conv = [k for k in k8 if k.family == "com.microsoft.QLinearConv"]
+    assert all(k.features["bytes_w"] < 1.1 * k.features["w_elems"] for k in q_conv)
+    # NHWC shapes read back as NCHW: the executed int8 MACs are the network's (the float
+    # NCHWc kernels pad channels to the block size, so theirs are more)
+    conv_macs = sum(la.macs for la in resolve(NET).layers if la.op == "Conv")
+    assert sum(k.features["macs"] for k in q_conv) == conv_macs
+    assert sum(k.features["macs"] for k in k32 if "Conv" in k.op) >= conv_macs
+    assert executed_precision(NET)["label"] == "int8"
+    assert kernel_class("com.microsoft.QLinearConv/dw") == "dwconv"
+
+
+def test_quantised_models_are_cached_by_content(tmp_path):
+    first = onnx_model(NET, precision="int8").SerializeToString()
+    files = list((tmp_path / "cache" / "quantized").glob("*.onnx"))
+    assert len(files) == 1
+    quantize._MEMORY.clear()
+    assert onnx_model(NET, precision="int8").SerializeToString() == first  # read from disk
+    onnx_model("cnn:r32-c8s2-c16-fc10", precision="int8")
+    assert len(list((tmp_path / "cache" / "quantized").glob("*.onnx"))) == 2
+
+
+def _conv_then_deconv(path):
+    """Conv (onnxruntime runs it as QLinearConv) then ConvTranspose (quantised in the QDQ
+    graph, but onnxruntime has no int8 kernel for it and runs DQ -> float -> Q)."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 4, 2, 2)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("ConvTranspose", ["b", "w2"], ["y"], name="deconv", strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 32])],
+        [w1, w2],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    conv_macs = 8 * 16 * 16 * 3 * 3 * 3
+    deconv_macs = 8 * 16 * 16 * 4 * 2 * 2
+    return conv_macs / (conv_macs + deconv_macs)
+
+
+def test_a_network_not_fully_quantised_is_measured_and_reported_mixed(tmp_path):
+    frac = _conv_then_deconv(tmp_path / "mixed.onnx")
+    ref = f"onnx:{tmp_path / 'mixed.onnx'}"
+    executed = executed_precision(ref)
+    assert executed["label"] == "mixed"
+    assert executed["int8_mac_fraction"] == pytest.approx(frac, rel=1e-6)
+    assert executed["float_kernels"] == {"ConvTranspose": 1}
+    m = measure(ref, MeasureConfig(precision="int8", repeats=5, min_repeats=3,
+                                   time_budget_s=0.05))  # fmt: skip
+    prec = m.backend_info["precision"]
+    assert prec["label"] == "mixed"  # never labelled int8 although the QDQ graph is all int8
+    assert prec["graph"]["label"] == "int8"
+    assert m.protocol["precision"] == "int8" and m.median_ms > 0
+
+
+def test_precision_in_device_names_and_protocol():
+    fp = {"cpu_model": "AMD EPYC 9454", "physical_cores": 2}
+    base = default_device_name("onnxruntime", 1, fp)
+    assert default_device_name("onnxruntime", 1, fp, precision="fp32") == base
+    assert default_device_name("onnxruntime", 2, fp, batch=8, precision="int8") == (
+        base + "-2t-b8-int8"
+    )
+    fp32, int8 = MeasureConfig(), MeasureConfig(precision="int8")
+    assert "precision" not in fp32.protocol() and "precision" not in fp32.settings()
+    assert MeasureConfig(precision="fp32").protocol_key() == fp32.protocol_key()
+    assert int8.protocol()["precision"] == "int8" and int8.settings()["precision"] == "int8"
+    assert int8.protocol_key() != fp32.protocol_key()
+    assert int8.settings_key() != fp32.settings_key()
+    with pytest.raises(MeasurementError, match="precision='int4'"):
+        MeasureConfig(precision="int4")
+
+
+def test_ir_at_precision_counts_bytes_not_macs():
+    g = resolve(NET)
+    q = at_precision(g, "int8")
+    b = at_precision(g, "bf16")
+    assert q.totals.macs == g.totals.macs
+    assert q.totals.weight_bytes * 4 == pytest.approx(g.totals.weight_bytes, abs=8)
+    assert q.totals.bytes_read * 4 == g.totals.bytes_read
+    assert b.totals.bytes_written * 2 == g.totals.bytes_written
+    assert q.meta["precision"] == "int8" and at_precision(g, "fp32") is g
+
+
+def test_bf16_on_torch_and_int8_refused_there():
+    m = measure(NET, MeasureConfig(backend="torch", precision="bf16", repeats=5,
+                                   min_repeats=3, time_budget_s=0.05))  # fmt: skip
+    assert m.backend_info["precision"]["label"] == "bf16" and m.median_ms > 0
+    with pytest.raises(PrecisionError, match="--backend onnxruntime"):
+        measure(NET, MeasureConfig(backend="torch", precision="int8"))
+    with pytest.raises(PrecisionError, match="no bfloat16"):
+        onnx_model(NET, precision="bf16")
+
+
+def test_cli_measure_int8_column(tmp_path, capsys):
+    db = tmp_path / "m.db"
+    code, out, err = run_cli(
+        ["measure", NET, "--precision", "int8", "--db", str(db), *QUICK], capsys
+    )
+    assert code == 0, err
+    device = default_device_name("onnxruntime", precision="int8")
+    assert device.endswith("-int8") and device in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["measure", NET, "--precision", "int4"], "unknown --precision 'int4'"),
+        (["measure", NET, "--precision", "bf16"], "needs --backend torch"),
+        (["measure", NET, "--precision", "int8", "--backend", "torch"], "--backend onnxruntime"),
+        (["bench", "--precision", "int4"], "unknown --precision 'int4'"),
+        (["bench", "--precision", "int8", "--suite", "kernels"], "--suite context"),
+    ],
+)
+def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message):
+    db = tmp_path / "x.db"
+    code, _, err = run_cli([*argv, "--db", str(db)], capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_cli_quantize_writes_the_model_and_reports_mixed(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "q" / "net.onnx"
+    code, stdout, err = run_cli(["quantize", NET, "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    (row,) = json.loads(stdout)
+    assert row["label"] == "int8" and row["executed"]["int8_mac_fraction"] == 1.0
+    assert Counter(n.op_type for n in onnx.load(out).graph.node)["QuantizeLinear"] >= 1
+    frac = _conv_then_deconv(tmp_path / "mixed.onnx")
+    code, stdout, _ = run_cli(["quantize", f"onnx:{tmp_path / 'mixed.onnx'}", "--json"], capsys)
+    (row,) = json.loads(stdout)
+    assert code == 0 and row["label"] == "mixed"
+    assert row["executed"]["int8_mac_fraction"] == pytest.approx(frac, rel=1e-6)
+    code, _, err = run_cli(["quantize", NET, "--out", str(tmp_path / "x.csv")], capsys)
+    assert code == 2 and "use .onnx" in err and not (tmp_path / "x.csv").exists()
+
+
+INT8_NETS = [
+    "block:basic?c=16&h=14",
+    "block:basic?c=32&f=64&h=14&s=2",
+    "block:mbconv?c=16&e=3&h=14&se=1",
+    "block:transformer?d=64&h=2&s=16",
+]
+
+
+def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path):
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
+    from latlab.datasets.bench.export import kernel_rows
+    from latlab.datasets.store import Store
+    from latlab.predictors import load_predictor, make_predictor
+
+    db = str(tmp_path / "bench.db")
+    store = Store(db)
+    cfg = replace(BENCH_CONFIG, precision="int8", time_budget_s=0.1, max_warmup_s=0.1)
+    res = run_bench("context", store, "cpu-int8", references=INT8_NETS, config=cfg,
+                    profile_runs=5)  # fmt: skip
+    assert not res.failed, res.failed
+    rows = kernel_rows(store, "cpu-int8")
+    table = store.export_table(devices=["cpu-int8"], protocol=cfg)
+    store.close()
+    assert {"com.microsoft.QLinearConv", "com.microsoft.QGemm"} <= set(rows["family"])
+    assert "com.microsoft.nchwc.Conv" not in set(rows["family"])  # nothing ran in float
+    model = make_predictor("kernel", store=db, device="cpu-int8", min_points=3,
+                           n_estimators=20, model="linear")  # fmt: skip
+    model.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    assert model.precision_ == "int8"
+    per = model.predict_layers(["block:basic?c=16&f=32&h=14"])  # never profiled
+    assert "com.microsoft.QLinearConv" in set(per["family"])
+    assert per.loc[per["family"] == "com.microsoft.QLinearConv", "covered"].all()
+    model.save(tmp_path / "k8")
+    again = load_predictor(tmp_path / "k8")
+    assert again.precision_ == "int8"
+    np.testing.assert_allclose(again.predict(INT8_NETS), model.predict(INT8_NETS), rtol=1e-9)
+    assert np.all(model.predict(INT8_NETS) > 0)
+    # cross-precision: the FP32 kernel data of the same networks plus their INT8 ones
+    store = Store(db)
+    fp = replace(cfg, precision="fp32")
+    assert not run_bench("context", store, "cpu", references=INT8_NETS, config=fp,
+                         profile_runs=5).failed  # fmt: skip
+    store.close()
+    cross = make_predictor("cross-precision", store=db, device="cpu-int8", min_points=3,
+                           model="linear")  # fmt: skip
+    cross.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    sp = cross.speedups()
+    assert set(sp) == {"conv", "dwconv", "matmul", "other"} and sp["conv"] > 0.5
+    pred = cross.predict(INT8_NETS)
+    assert np.all(pred > 0) and np.all(cross.predict_fp32(INT8_NETS) > 0)
+    cross.save(tmp_path / "x8")
+    np.testing.assert_allclose(load_predictor(tmp_path / "x8").predict(INT8_NETS), pred,
+                               rtol=1e-9)  # fmt: skip
+    with pytest.raises(DataError, match="source_device"):
+        make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)
+
+
+def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
+    frac = _conv_then_deconv(tmp_path / "mixed.onnx")
+    ref = f"onnx:{tmp_path / 'mixed.onnx'}"
+    code, _, err = run_cli(
+        ["measure", ref, NET, "--precision", "int8", "--db", str(tmp_path / "m.db"), *QUICK],
+        capsys,
+    )
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "mixed precision:" in ln]
+    assert len(lines) == 1 and "mixed.onnx" in lines[0]  # the all-int8 network is not named
+    assert f"{100 * frac:.1f} % of MACs in int8 kernels" in lines[0]
