@@ -610,8 +610,13 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
 
 
 def _check_confidence_option(confidence: float | None) -> None:
-    if confidence is not None and not 0 < confidence < 1:
-        fail(f"--confidence must be in (0, 1) (e.g. 0.9), got {confidence:g}")
+    from latlab.confidence import check_confidence
+
+    if confidence is not None:
+        try:
+            check_confidence(confidence, "--confidence")
+        except LatlabError as exc:
+            fail(str(exc))
 
 
 def _tracker(no_mlflow: bool, experiment: str | None) -> Any:
@@ -625,9 +630,9 @@ def _tracker(no_mlflow: bool, experiment: str | None) -> Any:
 
 
 def _json_out(data: Any) -> None:
-    from latlab.predictors.base import _jsonable
+    from latlab.jsonio import dumps
 
-    sys.stdout.write(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(dumps(data, indent=2) + "\n")
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -655,7 +660,7 @@ _METRIC_HEADERS = {
     "spearman": "ρ",
     "kendall": "τ",
     "coverage": "coverage %",
-    "mean_rel_width": "width %",
+    "mean_relative_width": "width %",
 }
 
 

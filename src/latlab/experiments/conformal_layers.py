@@ -26,7 +26,6 @@ ANNETTE's full suites, 200 nb201 networks and the zoo, 5 seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -37,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import LatlabError
-from latlab.experiments.common import json_safe
+from latlab.fileio import atomic_write_text
+from latlab.jsonio import dumps
 from latlab.predictors import make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.predictors.conformal.layers import LayerCps
@@ -172,8 +172,8 @@ def run(
         "results": results,
         "seconds": time.monotonic() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
-    (out / "report.md").write_text(report(metrics))
+    atomic_write_text(out / "metrics.json", dumps(metrics))
+    atomic_write_text(out / "report.md", report(metrics))
     return metrics
 
 

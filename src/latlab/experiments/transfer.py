@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import DataError
-from latlab.experiments.common import RunLog, config_hash, markdown_table, mean_std, write_atomic
+from latlab.experiments.common import RunLog, config_hash, markdown_table, mean_std
 from latlab.experiments.context import ExperimentContext
 from latlab.experiments.plots import save
+from latlab.fileio import atomic_write_text
 from latlab.training.plots import pyplot
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,7 @@ def _experiment(ctx: ExperimentContext, protocol: str) -> dict[str, Any]:
     metrics["run_seconds"] = float(sum(r.get("seconds", 0.0) for r in records))
     plot_rho_vs_k(metrics, ctx.out / "rho_vs_k.png")
     plot_mean_rho_vs_k(metrics, ctx.out / "mean_rho_vs_k.png")
-    write_atomic(ctx.out / "report.md", report(metrics, ctx))
+    atomic_write_text(ctx.out / "report.md", report(metrics, ctx))
     return metrics
 
 

@@ -14,7 +14,6 @@ safetensors, skops), and :func:`load_predictor` rebuilds an identical predictor.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ from latlab.datasets.references import resolve
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import atomic_write_text, inside
+from latlab.jsonio import jsonable
 
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
@@ -128,8 +128,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
         state = self._state(d)
         doc = {
             "predictor": self.name,
-            "params": _jsonable(self.get_params(deep=False)),
-            "state": _jsonable(state),
+            "params": jsonable(self.get_params(deep=False)),
+            "state": jsonable(state),
         }
         # predictor.json is written last, atomically: a folder holding it holds a whole predictor.
         atomic_write_text(d / PREDICTOR_FILE, json.dumps(doc, indent=1, allow_nan=False))
@@ -211,21 +211,3 @@ def read_model_file(directory: Path, name: str) -> bytes:
 
 def _ensure_registered() -> None:
     import latlab.predictors  # noqa: F401  (the package imports every predictor module)
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples to JSON types; NaN/inf become None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

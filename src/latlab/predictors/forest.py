@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import BundleError
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import (
     LatencyPredictor,
@@ -24,13 +23,14 @@ from latlab.predictors.base import (
 )
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
 from latlab.predictors.features import AUTO, VectorFeatures
+from latlab.predictors.skops_io import TREE_TYPES, load_trusted_skops
 
 FOREST_FILE = "forest.skops"
 
 #: The types skops does not trust by default that a saved RandomForestRegressor contains.
 #: (skops trusts scikit-learn estimators and numpy arrays itself; the compiled tree is the only
 #: extra.) Anything else in a file is refused.
-TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
+TRUSTED_TYPES: tuple[str, ...] = TREE_TYPES
 
 
 @register_predictor
@@ -96,7 +96,9 @@ class ForestPredictor(LatencyPredictor):
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
         self.forest_ = load_trusted_skops(
-            read_model_file(directory, state.get("model_file", FOREST_FILE)), directory
+            read_model_file(directory, state.get("model_file", FOREST_FILE)),
+            directory,
+            TRUSTED_TYPES,
         )
         self.features_ = VectorFeatures.from_state(state["features"])
 
@@ -119,22 +121,3 @@ def predict_rows_parallel(forest: Any, x: np.ndarray, n_jobs: int | None) -> np.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         parts = list(pool.map(lambda idx: forest.predict(x[idx]), chunks))
     return np.concatenate(parts).astype(np.float64)
-
-
-def load_trusted_skops(data: bytes, where: Path | str) -> Any:
-    """Load a skops file that needs no type beyond skops' defaults and :data:`TRUSTED_TYPES`."""
-    import skops.io as sio
-
-    try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as exc:  # skops raises zipfile/JSON errors for corrupt files
-        raise BundleError(f"corrupt skops model in {where}: {exc}") from None
-    unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if unknown:
-        raise BundleError(
-            f"skops model in {where} contains types latlab does not trust: {', '.join(unknown)}"
-        )
-    try:
-        return sio.loads(data, trusted=list(untrusted))
-    except Exception as exc:
-        raise BundleError(f"cannot load skops model in {where}: {exc}") from None

@@ -42,11 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import check_confidence
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
+from latlab.jsonio import jsonable
 from latlab.training import intervals
 from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
-from latlab.training.splits import check_confidence
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ ENV_PACKAGES = (
 #: Keys of a predictor's saved state that describe its features and their scaling; copied into
 #: the manifest so that the feature spec is readable without the predictor's own files.
 FEATURE_STATE_KEYS = ("features", "x_mean", "x_std", "y_mean", "y_std", "n_inputs", "graph")
-
-
-def _jsonable(value: Any) -> Any:
-    from latlab.predictors.base import _jsonable as conv
-
-    return conv(value)
 
 
 def _sha256(path: Path) -> str:
@@ -221,6 +216,12 @@ class Bundle:
         """Lower and upper bounds (ms) at ``confidence`` (default: :attr:`confidence`);
         ``point_ms`` may pass :meth:`predict`'s result for these networks to save a pass."""
         c = check_confidence(self.confidence if confidence is None else confidence)
+        return self._interval(networks, c, point_ms)
+
+    def _interval(
+        self, networks: Sequence[Any], c: float, point_ms: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_interval` at an already checked confidence ``c``."""
         if self.conformal is None:
             raise BundleError(
                 f"bundle {self.path} has no conformal calibration: it gives point predictions "
@@ -246,7 +247,7 @@ class Bundle:
         out = pd.DataFrame({"network": [reference_of(n) for n in nets], "latency_ms": point})
         if self.calibrated:
             c = check_confidence(self.confidence if confidence is None else confidence)
-            low, high = self.predict_interval(nets, c, point_ms=point)
+            low, high = self._interval(nets, c, point)
             out["lower_ms"] = low
             out["upper_ms"] = high
             out["confidence"] = c
@@ -425,7 +426,7 @@ def save_bundle(
 
 
 def _write_manifest(stage: Path, doc: dict[str, Any]) -> None:
-    text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(doc), indent=1, allow_nan=False)
     atomic_write_text(stage / MANIFEST, text + "\n")
 
 
@@ -487,6 +488,10 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"({doc.get('latlab_version', '?')} wrote it; this one reads up to "
             f"{SCHEMA_VERSION}): upgrade latlab"
         )
+    if "metrics" in doc:  # bundles before the one interval-width name wrote mean_rel_width
+        from latlab.training.metrics import upgrade_metric_keys
+
+        doc["metrics"] = upgrade_metric_keys(doc["metrics"])
     return doc
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import check_confidence, recommended_calibration_size
 from latlab.errors import DataError, LatlabError
 from latlab.training import intervals
 from latlab.training.bundle import (
@@ -38,12 +39,10 @@ from latlab.training.metrics import interval_metrics, metrics_by_group, regressi
 from latlab.training.splits import (
     FEW_SHOT_ROWS,
     Split,
-    check_confidence,
     default_cal_size,
     device_split,
     families_of,
     make_split,
-    min_calibration_size,
     min_rows_for_calibration,
 )
 from latlab.training.tracking import Tracker
@@ -403,10 +402,10 @@ def train(
         )
     warnings: list[str] = [small_data] if small_data else []
     cross = conformal in intervals.CROSS_METHODS
-    if conformal and not cross and len(split.cal) < min_calibration_size(confidence):
+    if conformal and not cross and len(split.cal) < recommended_calibration_size(confidence):
         warnings.append(
             f"calibration set of {len(split.cal)} networks is small for {confidence:g} "
-            f"confidence (at least {min_calibration_size(confidence)} recommended): "
+            f"confidence (at least {recommended_calibration_size(confidence)} recommended): "
             "intervals may be infinite or unstable"
         )
         log.warning("%s", warnings[-1])  # now, not after a long tuning run
@@ -617,7 +616,7 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of ``bundle`` on every valid row of column ``target`` of ``data``.
 
-    Intervals (``coverage``, ``mean_rel_width``) at ``confidence`` (default: the bundle's)
+    Intervals (``coverage``, ``mean_relative_width``) at ``confidence`` (default: the bundle's)
     when the bundle is calibrated. Networks the bundle was fitted, validated or calibrated on
     are counted and warned about (their errors are optimistic).
     """

@@ -342,9 +342,9 @@ def study_signature(
     predictor: str, fixed: Mapping[str, Any], context: Mapping[str, Any]
 ) -> dict[str, Any]:
     """What must match for trials to be comparable: predictor, fixed params, data, split."""
-    from latlab.predictors.base import _jsonable
+    from latlab.jsonio import jsonable
 
-    return _jsonable({"predictor": predictor, "fixed": dict(fixed), **dict(context)})
+    return jsonable({"predictor": predictor, "fixed": dict(fixed), **dict(context)})
 
 
 def default_study_name(signature: Mapping[str, Any]) -> str:

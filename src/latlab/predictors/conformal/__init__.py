@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import check_confidence, min_calibration_size
 from latlab.errors import BundleError, DataError
 from latlab.predictors.base import LatencyPredictor, Network, load_predictor
 from latlab.predictors.conformal import cross as _cross  # noqa: F401  (registers cv+)
@@ -31,8 +32,6 @@ from latlab.predictors.conformal.base import (
     BASE_DIR,
     METHODS,
     ConformalPredictor,
-    check_confidence,
-    min_calibration_size,
     read_conformal_doc,
 )
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from latlab.confidence import check_confidence, min_calibration_size
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import LatencyPredictor, Network, check_training_data
@@ -63,21 +64,6 @@ def import_crepes() -> Any:
         import crepes.extras
 
     return crepes
-
-
-def check_confidence(confidence: float) -> float:
-    try:
-        c = float(confidence)
-    except (TypeError, ValueError):
-        raise DataError(f"confidence must be a number in (0, 1), got {confidence!r}") from None
-    if not 0.0 < c < 1.0 or not math.isfinite(c):
-        raise DataError(f"confidence must be in (0, 1) (e.g. 0.9), got {confidence!r}")
-    return c
-
-
-def min_calibration_size(confidence: float) -> int:
-    """Smallest calibration set whose conformal quantile at ``confidence`` is finite."""
-    return max(1, math.ceil(1.0 / (1.0 - confidence) - 1.0 - 1e-9))
 
 
 def conformal_quantile(scores: np.ndarray, confidence: float) -> float:
