@@ -9,15 +9,9 @@ import pandas as pd
 import pytest
 
 from cli_helpers import run_cli
-from latlab.training import intervals
 from latlab.training.bundle import load_bundle
 from latlab.training.pipeline import TrainConfig, evaluate, train
 from latlab.training.tracking import Tracker
-
-pytestmark = pytest.mark.skipif(
-    not intervals.available(),
-    reason="the conformal wrappers (latlab.predictors.conformal) are not in this build yet",
-)
 
 
 @pytest.fixture(scope="module")

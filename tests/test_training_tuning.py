@@ -16,11 +16,6 @@ from latlab.training.tuning import SEARCH_SPACES, make_storage, tune, validation
 UNTUNED = {"lxnorop"}
 
 
-def _needs(name: str) -> None:
-    if name not in PREDICTORS:
-        pytest.skip(f"predictor {name!r} is not in this build yet")
-
-
 @pytest.fixture(scope="module")
 def nb201_parts(nb201_small):
     td = load_training_data(nb201_small, "gold_6240")
@@ -87,7 +82,6 @@ def test_journal_storage_and_errors(tmp_path, nb201_parts):
 
 
 def test_gbm_tuning_through_the_pipeline_beats_or_keeps_defaults(tmp_path, nb201_small):
-    _needs("gbm")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     fixed = {"n_estimators": 300, "n_jobs": 1}
     base = TrainConfig(
@@ -109,7 +103,6 @@ def test_gbm_tuning_through_the_pipeline_beats_or_keeps_defaults(tmp_path, nb201
 
 
 def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_parts):
-    _needs("fcnn")
     from latlab.predictors.epochs import epoch_callback
 
     train_part, val_part = nb201_parts

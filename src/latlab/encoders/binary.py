@@ -191,14 +191,3 @@ def binary_conv(
         act_bits=1,
         **kw,
     )[0]
-
-
-def binary_summary(layers: Sequence[Layer], bus_width: int = 64) -> dict[str, int]:
-    """Binary-layer counts of a layer list: layers, binary MACs, XNOROPs at ``bus_width``."""
-    binl = [lay for lay in layers if is_binary(lay)]
-    return {
-        "binary_layers": len(binl),
-        "binary_macs": sum(lay.macs for lay in binl),
-        "xnorops": sum(xnorops(lay, bus_width) for lay in binl),
-        "bus_width": bus_width,
-    }

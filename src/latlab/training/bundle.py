@@ -640,14 +640,3 @@ def load_bundle(
         if not isinstance(split, dict):
             raise BundleError(f"corrupt {split_path}: expected an object of reference lists")
     return Bundle(d, manifest, predictor, conformal, split, cache_size=cache_size)
-
-
-def check_bundle_target(bundle: Bundle, target: str) -> None:
-    """Warn (log) when evaluating a bundle on another device column than it was trained for."""
-    if bundle.target and target != bundle.target:
-        log.warning(
-            "bundle %s was trained for %r, evaluated on column %r",
-            bundle.path,
-            bundle.target,
-            target,
-        )

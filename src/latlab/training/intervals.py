@@ -34,24 +34,8 @@ def check_method(method: str | None) -> str | None:
 
 
 def _module() -> Any:
-    try:
-        return importlib.import_module("latlab.predictors.conformal")
-    except ModuleNotFoundError as exc:
-        if exc.name != "latlab.predictors.conformal":
-            raise
-        raise DataError(
-            "conformal intervals need latlab.predictors.conformal, which this build lacks: "
-            "train with --conformal none"
-        ) from None
-
-
-def available() -> bool:
-    """Whether the conformal wrappers are importable in this build."""
-    try:
-        _module()
-    except DataError:
-        return False
-    return True
+    """The conformal wrappers' package, imported when first needed (it imports crepes)."""
+    return importlib.import_module("latlab.predictors.conformal")
 
 
 def wrap(method: str, predictor: Any, **options: Any) -> Any:
@@ -84,7 +68,7 @@ def calibrate(
 ) -> Any:
     """Calibrate on the calibration split; the training split is passed along for methods
     whose difficulty model is fitted on training data (it spares calibration points)."""
-    if train is not None and _accepts(wrapper.calibrate, "train_networks"):
+    if train is not None:
         return wrapper.calibrate(
             networks, latencies_ms, train_networks=train[0], train_latencies_ms=train[1]
         )
@@ -95,18 +79,7 @@ def predict_interval(
     wrapper: Any, networks: list[Any], confidence: float, point_ms: Any = None
 ) -> tuple[Any, Any]:
     """Interval bounds; reuses ``point_ms`` (the point predictions) where the wrapper can."""
-    if point_ms is not None and _accepts(wrapper.predict_interval, "point_ms"):
-        return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
-    return wrapper.predict_interval(networks, confidence)
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
 
 
 def ood_mask(wrapper: Any, networks: list[Any]) -> Any:

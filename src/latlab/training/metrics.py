@@ -50,12 +50,6 @@ def _as_arrays(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
-def relative_errors(y_true: Any, y_pred: Any) -> np.ndarray:
-    """``|p - t| / t`` per network."""
-    t, p = _as_arrays(y_true, y_pred)
-    return np.abs(p - t) / t
-
-
 def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     """All point-prediction metrics of one set of predictions (see the module docstring).
 

@@ -118,9 +118,8 @@ def _noop(stage: str, done: int | None = None, total: int | None = None) -> None
 
 def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> Any:
     """A predictor by name; ``random_state`` follows ``seed`` unless given; one-line errors."""
-    from latlab.predictors.base import PREDICTORS, _ensure_registered, make_predictor
+    from latlab.predictors import PREDICTORS, make_predictor
 
-    _ensure_registered()
     cls = PREDICTORS.get(name)
     if cls is None:
         return make_predictor(name)  # raises the DataError listing the known names
@@ -197,8 +196,6 @@ def _check_config(config: TrainConfig) -> Any:
             raise DataError("tuning needs a validation split: --val-size must be >= 1")
     if config.cal_size and intervals.check_method(config.conformal) is None:
         raise DataError("--cal-size needs conformal intervals (--conformal METHOD)")
-    if config.conformal and config.conformal != intervals.NO_CONFORMAL:
-        intervals._module()  # a clear error when the wrappers are missing from this build
     return predictor
 
 

@@ -41,7 +41,6 @@ Example (a MobileNetV2-like chain at 160 px)::
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -426,8 +425,3 @@ register_scheme(
 register_space(
     SearchSpace("cnn", sample_cnn, "MobileNet/ResNet/VGG-style CNN chains, 32-224 px inputs")
 )
-
-
-def specs_of(refs: Sequence[str]) -> list[CnnSpec]:
-    """Parse many references (convenience for analyses of a sample)."""
-    return [parse_cnn(r) for r in refs]
