@@ -178,7 +178,8 @@ def _run_one(
         if "target_exclude" in params:  # record what the predictor pretrained on
             from latlab.training.bundle import load_bundle
 
-            weights = load_bundle(Path(tmp) / "bundle").predictor.source_weights()
+            predictor: Any = load_bundle(Path(tmp) / "bundle").predictor  # a TransferPredictor
+            weights = predictor.source_weights()
             sources = [n for n in weights if not n.startswith("proxy:")]
     test = result.metrics["test"]
     out: dict[str, Any] = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -26,6 +26,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import atomic_write_text, inside
 from latlab.jsonio import jsonable
+from latlab.predictors.tuning_space import TuningSpace
 
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
@@ -75,6 +76,61 @@ def check_training_data(
     return y
 
 
+@runtime_checkable
+class Predictor(Protocol):
+    """What training, serving and the conformal wrappers rely on (the seam, typed).
+
+    :class:`LatencyPredictor` implements it; anything else that does can be served too.
+    """
+
+    name: ClassVar[str]
+    encoding: ClassVar[str]
+
+    def fit(
+        self,
+        networks: Sequence[Network],
+        latencies_ms: Any,
+        *,
+        eval_set: tuple[Sequence[Network], Any] | None = None,
+    ) -> Any: ...
+
+    def predict(self, networks: Sequence[Network]) -> np.ndarray: ...
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]: ...
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+
+@runtime_checkable
+class IntervalPredictor(Protocol):
+    """What training and bundles rely on in a conformal wrapper
+    (:class:`latlab.predictors.conformal.base.ConformalPredictor` implements it)."""
+
+    warnings: list[str]
+
+    @property
+    def calibrated(self) -> bool: ...
+
+    def calibrate(
+        self,
+        networks: Sequence[Network],
+        latencies_ms: Any,
+        *,
+        train_networks: Sequence[Network] | None = None,
+        train_latencies_ms: Any = None,
+    ) -> Any: ...
+
+    def predict(self, networks: Sequence[Network]) -> np.ndarray: ...
+
+    def predict_interval(
+        self, networks: Sequence[Network], confidence: float = 0.9, *, point_ms: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+
 class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     """Base class: subclasses implement ``_fit``, ``_predict``, ``_state`` and ``_restore``."""
 
@@ -82,6 +138,14 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     name: ClassVar[str] = "base"
     #: Minimum number of training rows the predictor can learn from.
     min_train_rows: ClassVar[int] = 2
+    #: What Optuna may search (:mod:`latlab.predictors.tuning_space`); ``None``: not tuned.
+    tuning: ClassVar[TuningSpace | None] = None
+    #: References training must keep in the training split (a device constant such as the
+    #: layer-wise session probe, not a sample to hold out).
+    train_only_references: ClassVar[tuple[str, ...]] = ()
+    #: Keys of the saved state (``_state``) that describe the features and their scaling: a
+    #: bundle's manifest shows them (``features``) without opening the predictor's files.
+    feature_state_keys: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ public contract
 
@@ -111,6 +175,28 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
         if len(networks) == 0:
             return np.zeros(0)
         return np.asarray(self._predict(list(networks)), dtype=float).reshape(-1)
+
+    # ------------------------------------------------------------------ the cached fast path
+
+    #: What :meth:`encode` gives (``graphs``: the resolved IR; ``rows``: feature rows; ...),
+    #: named in the serving cache's statistics and logs.
+    encoding: ClassVar[str] = "graphs"
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """The model input of each (resolved) network, one item per graph.
+
+        What a serving cache keeps per network (:mod:`latlab.training.serving`), so that a
+        network asked for again costs only its share of :meth:`predict_encoded`. The default
+        is the graph itself; predictors whose encoding costs more than their model (feature
+        rows, torch-geometric graphs) override both methods, with
+        ``predict(graphs) == predict_encoded(encode(graphs))`` bit for bit.
+        """
+        self._check_fitted()
+        return list(graphs)
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
+        """Latency in ms of networks given as items of :meth:`encode`, in order."""
+        return self.predict(list(items))
 
     def score(self, X: Sequence[Network], y: Any, sample_weight: Any = None) -> float:
         """Negative mean absolute percentage error (higher is better), for model selection."""
@@ -161,6 +247,10 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
             raise NotFittedError(
                 f"{type(self).__name__} ({self.name}) is not fitted: call fit() before predict()"
             )
+
+
+def _ensure_registered() -> None:
+    import latlab.predictors  # noqa: F401  (the package imports every predictor module)
 
 
 def load_predictor(directory: str | Path) -> LatencyPredictor:

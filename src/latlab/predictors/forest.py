@@ -8,11 +8,13 @@ foreign file cannot make the loader instantiate arbitrary classes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latlab.encoders.ir import NetworkGraph
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import (
     LatencyPredictor,
@@ -24,6 +26,7 @@ from latlab.predictors.base import (
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
 from latlab.predictors.features import AUTO, VectorFeatures
 from latlab.predictors.skops_io import TREE_TYPES, load_trusted_skops
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 FOREST_FILE = "forest.skops"
 
@@ -42,6 +45,14 @@ class ForestPredictor(LatencyPredictor):
     """
 
     name = "rf"
+    tuning = TuningSpace(
+        {
+            "n_estimators": integer(100, 800, step=100),
+            "max_features": flt(0.1, 1.0),
+            "min_samples_leaf": integer(1, 20, log=True),
+            "max_depth": cat(None, 8, 16, 32),
+        }
+    )
 
     def __init__(
         self,
@@ -85,8 +96,22 @@ class ForestPredictor(LatencyPredictor):
         self.forest_ = forest
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
-        x = self.features_.transform(as_graphs(networks))
-        return decode_target(predict_rows_parallel(self.forest_, x, self.n_jobs), self.target)
+        return self.predict_encoded(self.encode(as_graphs(networks)))
+
+    encoding = "rows"
+    feature_state_keys = ("features",)
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """One feature row per network (what the serving cache keeps)."""
+        self._check_fitted()
+        return list(self.features_.transform(graphs))
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
+        self._check_fitted()
+        if len(items) == 0:
+            return np.zeros(0)
+        z = predict_rows_parallel(self.forest_, np.vstack(items), self.n_jobs)
+        return np.asarray(decode_target(z, self.target), dtype=float)
 
     def _state(self, directory: Path) -> dict[str, Any]:
         import skops.io as sio

@@ -46,6 +46,7 @@ from latlab.confidence import check_confidence
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
 from latlab.jsonio import jsonable
+from latlab.predictors.base import IntervalPredictor, Predictor
 from latlab.training import intervals
 from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 
@@ -77,10 +78,6 @@ ENV_PACKAGES = (
     "skops",
     "safetensors",
 )
-
-#: Keys of a predictor's saved state that describe its features and their scaling; copied into
-#: the manifest so that the feature spec is readable without the predictor's own files.
-FEATURE_STATE_KEYS = ("features", "x_mean", "x_std", "y_mean", "y_std", "n_inputs", "graph")
 
 
 def _sha256(path: Path) -> str:
@@ -121,14 +118,16 @@ def environment() -> dict[str, Any]:
     }
 
 
-def feature_spec(predictor_dir: Path) -> dict[str, Any] | None:
-    """The feature spec and scaling statistics in a saved predictor's state, if any."""
+def feature_spec(predictor_dir: Path, keys: Sequence[str]) -> dict[str, Any] | None:
+    """The entries ``keys`` of a saved predictor's state (its feature spec and scaling
+    statistics, as the predictor class declares in ``feature_state_keys``), if any; copied
+    into the manifest so that they are readable without the predictor's own files."""
     try:
         doc = json.loads((predictor_dir / "predictor.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
     state = doc.get("state") or {}
-    found = {k: state[k] for k in FEATURE_STATE_KEYS if k in state}
+    found = {k: state[k] for k in keys if k in state}
     return found or None
 
 
@@ -141,8 +140,8 @@ class Bundle:
 
     path: Path
     manifest: dict[str, Any]
-    predictor: Any
-    conformal: Any = None
+    predictor: Predictor
+    conformal: IntervalPredictor | None = None
     split: dict[str, list[str]] = field(default_factory=dict)
     #: Capacity of the feature cache (networks); 0 switches caching off.
     cache_size: int = DEFAULT_CACHE_SIZE
@@ -251,6 +250,7 @@ class Bundle:
             out["lower_ms"] = low
             out["upper_ms"] = high
             out["confidence"] = c
+            assert self.conformal is not None  # calibrated
             ood = intervals.ood_mask(self.conformal, nets)
             if ood is not None:
                 out["out_of_distribution"] = np.asarray(ood, dtype=bool)
@@ -401,7 +401,8 @@ def save_bundle(
             **((manifest or {}).get("predictor") or {}),
             "dir": predictor_dir,
         }
-        doc["features"] = feature_spec(stage / predictor_dir)
+        keys = getattr(predictor, "feature_state_keys", ())
+        doc["features"] = feature_spec(stage / predictor_dir, keys)
         doc["conformal"] = conf_doc
         doc.setdefault("environment", environment())
         doc["files"] = _checksums(stage)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from latlab.errors import BundleError, DataError
+from latlab.predictors.base import IntervalPredictor, Predictor
 
 #: ``--conformal`` methods (``none`` switches intervals off).
 CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+")
@@ -38,12 +39,12 @@ def _module() -> Any:
     return importlib.import_module("latlab.predictors.conformal")
 
 
-def wrap(method: str, predictor: Any, **options: Any) -> Any:
+def wrap(method: str, predictor: Predictor, **options: Any) -> IntervalPredictor:
     """A conformal wrapper of a *fitted* ``predictor`` (not yet calibrated)."""
     return _module().make_conformal(method, predictor, **options)
 
 
-def load(directory: Path) -> Any:
+def load(directory: Path) -> IntervalPredictor:
     """A saved, calibrated wrapper (its base predictor included)."""
     mod = _module()
     try:
@@ -61,11 +62,11 @@ def base_dir(directory: Path) -> Path | None:
 
 
 def calibrate(
-    wrapper: Any,
+    wrapper: IntervalPredictor,
     networks: list[Any],
     latencies_ms: Any,
     train: tuple[list[Any], Any] | None = None,
-) -> Any:
+) -> IntervalPredictor:
     """Calibrate on the calibration split; the training split is passed along for methods
     whose difficulty model is fitted on training data (it spares calibration points)."""
     if train is not None:
@@ -76,18 +77,18 @@ def calibrate(
 
 
 def predict_interval(
-    wrapper: Any, networks: list[Any], confidence: float, point_ms: Any = None
+    wrapper: IntervalPredictor, networks: list[Any], confidence: float, point_ms: Any = None
 ) -> tuple[Any, Any]:
     """Interval bounds; reuses ``point_ms`` (the point predictions) where the wrapper can."""
     return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
 
 
-def ood_mask(wrapper: Any, networks: list[Any]) -> Any:
+def ood_mask(wrapper: IntervalPredictor, networks: list[Any]) -> Any:
     """Which networks lie outside the calibration distribution (methods that can tell, such
     as ``cm-o``), else ``None``."""
     fn = getattr(wrapper, "ood_mask", None)
     return None if fn is None else fn(networks)
 
 
-def warnings_of(wrapper: Any) -> list[str]:
+def warnings_of(wrapper: IntervalPredictor | None) -> list[str]:
     return [str(w) for w in getattr(wrapper, "warnings", []) or []]

@@ -206,17 +206,10 @@ def train_only_references(predictor: str) -> set[str]:
     predictors read the session overhead from the benchmark table's session probe, which is a
     constant of the device rather than a sample to hold out.
     """
-    from latlab.predictors.base import PREDICTORS
+    from latlab.predictors import PREDICTORS
 
     cls = PREDICTORS.get(predictor)
-    refs = set(getattr(cls, "train_only_references", ()) or ())
-    try:
-        from latlab.predictors.layerwise.predictor import SESSION_PROBE, LayerwisePredictor
-    except ImportError:  # a build without the layer-wise predictors
-        return refs
-    if cls is not None and issubclass(cls, LayerwisePredictor):
-        refs.add(SESSION_PROBE)
-    return refs
+    return set(cls.train_only_references) if cls is not None else set()
 
 
 def store_params(params: Mapping[str, Any], data: Any, td: TrainingData) -> dict[str, Any]:
