@@ -297,7 +297,3 @@ def read_model_file(directory: Path, name: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"saved predictor in {directory} lacks its model file {name}") from None
-
-
-def _ensure_registered() -> None:
-    import latlab.predictors  # noqa: F401  (the package imports every predictor module)
