@@ -27,17 +27,47 @@ from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import atomic_write_text, inside
 from latlab.jsonio import jsonable
 from latlab.predictors.tuning_space import TuningSpace
+from latlab.registry import Registry
 
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
 
-#: name -> predictor class; filled by :func:`register_predictor`.
-PREDICTORS: dict[str, type[LatencyPredictor]] = {}
+#: The built-in predictors: registry name -> ``"module:class"``, imported on first use. A new
+#: predictor is one module plus one line here (or, outside latlab, an entry point in the
+#: ``latlab.predictors`` group); the decorator :func:`register_predictor` is optional.
+BUILTIN_PREDICTORS: dict[str, str] = {
+    "fcnn": "latlab.predictors.fcnn:FcnnPredictor",
+    "flops": "latlab.predictors.flops:FlopsPredictor",
+    "rf": "latlab.predictors.forest:ForestPredictor",
+    "gbm": "latlab.predictors.gbm:GbmPredictor",
+    "gcn": "latlab.predictors.gcn:GcnPredictor",
+    "kernel": "latlab.predictors.kernel:KernelPredictor",
+    "layer-sum": "latlab.predictors.layersum:LayerSumPredictor",
+    "roofline": "latlab.predictors.layerwise.predictor:RooflinePredictor",
+    "refined": "latlab.predictors.layerwise.predictor:RefinedRooflinePredictor",
+    "statistical": "latlab.predictors.layerwise.predictor:StatisticalPredictor",
+    "mixed": "latlab.predictors.layerwise.predictor:MixedPredictor",
+    "lut": "latlab.predictors.layerwise.predictor:LutPredictor",
+    "lxnorop": "latlab.predictors.bnn.predictor:LxnoropPredictor",
+    "transfer": "latlab.predictors.transfer:TransferPredictor",
+}
+
+
+def _is_predictor(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, LatencyPredictor)
+
+
+#: name -> predictor class (lazy: a predictor's module is imported when it is first used).
+PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
+    "predictor", group="latlab.predictors", check=_is_predictor
+)
+for _name, _target in BUILTIN_PREDICTORS.items():
+    PREDICTORS.register(_name, _target)
 
 
 def register_predictor(cls: type[LatencyPredictor]) -> type[LatencyPredictor]:
     """Class decorator: make ``cls`` available by its ``name`` (``latlab train --predictor``)."""
-    PREDICTORS[cls.name] = cls
+    PREDICTORS.register(cls.name, cls)
     return cls
 
 
@@ -249,10 +279,6 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
             )
 
 
-def _ensure_registered() -> None:
-    import latlab.predictors  # noqa: F401  (the package imports every predictor module)
-
-
 def load_predictor(directory: str | Path) -> LatencyPredictor:
     """Rebuild a saved predictor (no pickle); raises :class:`BundleError` naming the problem."""
     d = Path(directory)
@@ -263,7 +289,6 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
         raise BundleError(f"no {PREDICTOR_FILE} in {d}") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"corrupt {path}: {exc}") from None
-    _ensure_registered()
     cls = PREDICTORS.get(doc.get("predictor", ""))
     if cls is None:
         raise BundleError(f"{path} names unknown predictor {doc.get('predictor')!r}")
@@ -282,11 +307,9 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
 
 def make_predictor(name: str, **params: Any) -> LatencyPredictor:
     """A new predictor by registry name; raises :class:`DataError` listing the known names."""
-    _ensure_registered()
     cls = PREDICTORS.get(name)
     if cls is None:
-        known = ", ".join(sorted(PREDICTORS))
-        raise DataError(f"unknown predictor {name!r} (known: {known})")
+        raise DataError(PREDICTORS.unknown(name))
     return cls(**params)
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme, resolve
-from latlab.datasets.spaces import SearchSpace, register_space
+from latlab.datasets.spaces.base import SearchSpace, register_space
 from latlab.datasets.zoo.common import act, make_divisible, squeeze_excitation
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph

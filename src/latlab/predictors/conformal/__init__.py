@@ -25,9 +25,6 @@ import numpy as np
 from latlab.confidence import check_confidence, min_calibration_size
 from latlab.errors import BundleError, DataError
 from latlab.predictors.base import LatencyPredictor, Network, load_predictor
-from latlab.predictors.conformal import cross as _cross  # noqa: F401  (registers cv+)
-from latlab.predictors.conformal import layers as _layers  # noqa: F401  (registers cps)
-from latlab.predictors.conformal import network as _network  # noqa: F401  (registers methods)
 from latlab.predictors.conformal.base import (
     BASE_DIR,
     METHODS,

@@ -32,6 +32,7 @@ from latlab.confidence import check_confidence, min_calibration_size
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import LatencyPredictor, Network, check_training_data
+from latlab.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,28 @@ SCHEMA_VERSION = 1
 #: realised coverage of one calibration may stray (n = 200 at 90 % confidence).
 _STABLE_TAIL_COUNT = 20
 
-#: method name -> ConformalPredictor subclass; filled by :func:`register_method`.
-METHODS: dict[str, type[ConformalPredictor]] = {}
+#: method name -> ConformalPredictor subclass (lazy ``"module:class"`` entries: a method's
+#: module is imported when it is first used; plug-ins register in the ``latlab.conformal``
+#: entry-point group).
+METHODS: Registry[type[ConformalPredictor]] = Registry(
+    "conformal method",
+    group="latlab.conformal",
+    check=lambda obj: isinstance(obj, type) and issubclass(obj, ConformalPredictor),
+)
+for _name, _target in {
+    "split": "latlab.predictors.conformal.network:SplitConformal",
+    "cm-tv": "latlab.predictors.conformal.network:TreeVarianceConformal",
+    "cm-lv": "latlab.predictors.conformal.network:ResidualKnnConformal",
+    "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
+    "cps": "latlab.predictors.conformal.layers:LayerCps",
+    "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
+}.items():
+    METHODS.register(_name, _target)
 
 
 def register_method(cls: type[ConformalPredictor]) -> type[ConformalPredictor]:
-    METHODS[cls.method] = cls
+    """Class decorator: register ``cls`` under its ``method`` name."""
+    METHODS.register(cls.method, cls)
     return cls
 
 
