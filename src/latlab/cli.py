@@ -964,8 +964,8 @@ def nas(
 ) -> None:
     """Evolutionary search for the largest networks (MACs, a capacity proxy) whose predicted
     latency upper bound is within the budget."""
+    from latlab.experiments.nas import check_search, check_settings, search
     from latlab.training.bundle import load_bundle
-    from latlab.training.nas import check_search, check_settings, search
 
     _check_confidence_option(confidence)
     if point and confidence is not None:

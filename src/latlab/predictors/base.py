@@ -215,7 +215,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
         """The model input of each (resolved) network, one item per graph.
 
-        What a serving cache keeps per network (:mod:`latlab.training.serving`), so that a
+        What a serving cache keeps per network (:mod:`latlab.training.feature_cache`), so that a
         network asked for again costs only its share of :meth:`predict_encoded`. The default
         is the graph itself; predictors whose encoding costs more than their model (feature
         rows, torch-geometric graphs) override both methods, with

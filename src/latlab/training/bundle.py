@@ -48,7 +48,7 @@ from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
 from latlab.jsonio import jsonable
 from latlab.predictors.base import IntervalPredictor, Predictor
 from latlab.training import intervals
-from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
+from latlab.training.feature_cache import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 
 log = logging.getLogger(__name__)
 

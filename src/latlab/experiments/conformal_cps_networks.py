@@ -1,6 +1,6 @@
 """Network-level coverage of layer-wise conformal predictive systems (``cps``) on this machine.
 
-    python -m latlab.experiments.conformal_layers [--quick] [--out DIR] [--db URL]
+    python -m latlab.experiments.conformal_cps_networks [--quick] [--out DIR] [--db URL]
 
 Layer errors are correlated (a device faster than modelled on every convolution), so summing
 per-layer predictive distributions as if independent gives intervals that are too narrow; ``cps``
@@ -43,7 +43,7 @@ from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.predictors.conformal.layers import LayerCps
 from latlab.training.metrics import regression_metrics
 
-log = logging.getLogger("latlab.experiments.conformal_layers")
+log = logging.getLogger("latlab.experiments.conformal_cps_networks")
 
 MODELS = ("roofline", "refined", "statistical", "mixed", "lut")
 CONFIDENCE = 0.9
@@ -218,7 +218,7 @@ def report(m: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.conformal_layers",
+        prog="python -m latlab.experiments.conformal_cps_networks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timer", choices=("wall", "thread"), default="thread", help="protocol clock")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    command = "python -m latlab.experiments.conformal_layers " + " ".join(
+    command = "python -m latlab.experiments.conformal_cps_networks " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     try:
