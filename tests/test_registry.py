@@ -118,3 +118,59 @@ def test_conformal_methods_registry_matches_the_cli_choices():
     assert list(METHODS) == list(CONFORMAL_METHODS)
     for name in METHODS:
         assert METHODS[name].method == name
+
+
+SPACE_PLUGIN = """
+from latlab.datasets.references import Scheme, register_scheme
+from latlab.datasets.spaces import SearchSpace
+from latlab.encoders.builder import NetBuilder
+
+
+def _resolve(body, opts):  # "width:W" = Gemm 32->W, ReLU, Gemm W->10
+    b = NetBuilder(f"width:{body}", (opts.batch, 32), meta={"family": "width"})
+    b.gemm(b.relu(b.gemm(b.input, int(body))), 10)
+    return b.build()
+
+
+class WidthSpace(SearchSpace):
+    vector_features = "summary"
+
+    def random_genotype(self, rng):
+        return (int(rng.integers(1, 64)),)
+
+    def mutate(self, g, rng):
+        return (min(63, max(1, g[0] + int(rng.choice([-1, 1])))),)
+
+    def format_genotype(self, g):
+        return f"width:{g[0]}"
+
+    def genotype(self, ref):
+        return (int(ref.split(":")[1]),)
+
+
+register_scheme(Scheme("width", _resolve, validate=int))
+SPACE = WidthSpace("width", description="one hidden layer of 1-63", size=63)
+"""
+
+
+def test_a_plugin_search_space_registers_through_its_entry_point(tmp_path):
+    """The docs/DEVELOPING.md example: one module, one entry point, nothing edited in latlab."""
+    (tmp_path / "widthplug.py").write_text(SPACE_PLUGIN)
+    info = tmp_path / "widthplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: widthplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[latlab.spaces]\nwidth = widthplug:SPACE\n")
+    got = _python(
+        """
+        import json
+        from latlab.datasets.references import resolve
+        from latlab.datasets.spaces import SPACES, sample
+        g = resolve("width:8")
+        refs = sample("width", 5, seed=0)
+        print(json.dumps({"macs": g.totals.macs, "listed": "width" in SPACES,
+                          "refs": refs, "family": g.family}))
+        """,
+        extra_path=tmp_path,
+    )
+    assert got["macs"] == 32 * 8 + 8 * 10 and got["listed"] and got["family"] == "width"
+    assert len(set(got["refs"])) == 5 and all(r.startswith("width:") for r in got["refs"])
