@@ -34,6 +34,13 @@ def _python(code: str, extra_path: Path | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _doc_example(heading: str) -> str:
+    """The first python block after ``heading`` in docs/DEVELOPING.md (kept runnable here)."""
+    text = (SRC.parent / "docs" / "DEVELOPING.md").read_text()
+    after = text[text.index(heading) :]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def test_listing_the_predictors_imports_none_of_them():
     got = _python(
         """
@@ -120,42 +127,9 @@ def test_conformal_methods_registry_matches_the_cli_choices():
         assert METHODS[name].method == name
 
 
-SPACE_PLUGIN = """
-from latlab.datasets.references import Scheme, register_scheme
-from latlab.datasets.spaces import SearchSpace
-from latlab.encoders.builder import NetBuilder
-
-
-def _resolve(body, opts):  # "width:W" = Gemm 32->W, ReLU, Gemm W->10
-    b = NetBuilder(f"width:{body}", (opts.batch, 32), meta={"family": "width"})
-    b.gemm(b.relu(b.gemm(b.input, int(body))), 10)
-    return b.build()
-
-
-class WidthSpace(SearchSpace):
-    vector_features = "summary"
-
-    def random_genotype(self, rng):
-        return (int(rng.integers(1, 64)),)
-
-    def mutate(self, g, rng):
-        return (min(63, max(1, g[0] + int(rng.choice([-1, 1])))),)
-
-    def format_genotype(self, g):
-        return f"width:{g[0]}"
-
-    def genotype(self, ref):
-        return (int(ref.split(":")[1]),)
-
-
-register_scheme(Scheme("width", _resolve, validate=int))
-SPACE = WidthSpace("width", description="one hidden layer of 1-63", size=63)
-"""
-
-
 def test_a_plugin_search_space_registers_through_its_entry_point(tmp_path):
     """The docs/DEVELOPING.md example: one module, one entry point, nothing edited in latlab."""
-    (tmp_path / "widthplug.py").write_text(SPACE_PLUGIN)
+    (tmp_path / "widthplug.py").write_text(_doc_example("### A search space: one module"))
     info = tmp_path / "widthplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: widthplug\nVersion: 0.1\n")
@@ -174,3 +148,34 @@ def test_a_plugin_search_space_registers_through_its_entry_point(tmp_path):
     )
     assert got["macs"] == 32 * 8 + 8 * 10 and got["listed"] and got["family"] == "width"
     assert len(set(got["refs"])) == 5 and all(r.startswith("width:") for r in got["refs"])
+
+
+def test_the_documented_predictor_example_trains_tunes_and_round_trips(tmp_path):
+    (tmp_path / "macsfit.py").write_text(_doc_example("### A predictor: one module"))
+    info = tmp_path / "macsfit-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: macsfit\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[latlab.predictors]\nmacs-fit = macsfit:MacsFitPredictor\n"
+    )
+    got = _python(
+        f"""
+        import json
+        import numpy as np
+        from latlab.datasets.references import resolve
+        from latlab.datasets.spaces import sample
+        from latlab.predictors import load_predictor, make_predictor
+        from latlab.training.tuning import get_search_space
+        refs = sample("fcnn", 30, seed=0)
+        y = np.array([0.01 + 1e-6 * resolve(r).totals.macs for r in refs])
+        p = make_predictor("macs-fit").fit(refs, y)
+        p.save({str(tmp_path / "saved")!r})
+        again = load_predictor({str(tmp_path / "saved")!r}).predict(refs)
+        mape = float(np.mean(np.abs(p.predict(refs) - y) / y))
+        print(json.dumps({{"mape": mape, "same": bool(np.array_equal(again, p.predict(refs))),
+                          "offset": get_search_space("macs-fit").params["offset"].default}}))
+        """,
+        extra_path=tmp_path,
+    )
+    assert got["same"] and got["offset"] == 1000.0
+    assert got["mape"] < 0.05  # a smooth MACs law: the two-parameter fit is close
