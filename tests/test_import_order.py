@@ -2,13 +2,12 @@
 
 ``encoders`` < ``datasets`` < ``predictors`` < ``training`` < ``experiments`` < ``cli``: a
 module may import its own part and the parts below it, never one above. The leaves
-(``latlab.errors``, ``fileio``, ``jsonio``, ``confidence``, ``registry``) import no
-part at all and every part may import them. Every ``import`` and ``from ... import`` in every
-module is read with :mod:`ast`, including imports inside functions (a lazy import against the
-order is still a cycle between the parts) and relative imports; ``TYPE_CHECKING`` blocks are
-exempt only for the parts below. A module that imports a name another part keeps private
-(``from latlab.x import _name``) is refused too; ``from latlab import __version__`` is the
-one import from the package itself.
+(``latlab.errors``, ``fileio``, ``jsonio``, ``confidence``, ``registry``) import no part at all
+and every part may import them. Every ``import`` and ``from ... import`` in every module is
+read with :mod:`ast`, including imports inside functions and ``TYPE_CHECKING`` blocks (a lazy
+import against the order is still a cycle between the parts) and relative imports. A module
+that imports a name another module keeps private (``from latlab.x import _name``) is refused
+too; ``from latlab import __version__`` is the one import from the package itself.
 """
 
 from __future__ import annotations
@@ -62,6 +61,9 @@ def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
 
 
 MODULES = sorted(SRC.rglob("*.py"))
+#: Private names still imported across modules, in files other work was changing when this
+#: guard was written (make them public there, then empty this).
+PRIVATE_IMPORTS_LEFT = {("datasets/bench/profile.py", "latlab.datasets.bench.trace")}
 
 
 def test_every_part_and_leaf_exists():
@@ -89,10 +91,11 @@ def test_imports_follow_the_one_way_order(path):
             pass
         elif ORDER.index(there) > ORDER.index(here):
             bad.append(f"{where} ({here} is below {there})")
-        if there != here and there not in ENTRY:
+        left = (str(path.relative_to(SRC)), module) in PRIVATE_IMPORTS_LEFT
+        if there not in ENTRY and not left:  # no module imports a name another keeps private
             private = [n for n in names if n.startswith("_")]
             if private or any(p.startswith("_") and p != "__init__" for p in module.split(".")):
-                bad.append(f"{where} names private to {there}: {private or module}")
+                bad.append(f"{where} names private to {module}: {private or module}")
     assert not bad, "\n".join(bad)
 
 
