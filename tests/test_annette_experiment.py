@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from latlab.cli import main as cli_main
 from latlab.datasets.measure import MeasureConfig
+from latlab.datasets.measure.protocol import DEFAULT_REFERENCE as REFERENCE
 from latlab.experiments.annette import KERNEL, MODELS, Settings, comparison_rows, run_settings
 
 LEARNED = ("flops", "rf")
@@ -32,6 +34,7 @@ def tiny_settings() -> Settings:
         min_repeats=3,
         min_warmup=2,
         timer="thread",
+        reference=REFERENCE,  # paired, as the presets are: corrected medians throughout
     )
     return Settings(
         True,
@@ -55,6 +58,7 @@ def tiny_settings() -> Settings:
             max_warmup_s=0.05,
             max_remeasures=0,
             timer="thread",
+            reference=REFERENCE,
         ),
     )
 
@@ -164,6 +168,22 @@ def test_second_run_resumes_from_store(runs: dict[str, Any]) -> None:
     assert runs["second"]["run"]["networks_measured_now"] == 0
     bench = runs["second"]["benchmarks"]
     assert all(v["measured_now"] == 0 for v in bench.values())
+
+
+def test_networks_and_benchmarks_are_paired_and_corrected(runs: dict[str, Any]) -> None:
+    """Every measurement of the run was timed beside the reference: its corrected median
+    (ratio x the store's one reference value) is what the comparison used."""
+    con = sqlite3.connect(runs["out"] / "bench.db")
+    try:
+        rows = con.execute("select corrected_ms, ratio, reference_value_id from measurements")
+        rows = rows.fetchall()
+        values = {v for (v,) in con.execute("select id from reference_values")}
+    finally:
+        con.close()
+    assert rows and all(c is not None and c > 0 and r > 0 for c, r, _ in rows)
+    assert {v for _, _, v in rows} == values and len(values) == 1
+    zoo = pd.read_csv(runs["out"] / "zoo_networks.csv")
+    assert (zoo["measured_ms"] > 0).all()
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

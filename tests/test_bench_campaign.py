@@ -9,7 +9,7 @@ import pytest
 
 from latlab.cli import main
 from latlab.datasets.bench.campaign import run_bench
-from latlab.datasets.bench.export import FLOOR_MS, fusion_table, training_table
+from latlab.datasets.bench.export import FLOOR_MS, fusion_table, kernel_rows, training_table
 from latlab.datasets.bench.suites import SESSION_PROBE
 from latlab.datasets.bench.tables import BenchStore
 from latlab.datasets.measure import MeasureConfig
@@ -159,4 +159,40 @@ def test_benchmark_tables_work_on_postgresql(postgres_url: str) -> None:
     labels = bench.fusion_labels("pg").set_index(["producer", "consumer"])["label"]
     assert labels[("p1_conv", "p2_relu")] == "fused"
     assert len(training_table(st, "pg")) == 2
+    st.close()
+
+
+def test_paired_context_kernels_are_on_the_end_to_end_scale(tmp_path: Path) -> None:
+    """With a reference network, a context network's end-to-end time is corrected (network /
+    reference in the same rounds x the reference value) and its profiled kernels are scaled by
+    the reference's time measured just before them: both on one scale, the scale stored."""
+    from dataclasses import replace
+
+    st = Store(tmp_path / "paired.db")
+    cfg = replace(FAST, reference="cnn:r64-c16s2-c32-fc10")
+    ref = "block:basic?c=16&h=14"
+    res = run_bench("context", st, "cpu", references=[ref], config=cfg, profile_runs=5)
+    assert res.failed == {}
+    bench = BenchStore(st)
+    prof = bench.profiles("cpu")
+    assert len(prof) == 1
+    scale = float(prof.iloc[0]["extra"]["scale"])
+    m = st.measurements(["cpu"])
+    m = m[m["network"] == ref].iloc[0]
+    value_ms = m["corrected_ms"] / m["ratio"]  # the device's reference value
+    # the scale is the reference value over the reference's median in the network's rounds
+    assert scale == pytest.approx(value_ms / m["reference_median_ms"], rel=1e-9)
+    nodes = bench.profile_nodes("cpu")
+    rows = kernel_rows(st, "cpu")
+    assert len(rows) == len(nodes[nodes["extra"].map(lambda e: bool((e or {}).get("kernel")))])
+    raw = nodes.set_index("node_index")["median_us"]
+    for r in rows.itertuples():
+        assert r.time_us == pytest.approx(raw[r.node_index] * scale, rel=1e-9)
+    tab = bench.layer_benchmarks("cpu")
+    single = float(tab[tab["method"] == "single"]["latency_ms"].iloc[0])
+    profile = float(tab[tab["method"] == "profile"]["latency_ms"].iloc[0])
+    assert single == pytest.approx(m["corrected_ms"], rel=1e-9)
+    # the kernels' sum on the same scale as the corrected end-to-end time (profiler overhead
+    # and the session's own work apart, they agree within a factor)
+    assert 0.4 < profile / single < 1.5
     st.close()

@@ -59,10 +59,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
+from latlab.datasets.bench.campaign import BENCH_PAIRED, run_bench
 from latlab.datasets.bench.export import training_table
 from latlab.datasets.bench.tables import METHODS, BenchStore
 from latlab.datasets.measure import MeasureConfig
+from latlab.datasets.measure.protocol import DEFAULT_REFERENCE as REFERENCE
 from latlab.datasets.references import resolve
 from latlab.datasets.store import Store
 from latlab.errors import DataError
@@ -123,14 +124,25 @@ class Settings:
     context: int = 0
 
     def bench_config(self) -> MeasureConfig:
-        return self.bench_protocol or replace(BENCH_CONFIG, timer=self.timer)
+        return self.bench_protocol or replace(BENCH_PAIRED, timer=self.timer)
+
+    @property
+    def paired(self) -> bool:
+        """Whether benchmarks and networks are timed beside the reference network (drift-
+        corrected): then every figure is on the store's reference scale, so two runs hours
+        apart, or on a machine whose load changes, train and test on one scale."""
+        return self.bench_config().reference is not None
 
     @classmethod
     def preset_named(cls, name: str, timer: str = "thread") -> Settings:
         """``quick``, ``main`` (the main job's size) or ``full`` (ANNETTE's suite sizes)."""
         from latlab.datasets import zoo
 
-        light = MeasureConfig(time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer=timer)
+        # paired with the reference network, as latlab bench and latlab measure time by
+        # default: two compare runs on a machine whose load differs then agree (issue 17)
+        light = MeasureConfig(
+            time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer=timer, reference=REFERENCE
+        )
         if name == "quick":
             return cls(
                 True,
@@ -171,7 +183,7 @@ class Settings:
                 zoo.names(),
                 50,
                 timer=timer,
-                network_protocol=MeasureConfig(timer=timer),
+                network_protocol=MeasureConfig(timer=timer, reference=REFERENCE),
                 cnn=300,
                 nb201_train=150,
                 name=name,
@@ -253,7 +265,9 @@ def measure_networks(
     log.info("networks: %d measured now, %d from the store", len(res.measured), len(res.skipped))
     df = store.measurements([device], s.network_protocol)
     df = df[df["network"].isin(set(refs))].drop_duplicates("network", keep="last")
-    out = df.set_index("network")["median_ms"].reindex(refs)
+    # the drift-corrected median where the protocol is paired, the raw one otherwise
+    value = df["corrected_ms"].where(df["corrected_ms"].notna(), df["median_ms"])
+    out = value.set_axis(df["network"]).reindex(refs)
     out.attrs["measured_now"] = len(res.measured)
     return out
 
@@ -331,7 +345,9 @@ def train_kernel(store: Store, device: str, s: Settings) -> Any | None:
     the benchmark protocol; the held-out generated, nb201 and zoo networks never are."""
     if not s.context:
         return None
-    frame = store.export_table(devices=[device], protocol=s.bench_config())
+    frame = store.export_table(
+        devices=[device], protocol=s.bench_config(), value="corrected" if s.paired else "raw"
+    )
     if device not in frame:
         return None
     ok = frame[device].notna() & frame["network"].str.startswith(("kernel:", "block:"))

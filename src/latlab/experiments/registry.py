@@ -98,6 +98,14 @@ EXPERIMENTS: dict[str, Experiment] = {
             quick_duration="~3 min (one device per kind)",
             needs_data=NB201_DATA,
         ),
+        Experiment(
+            "coverage-budget",
+            "latlab.experiments.coverage_budget:experiment",
+            "conformal coverage from a 900-network budget: split vs oob (rf) vs cv+ (gbm)",
+            full_duration="~25 s per device and seed (13 columns x 3 seeds: ~17 min)",
+            quick_duration="~1 min",
+            needs_data="a search space's latency table (nb201, fbnet or ofa)",
+        ),
     )
 }
 

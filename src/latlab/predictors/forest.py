@@ -113,6 +113,29 @@ class ForestPredictor(LatencyPredictor):
         z = predict_rows_parallel(self.forest_, np.vstack(items), self.n_jobs)
         return np.asarray(decode_target(z, self.target), dtype=float)
 
+    # ------------------------------------------------ what out-of-bag calibration needs
+
+    def tree_predictions(self, networks: list[Network]) -> np.ndarray:
+        """``(trees, networks)`` each tree's prediction in the fitted target space (log ms
+        with ``target="log"``): what leave-out aggregates of the forest are built from."""
+        self._check_fitted()
+        x = self.features_.transform(as_graphs(networks))
+        return np.stack([t.predict(x) for t in self.forest_.estimators_]).astype(np.float64)
+
+    def decode(self, encoded: np.ndarray) -> np.ndarray:
+        """Milliseconds from predictions in the fitted target space."""
+        return decode_target(np.asarray(encoded, dtype=np.float64), self.target)
+
+    def in_bag(self) -> np.ndarray:
+        """``(trees, training networks)`` bool: which training networks each tree's bootstrap
+        sample drew (scikit-learn regenerates the samples from each tree's seed)."""
+        self._check_fitted()
+        n = int(self.forest_._n_samples)  # scikit-learn keeps n only in this attribute
+        mask = np.zeros((len(self.forest_.estimators_), n), dtype=bool)
+        for t, rows in enumerate(self.forest_.estimators_samples_):
+            mask[t, rows] = True
+        return mask
+
     def _state(self, directory: Path) -> dict[str, Any]:
         import skops.io as sio
 

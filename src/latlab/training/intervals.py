@@ -17,9 +17,9 @@ from latlab.errors import BundleError, DataError
 from latlab.predictors.base import IntervalPredictor, Predictor
 
 #: ``--conformal`` methods (``none`` switches intervals off).
-CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+")
+CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob")
 #: Methods calibrated on the training networks themselves (out-of-fold), not on a split.
-CROSS_METHODS = ("cv+",)
+CROSS_METHODS = ("cv+", "oob")
 NO_CONFORMAL = "none"
 DEFAULT_METHOD = "split"
 

@@ -255,10 +255,10 @@ class _Runner:
             raise DataError(f"the profiler reported no node of {ref!r}")
         total = np.sum([s[:n] for s in per_run], axis=0) / 1e3
         labs = fusion_labels(prof.mapping, set(prof.node_samples_us)) if labels else None
-        key = self.bench.add_profile(self.device, prof, labs)
+        f = self.scale()  # the reference scale (1 without a reference)
+        key = self.bench.add_profile(self.device, prof, labs, scale=f)
         p10, p90 = np.percentile(total, [10, 90])
         time_ms = sum(prof.group_ms(prof.mapping.groups[g]) for g in groups)
-        f = self.scale()  # the reference scale (1 without a reference)
         return float(time_ms) * f, float(p10) * f, float(p90) * f, key
 
     def kernels_item(self, ref: str, suite: str) -> None:
@@ -311,7 +311,10 @@ class _Runner:
             timer=self.config.timer,
         )
         labels = fusion_labels(prof.mapping, set(prof.node_samples_us))
-        key = self.bench.add_profile(self.device, prof, labels)
+        # ``single`` is on the reference scale (paired); the profile's kernels are raw until
+        # scaled by the reference's time just before them, so both share one scale
+        f = self.scale()
+        key = self.bench.add_profile(self.device, prof, labels, scale=f)
         self.bench.add_layer_benchmark(
             self.device, ref, "single", single, protocol_key=self.key, suite="context",
             kind="network",
@@ -320,11 +323,16 @@ class _Runner:
             self.device,
             ref,
             "profile",
-            prof.kernels_ms,
+            prof.kernels_ms * f,
             protocol_key=self.key,
             suite="context",
             kind="network",
-            extra={"settings_key": key, "kernels": len(prof.kernels), "run_ms": prof.run_ms},
+            extra={
+                "settings_key": key,
+                "kernels": len(prof.kernels),
+                "run_ms": prof.run_ms * f,
+                "scale": f,
+            },
         )
 
     def padding_item(self, ref: str) -> None:

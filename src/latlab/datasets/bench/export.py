@@ -109,9 +109,10 @@ def kernel_rows(
     One row per executed node of every profile that carries kernel features (profiles taken
     by this version of the bench suites): ``network``, ``node_index``, ``op``, ``family``,
     ``features`` (dict), ``time_us`` (the profile's statistic: the median, or the 10th
-    percentile under the ``thread`` timer) and ``runs``. ``networks`` restricts the rows to
-    those references (a training split); real networks (``zoo:``) are left out unless
-    ``exclude_zoo`` is False, because they are the test set of every kernel model.
+    percentile under the ``thread`` timer, times the profile's reference scale) and ``runs``.
+    ``networks`` restricts the rows to those references (a training split); real networks
+    (``zoo:``) are left out unless ``exclude_zoo`` is False, because they are the test set
+    of every kernel model.
     """
     bench = BenchStore(store)
     nodes = bench.profile_nodes(device)
@@ -121,6 +122,11 @@ def kernel_rows(
     profs = bench.profiles(device)
     timer = {
         (r.network, r.settings_key): (r.settings or {}).get("timer", "wall")
+        for r in profs.itertuples()
+    }
+    # the reference scale of each profile (1 for unpaired benches and older profiles)
+    scale = {
+        (r.network, r.settings_key): float((r.extra or {}).get("scale", 1.0))
         for r in profs.itertuples()
     }
     rows = []
@@ -142,7 +148,7 @@ def kernel_rows(
                 "op": kern["op"],
                 "family": kern["family"],
                 "features": kern["features"],
-                "time_us": float(stat),
+                "time_us": float(stat) * scale.get((r.network, r.settings_key), 1.0),
                 "runs": int(r.runs),
             }
         )

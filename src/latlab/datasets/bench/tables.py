@@ -206,9 +206,15 @@ class BenchStore:
         device: str,
         profile: Profile,
         labels: list[FusionLabel] | None = None,
+        *,
+        scale: float = 1.0,
     ) -> str:
         """Commit a profile with its nodes (and the network's fusion labels) at once.
 
+        ``scale`` is the factor from the profile's raw times to the device's reference scale
+        when it was taken (``latlab bench`` with a reference network); it is stored with the
+        profile, the node times stay raw, and :func:`~latlab.datasets.bench.export.kernel_rows`
+        applies it, so kernel times and the paired end-to-end times share one scale.
         Returns the settings key under which it is stored.
         """
         st = self.store
@@ -228,7 +234,11 @@ class BenchStore:
                     "kernels_ms": _finite(profile.kernels_ms),
                     "inserted_ms": _finite(profile.inserted_ms),
                     "groups": _clean(groups),
-                    "extra": {"run_us": profile.run_us, "cpu_ratio": profile.cpu_ratio},
+                    "extra": {
+                        "run_us": profile.run_us,
+                        "cpu_ratio": profile.cpu_ratio,
+                        "scale": float(scale),
+                    },
                     "created_at": _now(),
                 },
             )

@@ -59,6 +59,7 @@ for _name, _target in {
     "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
     "cps": "latlab.predictors.conformal.layers:LayerCps",
     "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
+    "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
 }.items():
     METHODS.register(_name, _target)
 

@@ -36,6 +36,30 @@ from latlab.predictors.conformal.base import ConformalPredictor, register_method
 FOLDS_DIR = "folds"
 
 
+def jackknife_plus_bounds(
+    centers: np.ndarray, scores: np.ndarray, confidence: float, log_point: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The jackknife+ interval in log ms from leave-out centres ``(n, networks)`` (``centers[i]``:
+    the model fitted without calibration network i, at each new network) and the ``n`` scores;
+    widened to contain ``log_point`` (the full model's prediction). Shared by CV+ and the
+    out-of-bag jackknife+ (:mod:`.oob`)."""
+    n = len(scores)
+    a = 1.0 - confidence
+    r = np.asarray(scores, dtype=np.float64)[:, None]
+    lo_rank = math.floor(a * (n + 1))
+    hi_rank = math.ceil((1 - a) * (n + 1))
+    width = centers.shape[1]
+    low = np.sort(centers - r, axis=0)[lo_rank - 1] if lo_rank >= 1 else np.full(width, -np.inf)
+    high = np.sort(centers + r, axis=0)[hi_rank - 1] if hi_rank <= n else np.full(width, np.inf)
+    return np.minimum(low, log_point), np.maximum(high, log_point)
+
+
+def jackknife_plus_min_size(confidence: float) -> int:
+    """Fewest calibration networks with bounded jackknife+ intervals at ``confidence``:
+    ``ceil((1-a)(n+1)) <= n``  <=>  ``n >= 1/a - 1``."""
+    return math.ceil(1 / (1 - confidence) - 1 - 1e-9)
+
+
 def _refit(base: LatencyPredictor, networks: list[Network], y: np.ndarray) -> LatencyPredictor:
     model = make_predictor(base.name, **base.get_params(deep=False))
     model.fit(networks, y)
@@ -78,32 +102,15 @@ class CvPlusConformal(ConformalPredictor):
         self.scores_ = scores
 
     def min_calibration_size(self, confidence: float) -> int:
-        # ceil((1-a)(n+1)) <= n  <=>  n >= 1/a - 1
-        return math.ceil(1 / (1 - confidence) - 1 - 1e-9)
+        return jackknife_plus_min_size(confidence)
 
     def _log_bounds(
         self, networks: list[Network], point: np.ndarray, c: float
     ) -> tuple[np.ndarray, np.ndarray]:
         assert self.scores_ is not None
-        n = len(self.scores_)
-        a = 1.0 - c
         folds = np.log(np.stack([self.clamp(m.predict(networks)) for m in self.models_]))
         centers = folds[self.fold_of_]  # (n, n_networks): mu_{-k(i)}(x)
-        r = self.scores_[:, None]
-        lo_rank = math.floor(a * (n + 1))
-        hi_rank = math.ceil((1 - a) * (n + 1))
-        low = (
-            np.sort(centers - r, axis=0)[lo_rank - 1]
-            if lo_rank >= 1
-            else np.full(len(networks), -np.inf)
-        )
-        high = (
-            np.sort(centers + r, axis=0)[hi_rank - 1]
-            if hi_rank <= n
-            else np.full(len(networks), np.inf)
-        )
-        log_point = np.log(self.clamp(point))
-        return np.minimum(low, log_point), np.maximum(high, log_point)
+        return jackknife_plus_bounds(centers, self.scores_, c, np.log(self.clamp(point)))
 
     def _state(self, directory: Path) -> dict[str, Any]:
         for f, model in enumerate(self.models_):
