@@ -3,7 +3,7 @@ predictions vs conformal upper bounds, on the measured NAS-Bench-201 table.
 
 For each device: a LightGBM bundle (BRP-NAS sizes: 900 train, 100 validation; 500
 calibration networks, split conformal); budgets at the 10th, 25th and 50th percentiles of the
-device's measured latencies; for each budget and seed, ``latlab.training.nas.search`` (the
+device's measured latencies; for each budget and seed, ``latlab.experiments.nas.search`` (the
 ``latlab nas`` search) twice -- keeping candidates whose *point prediction* is within budget,
 and whose *upper bound at confidence Q* is -- and the returned top-10 networks are looked up in
 the table. A violation is a returned network whose measured latency exceeds the budget.
@@ -34,7 +34,7 @@ from bench_common import TABLE, write_result
 
 def main() -> None:
     import latlab
-    from latlab.training.nas import search
+    from latlab.experiments.nas import search
     from latlab.training.pipeline import TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -155,10 +155,6 @@ def test_evaluate_and_predict_errors_are_one_line(newer_bundle, cli_bundle, fcnn
 
 
 def test_pretrain_reaches_the_transfer_predictor_without_the_target(nb201_small, tmp_path, capsys):
-    from latlab.predictors import PREDICTORS
-
-    if "transfer" not in PREDICTORS:
-        pytest.skip("the transfer predictor (latlab.predictors.transfer) is not in this build yet")
     out = tmp_path / "t"
     code, stdout, err = run_cli(
         ["train", "--data", str(nb201_small), "--target", "gold_6240", "--predictor", "transfer",
@@ -179,10 +175,6 @@ def test_pretrain_reaches_the_transfer_predictor_without_the_target(nb201_small,
 
 def test_layerwise_predictor_trains_on_kernel_benchmarks(tmp_path, capsys):
     """A layer-wise model from real kernel benchmarks: the session probe stays in training."""
-    from latlab.predictors import PREDICTORS
-
-    if "roofline" not in PREDICTORS:
-        pytest.skip("the layer-wise predictors are not in this build")
     from latlab.datasets.bench.campaign import run_bench
     from latlab.datasets.bench.export import training_table
     from latlab.datasets.bench.suites import SESSION_PROBE

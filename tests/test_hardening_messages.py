@@ -115,7 +115,7 @@ def test_cli_rows_count_from_one(capsys, fcnn_gbm_bundle):
 
 def test_bare_nb201_strings_are_one_rule_everywhere(tmp_path, capsys):
     from latlab.datasets.references import normalise_reference, resolve
-    from latlab.training.serving import normalise_network
+    from latlab.training.feature_cache import normalise_network
 
     arch = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"
     assert normalise_reference(f" {arch} ") == normalise_network(arch) == f"nb201:{arch}"

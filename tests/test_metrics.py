@@ -61,3 +61,18 @@ def test_bad_input_is_named():
         regression_metrics([1.0, 0.0], [1.0, 1.0])
     with pytest.raises(DataError, match="not finite"):
         regression_metrics([1.0, 2.0], [1.0, np.nan])
+
+
+def test_old_bundles_interval_width_key_is_read_under_its_one_name(tmp_path):
+    """Bundles written before the rename kept ``mean_rel_width``; they read as
+    ``mean_relative_width`` (the name training, coverage_report and the experiments share)."""
+    import json
+
+    from latlab.training.bundle import FORMAT, MANIFEST, read_manifest
+
+    old = {"test": {"coverage": 91.0, "mean_rel_width": 37.5}, "test_by_family": {"a": {}}}
+    doc = {"format": FORMAT, "schema_version": 1, "metrics": old}
+    (tmp_path / MANIFEST).write_text(json.dumps(doc))
+    metrics = read_manifest(tmp_path)["metrics"]
+    assert metrics["test"] == {"coverage": 91.0, "mean_relative_width": 37.5}
+    assert metrics["test_by_family"] == {"a": {}}

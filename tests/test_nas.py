@@ -10,7 +10,7 @@ import pytest
 import latlab
 from latlab.datasets.spaces import get_space
 from latlab.errors import DataError
-from latlab.training.nas import objective_values, search
+from latlab.experiments.nas import objective_values, search
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ import pytest
 
 from latlab.datasets.references import resolve
 from latlab.encoders.base import encoder_from_state
-from latlab.encoders.nb201_cell import OPS, all_archs, parse_arch
+from latlab.encoders.nb201_cell import OPS, all_archs, live_edges, parse_arch
 from latlab.encoders.vector import (
     NB201_COUNT_FEATURES,
     Nb201OneHotEncoder,
     Nb201OpCountEncoder,
     make_vector_encoder,
-    nb201_live_edges,
 )
 from latlab.errors import FeatureError
 
@@ -35,7 +34,7 @@ def test_counts_are_sums_of_the_one_hot_over_the_whole_space():
     counts = Nb201OpCountEncoder().transform(graphs)
     onehot = Nb201OneHotEncoder().transform(graphs).reshape(len(graphs), 6, len(OPS))
     np.testing.assert_array_equal(counts[:, : len(OPS)], onehot.sum(axis=1))
-    live = np.array([nb201_live_edges(parse_arch(a)) for a in archs])
+    live = np.array([live_edges(parse_arch(a)) for a in archs])
     np.testing.assert_array_equal(counts[:, len(OPS) :], (onehot * live[:, :, None]).sum(axis=1))
     assert np.all(counts[:, len(OPS) :] <= counts[:, : len(OPS)])
 

@@ -15,7 +15,7 @@ import pytest
 import latlab
 from latlab.datasets.references import resolve
 from latlab.errors import NetworkReferenceError
-from latlab.training.serving import CachedPredictor, FeatureCache, resolve_fast, stage_for
+from latlab.training.feature_cache import CachedPredictor, FeatureCache, resolve_fast, stage_for
 
 
 def test_predict_matches_predictor_and_keeps_order(fcnn_gbm_bundle: Path, fcnn_refs: list[str]):

@@ -8,16 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from latlab.confidence import check_confidence, recommended_calibration_size
 from latlab.errors import DataError
 from latlab.training.data import dataset_hash, is_store, load_source, training_data
 from latlab.training.metrics import interval_metrics, metrics_by_group, regression_metrics
 from latlab.training.splits import (
     PROTOCOLS,
-    check_confidence,
     default_cal_size,
     device_split,
     make_split,
-    min_calibration_size,
 )
 
 
@@ -100,7 +99,7 @@ def test_device_split_and_confidence():
     for bad in (0, 1, 1.5, -0.1, float("nan")):
         with pytest.raises(DataError, match=r"\(0, 1\)"):
             check_confidence(bad)
-    assert min_calibration_size(0.9) == 18 and min_calibration_size(0.5) == 2
+    assert recommended_calibration_size(0.9) == 18 and recommended_calibration_size(0.5) == 2
     assert default_cal_size(1000, 0.9) == 100 and default_cal_size(50, 0.9) == 18
 
 
@@ -139,7 +138,7 @@ def test_interval_and_family_metrics_golden():
     m = interval_metrics(t, low, high, 0.9)
     assert m["coverage"] == pytest.approx(75.0)  # 2.0 is below [2.1, 2.5]
     widths = (high - low) / t
-    assert m["mean_rel_width"] == pytest.approx(100 * widths.mean())
+    assert m["mean_relative_width"] == pytest.approx(100 * widths.mean())
     assert m["confidence"] == 0.9
     pred = np.array([1.1, 2.0, 4.4, 5.0])
     groups = ["x", "x", "y", "y"]
@@ -155,7 +154,7 @@ def test_interval_and_family_metrics_golden():
 def test_unbounded_intervals_cover_with_infinite_width():
     t = np.array([1.0, 2.0])
     m = interval_metrics(t, [0.0, 0.0], [np.inf, np.inf], 0.99)
-    assert m["coverage"] == 100.0 and m["mean_rel_width"] == np.inf
+    assert m["coverage"] == 100.0 and m["mean_relative_width"] == np.inf
     with pytest.raises(DataError, match="NaN"):
         interval_metrics(t, [np.nan, 0.0], [1.0, 3.0], 0.9)
 

@@ -10,15 +10,10 @@ from latlab.predictors import PREDICTORS, make_predictor
 from latlab.training.data import load_training_data
 from latlab.training.pipeline import TrainConfig, train
 from latlab.training.splits import make_split
-from latlab.training.tuning import SEARCH_SPACES, make_storage, tune, validation_mape
+from latlab.training.tuning import make_storage, search_spaces, tune, validation_mape
 
 #: Registered predictors that are not tuned (analytical models without free parameters).
 UNTUNED = {"lxnorop"}
-
-
-def _needs(name: str) -> None:
-    if name not in PREDICTORS:
-        pytest.skip(f"predictor {name!r} is not in this build yet")
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +24,10 @@ def nb201_parts(nb201_small):
 
 
 def test_every_predictor_has_a_space_whose_defaults_are_the_constructors():
-    missing = sorted(set(PREDICTORS) - set(SEARCH_SPACES) - UNTUNED)
+    spaces = search_spaces()  # binding reads every default from the constructor
+    missing = sorted(set(PREDICTORS) - set(spaces) - UNTUNED)
     assert not missing, f"predictors without a tuning search space: {missing}"
-    for name, space in SEARCH_SPACES.items():
+    for name, space in spaces.items():
         if name not in PREDICTORS:
             continue
         defaults = make_predictor(name).get_params(deep=False)
@@ -87,7 +83,6 @@ def test_journal_storage_and_errors(tmp_path, nb201_parts):
 
 
 def test_gbm_tuning_through_the_pipeline_beats_or_keeps_defaults(tmp_path, nb201_small):
-    _needs("gbm")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     fixed = {"n_estimators": 300, "n_jobs": 1}
     base = TrainConfig(
@@ -109,7 +104,6 @@ def test_gbm_tuning_through_the_pipeline_beats_or_keeps_defaults(tmp_path, nb201
 
 
 def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_parts):
-    _needs("fcnn")
     from latlab.predictors.epochs import epoch_callback
 
     train_part, val_part = nb201_parts

@@ -722,8 +722,13 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
 
 
 def _check_confidence_option(confidence: float | None) -> None:
-    if confidence is not None and not 0 < confidence < 1:
-        fail(f"--confidence must be in (0, 1) (e.g. 0.9), got {confidence:g}")
+    from latlab.confidence import check_confidence
+
+    if confidence is not None:
+        try:
+            check_confidence(confidence, "--confidence")
+        except LatlabError as exc:
+            fail(str(exc))
 
 
 def _tracker(no_mlflow: bool, experiment: str | None) -> Any:
@@ -737,9 +742,9 @@ def _tracker(no_mlflow: bool, experiment: str | None) -> Any:
 
 
 def _json_out(data: Any) -> None:
-    from latlab.predictors.base import _jsonable
+    from latlab.jsonio import dumps
 
-    sys.stdout.write(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(dumps(data, indent=2) + "\n")
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -767,7 +772,7 @@ _METRIC_HEADERS = {
     "spearman": "ρ",
     "kendall": "τ",
     "coverage": "coverage %",
-    "mean_rel_width": "width %",
+    "mean_relative_width": "width %",
 }
 
 
@@ -1071,8 +1076,8 @@ def nas(
 ) -> None:
     """Evolutionary search for the largest networks (MACs, a capacity proxy) whose predicted
     latency upper bound is within the budget."""
+    from latlab.experiments.nas import check_search, check_settings, search
     from latlab.training.bundle import load_bundle
-    from latlab.training.nas import check_search, check_settings, search
 
     _check_confidence_option(confidence)
     if point and confidence is not None:

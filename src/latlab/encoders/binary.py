@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from latlab.encoders.builder import NetBuilder, _tuple, same_pads
+from latlab.encoders.builder import NetBuilder, int_tuple, same_pads
 from latlab.encoders.ir import Layer, NetworkGraph, Shape, numel
 from latlab.encoders.ops import OpRule, infer_shapes, register_op
 
@@ -164,8 +164,8 @@ def binary_conv(
     **kw: Any,
 ) -> str:
     """Binary 2-D convolution (groups=1, no bias) on a ±1 input, padded with +1."""
-    k = _tuple(kernel)
-    d = _tuple(dilation)
+    k = int_tuple(kernel)
+    d = int_tuple(dilation)
     if padding == "same":
         pads = same_pads(k, d)
     elif isinstance(padding, int):
@@ -176,7 +176,7 @@ def binary_conv(
     cin = b.shape(x)[1]
     attrs = {
         "kernel": k,
-        "stride": _tuple(stride),
+        "stride": int_tuple(stride),
         "pads": pads,
         "dilation": d,
         "groups": 1,
@@ -191,14 +191,3 @@ def binary_conv(
         act_bits=1,
         **kw,
     )[0]
-
-
-def binary_summary(layers: Sequence[Layer], bus_width: int = 64) -> dict[str, int]:
-    """Binary-layer counts of a layer list: layers, binary MACs, XNOROPs at ``bus_width``."""
-    binl = [lay for lay in layers if is_binary(lay)]
-    return {
-        "binary_layers": len(binl),
-        "binary_macs": sum(lay.macs for lay in binl),
-        "xnorops": sum(xnorops(lay, bus_width) for lay in binl),
-        "bus_width": bus_width,
-    }

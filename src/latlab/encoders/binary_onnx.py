@@ -8,7 +8,8 @@ in ONNX and +1 in latlab's binarisation) so that onnxruntime and torch can run e
 its latency is that of a float network of the same shape: measure BNNs with the ``bitpacked``
 backend to time the binary arithmetic itself.
 
-Imported by :mod:`latlab.encoders.onnx_export` (so that exporting never misses these ops).
+Registered lazily in :data:`latlab.encoders.onnx_export.EXPORTERS` (imported when a binary layer
+is first exported), so that this module imports onnx_export and never the other way round.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from latlab.encoders.ir import Layer
-from latlab.encoders.onnx_export import ExportContext, register_exporter
+from latlab.encoders.onnx_export import ExportContext
 
 
 def _binarise_initializers(names: list[str], ctx: ExportContext) -> None:
@@ -31,7 +32,7 @@ def _binarise_initializers(names: list[str], ctx: ExportContext) -> None:
             ctx.initializers[i].CopyFrom(numpy_helper.from_array(pm, init.name))
 
 
-def _export_binary_gemm(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+def export_binary_gemm(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
     _binarise_initializers(w, ctx)
     node = helper.make_node(
         "Gemm", [*layer.inputs, *w], list(layer.outputs), name=layer.name, transB=1
@@ -39,7 +40,7 @@ def _export_binary_gemm(layer: Layer, w: list[str], ctx: ExportContext) -> list[
     return [node]
 
 
-def _export_binary_conv(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
+def export_binary_conv(layer: Layer, w: list[str], ctx: ExportContext) -> list[onnx.NodeProto]:
     _binarise_initializers(w, ctx)
     a = layer.attrs
     pads = [int(p) for p in a.get("pads", (0, 0, 0, 0))]
@@ -76,7 +77,3 @@ def _export_binary_conv(layer: Layer, w: list[str], ctx: ExportContext) -> list[
         )
     )
     return nodes
-
-
-register_exporter("BinaryGemm", _export_binary_gemm)
-register_exporter("BinaryConv", _export_binary_conv)

@@ -17,7 +17,8 @@ from latlab.encoders.ir import Layer, NetworkGraph, Shape
 from latlab.encoders.ops import apply_cost, infer_shapes
 
 
-def _tuple(v: int | Sequence[int], n: int = 2) -> tuple[int, ...]:
+def int_tuple(v: int | Sequence[int], n: int = 2) -> tuple[int, ...]:
+    """``v`` as a tuple of ints: an int repeated ``n`` times (a square kernel), else each item."""
     return (int(v),) * n if isinstance(v, int) else tuple(int(x) for x in v)
 
 
@@ -183,8 +184,8 @@ class NetBuilder:
         **kw: Any,
     ) -> str:
         """2-D convolution; ``padding="same"`` pads symmetrically by (k-1)/2 (PyTorch style)."""
-        k = _tuple(kernel)
-        d = _tuple(dilation)
+        k = int_tuple(kernel)
+        d = int_tuple(dilation)
         if padding == "same":
             pads = same_pads(k, d)
         elif isinstance(padding, int):
@@ -202,7 +203,7 @@ class NetBuilder:
             weights.append((out_channels,))
         attrs = {
             "kernel": k,
-            "stride": _tuple(stride),
+            "stride": int_tuple(stride),
             "pads": pads,
             "dilation": d,
             "groups": groups,
@@ -371,10 +372,10 @@ class NetBuilder:
         padding: int = 0,
         ceil_mode: bool = False,
     ) -> str:
-        k = _tuple(kernel)
+        k = int_tuple(kernel)
         attrs = {
             "kernel": k,
-            "stride": _tuple(stride or kernel),
+            "stride": int_tuple(stride or kernel),
             "pads": (padding,) * 4,
             "ceil_mode": int(ceil_mode),
         }
@@ -389,10 +390,10 @@ class NetBuilder:
         ceil_mode: bool = False,
         count_include_pad: bool = False,
     ) -> str:
-        k = _tuple(kernel)
+        k = int_tuple(kernel)
         attrs = {
             "kernel": k,
-            "stride": _tuple(stride or kernel),
+            "stride": int_tuple(stride or kernel),
             "pads": (padding,) * 4,
             "ceil_mode": int(ceil_mode),
             "count_include_pad": int(count_include_pad),

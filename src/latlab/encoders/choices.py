@@ -26,11 +26,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from latlab.encoders.base import EncoderStateMixin, check_graphs, feature_names
 from latlab.encoders.graph import (
-    _GLOBAL_EDGES,
+    GLOBAL_EDGES,
     EncodedGraph,
-    _check_choice,
-    _wire,
+    check_choice,
     light_to_data,
+    wire_edges,
 )
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import FeatureError
@@ -183,8 +183,8 @@ class BlockChainGraphEncoder(
         import torch
 
         name = type(self).__name__
-        _check_choice("direction", self.direction, ("forward", "reverse", "both"))
-        _check_choice("global_edges", self.global_edges, _GLOBAL_EDGES)
+        check_choice("direction", self.direction, ("forward", "reverse", "both"))
+        check_choice("global_edges", self.global_edges, GLOBAL_EDGES)
         gs = check_graphs(graphs, name)
         col = {t: j for j, t in enumerate(self.vocab)}
         n_vocab, off = len(self.vocab), 1 if self.global_node else 0
@@ -220,7 +220,7 @@ class BlockChainGraphEncoder(
                 chain = [off] + [off + 1 + p for p, a in enumerate(active) if a]
                 chain.append(off + self.n_blocks + 1)
                 flow = np.array(list(itertools.pairwise(chain)), dtype=np.int64)
-                wired = _wire(
+                wired = wire_edges(
                     flow.reshape(-1, 2),
                     n_nodes,
                     0 if self.global_node else None,

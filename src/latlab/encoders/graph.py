@@ -75,7 +75,8 @@ class EncodedGraph(NamedTuple):
 
 
 _DIRECTIONS = ("forward", "reverse", "both")
-_GLOBAL_EDGES = ("in", "out", "both")
+#: How a global node is wired: edges into it, out of it, or both (graph encoders share it).
+GLOBAL_EDGES = ("in", "out", "both")
 _ONE_HOT = ("kind", "op", "both")
 
 #: Numeric node attributes of :class:`GraphEncoder` (log1p, then standardised). Geometry and
@@ -107,7 +108,8 @@ UNKNOWN_OP = "<unk>"
 _STD_FLOOR = 1e-8
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise :class:`FeatureError` naming ``name`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise FeatureError(f"{name} must be one of {allowed}, got {value!r}")
 
@@ -148,7 +150,7 @@ def _input_numeric(shape: tuple[int, ...]) -> list[float]:
     return [h, w, c, c, 1, 1, 1, 1, 0, 0, numel(shape), 0, 0, 0, shape[0] if r else 1, 0, 32]
 
 
-def _wire(
+def wire_edges(
     flow: np.ndarray,
     n_nodes: int,
     global_at: int | None,
@@ -255,9 +257,9 @@ class GraphEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap
         return (*names, "graph_mean_", "graph_std_") if self.graph_features else names
 
     def _validate(self) -> None:
-        _check_choice("one_hot", self.one_hot, _ONE_HOT)
-        _check_choice("direction", self.direction, _DIRECTIONS)
-        _check_choice("global_edges", self.global_edges, _GLOBAL_EDGES)
+        check_choice("one_hot", self.one_hot, _ONE_HOT)
+        check_choice("direction", self.direction, _DIRECTIONS)
+        check_choice("global_edges", self.global_edges, GLOBAL_EDGES)
 
     def _check(self, g: NetworkGraph) -> None:
         if not self.allow_unknown and g.unknown_ops:
@@ -358,7 +360,7 @@ class GraphEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap
                 in_pos = {t: off + k for k, t in enumerate(g.inputs)}
                 for li, layer in enumerate(g.layers):
                     flow += [(in_pos[t], base + li) for t in layer.inputs if t in in_pos]
-            edges = _wire(
+            edges = wire_edges(
                 np.asarray(flow, dtype=np.int64).reshape(-1, 2),
                 n_nodes,
                 0 if self.global_node else None,
@@ -517,8 +519,8 @@ class Nb201CellGraphEncoder(
         return ("graph_mean_", "graph_std_") if self.graph_features else ()
 
     def _validate(self) -> None:
-        _check_choice("direction", self.direction, _DIRECTIONS)
-        _check_choice("global_edges", self.global_edges, _GLOBAL_EDGES)
+        check_choice("direction", self.direction, _DIRECTIONS)
+        check_choice("global_edges", self.global_edges, GLOBAL_EDGES)
 
     def fit(self, graphs: Sequence[NetworkGraph], y: Any = None) -> Nb201CellGraphEncoder:
         self._validate()
@@ -548,7 +550,7 @@ class Nb201CellGraphEncoder(
     def _edges(self, adjacency: np.ndarray) -> np.ndarray:
         off = 1 if self.global_node else 0
         flow = np.argwhere(adjacency).astype(np.int64) + off
-        return _wire(
+        return wire_edges(
             flow,
             _N_CELL + off,
             0 if self.global_node else None,

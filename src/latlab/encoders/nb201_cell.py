@@ -10,6 +10,7 @@ An arch string lists the six edges of the 4-node cell in the order
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from functools import cache
 
 from latlab.errors import NetworkReferenceError
@@ -19,6 +20,26 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 #: (target node, source node) of each of the six edges, in arch-string order.
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 N_NODES = 4
+
+
+def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
+    """Which of the six edges lie on a path from the cell input to its output.
+
+    An edge is live when its op is not ``none``, its source node carries a value (is reached
+    from the input through non-``none`` edges) and its target node reaches the output.
+    """
+    has_value = [True, False, False, False]
+    for (dst, src), op in zip(EDGES, ops, strict=True):  # edges are ordered by target node
+        if op != "none" and has_value[src]:
+            has_value[dst] = True
+    needed = [False, False, False, True]
+    live = [False] * len(EDGES)
+    for k in reversed(range(len(EDGES))):
+        dst, src = EDGES[k]
+        if ops[k] != "none" and has_value[src] and needed[dst]:
+            live[k] = True
+            needed[src] = True
+    return tuple(live)
 
 
 def parse_arch(arch: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from latlab.encoders.ir import Layer, NetworkGraph
+from latlab.registry import Registry
 
 OPSET = 17
 #: Half the size of the pool of random values weights are cut from (see ExportContext.weights).
@@ -90,12 +91,17 @@ class ExportContext:
         return self.add(name, np.asarray(values, dtype=np.float32))
 
 
-EXPORTERS: dict[str, Exporter] = {}
+#: op -> exporter; lazy ``"module:function"`` entries are imported when a layer of the op is
+#: first exported (the binary layers' exporters live in :mod:`latlab.encoders.binary_onnx`).
+EXPORTERS: Registry[Exporter] = Registry("ONNX exporter", check=callable)
+EXPORTERS.register("BinaryGemm", "latlab.encoders.binary_onnx:export_binary_gemm")
+EXPORTERS.register("BinaryConv", "latlab.encoders.binary_onnx:export_binary_conv")
 
 
-def register_exporter(op: str, fn: Exporter) -> None:
-    """Make layers of ``op`` exportable (used by extensions such as binary layers)."""
-    EXPORTERS[op] = fn
+def register_exporter(op: str, fn: Exporter | str) -> None:
+    """Make layers of ``op`` exportable: a function, or ``"module:function"`` imported on
+    first use (how extensions such as the binary layers register)."""
+    EXPORTERS.register(op, fn)
 
 
 def _attrs(layer: Layer, mapping: dict[str, str]) -> dict[str, Any]:
@@ -406,7 +412,3 @@ def _required_opset(graph: NetworkGraph, opset: int) -> int:
         if first is not None:
             needed = max(needed, first)
     return needed
-
-
-# Binary layers (float emulation); imported last because it registers through this module.
-from latlab.encoders import binary_onnx  # noqa: E402, F401

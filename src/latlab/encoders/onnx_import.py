@@ -1563,15 +1563,6 @@ def _check_consistent(
             )
 
 
-def summarize_unknown(graph: NetworkGraph) -> dict[str, int]:
-    """Count of layers per unknown op type (for reports)."""
-    counts: dict[str, int] = {}
-    for layer in graph.layers:
-        if not layer.known:
-            counts[layer.op] = counts.get(layer.op, 0) + 1
-    return counts
-
-
 __all__ = [
     "fix_model_inputs",
     "fixed_input_shapes",

@@ -35,7 +35,7 @@ from latlab.encoders.base import (
 )
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import layer_geometry
-from latlab.encoders.nb201_cell import EDGES, OPS, arch_index, parse_arch
+from latlab.encoders.nb201_cell import EDGES, OPS, arch_index, live_edges, parse_arch
 from latlab.errors import FeatureError, NetworkReferenceError
 
 # --------------------------------------------------------------------------- summary
@@ -337,26 +337,6 @@ class Nb201OneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
 # --------------------------------------------------------------------------- nb201 op counts
 
 
-def nb201_live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
-    """Which of the six edges lie on a path from the cell input to its output.
-
-    An edge is live when its op is not ``none``, its source node carries a value (is reached
-    from the input through non-``none`` edges) and its target node reaches the output.
-    """
-    has_value = [True, False, False, False]
-    for (dst, src), op in zip(EDGES, ops, strict=True):  # edges are ordered by target node
-        if op != "none" and has_value[src]:
-            has_value[dst] = True
-    needed = [False, False, False, True]
-    live = [False] * len(EDGES)
-    for k in reversed(range(len(EDGES))):
-        dst, src = EDGES[k]
-        if ops[k] != "none" and has_value[src] and needed[dst]:
-            live[k] = True
-            needed[src] = True
-    return tuple(live)
-
-
 #: Feature names of :class:`Nb201OpCountEncoder`.
 NB201_COUNT_FEATURES: tuple[str, ...] = (
     *(f"count={op}" for op in OPS),
@@ -368,7 +348,8 @@ class Nb201OpCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
     """How many of the cell's six edges carry each operation: all edges, and live edges only.
 
     10 features: ``count=<op>`` for the five :data:`OPS` over the six edges, then
-    ``live_count=<op>`` over the edges on an input-output path (:func:`nb201_live_edges`).
+    ``live_count=<op>`` over the edges on an input-output path
+    (:func:`~latlab.encoders.nb201_cell.live_edges`).
     The one-hot says *where* each op sits; these sums say *how much* of each a cell executes
     (every cell runs its ops whether or not they reach the output, unless a graph optimiser
     removes dead ones), which tree models cannot add up from one-hot columns on their own.
@@ -399,7 +380,7 @@ class Nb201OpCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
 _NONE_INDEX = OPS.index("none")
 _LIVE_BY_NONE_PATTERN = np.array(
     [
-        nb201_live_edges(["none" if p >> e & 1 else "skip_connect" for e in range(len(EDGES))])
+        live_edges(["none" if p >> e & 1 else "skip_connect" for e in range(len(EDGES))])
         for p in range(1 << len(EDGES))
     ],
     dtype=bool,

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from latlab.experiments.common import markdown_table, write_atomic
+from latlab.experiments.common import markdown_table
+from latlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     out = Path(ctx.out)
     write_target(target, out / "host-calibrated.json")
     plots.save(forward_figure(doc), out / "forward.png")
-    write_atomic(out / "validation.json", json.dumps(doc, indent=1, default=float))
+    atomic_write_text(out / "validation.json", json.dumps(doc, indent=1, default=float))
     m = doc["median"]
     met = m["calibrated_err"] <= TARGET_MEDIAN_ERR
     text = [
@@ -326,7 +327,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
         f"`{ctx.command}`",
         "",
     ]
-    write_atomic(out / "report.md", "\n".join(text))
+    atomic_write_text(out / "report.md", "\n".join(text))
     return {
         "experiment": "bnn",
         "quick": ctx.quick,

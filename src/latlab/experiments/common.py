@@ -14,17 +14,17 @@ from typing import Any
 import numpy as np
 
 from latlab.fileio import atomic_write_text
+from latlab.jsonio import jsonable
+
+#: The experiments' older names for the shared helpers (annette.py imports them).
+json_safe = jsonable
+write_atomic = atomic_write_text
 
 
 def config_hash(config: Any) -> str:
     """A short stable hash of a JSON-able configuration (keys results to their settings)."""
     blob = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a report file through a temporary file and a rename (never half-written)."""
-    atomic_write_text(path, text)
 
 
 class RunLog:
@@ -56,22 +56,9 @@ class RunLog:
         self.records[record["key"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
-            fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+            fh.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-able copy: numpy scalars as Python numbers, NaN/inf as None, keys as strings."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
@@ -104,7 +91,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def dump_json(path: Path, doc: Any) -> None:
-    write_atomic(path, json.dumps(json_safe(doc), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
 
 
 def run_script(job: Callable[[Any, Any], None], *, label: str, saved: str, out: Path) -> int:

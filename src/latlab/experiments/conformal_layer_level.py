@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from latlab.experiments.common import json_safe, markdown_table
+from latlab.experiments.common import markdown_table
 from latlab.experiments.context import ExperimentContext
 from latlab.experiments.plots import save
+from latlab.jsonio import jsonable
 from latlab.training.plots import pyplot
 
 log = logging.getLogger(__name__)
@@ -502,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     import json
     import time
 
-    from latlab.experiments.common import write_atomic
+    from latlab.fileio import atomic_write_text
 
     p = argparse.ArgumentParser(prog="python -m latlab.experiments.conformal_layer_level")
     p.add_argument("--quick", action="store_true", help="180 benchmarks, 4 seeds")
@@ -511,10 +512,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    m = json_safe(run_layer_level(ExperimentContext(out=args.out, quick=args.quick)))
+    m = jsonable(run_layer_level(ExperimentContext(out=args.out, quick=args.quick)))
     m["seconds"] = time.monotonic() - t0
-    write_atomic(args.out / "layer.json", json.dumps(m, indent=1, allow_nan=False) + "\n")
-    write_atomic(args.out / "layer.md", "\n".join(report_section(m)) + "\n")
+    atomic_write_text(args.out / "layer.json", json.dumps(m, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(args.out / "layer.md", "\n".join(report_section(m)) + "\n")
     log.info("wrote %s (%.0f s)", args.out / "layer.md", m["seconds"])
 
 

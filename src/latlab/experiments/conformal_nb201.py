@@ -45,9 +45,11 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import DataError, LatlabError
-from latlab.experiments.common import RunLog, config_hash, json_safe, markdown_table, write_atomic
+from latlab.experiments.common import RunLog, config_hash, markdown_table
 from latlab.experiments.context import ExperimentContext
 from latlab.experiments.plots import save
+from latlab.fileio import atomic_write_text
+from latlab.jsonio import jsonable
 from latlab.predictors import PREDICTORS, make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.training.metrics import regression_metrics
@@ -137,7 +139,7 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
     plot_network(network, ctx.out / "network_coverage_width.png")
     t_layer = time.monotonic()
     layer = run_layer_level(ctx)
-    metrics = json_safe(
+    metrics = jsonable(
         {
             "network_level": network,
             "layer_level": layer,
@@ -145,7 +147,7 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
             "layer_seconds": time.monotonic() - t_layer,
         }
     )
-    write_atomic(ctx.out / "report.md", report(metrics, ctx))
+    atomic_write_text(ctx.out / "report.md", report(metrics, ctx))
     return dict(metrics)
 
 

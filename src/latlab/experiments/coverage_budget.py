@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import DataError, LatlabError
-from latlab.experiments.common import RunLog, config_hash, json_safe, markdown_table, write_atomic
+from latlab.experiments.common import RunLog, config_hash, markdown_table
 from latlab.experiments.conformal_nb201 import predictor_params
 from latlab.experiments.context import ExperimentContext
+from latlab.fileio import atomic_write_text
+from latlab.jsonio import jsonable
 from latlab.predictors import make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.training.metrics import regression_metrics
@@ -157,7 +159,7 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
             count += 1
             ctx.progress("devices x seeds", count, total)
     done = [r for k, r in runs.records.items() if k.startswith(tag + "|")]
-    metrics = json_safe(
+    metrics = jsonable(
         {
             "data": str(ctx.data),
             "settings": {
@@ -180,7 +182,7 @@ def experiment(ctx: ExperimentContext) -> dict[str, Any]:
             if (cov := [d[label][MAIN]["coverage"] for d in res["devices"].values() if label in d])
         },
     }
-    write_atomic(ctx.out / "report.md", report(metrics, ctx))
+    atomic_write_text(ctx.out / "report.md", report(metrics, ctx))
     return dict(metrics)
 
 

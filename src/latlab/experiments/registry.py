@@ -9,12 +9,12 @@ development machine (stated so that nobody starts a 10-hour run by accident).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from latlab.errors import DataError
+from latlab.registry import load_target
 
 #: What ``--data`` must be for the experiments that need it.
 NB201_DATA = "the NAS-Bench-201 latency table"
@@ -35,8 +35,7 @@ class Experiment:
 
     def load(self) -> Callable[..., dict[str, Any]]:
         """The experiment function (imports its module now)."""
-        module, _, func = self.target.partition(":")
-        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+        return load_target(self.target)  # type: ignore[return-value]
 
     def missing_data_message(self) -> str:
         return f"{self.name} needs {self.needs_data}: pass --data PATH (e.g. {NB201_EXAMPLE})"

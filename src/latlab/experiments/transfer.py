@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import DataError
-from latlab.experiments.common import RunLog, config_hash, markdown_table, mean_std, write_atomic
+from latlab.experiments.common import RunLog, config_hash, markdown_table, mean_std
 from latlab.experiments.context import ExperimentContext
 from latlab.experiments.plots import save
+from latlab.fileio import atomic_write_text
 from latlab.training.plots import pyplot
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ def _run_one(
         if "target_exclude" in params:  # record what the predictor pretrained on
             from latlab.training.bundle import load_bundle
 
-            weights = load_bundle(Path(tmp) / "bundle").predictor.source_weights()
+            predictor: Any = load_bundle(Path(tmp) / "bundle").predictor  # a TransferPredictor
+            weights = predictor.source_weights()
             sources = [n for n in weights if not n.startswith("proxy:")]
     test = result.metrics["test"]
     out: dict[str, Any] = {
@@ -282,7 +284,7 @@ def _experiment(ctx: ExperimentContext, protocol: str) -> dict[str, Any]:
     metrics["run_seconds"] = float(sum(r.get("seconds", 0.0) for r in records))
     plot_rho_vs_k(metrics, ctx.out / "rho_vs_k.png")
     plot_mean_rho_vs_k(metrics, ctx.out / "mean_rho_vs_k.png")
-    write_atomic(ctx.out / "report.md", report(metrics, ctx))
+    atomic_write_text(ctx.out / "report.md", report(metrics, ctx))
     return metrics
 
 

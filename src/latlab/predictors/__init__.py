@@ -1,13 +1,18 @@
 """Analytical and learned latency predictors, layer-wise composition, conformal wrappers.
 
-Importing the package registers every predictor by name (see :data:`PREDICTORS`): ``flops``
-(FLOPs proxy), ``fcnn`` (torch MLP), ``gbm`` (LightGBM), ``rf`` (random forest), ``gcn``
-(torch-geometric GCN), ``layer-sum`` (per-layer lookup table fitted on network latencies).
-Heavy libraries (torch, lightgbm) are imported when a predictor fits
-or loads, not here.
+Every predictor is registered by name in :data:`PREDICTORS` (a lazy registry: a predictor's
+module is imported when the predictor is first used, see
+:data:`~latlab.predictors.base.BUILTIN_PREDICTORS`): ``flops`` (FLOPs proxy), ``fcnn`` (torch
+MLP), ``gbm`` (LightGBM), ``rf`` (random forest), ``gcn`` (torch-geometric GCN), ``layer-sum``
+(per-layer lookup table fitted on network latencies), ``kernel``, the layer-wise ANNETTE
+models, ``lxnorop`` and ``transfer``; plug-ins add theirs through the ``latlab.predictors``
+entry-point group. Heavy libraries (torch, lightgbm) are imported when a predictor fits or
+loads, not here.
 """
 
-from latlab.predictors import fcnn, flops, forest, gbm, gcn, kernel, layersum, layerwise
+import importlib
+from types import ModuleType
+
 from latlab.predictors.base import (
     PREDICTORS,
     LatencyPredictor,
@@ -15,26 +20,32 @@ from latlab.predictors.base import (
     make_predictor,
     register_predictor,
 )
-from latlab.predictors.bnn import predictor as lxnorop
 
 __all__ = [
     "PREDICTORS",
     "LatencyPredictor",
-    "fcnn",
-    "flops",
-    "forest",
-    "gbm",
-    "gcn",
-    "kernel",
-    "layersum",
-    "layerwise",
     "load_predictor",
-    "lxnorop",
     "make_predictor",
     "register_predictor",
-    "transfer",
 ]
 
-# Registered on its own line at the end, so that branches adding predictors above merge cleanly.
-import latlab.predictors.precision  # noqa: F401  (registers cross-precision; same reason)
-from latlab.predictors import transfer
+#: Submodules reachable as attributes (``latlab.predictors.gbm``) without importing them here.
+_SUBMODULES = {
+    "fcnn": "fcnn",
+    "flops": "flops",
+    "forest": "forest",
+    "gbm": "gbm",
+    "gcn": "gcn",
+    "kernel": "kernel",
+    "layersum": "layersum",
+    "layerwise": "layerwise",
+    "lxnorop": "bnn.predictor",
+    "precision": "precision",
+    "transfer": "transfer",
+}
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"latlab.predictors.{_SUBMODULES[name]}")
+    raise AttributeError(f"module 'latlab.predictors' has no attribute {name!r}")

@@ -14,10 +14,9 @@ safetensors, skops), and :func:`load_predictor` rebuilds an identical predictor.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -26,17 +25,50 @@ from latlab.datasets.references import resolve
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import atomic_write_text, inside
+from latlab.jsonio import jsonable
+from latlab.predictors.tuning_space import TuningSpace
+from latlab.registry import Registry
 
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
 
-#: name -> predictor class; filled by :func:`register_predictor`.
-PREDICTORS: dict[str, type[LatencyPredictor]] = {}
+#: The built-in predictors: registry name -> ``"module:class"``, imported on first use. A new
+#: predictor is one module plus one line here (or, outside latlab, an entry point in the
+#: ``latlab.predictors`` group); the decorator :func:`register_predictor` is optional.
+BUILTIN_PREDICTORS: dict[str, str] = {
+    "fcnn": "latlab.predictors.fcnn:FcnnPredictor",
+    "flops": "latlab.predictors.flops:FlopsPredictor",
+    "rf": "latlab.predictors.forest:ForestPredictor",
+    "gbm": "latlab.predictors.gbm:GbmPredictor",
+    "gcn": "latlab.predictors.gcn:GcnPredictor",
+    "kernel": "latlab.predictors.kernel:KernelPredictor",
+    "layer-sum": "latlab.predictors.layersum:LayerSumPredictor",
+    "roofline": "latlab.predictors.layerwise.predictor:RooflinePredictor",
+    "refined": "latlab.predictors.layerwise.predictor:RefinedRooflinePredictor",
+    "statistical": "latlab.predictors.layerwise.predictor:StatisticalPredictor",
+    "mixed": "latlab.predictors.layerwise.predictor:MixedPredictor",
+    "lut": "latlab.predictors.layerwise.predictor:LutPredictor",
+    "lxnorop": "latlab.predictors.bnn.predictor:LxnoropPredictor",
+    "transfer": "latlab.predictors.transfer:TransferPredictor",
+    "cross-precision": "latlab.predictors.precision:CrossPrecisionPredictor",
+}
+
+
+def _is_predictor(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, LatencyPredictor)
+
+
+#: name -> predictor class (lazy: a predictor's module is imported when it is first used).
+PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
+    "predictor", group="latlab.predictors", check=_is_predictor
+)
+for _name, _target in BUILTIN_PREDICTORS.items():
+    PREDICTORS.register(_name, _target)
 
 
 def register_predictor(cls: type[LatencyPredictor]) -> type[LatencyPredictor]:
     """Class decorator: make ``cls`` available by its ``name`` (``latlab train --predictor``)."""
-    PREDICTORS[cls.name] = cls
+    PREDICTORS.register(cls.name, cls)
     return cls
 
 
@@ -75,6 +107,61 @@ def check_training_data(
     return y
 
 
+@runtime_checkable
+class Predictor(Protocol):
+    """What training, serving and the conformal wrappers rely on (the seam, typed).
+
+    :class:`LatencyPredictor` implements it; anything else that does can be served too.
+    """
+
+    name: ClassVar[str]
+    encoding: ClassVar[str]
+
+    def fit(
+        self,
+        networks: Sequence[Network],
+        latencies_ms: Any,
+        *,
+        eval_set: tuple[Sequence[Network], Any] | None = None,
+    ) -> Any: ...
+
+    def predict(self, networks: Sequence[Network]) -> np.ndarray: ...
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]: ...
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+
+@runtime_checkable
+class IntervalPredictor(Protocol):
+    """What training and bundles rely on in a conformal wrapper
+    (:class:`latlab.predictors.conformal.base.ConformalPredictor` implements it)."""
+
+    warnings: list[str]
+
+    @property
+    def calibrated(self) -> bool: ...
+
+    def calibrate(
+        self,
+        networks: Sequence[Network],
+        latencies_ms: Any,
+        *,
+        train_networks: Sequence[Network] | None = None,
+        train_latencies_ms: Any = None,
+    ) -> Any: ...
+
+    def predict(self, networks: Sequence[Network]) -> np.ndarray: ...
+
+    def predict_interval(
+        self, networks: Sequence[Network], confidence: float = 0.9, *, point_ms: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+
 class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     """Base class: subclasses implement ``_fit``, ``_predict``, ``_state`` and ``_restore``."""
 
@@ -82,6 +169,14 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     name: ClassVar[str] = "base"
     #: Minimum number of training rows the predictor can learn from.
     min_train_rows: ClassVar[int] = 2
+    #: What Optuna may search (:mod:`latlab.predictors.tuning_space`); ``None``: not tuned.
+    tuning: ClassVar[TuningSpace | None] = None
+    #: References training must keep in the training split (a device constant such as the
+    #: layer-wise session probe, not a sample to hold out).
+    train_only_references: ClassVar[tuple[str, ...]] = ()
+    #: Keys of the saved state (``_state``) that describe the features and their scaling: a
+    #: bundle's manifest shows them (``features``) without opening the predictor's files.
+    feature_state_keys: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ public contract
 
@@ -112,6 +207,28 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
             return np.zeros(0)
         return np.asarray(self._predict(list(networks)), dtype=float).reshape(-1)
 
+    # ------------------------------------------------------------------ the cached fast path
+
+    #: What :meth:`encode` gives (``graphs``: the resolved IR; ``rows``: feature rows; ...),
+    #: named in the serving cache's statistics and logs.
+    encoding: ClassVar[str] = "graphs"
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """The model input of each (resolved) network, one item per graph.
+
+        What a serving cache keeps per network (:mod:`latlab.training.feature_cache`), so that a
+        network asked for again costs only its share of :meth:`predict_encoded`. The default
+        is the graph itself; predictors whose encoding costs more than their model (feature
+        rows, torch-geometric graphs) override both methods, with
+        ``predict(graphs) == predict_encoded(encode(graphs))`` bit for bit.
+        """
+        self._check_fitted()
+        return list(graphs)
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
+        """Latency in ms of networks given as items of :meth:`encode`, in order."""
+        return self.predict(list(items))
+
     def score(self, X: Sequence[Network], y: Any, sample_weight: Any = None) -> float:
         """Negative mean absolute percentage error (higher is better), for model selection."""
         pred = self.predict(X)
@@ -128,8 +245,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
         state = self._state(d)
         doc = {
             "predictor": self.name,
-            "params": _jsonable(self.get_params(deep=False)),
-            "state": _jsonable(state),
+            "params": jsonable(self.get_params(deep=False)),
+            "state": jsonable(state),
         }
         # predictor.json is written last, atomically: a folder holding it holds a whole predictor.
         atomic_write_text(d / PREDICTOR_FILE, json.dumps(doc, indent=1, allow_nan=False))
@@ -173,7 +290,6 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
         raise BundleError(f"no {PREDICTOR_FILE} in {d}") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"corrupt {path}: {exc}") from None
-    _ensure_registered()
     cls = PREDICTORS.get(doc.get("predictor", ""))
     if cls is None:
         raise BundleError(f"{path} names unknown predictor {doc.get('predictor')!r}")
@@ -192,11 +308,9 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
 
 def make_predictor(name: str, **params: Any) -> LatencyPredictor:
     """A new predictor by registry name; raises :class:`DataError` listing the known names."""
-    _ensure_registered()
     cls = PREDICTORS.get(name)
     if cls is None:
-        known = ", ".join(sorted(PREDICTORS))
-        raise DataError(f"unknown predictor {name!r} (known: {known})")
+        raise DataError(PREDICTORS.unknown(name))
     return cls(**params)
 
 
@@ -207,25 +321,3 @@ def read_model_file(directory: Path, name: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"saved predictor in {directory} lacks its model file {name}") from None
-
-
-def _ensure_registered() -> None:
-    import latlab.predictors  # noqa: F401  (the package imports every predictor module)
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples to JSON types; NaN/inf become None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

@@ -22,15 +22,18 @@ Saved as ``fcnn.safetensors`` (weights) + JSON (architecture, scalers, encoder s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
 from latlab.predictors.features import AUTO, VectorFeatures
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, widths
 
 if TYPE_CHECKING:
     import torch
@@ -77,6 +80,27 @@ class FcnnPredictor(LatencyPredictor):
     """Torch MLP on standardised vector features (see the module docstring for defaults)."""
 
     name = "fcnn"
+    tuning = TuningSpace(
+        {
+            "hidden_layers": cat(
+                "64-32",
+                "128-64",
+                "256-128",
+                "128-64-32",
+                "256-128-64",
+                "512-256-128",
+                "256-256-256",
+                "512-256-128-64",
+                convert=widths,
+            ),
+            "norm": cat("batch", "layer", "none"),
+            "dropout": flt(0.0, 0.4),
+            "learning_rate": flt(1e-4, 1e-2, log=True),
+            "weight_decay": flt(1e-7, 1e-3, log=True),
+            "batch_size": cat(16, 32, 64, 128, 256),
+        },
+        epoch_based=True,
+    )
 
     def __init__(
         self,
@@ -193,14 +217,28 @@ class FcnnPredictor(LatencyPredictor):
         self.model_ = model
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
+        return self.predict_encoded(self.encode(as_graphs(networks)))
+
+    encoding = "rows"
+    feature_state_keys = ("features", "x_mean", "x_std", "y_mean", "y_std", "n_inputs")
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """One standardised float32 input row per network (what the serving cache keeps)."""
+        self._check_fitted()
+        return list(self._inputs(list(graphs)).numpy())
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
         import torch
 
         from latlab.predictors.torch_utils import torch_threads
 
-        x = self._inputs(as_graphs(networks))
+        self._check_fitted()
+        if len(items) == 0:
+            return np.zeros(0)
+        x = torch.from_numpy(np.vstack(items))
         with torch.inference_mode(), torch_threads(self.num_threads):
             out = self.model_(x).squeeze(-1).double().numpy()
-        return decode_target(out * self.y_std_ + self.y_mean_, self.target)
+        return np.asarray(decode_target(out * self.y_std_ + self.y_mean_, self.target))
 
     def _state(self, directory: Path) -> dict[str, Any]:
         from latlab.predictors.torch_utils import save_state_dict

@@ -8,12 +8,13 @@ foreign file cannot make the loader instantiate arbitrary classes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latlab.errors import BundleError
+from latlab.encoders.ir import NetworkGraph
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import (
     LatencyPredictor,
@@ -24,13 +25,15 @@ from latlab.predictors.base import (
 )
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
 from latlab.predictors.features import AUTO, VectorFeatures
+from latlab.predictors.skops_io import TREE_TYPES, load_trusted_skops
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 FOREST_FILE = "forest.skops"
 
 #: The types skops does not trust by default that a saved RandomForestRegressor contains.
 #: (skops trusts scikit-learn estimators and numpy arrays itself; the compiled tree is the only
 #: extra.) Anything else in a file is refused.
-TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
+TRUSTED_TYPES: tuple[str, ...] = TREE_TYPES
 
 
 @register_predictor
@@ -42,6 +45,14 @@ class ForestPredictor(LatencyPredictor):
     """
 
     name = "rf"
+    tuning = TuningSpace(
+        {
+            "n_estimators": integer(100, 800, step=100),
+            "max_features": flt(0.1, 1.0),
+            "min_samples_leaf": integer(1, 20, log=True),
+            "max_depth": cat(None, 8, 16, 32),
+        }
+    )
 
     def __init__(
         self,
@@ -85,8 +96,22 @@ class ForestPredictor(LatencyPredictor):
         self.forest_ = forest
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
-        x = self.features_.transform(as_graphs(networks))
-        return decode_target(predict_rows_parallel(self.forest_, x, self.n_jobs), self.target)
+        return self.predict_encoded(self.encode(as_graphs(networks)))
+
+    encoding = "rows"
+    feature_state_keys = ("features",)
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """One feature row per network (what the serving cache keeps)."""
+        self._check_fitted()
+        return list(self.features_.transform(graphs))
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
+        self._check_fitted()
+        if len(items) == 0:
+            return np.zeros(0)
+        z = predict_rows_parallel(self.forest_, np.vstack(items), self.n_jobs)
+        return np.asarray(decode_target(z, self.target), dtype=float)
 
     # ------------------------------------------------ what out-of-bag calibration needs
 
@@ -119,7 +144,9 @@ class ForestPredictor(LatencyPredictor):
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
         self.forest_ = load_trusted_skops(
-            read_model_file(directory, state.get("model_file", FOREST_FILE)), directory
+            read_model_file(directory, state.get("model_file", FOREST_FILE)),
+            directory,
+            TRUSTED_TYPES,
         )
         self.features_ = VectorFeatures.from_state(state["features"])
 
@@ -142,22 +169,3 @@ def predict_rows_parallel(forest: Any, x: np.ndarray, n_jobs: int | None) -> np.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         parts = list(pool.map(lambda idx: forest.predict(x[idx]), chunks))
     return np.concatenate(parts).astype(np.float64)
-
-
-def load_trusted_skops(data: bytes, where: Path | str) -> Any:
-    """Load a skops file that needs no type beyond skops' defaults and :data:`TRUSTED_TYPES`."""
-    import skops.io as sio
-
-    try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as exc:  # skops raises zipfile/JSON errors for corrupt files
-        raise BundleError(f"corrupt skops model in {where}: {exc}") from None
-    unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if unknown:
-        raise BundleError(
-            f"skops model in {where} contains types latlab does not trust: {', '.join(unknown)}"
-        )
-    try:
-        return sio.loads(data, trusted=list(untrusted))
-    except Exception as exc:
-        raise BundleError(f"cannot load skops model in {where}: {exc}") from None

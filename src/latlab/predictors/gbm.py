@@ -9,11 +9,13 @@ Saved as LightGBM's own text format (``booster.txt``), never pickled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError
 from latlab.fileio import atomic_write_text
 from latlab.predictors.base import (
@@ -31,6 +33,7 @@ from latlab.predictors.common import (
     resolve_n_jobs,
 )
 from latlab.predictors.features import AUTO, VectorFeatures
+from latlab.predictors.tuning_space import TuningSpace, flt, integer
 
 BOOSTER_FILE = "booster.txt"
 
@@ -44,6 +47,16 @@ class GbmPredictor(LatencyPredictor):
     """
 
     name = "gbm"
+    tuning = TuningSpace(
+        {
+            "learning_rate": flt(0.005, 0.3, log=True),
+            "num_leaves": integer(4, 127, log=True),
+            "min_child_samples": integer(1, 60, log=True),
+            "subsample": flt(0.4, 1.0),
+            "colsample_bytree": flt(0.3, 1.0),
+            "reg_lambda": flt(1e-3, 30.0, log=True),
+        }
+    )
 
     def __init__(
         self,
@@ -138,9 +151,22 @@ class GbmPredictor(LatencyPredictor):
         self.booster_ = _booster_from_text(booster.model_to_string())
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
-        x = self.features_.transform(as_graphs(networks))
-        z = self.booster_.predict(x, num_threads=resolve_n_jobs(self.n_jobs))
-        return decode_target(z, self.target)
+        return self.predict_encoded(self.encode(as_graphs(networks)))
+
+    encoding = "rows"
+    feature_state_keys = ("features",)
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """One feature row per network (what the serving cache keeps)."""
+        self._check_fitted()
+        return list(self.features_.transform(graphs))
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
+        self._check_fitted()
+        if len(items) == 0:
+            return np.zeros(0)
+        z = self.booster_.predict(np.vstack(items), num_threads=resolve_n_jobs(self.n_jobs))
+        return np.asarray(decode_target(z, self.target), dtype=float)
 
     def _state(self, directory: Path) -> dict[str, Any]:
         atomic_write_text(directory / BOOSTER_FILE, self.booster_.model_to_string())

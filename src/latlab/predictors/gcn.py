@@ -56,6 +56,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import torch
@@ -183,6 +184,17 @@ class GcnPredictor(LatencyPredictor):
     """BRP-NAS-style GCN (see the module docstring for the defaults and the graphs)."""
 
     name = "gcn"
+    tuning = TuningSpace(
+        {
+            "num_layers": integer(2, 6),
+            "hidden": cat(128, 256, 400, 600),
+            "dropout": flt(0.0, 0.3),
+            "learning_rate": flt(5e-5, 5e-3, log=True),
+            "weight_decay": flt(1e-6, 1e-2, log=True),
+            "batch_size": cat(16, 32, 64, 128),
+        },
+        epoch_based=True,
+    )
 
     def __init__(
         self,
@@ -323,16 +335,36 @@ class GcnPredictor(LatencyPredictor):
             ).as_dict()
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
+        return self.predict_encoded(self.encode(as_graphs(networks)))
+
+    encoding = "graphs-light"
+    feature_state_keys = (
+        "graph_kind",
+        "encoder",
+        "n_node_features",
+        "n_graph_features",
+        "y_mean",
+        "y_std",
+    )
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """The encoder's light graph of each network (what the serving cache keeps)."""
+        self._check_fitted()
+        return list(self.encoder_.transform_light(list(graphs)))
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
         import torch
 
         from latlab.predictors.gcn_infer import predict_compressed
         from latlab.predictors.torch_utils import torch_threads
 
-        datas = self.encoder_.transform_light(as_graphs(networks))
+        self._check_fitted()
+        if len(items) == 0:
+            return np.zeros(0)
         self.model_.eval()
         with torch.inference_mode(), torch_threads(self.num_threads):
-            out = predict_compressed(self.model_, datas, max(1, int(self.predict_max_nodes)))
-        return decode_target(out * self.y_std_ + self.y_mean_, self.target)
+            out = predict_compressed(self.model_, list(items), max(1, int(self.predict_max_nodes)))
+        return np.asarray(decode_target(out * self.y_std_ + self.y_mean_, self.target))
 
     def _state(self, directory: Path) -> dict[str, Any]:
         from latlab.predictors.torch_utils import save_state_dict

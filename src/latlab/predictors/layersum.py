@@ -37,6 +37,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.tuning_space import TuningSpace, cat
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class LayerSumPredictor(LatencyPredictor):
     """Network latency as a sum of fitted per-layer lookup-table times plus an overhead."""
 
     name = "layer-sum"
+    #: Per-op table over every nb201 cell edge (auto on nb201) or per distinct IR layer.
+    tuning = TuningSpace({"layers": cat("auto", "ir")})
 
     def __init__(self, layers: str = "auto") -> None:
         self.layers = layers

@@ -32,6 +32,7 @@ import numpy as np
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import inside
 from latlab.predictors.base import LatencyPredictor, Network, register_predictor
+from latlab.predictors.tuning_space import TuningSpace, cat, integer
 
 #: Folder of a saved cross-precision predictor holding its FP32 kernel predictor.
 FP32_DIR = "fp32"
@@ -134,6 +135,12 @@ class CrossPrecisionPredictor(LatencyPredictor):
     ``latlab bench --precision int8`` on the same references). ``latlab train --data STORE
     --target D-int8 --predictor cross-precision`` fills ``store`` and ``device``.
     """
+
+    #: The FP32 kernel model's family choice and data need (the speed-up ratios are ratios of
+    #: sums, with nothing to tune).
+    tuning = TuningSpace(
+        {"model": cat("auto", "linear", "trees", "gbm"), "min_points": integer(4, 50)}
+    )
 
     name = "cross-precision"
     min_train_rows = 3

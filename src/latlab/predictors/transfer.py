@@ -70,6 +70,7 @@ from latlab.predictors.base import (
     make_predictor,
     register_predictor,
 )
+from latlab.predictors.tuning_space import TuningSpace, cat, flt
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +452,16 @@ class TransferPredictor(LatencyPredictor):
     """
 
     name = "transfer"
+    feature_state_keys = ("features",)
+    #: How source devices are combined and what the architecture head learns (tuning needs a
+    #: validation split of the target device's few networks).
+    tuning = TuningSpace(
+        {
+            "method": cat("ensemble", "nearest", "ridge"),
+            "head": cat("auto", "gp", "ridge", "none"),
+            "weight_power": flt(0.0, 8.0),
+        }
+    )
     min_train_rows = 3
 
     def __init__(

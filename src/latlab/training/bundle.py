@@ -42,11 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import check_confidence
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
+from latlab.jsonio import jsonable
+from latlab.predictors.base import IntervalPredictor, Predictor
 from latlab.training import intervals
-from latlab.training.serving import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
-from latlab.training.splits import check_confidence
+from latlab.training.feature_cache import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +78,6 @@ ENV_PACKAGES = (
     "skops",
     "safetensors",
 )
-
-#: Keys of a predictor's saved state that describe its features and their scaling; copied into
-#: the manifest so that the feature spec is readable without the predictor's own files.
-FEATURE_STATE_KEYS = ("features", "x_mean", "x_std", "y_mean", "y_std", "n_inputs", "graph")
-
-
-def _jsonable(value: Any) -> Any:
-    from latlab.predictors.base import _jsonable as conv
-
-    return conv(value)
 
 
 def _sha256(path: Path) -> str:
@@ -126,14 +118,16 @@ def environment() -> dict[str, Any]:
     }
 
 
-def feature_spec(predictor_dir: Path) -> dict[str, Any] | None:
-    """The feature spec and scaling statistics in a saved predictor's state, if any."""
+def feature_spec(predictor_dir: Path, keys: Sequence[str]) -> dict[str, Any] | None:
+    """The entries ``keys`` of a saved predictor's state (its feature spec and scaling
+    statistics, as the predictor class declares in ``feature_state_keys``), if any; copied
+    into the manifest so that they are readable without the predictor's own files."""
     try:
         doc = json.loads((predictor_dir / "predictor.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
     state = doc.get("state") or {}
-    found = {k: state[k] for k in FEATURE_STATE_KEYS if k in state}
+    found = {k: state[k] for k in keys if k in state}
     return found or None
 
 
@@ -146,8 +140,8 @@ class Bundle:
 
     path: Path
     manifest: dict[str, Any]
-    predictor: Any
-    conformal: Any = None
+    predictor: Predictor
+    conformal: IntervalPredictor | None = None
     split: dict[str, list[str]] = field(default_factory=dict)
     #: Capacity of the feature cache (networks); 0 switches caching off.
     cache_size: int = DEFAULT_CACHE_SIZE
@@ -221,6 +215,12 @@ class Bundle:
         """Lower and upper bounds (ms) at ``confidence`` (default: :attr:`confidence`);
         ``point_ms`` may pass :meth:`predict`'s result for these networks to save a pass."""
         c = check_confidence(self.confidence if confidence is None else confidence)
+        return self._interval(networks, c, point_ms)
+
+    def _interval(
+        self, networks: Sequence[Any], c: float, point_ms: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_interval` at an already checked confidence ``c``."""
         if self.conformal is None:
             raise BundleError(
                 f"bundle {self.path} has no conformal calibration: it gives point predictions "
@@ -246,10 +246,11 @@ class Bundle:
         out = pd.DataFrame({"network": [reference_of(n) for n in nets], "latency_ms": point})
         if self.calibrated:
             c = check_confidence(self.confidence if confidence is None else confidence)
-            low, high = self.predict_interval(nets, c, point_ms=point)
+            low, high = self._interval(nets, c, point)
             out["lower_ms"] = low
             out["upper_ms"] = high
             out["confidence"] = c
+            assert self.conformal is not None  # calibrated
             ood = intervals.ood_mask(self.conformal, nets)
             if ood is not None:
                 out["out_of_distribution"] = np.asarray(ood, dtype=bool)
@@ -400,7 +401,8 @@ def save_bundle(
             **((manifest or {}).get("predictor") or {}),
             "dir": predictor_dir,
         }
-        doc["features"] = feature_spec(stage / predictor_dir)
+        keys = getattr(predictor, "feature_state_keys", ())
+        doc["features"] = feature_spec(stage / predictor_dir, keys)
         doc["conformal"] = conf_doc
         doc.setdefault("environment", environment())
         doc["files"] = _checksums(stage)
@@ -425,7 +427,7 @@ def save_bundle(
 
 
 def _write_manifest(stage: Path, doc: dict[str, Any]) -> None:
-    text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(doc), indent=1, allow_nan=False)
     atomic_write_text(stage / MANIFEST, text + "\n")
 
 
@@ -487,6 +489,10 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"({doc.get('latlab_version', '?')} wrote it; this one reads up to "
             f"{SCHEMA_VERSION}): upgrade latlab"
         )
+    if "metrics" in doc:  # bundles before the one interval-width name wrote mean_rel_width
+        from latlab.training.metrics import upgrade_metric_keys
+
+        doc["metrics"] = upgrade_metric_keys(doc["metrics"])
     return doc
 
 
@@ -635,14 +641,3 @@ def load_bundle(
         if not isinstance(split, dict):
             raise BundleError(f"corrupt {split_path}: expected an object of reference lists")
     return Bundle(d, manifest, predictor, conformal, split, cache_size=cache_size)
-
-
-def check_bundle_target(bundle: Bundle, target: str) -> None:
-    """Warn (log) when evaluating a bundle on another device column than it was trained for."""
-    if bundle.target and target != bundle.target:
-        log.warning(
-            "bundle %s was trained for %r, evaluated on column %r",
-            bundle.path,
-            bundle.target,
-            target,
-        )

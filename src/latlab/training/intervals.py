@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from latlab.errors import BundleError, DataError
+from latlab.predictors.base import IntervalPredictor, Predictor
 
 #: ``--conformal`` methods (``none`` switches intervals off).
 CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob")
@@ -34,32 +35,16 @@ def check_method(method: str | None) -> str | None:
 
 
 def _module() -> Any:
-    try:
-        return importlib.import_module("latlab.predictors.conformal")
-    except ModuleNotFoundError as exc:
-        if exc.name != "latlab.predictors.conformal":
-            raise
-        raise DataError(
-            "conformal intervals need latlab.predictors.conformal, which this build lacks: "
-            "train with --conformal none"
-        ) from None
+    """The conformal wrappers' package, imported when first needed (it imports crepes)."""
+    return importlib.import_module("latlab.predictors.conformal")
 
 
-def available() -> bool:
-    """Whether the conformal wrappers are importable in this build."""
-    try:
-        _module()
-    except DataError:
-        return False
-    return True
-
-
-def wrap(method: str, predictor: Any, **options: Any) -> Any:
+def wrap(method: str, predictor: Predictor, **options: Any) -> IntervalPredictor:
     """A conformal wrapper of a *fitted* ``predictor`` (not yet calibrated)."""
     return _module().make_conformal(method, predictor, **options)
 
 
-def load(directory: Path) -> Any:
+def load(directory: Path) -> IntervalPredictor:
     """A saved, calibrated wrapper (its base predictor included)."""
     mod = _module()
     try:
@@ -77,14 +62,14 @@ def base_dir(directory: Path) -> Path | None:
 
 
 def calibrate(
-    wrapper: Any,
+    wrapper: IntervalPredictor,
     networks: list[Any],
     latencies_ms: Any,
     train: tuple[list[Any], Any] | None = None,
-) -> Any:
+) -> IntervalPredictor:
     """Calibrate on the calibration split; the training split is passed along for methods
     whose difficulty model is fitted on training data (it spares calibration points)."""
-    if train is not None and _accepts(wrapper.calibrate, "train_networks"):
+    if train is not None:
         return wrapper.calibrate(
             networks, latencies_ms, train_networks=train[0], train_latencies_ms=train[1]
         )
@@ -92,29 +77,18 @@ def calibrate(
 
 
 def predict_interval(
-    wrapper: Any, networks: list[Any], confidence: float, point_ms: Any = None
+    wrapper: IntervalPredictor, networks: list[Any], confidence: float, point_ms: Any = None
 ) -> tuple[Any, Any]:
     """Interval bounds; reuses ``point_ms`` (the point predictions) where the wrapper can."""
-    if point_ms is not None and _accepts(wrapper.predict_interval, "point_ms"):
-        return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
-    return wrapper.predict_interval(networks, confidence)
+    return wrapper.predict_interval(networks, confidence, point_ms=point_ms)
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def ood_mask(wrapper: Any, networks: list[Any]) -> Any:
+def ood_mask(wrapper: IntervalPredictor, networks: list[Any]) -> Any:
     """Which networks lie outside the calibration distribution (methods that can tell, such
     as ``cm-o``), else ``None``."""
     fn = getattr(wrapper, "ood_mask", None)
     return None if fn is None else fn(networks)
 
 
-def warnings_of(wrapper: Any) -> list[str]:
+def warnings_of(wrapper: IntervalPredictor | None) -> list[str]:
     return [str(w) for w in getattr(wrapper, "warnings", []) or []]

@@ -50,12 +50,6 @@ def _as_arrays(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
-def relative_errors(y_true: Any, y_pred: Any) -> np.ndarray:
-    """``|p - t| / t`` per network."""
-    t, p = _as_arrays(y_true, y_pred)
-    return np.abs(p - t) / t
-
-
 def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     """All point-prediction metrics of one set of predictions (see the module docstring).
 
@@ -87,14 +81,25 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
 
 
 #: Keys of :func:`interval_metrics`.
-INTERVAL_KEYS: tuple[str, ...] = ("coverage", "mean_rel_width", "confidence")
+INTERVAL_KEYS: tuple[str, ...] = ("coverage", "mean_relative_width", "confidence")
+
+#: Metric names older bundles wrote, and the name each has now (one name for the interval
+#: width everywhere: training, the conformal wrappers' coverage report and the experiments).
+RENAMED_KEYS: dict[str, str] = {"mean_rel_width": "mean_relative_width"}
+
+
+def upgrade_metric_keys(metrics: Any) -> Any:
+    """``metrics`` (nested dicts, as in a bundle manifest) with old key names renamed."""
+    if isinstance(metrics, dict):
+        return {RENAMED_KEYS.get(k, k): upgrade_metric_keys(v) for k, v in metrics.items()}
+    return metrics
 
 
 def interval_metrics(y_true: Any, low: Any, high: Any, confidence: float) -> dict[str, float]:
     """Empirical coverage and mean relative width of prediction intervals, in percent.
 
     ``coverage`` is the percentage of networks whose measured latency lies in ``[low, high]``
-    (to be compared with ``100 * confidence``); ``mean_rel_width`` is the mean of
+    (to be compared with ``100 * confidence``); ``mean_relative_width`` is the mean of
     ``(high - low) / t`` in percent -- relative to the measurement like every other latlab
     error, so that intervals of fast and slow networks weigh alike; narrower is better at equal
     coverage (infinite for unbounded intervals). ``confidence`` is echoed as given (a fraction).
@@ -114,7 +119,7 @@ def interval_metrics(y_true: Any, low: Any, high: Any, confidence: float) -> dic
     inside = (t >= lo) & (t <= hi)
     return {
         "coverage": float(100 * np.mean(inside)),
-        "mean_rel_width": float(100 * np.mean((hi - lo) / t)),
+        "mean_relative_width": float(100 * np.mean((hi - lo) / t)),
         "confidence": float(confidence),
     }
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import check_confidence, recommended_calibration_size
 from latlab.errors import DataError, LatlabError
 from latlab.training import intervals
 from latlab.training.bundle import (
@@ -38,12 +39,10 @@ from latlab.training.metrics import interval_metrics, metrics_by_group, regressi
 from latlab.training.splits import (
     FEW_SHOT_ROWS,
     Split,
-    check_confidence,
     default_cal_size,
     device_split,
     families_of,
     make_split,
-    min_calibration_size,
     min_rows_for_calibration,
 )
 from latlab.training.tracking import Tracker
@@ -119,9 +118,8 @@ def _noop(stage: str, done: int | None = None, total: int | None = None) -> None
 
 def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> Any:
     """A predictor by name; ``random_state`` follows ``seed`` unless given; one-line errors."""
-    from latlab.predictors.base import PREDICTORS, _ensure_registered, make_predictor
+    from latlab.predictors import PREDICTORS, make_predictor
 
-    _ensure_registered()
     cls = PREDICTORS.get(name)
     if cls is None:
         return make_predictor(name)  # raises the DataError listing the known names
@@ -198,8 +196,6 @@ def _check_config(config: TrainConfig) -> Any:
             raise DataError("tuning needs a validation split: --val-size must be >= 1")
     if config.cal_size and intervals.check_method(config.conformal) is None:
         raise DataError("--cal-size needs conformal intervals (--conformal METHOD)")
-    if config.conformal and config.conformal != intervals.NO_CONFORMAL:
-        intervals._module()  # a clear error when the wrappers are missing from this build
     return predictor
 
 
@@ -210,17 +206,10 @@ def train_only_references(predictor: str) -> set[str]:
     predictors read the session overhead from the benchmark table's session probe, which is a
     constant of the device rather than a sample to hold out.
     """
-    from latlab.predictors.base import PREDICTORS
+    from latlab.predictors import PREDICTORS
 
     cls = PREDICTORS.get(predictor)
-    refs = set(getattr(cls, "train_only_references", ()) or ())
-    try:
-        from latlab.predictors.layerwise.predictor import SESSION_PROBE, LayerwisePredictor
-    except ImportError:  # a build without the layer-wise predictors
-        return refs
-    if cls is not None and issubclass(cls, LayerwisePredictor):
-        refs.add(SESSION_PROBE)
-    return refs
+    return set(cls.train_only_references) if cls is not None else set()
 
 
 def store_params(params: Mapping[str, Any], data: Any, td: TrainingData) -> dict[str, Any]:
@@ -403,10 +392,10 @@ def train(
         )
     warnings: list[str] = [small_data] if small_data else []
     cross = conformal in intervals.CROSS_METHODS
-    if conformal and not cross and len(split.cal) < min_calibration_size(confidence):
+    if conformal and not cross and len(split.cal) < recommended_calibration_size(confidence):
         warnings.append(
             f"calibration set of {len(split.cal)} networks is small for {confidence:g} "
-            f"confidence (at least {min_calibration_size(confidence)} recommended): "
+            f"confidence (at least {recommended_calibration_size(confidence)} recommended): "
             "intervals may be infinite or unstable"
         )
         log.warning("%s", warnings[-1])  # now, not after a long tuning run
@@ -617,7 +606,7 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of ``bundle`` on every valid row of column ``target`` of ``data``.
 
-    Intervals (``coverage``, ``mean_rel_width``) at ``confidence`` (default: the bundle's)
+    Intervals (``coverage``, ``mean_relative_width``) at ``confidence`` (default: the bundle's)
     when the bundle is calibrated. Networks the bundle was fitted, validated or calibrated on
     are counted and warned about (their errors are optimistic).
     """

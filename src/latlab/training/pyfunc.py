@@ -85,7 +85,7 @@ class BundleModel(PythonModel):  # type: ignore[misc]
 
         from latlab.errors import LatlabError
         from latlab.training.bundle import references_of
-        from latlab.training.serving import normalise_network
+        from latlab.training.feature_cache import normalise_network
 
         confidence = (params or {}).get("confidence")
         try:
@@ -113,7 +113,7 @@ class BundleModel(PythonModel):  # type: ignore[misc]
 
 def confine_references(refs: list[Any], onnx_dir: str | None) -> list[Any]:
     """The references a served model resolves for a client (normalised ones: see
-    :func:`latlab.training.serving.normalise_network`): schemes that read no file pass
+    :func:`latlab.training.feature_cache.normalise_network`): schemes that read no file pass
     unchanged; file references only inside ``onnx_dir``
     (:func:`latlab.datasets.references.confine_reference`). Raises naming the row."""
     from latlab.datasets.references import confine_reference

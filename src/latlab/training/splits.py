@@ -16,7 +16,6 @@ only reports: no index is in two parts, and test rows never reach fitting or mod
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import recommended_calibration_size
 from latlab.errors import DataError
 
 SPLIT_KINDS = ("random", "family")
@@ -83,17 +83,6 @@ def default_val_size(n: int, train_size: int | None) -> int:
     return max(1, round(DEFAULT_FRACTION * n)) if n >= 10 else 0
 
 
-def min_calibration_size(confidence: float) -> int:
-    """Smallest calibration set that gives finite two-sided intervals at ``confidence``.
-
-    Split conformal at level ``1 - a`` takes the ``ceil((n + 1)(1 - a))``-th smallest of ``n``
-    scores, which exists only when ``n >= 1/a - 1`` (9 at 90 %); twice that keeps the quantile
-    from resting on the single largest residual.
-    """
-    check_confidence(confidence)
-    return 2 * math.ceil(1 / (1 - confidence) - 1 - 1e-9)
-
-
 #: Below this many rows a table is few-shot: the default split (no conformal calibration
 #: asked for explicitly, no tuning) keeps every row for training, without a validation split.
 FEW_SHOT_ROWS = 20
@@ -102,28 +91,18 @@ FEW_SHOT_ROWS = 20
 def min_rows_for_calibration(confidence: float = 0.9) -> int:
     """Fewest rows from which the default split carves a calibration set (90 at 90 %).
 
-    Below it a split-conformal calibration set of :func:`min_calibration_size` rows would take
+    Below it a split-conformal calibration set of
+    :func:`~latlab.confidence.recommended_calibration_size` rows would take
     a fifth or more of the data from training (a k = 10 few-shot table could not train at
     all), so the default is no calibration split: point predictions, with a warning that says
     how to get intervals (more rows, or an explicit ``cal_size``).
     """
-    return 5 * min_calibration_size(confidence)
+    return 5 * recommended_calibration_size(confidence)
 
 
 def default_cal_size(n: int, confidence: float = 0.9) -> int:
     """Calibration rows when conformal intervals are on: 10 % of the rows, at least the minimum."""
-    return max(min_calibration_size(confidence), round(DEFAULT_FRACTION * n))
-
-
-def check_confidence(confidence: float) -> float:
-    """Raise :class:`DataError` unless ``0 < confidence < 1``."""
-    try:
-        c = float(confidence)
-    except (TypeError, ValueError):
-        raise DataError(f"confidence must be a number in (0, 1), got {confidence!r}") from None
-    if not (0 < c < 1) or not math.isfinite(c):
-        raise DataError(f"confidence must be in (0, 1) (e.g. 0.9), got {confidence!r}")
-    return c
+    return max(recommended_calibration_size(confidence), round(DEFAULT_FRACTION * n))
 
 
 def _check_size(name: str, value: int | None) -> None:

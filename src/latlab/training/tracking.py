@@ -270,9 +270,9 @@ class Tracker:
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         if self.enabled:
-            from latlab.predictors.base import _jsonable
+            from latlab.jsonio import jsonable
 
-            self.mlflow.log_dict(_jsonable(data), artifact_file)
+            self.mlflow.log_dict(jsonable(data), artifact_file)
 
     def log_dataset(
         self,

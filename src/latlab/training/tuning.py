@@ -1,8 +1,9 @@
 """Optuna tuning of a predictor's hyperparameters on the validation split.
 
-* **Search spaces** (:data:`SEARCH_SPACES`): one per registered predictor, declared as Optuna
-  distributions over constructor parameters, each containing the constructor's default (so
-  the defaults are a point of the space). ``register_search_space`` adds more.
+* **Tuning spaces** (:func:`search_spaces`): declared on each predictor class as data
+  (``tuning = TuningSpace({...})``, :mod:`latlab.predictors.tuning_space`): Optuna
+  distributions over constructor parameters whose defaults are read from the constructor (so
+  the defaults are a point of the space).
 * **Objective**: the validation MAPE (%) of a predictor fitted on the training split, with the
   validation split as its early-stopping set. Test rows never enter.
 * **Sampler and pruner**: TPE (seeded); Hyperband pruning for epoch-based predictors (FCNN,
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latlab.errors import DataError, LatlabError, TrackingError
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import optuna
@@ -48,196 +50,58 @@ OBJECTIVE = "val_mape"
 # --------------------------------------------------------------------------- search spaces
 
 
-@dataclass(frozen=True)
-class Param:
-    """One searched constructor parameter: an Optuna distribution and its default value."""
-
-    kind: str  # "float", "int" or "categorical"
-    default: Any
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    #: Trial value -> constructor value (e.g. "256-128-64" -> (256, 128, 64)).
-    convert: Callable[[Any], Any] | None = None
-
-    def distribution(self) -> optuna.distributions.BaseDistribution:
-        from optuna.distributions import (
-            CategoricalDistribution,
-            FloatDistribution,
-            IntDistribution,
-        )
-
-        if self.kind == "float":
-            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
-        if self.kind == "int":
-            return IntDistribution(
-                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
-            )
-        return CategoricalDistribution(list(self.choices))
-
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
-        if self.kind == "float":
-            return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
-        if self.kind == "int":
-            return trial.suggest_int(
-                name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
-            )
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def to_param(self, value: Any) -> Any:
-        return self.convert(value) if self.convert is not None else value
-
-
-def flt(default: float, low: float, high: float, log: bool = False) -> Param:
-    return Param("float", default, low, high, log=log)
-
-
-def integer(default: int, low: int, high: int, step: int = 1, log: bool = False) -> Param:
-    return Param("int", default, low, high, log=log, step=step)
-
-
-def cat(default: Any, *choices: Any, convert: Callable[[Any], Any] | None = None) -> Param:
-    return Param("categorical", default, choices=tuple(choices), convert=convert)
-
-
-def widths(text: str) -> tuple[int, ...]:
-    """``"256-128-64"`` -> ``(256, 128, 64)`` (hidden layer widths as a categorical choice)."""
-    return tuple(int(w) for w in str(text).split("-"))
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """The searched parameters of one predictor, and whether it trains by epochs."""
-
-    params: Mapping[str, Param]
-    epoch_based: bool = False
-    #: Constructor parameter bounding the epochs (Hyperband's maximum resource).
-    epochs_param: str = "max_epochs"
-
-    def distributions(self, keys: Sequence[str]) -> dict[str, Any]:
-        return {k: self.params[k].distribution() for k in keys}
-
-
-#: predictor name -> search space. Defaults must equal the constructor's (tests check this).
-SEARCH_SPACES: dict[str, SearchSpace] = {
-    "flops": SearchSpace({"use_bytes": cat(True, True, False)}),
-    "fcnn": SearchSpace(
-        {
-            "hidden_layers": cat(
-                "256-128-64",
-                "64-32",
-                "128-64",
-                "256-128",
-                "128-64-32",
-                "256-128-64",
-                "512-256-128",
-                "256-256-256",
-                "512-256-128-64",
-                convert=widths,
-            ),
-            "norm": cat("batch", "batch", "layer", "none"),
-            "dropout": flt(0.1, 0.0, 0.4),
-            "learning_rate": flt(1e-3, 1e-4, 1e-2, log=True),
-            "weight_decay": flt(1e-5, 1e-7, 1e-3, log=True),
-            "batch_size": cat(64, 16, 32, 64, 128, 256),
-        },
-        epoch_based=True,
-    ),
-    "gbm": SearchSpace(
-        {
-            "learning_rate": flt(0.03, 0.005, 0.3, log=True),
-            "num_leaves": integer(15, 4, 127, log=True),
-            "min_child_samples": integer(5, 1, 60, log=True),
-            "subsample": flt(0.8, 0.4, 1.0),
-            "colsample_bytree": flt(0.8, 0.3, 1.0),
-            "reg_lambda": flt(1.0, 1e-3, 30.0, log=True),
-        }
-    ),
-    "rf": SearchSpace(
-        {
-            "n_estimators": integer(300, 100, 800, step=100),
-            "max_features": flt(0.5, 0.1, 1.0),
-            "min_samples_leaf": integer(1, 1, 20, log=True),
-            "max_depth": cat(None, None, 8, 16, 32),
-        }
-    ),
-    "gcn": SearchSpace(
-        {
-            "num_layers": integer(4, 2, 6),
-            "hidden": cat(600, 128, 256, 400, 600),
-            "dropout": flt(0.002, 0.0, 0.3),
-            "learning_rate": flt(4e-4, 5e-5, 5e-3, log=True),
-            "weight_decay": flt(5e-4, 1e-6, 1e-2, log=True),
-            "batch_size": cat(32, 16, 32, 64, 128),
-        },
-        epoch_based=True,
-    ),
-}
-
-
-# Layer-wise (ANNETTE) predictors fit per-layer-type models on benchmark tables; what can be
-# tuned is how peaks are read off the benchmarks (``quantile``), which points are too short to
-# trust (``min_time_ms``), and the statistical models' forests.
-_PEAKS = {
-    "quantile": flt(1.0, 0.8, 1.0),
-    "min_time_ms": flt(0.002, 0.0005, 0.02, log=True),
-}
-_FOREST = {
-    "n_estimators": integer(100, 50, 400, step=50),
-    "min_samples_leaf": integer(1, 1, 10),
-}
-SEARCH_SPACES.update(
+#: Tuning spaces of the predictors whose modules do not declare one on the class yet (the
+#: layer-wise and kernel predictors, whose modules other work was changing when the spaces
+#: moved onto the classes). Defaults are read from the constructors, as for the others.
+_NOT_ON_CLASS_YET: dict[str, TuningSpace] = {}
+_PEAKS = {"quantile": flt(0.8, 1.0), "min_time_ms": flt(0.0005, 0.02, log=True)}
+_FOREST = {"n_estimators": integer(50, 400, step=50), "min_samples_leaf": integer(1, 10)}
+_NOT_ON_CLASS_YET.update(
     {
-        "roofline": SearchSpace(dict(_PEAKS)),
-        "refined": SearchSpace(dict(_PEAKS)),
-        "statistical": SearchSpace({**_PEAKS, **_FOREST}),
-        "mixed": SearchSpace({**_PEAKS, **_FOREST, "min_points": integer(10, 3, 50)}),
-        "lut": SearchSpace({"lut_scale": cat(True, True, False), **_PEAKS}),
-        # Per-op table over every nb201 cell edge (auto on nb201) or per distinct IR layer.
-        "layer-sum": SearchSpace({"layers": cat("auto", "auto", "ir")}),
-        # Few-shot transfer: how source devices are combined and what the architecture head
-        # learns (tuning needs a validation split of the target device's few networks).
-        "transfer": SearchSpace(
+        # Layer-wise (ANNETTE) predictors fit per-layer-type models on benchmark tables; what
+        # can be tuned is how peaks are read off the benchmarks (``quantile``), which points
+        # are too short to trust (``min_time_ms``), and the statistical models' forests.
+        "roofline": TuningSpace(dict(_PEAKS)),
+        "refined": TuningSpace(dict(_PEAKS)),
+        "statistical": TuningSpace({**_PEAKS, **_FOREST}),
+        "mixed": TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)}),
+        "lut": TuningSpace({"lut_scale": cat(True, False), **_PEAKS}),
+        # Kernel-level predictor: the per-family model choice and how much data a family needs.
+        "kernel": TuningSpace(
             {
-                "method": cat("ensemble", "ensemble", "nearest", "ridge"),
-                "head": cat("auto", "auto", "gp", "ridge", "none"),
-                "weight_power": flt(2.0, 0.0, 8.0),
+                "model": cat("auto", "linear", "trees", "gbm"),
+                "min_points": integer(4, 50),
+                "n_estimators": integer(50, 400, step=50),
             }
         ),
     }
 )
+_REGISTERED: dict[str, TuningSpace] = {}
 
 
-# Kernel-level predictor: the per-family model choice and how much data a family needs.
-SEARCH_SPACES["kernel"] = SearchSpace(
-    {
-        "model": cat("auto", "auto", "linear", "trees", "gbm"),
-        "min_points": integer(12, 4, 50),
-        "n_estimators": integer(200, 50, 400, step=50),
-    }
-)
-
-# Cross-precision: the FP32 kernel model's family choice and data need (the speed-up ratios
-# are ratios of sums, with nothing to tune).
-SEARCH_SPACES["cross-precision"] = SearchSpace(
-    {
-        "model": cat("auto", "auto", "linear", "trees", "gbm"),
-        "min_points": integer(12, 4, 50),
-    }
-)
+def register_search_space(name: str, space: TuningSpace) -> None:
+    """A tuning space for predictor ``name`` from outside its class (a class attribute
+    ``tuning = TuningSpace(...)`` is the usual way)."""
+    _REGISTERED[name] = space
 
 
-def register_search_space(name: str, space: SearchSpace) -> None:
-    """Make ``latlab train --predictor NAME --tune N`` possible for a new predictor."""
-    SEARCH_SPACES[name] = space
+def search_spaces() -> dict[str, TuningSpace]:
+    """predictor name -> its tuning space, defaults bound, for every tunable predictor."""
+    from latlab.predictors import PREDICTORS
+
+    out: dict[str, TuningSpace] = {}
+    for name, cls in sorted(PREDICTORS.items()):
+        space = _REGISTERED.get(name) or cls.tuning or _NOT_ON_CLASS_YET.get(name)
+        if space is not None:
+            out[name] = space.bind(cls)
+    return out
 
 
-def get_search_space(name: str) -> SearchSpace:
-    space = SEARCH_SPACES.get(name)
+def get_search_space(name: str) -> TuningSpace:
+    spaces = search_spaces()
+    space = spaces.get(name)
     if space is None:
-        known = ", ".join(sorted(SEARCH_SPACES))
+        known = ", ".join(sorted(spaces))
         raise DataError(f"no tuning search space for predictor {name!r} (tunable: {known})")
     return space
 
@@ -351,9 +215,9 @@ def study_signature(
     predictor: str, fixed: Mapping[str, Any], context: Mapping[str, Any]
 ) -> dict[str, Any]:
     """What must match for trials to be comparable: predictor, fixed params, data, split."""
-    from latlab.predictors.base import _jsonable
+    from latlab.jsonio import jsonable
 
-    return _jsonable({"predictor": predictor, "fixed": dict(fixed), **dict(context)})
+    return jsonable({"predictor": predictor, "fixed": dict(fixed), **dict(context)})
 
 
 def default_study_name(signature: Mapping[str, Any]) -> str:
@@ -575,7 +439,7 @@ def _log_trial(
 
 def _result(
     study: Any,
-    space: SearchSpace,
+    space: TuningSpace,
     keys: Sequence[str],
     defaults: Mapping[str, Any],
     default_value: float,

@@ -34,15 +34,14 @@ the module of a lazily registered space when it first meets its prefix.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from threading import RLock
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
+from latlab.registry import Registry
 
 Genotype = tuple[int, ...]
 
@@ -161,61 +160,49 @@ class SearchSpace:
 # --------------------------------------------------------------------------- the registry
 
 
-class _Registry(Mapping[str, SearchSpace]):
-    """Name -> space, where an entry may be a lazy ``"module:attr"`` string resolved (imported)
-    on first access."""
+class _Registry(Registry[SearchSpace]):
+    """Name -> space (the one lazy registry idiom of :mod:`latlab.registry`): an entry may be
+    a ``"module:attr"`` string imported on first access, and plug-ins register in the
+    ``latlab.spaces`` entry-point group. Loaded spaces are indexed for serving (bare bodies,
+    fast resolvers)."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, SearchSpace | str] = {}
-        self._lock = RLock()
+        super().__init__(
+            "search space", group="latlab.spaces", check=lambda obj: isinstance(obj, SearchSpace)
+        )
         #: (bare prefix, space name) of the loaded spaces that serve bare bodies.
         self.bare: tuple[tuple[str, str], ...] = ()
         #: prefix -> fast resolver of the loaded spaces that have one.
         self.fast: dict[str, Callable[[str], NetworkGraph | None]] = {}
+        self._indexed: set[int] = set()
 
-    def register(self, space: SearchSpace | str, name: str | None = None) -> None:
+    def register(  # type: ignore[override]
+        self, space: SearchSpace | str, name: str | None = None
+    ) -> None:
+        if isinstance(space, str):
+            if not name:
+                raise DataError(f"a lazy space entry {space!r} needs a name")
+            super().register(name, space)
+            return
         with self._lock:
-            if isinstance(space, str):
-                if not name:
-                    raise DataError(f"a lazy space entry {space!r} needs a name")
-                if not isinstance(self._entries.get(name), SearchSpace):
-                    self._entries[name] = space
-                return
-            self._entries[name or space.name] = space
+            super().register(name or space.name, space)
             self._index(space)
 
     def _index(self, space: SearchSpace) -> None:
+        if id(space) in self._indexed:
+            return
+        self._indexed.add(id(space))
         if space.bare_prefix:
             self.bare = (*self.bare, (space.bare_prefix, space.prefix))
         if type(space).fast_resolve is not SearchSpace.fast_resolve:
             self.fast[space.prefix] = space.fast_resolve
 
     def __getitem__(self, name: str) -> SearchSpace:
-        entry = self._entries[name]
-        if isinstance(entry, SearchSpace):
-            return entry
-        with self._lock:
-            entry = self._entries[name]
-            if isinstance(entry, str):
-                module, _, attr = entry.partition(":")
-                loaded = getattr(importlib.import_module(module), attr)
-                if not isinstance(loaded, SearchSpace):
-                    raise DataError(f"space entry {entry!r} is not a SearchSpace")
-                if self._entries[name] is entry:  # the import may have registered it already
-                    self._entries[name] = loaded
-                    self._index(loaded)
-                entry = self._entries[name]
-            assert isinstance(entry, SearchSpace)
-            return entry
-
-    def is_lazy(self, name: str) -> bool:
-        return isinstance(self._entries.get(name), str)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._entries))
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        space = super().__getitem__(name)
+        if id(space) not in self._indexed:
+            with self._lock:
+                self._index(space)
+        return space
 
 
 SPACES = _Registry()
@@ -259,7 +246,7 @@ def load_all() -> None:
 def load_scheme(prefix: str) -> bool:
     """Load the lazily registered space named ``prefix`` (its module registers its reference
     scheme); ``False`` when there is none."""
-    if not SPACES.is_lazy(prefix):
+    if prefix not in SPACES or not SPACES.is_lazy(prefix):  # `in` discovers plug-ins
         return False
     SPACES[prefix]
     return True

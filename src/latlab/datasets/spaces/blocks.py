@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces import SearchSpace, register_space
+from latlab.datasets.spaces.base import SearchSpace, register_space
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
 

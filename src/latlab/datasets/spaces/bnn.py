@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces import SearchSpace, register_space
+from latlab.datasets.spaces.base import SearchSpace, register_space
 from latlab.datasets.spaces.fcnn import parse_widths
 from latlab.encoders.binary import binary_conv, binary_gemm, sign
 from latlab.encoders.builder import NetBuilder

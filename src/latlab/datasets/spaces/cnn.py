@@ -41,19 +41,21 @@ Example (a MobileNetV2-like chain at 160 px)::
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme, resolve
-from latlab.datasets.spaces import SearchSpace, register_space
+from latlab.datasets.spaces.base import SearchSpace, register_space
+from latlab.datasets.zoo.common import act, make_divisible, squeeze_excitation
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
 
 KINDS = ("c", "ir", "rb", "bt", "mp")
 ACTS = ("re", "r6", "hs", "sw")
+#: The activation each short code names (the names of :func:`latlab.datasets.zoo.common.act`).
+ACT_NAMES: dict[str, str] = {"re": "relu", "r6": "relu6", "hs": "hardswish", "sw": "silu"}
 MIN_RES, MAX_RES = 8, 1024
 MAX_CHANNELS = 8192
 
@@ -190,36 +192,14 @@ def parse_cnn(ref: str) -> CnnSpec:
 # --------------------------------------------------------------------------- building
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round channels to a multiple of ``divisor`` without going 10 % below ``v`` (MobileNet)."""
-    min_value = min_value or divisor
-    new = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new < 0.9 * v:
-        new += divisor
-    return new
+def activation(b: NetBuilder, x: str, code: str) -> str:
+    """Apply the activation named by its short code (re, r6, hs, sw: :data:`ACT_NAMES`)."""
+    return act(b, x, ACT_NAMES[code])
 
 
-def activation(b: NetBuilder, x: str, act: str) -> str:
-    """Apply the activation named by its short code (re, r6, hs, sw)."""
-    if act == "re":
-        return b.relu(x)
-    if act == "r6":
-        return b.relu6(x)
-    if act == "hs":
-        return b.hardswish(x)
-    if act == "sw":
-        return b.swish(x)
-    raise ValueError(f"unknown activation {act!r}")
-
-
-def squeeze_excite(b: NetBuilder, x: str, squeeze: int, gate: str = "hs", act: str = "re") -> str:
-    """SE: global pool, 1x1 conv to ``squeeze``, act, 1x1 conv back, gate, multiply."""
-    c = b.shape(x)[1]
-    s = b.global_avgpool(x)
-    s = activation(b, b.conv(s, squeeze, 1, padding=0, bias=True), act)
-    s = b.conv(s, c, 1, padding=0, bias=True)
-    s = b.hardsigmoid(s) if gate == "hs" else b.sigmoid(s)
-    return b.mul(x, s)
+def _se(b: NetBuilder, x: str, squeeze: int, code: str) -> str:
+    """Squeeze-excitation (ReLU inside) gated by a hard sigmoid in hardswish blocks."""
+    return squeeze_excitation(b, x, squeeze, "relu", "hardsigmoid" if code == "hs" else "sigmoid")
 
 
 def _shortcut(b: NetBuilder, x: str, out: int, stride: int) -> str:
@@ -243,7 +223,7 @@ def _block(b: NetBuilder, x: str, blk: Block, stride: int) -> str:
             y = activation(b, b.bn(b.conv(y, mid, 1, padding=0)), blk.act)
         y = activation(b, b.bn(b.dwconv(y, blk.kernel, stride)), blk.act)
         if blk.se:
-            y = squeeze_excite(b, y, max(8, make_divisible(mid / 4, 8)), blk.act)
+            y = _se(b, y, max(8, make_divisible(mid / 4, 8)), blk.act)
         y = b.bn(b.conv(y, blk.out, 1, padding=0))
         return b.add(x, y) if stride == 1 and cin == blk.out else y
     if blk.kind == "rb":
@@ -255,7 +235,7 @@ def _block(b: NetBuilder, x: str, blk: Block, stride: int) -> str:
         y = activation(b, b.bn(b.conv(y, mid, blk.kernel, stride)), blk.act)
         y = b.bn(b.conv(y, blk.out, 1, padding=0))
     if blk.se:
-        y = squeeze_excite(b, y, max(8, make_divisible(blk.out / 4, 8)), blk.act)
+        y = _se(b, y, max(8, make_divisible(blk.out / 4, 8)), blk.act)
     return activation(b, b.add(_shortcut(b, x, blk.out, stride), y), blk.act)
 
 
@@ -445,8 +425,3 @@ register_scheme(
 register_space(
     SearchSpace("cnn", sample_cnn, "MobileNet/ResNet/VGG-style CNN chains, 32-224 px inputs")
 )
-
-
-def specs_of(refs: Sequence[str]) -> list[CnnSpec]:
-    """Parse many references (convenience for analyses of a sample)."""
-    return [parse_cnn(r) for r in refs]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces import SearchSpace, register_space
+from latlab.datasets.spaces.base import SearchSpace, register_space
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError

@@ -46,7 +46,15 @@ from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
 from latlab.datasets.spaces.base import Genotype, SearchSpace, register_space
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import COUNT_FIELDS, LazyNetworkGraph, NetworkGraph, NetworkTotals
-from latlab.encoders.nb201_cell import EDGES, OPS, all_archs, arch_index, format_arch, parse_arch
+from latlab.encoders.nb201_cell import (
+    EDGES,
+    OPS,
+    all_archs,
+    arch_index,
+    format_arch,
+    live_edges,
+    parse_arch,
+)
 from latlab.errors import NetworkReferenceError
 
 #: Channels of the three stages, cells per stage, classes, and the CIFAR input (C, H, W).
@@ -59,22 +67,6 @@ SPACE_SIZE = len(OPS) ** len(EDGES)
 
 
 # --------------------------------------------------------------------------- cell semantics
-
-
-def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
-    """For each of the six edges: does it carry computation that reaches the cell output?"""
-    has_value = [True, False, False, False]
-    for k, (dst, src) in enumerate(EDGES):  # EDGES are ordered by target node
-        if ops[k] != "none" and has_value[src]:
-            has_value[dst] = True
-    needed = [False, False, False, True]
-    live = [False] * len(EDGES)
-    for k in reversed(range(len(EDGES))):
-        dst, src = EDGES[k]
-        if ops[k] != "none" and has_value[src] and needed[dst]:
-            live[k] = True
-            needed[src] = True
-    return tuple(live)
 
 
 def canonical_ops(ops: Sequence[str]) -> tuple[str, ...]:

@@ -22,18 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from latlab.confidence import check_confidence, min_calibration_size
 from latlab.errors import BundleError, DataError
 from latlab.predictors.base import LatencyPredictor, Network, load_predictor
-from latlab.predictors.conformal import cross as _cross  # noqa: F401  (registers cv+)
-from latlab.predictors.conformal import layers as _layers  # noqa: F401  (registers cps)
-from latlab.predictors.conformal import network as _network  # noqa: F401  (registers methods)
-from latlab.predictors.conformal import oob as _oob  # noqa: F401  (registers oob)
 from latlab.predictors.conformal.base import (
     BASE_DIR,
     METHODS,
     ConformalPredictor,
-    check_confidence,
-    min_calibration_size,
     read_conformal_doc,
 )
 

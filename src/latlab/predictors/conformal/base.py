@@ -28,9 +28,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from latlab.confidence import check_confidence, min_calibration_size
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import LatencyPredictor, Network, check_training_data
+from latlab.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,29 @@ SCHEMA_VERSION = 1
 #: realised coverage of one calibration may stray (n = 200 at 90 % confidence).
 _STABLE_TAIL_COUNT = 20
 
-#: method name -> ConformalPredictor subclass; filled by :func:`register_method`.
-METHODS: dict[str, type[ConformalPredictor]] = {}
+#: method name -> ConformalPredictor subclass (lazy ``"module:class"`` entries: a method's
+#: module is imported when it is first used; plug-ins register in the ``latlab.conformal``
+#: entry-point group).
+METHODS: Registry[type[ConformalPredictor]] = Registry(
+    "conformal method",
+    group="latlab.conformal",
+    check=lambda obj: isinstance(obj, type) and issubclass(obj, ConformalPredictor),
+)
+for _name, _target in {
+    "split": "latlab.predictors.conformal.network:SplitConformal",
+    "cm-tv": "latlab.predictors.conformal.network:TreeVarianceConformal",
+    "cm-lv": "latlab.predictors.conformal.network:ResidualKnnConformal",
+    "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
+    "cps": "latlab.predictors.conformal.layers:LayerCps",
+    "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
+    "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
+}.items():
+    METHODS.register(_name, _target)
 
 
 def register_method(cls: type[ConformalPredictor]) -> type[ConformalPredictor]:
-    METHODS[cls.method] = cls
+    """Class decorator: register ``cls`` under its ``method`` name."""
+    METHODS.register(cls.method, cls)
     return cls
 
 
@@ -63,21 +82,6 @@ def import_crepes() -> Any:
         import crepes.extras
 
     return crepes
-
-
-def check_confidence(confidence: float) -> float:
-    try:
-        c = float(confidence)
-    except (TypeError, ValueError):
-        raise DataError(f"confidence must be a number in (0, 1), got {confidence!r}") from None
-    if not 0.0 < c < 1.0 or not math.isfinite(c):
-        raise DataError(f"confidence must be in (0, 1) (e.g. 0.9), got {confidence!r}")
-    return c
-
-
-def min_calibration_size(confidence: float) -> int:
-    """Smallest calibration set whose conformal quantile at ``confidence`` is finite."""
-    return max(1, math.ceil(1.0 / (1.0 - confidence) - 1.0 - 1e-9))
 
 
 def conformal_quantile(scores: np.ndarray, confidence: float) -> float:

@@ -55,10 +55,8 @@ SESSION_PROBE = "kernel:padding?c=1"
 
 def _benchmarked_layer(graph: Any) -> int | None:
     """Index of the one layer a single-layer benchmark measures, else None."""
-    try:
-        from latlab.predictors.layerwise.predictor import benchmarked_layer
-    except ImportError:  # pragma: no cover - only without the layer-wise package
-        return 0 if len(graph.layers) == 1 else None
+    from latlab.predictors.layerwise.predictor import benchmarked_layer
+
     return benchmarked_layer(graph)  # type: ignore[no-any-return]
 
 

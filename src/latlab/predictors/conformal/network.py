@@ -44,6 +44,7 @@ from latlab.predictors.conformal.base import (
     import_crepes,
     register_method,
 )
+from latlab.predictors.skops_io import load_trusted_skops
 
 DIFFICULTY_FILE = "difficulty.skops"
 
@@ -220,8 +221,14 @@ class NormalizedConformal(ConformalPredictor):
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
         path = inside(directory, state.get("file", DIFFICULTY_FILE), "difficulty file")
-        objects = load_trusted_skops(path)
-        crepes = import_crepes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BundleError(
+                f"saved conformal predictor lacks {path.name} in {path.parent}"
+            ) from None
+        crepes = import_crepes()  # first, so that skops' import cannot reset warning filters
+        objects = load_trusted_skops(data, path, TRUSTED_TYPES)
         if not isinstance(objects, dict) or not isinstance(
             objects.get("difficulty"), crepes.extras.DifficultyEstimator
         ):
@@ -361,25 +368,3 @@ class DistanceKnnConformal(NormalizedConformal):
         self.ood_scaler_ = objects["ood_scaler"]
         self.ood_nn_ = objects["ood_nn"]
         self.ood_threshold_ = float(state["ood_threshold"])
-
-
-def load_trusted_skops(path: Path) -> Any:
-    """Load a skops file needing no type beyond skops' defaults and :data:`TRUSTED_TYPES`."""
-    import skops.io as sio
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"saved conformal predictor lacks {path.name} in {path.parent}") from None
-    try:
-        untrusted = sio.get_untrusted_types(data=data)
-    except Exception as exc:  # skops raises zipfile/JSON errors for corrupt files
-        raise BundleError(f"corrupt skops file {path}: {exc}") from None
-    unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if unknown:
-        raise BundleError(f"{path} contains types latlab does not trust: {', '.join(unknown)}")
-    try:
-        import_crepes()  # imported here first, so that skops' import cannot reset warning filters
-        return sio.loads(data, trusted=list(untrusted))
-    except Exception as exc:
-        raise BundleError(f"cannot load {path}: {exc}") from None

@@ -140,6 +140,7 @@ class LayerwisePredictor(LatencyPredictor):
     name = "layerwise"
     layer_model: ClassVar[str] = "roofline"
     min_train_rows = 2
+    train_only_references = (SESSION_PROBE,)
 
     def __init__(
         self,

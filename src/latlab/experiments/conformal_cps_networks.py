@@ -1,6 +1,6 @@
 """Network-level coverage of layer-wise conformal predictive systems (``cps``) on this machine.
 
-    python -m latlab.experiments.conformal_layers [--quick] [--out DIR] [--db URL]
+    python -m latlab.experiments.conformal_cps_networks [--quick] [--out DIR] [--db URL]
 
 Layer errors are correlated (a device faster than modelled on every convolution), so summing
 per-layer predictive distributions as if independent gives intervals that are too narrow; ``cps``
@@ -26,7 +26,6 @@ ANNETTE's full suites, 200 nb201 networks and the zoo, 5 seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -37,13 +36,14 @@ from typing import Any
 import numpy as np
 
 from latlab.errors import LatlabError
-from latlab.experiments.common import json_safe
+from latlab.fileio import atomic_write_text
+from latlab.jsonio import dumps
 from latlab.predictors import make_predictor
 from latlab.predictors.conformal import coverage_report, make_conformal
 from latlab.predictors.conformal.layers import LayerCps
 from latlab.training.metrics import regression_metrics
 
-log = logging.getLogger("latlab.experiments.conformal_layers")
+log = logging.getLogger("latlab.experiments.conformal_cps_networks")
 
 MODELS = ("roofline", "refined", "statistical", "mixed", "lut")
 CONFIDENCE = 0.9
@@ -172,8 +172,8 @@ def run(
         "results": results,
         "seconds": time.monotonic() - start,
     }
-    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
-    (out / "report.md").write_text(report(metrics))
+    atomic_write_text(out / "metrics.json", dumps(metrics))
+    atomic_write_text(out / "report.md", report(metrics))
     return metrics
 
 
@@ -218,7 +218,7 @@ def report(m: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.conformal_layers",
+        prog="python -m latlab.experiments.conformal_cps_networks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timer", choices=("wall", "thread"), default="thread", help="protocol clock")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    command = "python -m latlab.experiments.conformal_layers " + " ".join(
+    command = "python -m latlab.experiments.conformal_cps_networks " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     try:

@@ -10,12 +10,13 @@ Networks are given as references (``nb201:|...|``, ``fcnn:8-16-4``, ``zoo:resnet
 :class:`~latlab.encoders.ir.NetworkGraph` objects, or bare NAS-Bench-201 arch strings
 (``|nor_conv_3x3~0|+|...|``, read as ``nb201:`` references).
 
-The split of a predictor into *encode* and *predict-encoded* is done here, by an adapter per
-predictor kind (:func:`stage_for`): LightGBM, random forest and FCNN cache feature rows, the
-GCN caches its torch-geometric graphs, any other predictor caches the resolved IR (the
-resolution is most of its encoding cost). Each adapter runs exactly the model call of the
-predictor's own ``_predict`` (a test checks that both give identical predictions), so that the
-predictors themselves need no serving-specific code.
+The split of a predictor into *encode* and *predict-encoded* is the predictor's own
+(``encode(graphs)`` / ``predict_encoded(items)``, part of the predictor contract,
+:class:`~latlab.predictors.base.Predictor`): LightGBM, random forest and FCNN cache feature
+rows, the GCN caches its light torch-geometric graphs, any other predictor caches the resolved
+IR (the resolution is most of its encoding cost). ``predict`` itself runs through the same two
+methods, so the cached and the direct path give identical predictions (a test checks it) and
+this module knows nothing of any predictor's internals.
 
 Keys: a reference string is its own key (after normalisation: stripped, bare arch strings
 prefixed with ``nb201:``); a graph is keyed by its IR digest and its reference, so that graphs
@@ -36,6 +37,7 @@ import numpy as np
 from latlab.datasets.spaces import SPACES
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import LatlabError, NetworkReferenceError
+from latlab.predictors.base import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -175,66 +177,11 @@ class Stage:
     predict: Callable[[list[Any]], np.ndarray]
 
 
-def _rows(x: Any) -> list[Any]:
-    return list(np.asarray(x))
-
-
-def stage_for(predictor: Any) -> Stage:
-    """The encode/predict split of a fitted predictor (see the module docstring)."""
-    from latlab.predictors.common import decode_target, resolve_n_jobs
-
-    name = getattr(predictor, "name", "")
-    p = predictor
-    if name == "gbm" and hasattr(p, "booster_"):
-
-        def gbm_predict(items: list[Any]) -> np.ndarray:
-            z = p.booster_.predict(np.vstack(items), num_threads=resolve_n_jobs(p.n_jobs))
-            return np.asarray(decode_target(z, p.target))
-
-        return Stage("gbm-rows", lambda gs: _rows(p.features_.transform(gs)), gbm_predict)
-
-    if name == "rf" and hasattr(p, "forest_"):
-        from latlab.predictors.forest import predict_rows_parallel
-
-        def rf_predict(items: list[Any]) -> np.ndarray:
-            z = predict_rows_parallel(p.forest_, np.vstack(items), p.n_jobs)
-            return np.asarray(decode_target(z, p.target))
-
-        return Stage("rf-rows", lambda gs: _rows(p.features_.transform(gs)), rf_predict)
-
-    if name == "fcnn" and hasattr(p, "model_"):
-
-        def fcnn_predict(items: list[Any]) -> np.ndarray:
-            import torch
-
-            from latlab.predictors.torch_utils import torch_threads
-
-            x = torch.from_numpy(np.vstack(items))
-            with torch.inference_mode(), torch_threads(p.num_threads):
-                out = p.model_(x).squeeze(-1).double().numpy()
-            return np.asarray(decode_target(out * p.y_std_ + p.y_mean_, p.target))
-
-        return Stage("fcnn-rows", lambda gs: _rows(p._inputs(gs).numpy()), fcnn_predict)
-
-    if name == "gcn" and hasattr(p, "encoder_"):
-
-        def gcn_predict(items: list[Any]) -> np.ndarray:
-            import torch
-
-            from latlab.predictors.gcn_infer import predict_compressed
-            from latlab.predictors.torch_utils import torch_threads
-
-            p.model_.eval()
-            with torch.inference_mode(), torch_threads(p.num_threads):
-                out = predict_compressed(p.model_, items, max(1, int(p.predict_max_nodes)))
-            return np.asarray(decode_target(out * p.y_std_ + p.y_mean_, p.target))
-
-        return Stage("gcn-graphs", p.encoder_.transform_light, gcn_predict)
-
-    # Any other predictor: the resolved IR is what is cached.
-    return Stage(
-        "graphs", lambda gs: list(gs), lambda items: np.asarray(p.predict(items), dtype=float)
-    )
+def stage_for(predictor: Predictor) -> Stage:
+    """The encode/predict split of a fitted predictor: its own ``encode`` /
+    ``predict_encoded`` (:class:`~latlab.predictors.base.LatencyPredictor` gives every
+    predictor both; predictors whose encoding is costly override them)."""
+    return Stage(predictor.encoding, predictor.encode, predictor.predict_encoded)
 
 
 # --------------------------------------------------------------------------- the fast path
@@ -247,7 +194,7 @@ class CachedPredictor:
     also within a call) and runs the model once over the whole call, in input order.
     """
 
-    def __init__(self, predictor: Any, cache: FeatureCache | None = None) -> None:
+    def __init__(self, predictor: Predictor, cache: FeatureCache | None = None) -> None:
         self.predictor = predictor
         self.cache = cache if cache is not None else FeatureCache()
         self.stage = stage_for(predictor)
