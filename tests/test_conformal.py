@@ -220,3 +220,10 @@ def test_quantile_is_the_finite_sample_conformal_quantile(scores, confidence):
     else:
         # q is a calibration score and at least ceil((n+1)c) scores are <= q.
         assert q in s and np.sum(s <= q) >= rank
+
+
+def test_quantile_exists_at_the_float_boundary():
+    # (1 - 0.9) * (9 + 1) is 0.999... in floating point: the 9th smallest of 9 scores is still
+    # the 90 % quantile (crepes' own index rounds it away to an unbounded interval)
+    assert conformal_quantile(np.arange(1.0, 10.0), 0.9) == 9.0
+    assert math.isinf(conformal_quantile(np.arange(1.0, 9.0), 0.9))
