@@ -66,8 +66,26 @@ def _refit(base: LatencyPredictor, networks: list[Network], y: np.ndarray) -> La
     return model
 
 
+class JackknifePlusConformal(ConformalPredictor):
+    """What CV+ and the out-of-bag jackknife+ share: the bound from leave-out centres
+    (``_centers``: ``(n, networks)`` log ms, subclasses say how they get them) and its size."""
+
+    def _centers(self, networks: list[Network]) -> np.ndarray:
+        raise NotImplementedError
+
+    def min_calibration_size(self, confidence: float) -> int:
+        return jackknife_plus_min_size(confidence)
+
+    def _log_bounds(
+        self, networks: list[Network], point: np.ndarray, c: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        assert self.scores_ is not None
+        centers = self._centers(networks)
+        return jackknife_plus_bounds(centers, self.scores_, c, np.log(self.clamp(point)))
+
+
 @register_method
-class CvPlusConformal(ConformalPredictor):
+class CvPlusConformal(JackknifePlusConformal):
     """CV+ on absolute log residuals (jackknife+ when ``folds`` >= the number of networks).
 
     ``calibrate(networks, latencies_ms)`` takes the base's **training** networks (not a
@@ -101,16 +119,9 @@ class CvPlusConformal(ConformalPredictor):
         self.fold_of_ = fold_of.astype(np.int64)
         self.scores_ = scores
 
-    def min_calibration_size(self, confidence: float) -> int:
-        return jackknife_plus_min_size(confidence)
-
-    def _log_bounds(
-        self, networks: list[Network], point: np.ndarray, c: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        assert self.scores_ is not None
+    def _centers(self, networks: list[Network]) -> np.ndarray:
         folds = np.log(np.stack([self.clamp(m.predict(networks)) for m in self.models_]))
-        centers = folds[self.fold_of_]  # (n, n_networks): mu_{-k(i)}(x)
-        return jackknife_plus_bounds(centers, self.scores_, c, np.log(self.clamp(point)))
+        return folds[self.fold_of_]  # (n, n_networks): mu_{-k(i)}(x)
 
     def _state(self, directory: Path) -> dict[str, Any]:
         for f, model in enumerate(self.models_):

@@ -29,12 +29,12 @@ import numpy as np
 
 from latlab.errors import DataError
 from latlab.predictors.base import Network
-from latlab.predictors.conformal.base import ConformalPredictor, register_method
-from latlab.predictors.conformal.cross import jackknife_plus_bounds, jackknife_plus_min_size
+from latlab.predictors.conformal.base import register_method
+from latlab.predictors.conformal.cross import JackknifePlusConformal
 
 
 @register_method
-class OutOfBagConformal(ConformalPredictor):
+class OutOfBagConformal(JackknifePlusConformal):
     """Jackknife+-after-bootstrap on a fitted random forest (``rf``)."""
 
     method = "oob"
@@ -82,16 +82,6 @@ class OutOfBagConformal(ConformalPredictor):
         w = self.out_of_bag_.astype(np.float64)
         encoded = (w @ trees) / w.sum(axis=1, keepdims=True)
         return np.log(self.clamp(self.base.decode(encoded)))  # type: ignore[attr-defined]
-
-    def min_calibration_size(self, confidence: float) -> int:
-        return jackknife_plus_min_size(confidence)
-
-    def _log_bounds(
-        self, networks: list[Network], point: np.ndarray, c: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        assert self.scores_ is not None
-        centers = self._centers(networks)
-        return jackknife_plus_bounds(centers, self.scores_, c, np.log(self.clamp(point)))
 
     def _state(self, directory: Path) -> dict[str, Any]:
         bits = np.packbits(self.out_of_bag_, axis=None)
