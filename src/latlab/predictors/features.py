@@ -25,7 +25,7 @@ pickle), so a reloaded predictor encodes new networks exactly as at training tim
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -111,3 +111,36 @@ class VectorFeatures:
             return cls(str(state["spec"]), encoder_from_state(state["encoder"]))
         except (KeyError, TypeError) as exc:
             raise FeatureError(f"corrupt feature state: {exc}") from None
+
+
+class VectorRowsPredictor:
+    """Mixin of the predictors that predict from one fitted :class:`VectorFeatures` row per
+    network (gbm, rf): the serving cache keeps the rows, ``_predict_rows`` maps a row matrix
+    to the fitted target space, and the target is decoded here once for both."""
+
+    encoding: ClassVar[str] = "rows"
+    feature_state_keys: ClassVar[tuple[str, ...]] = ("features",)
+    features_: VectorFeatures
+    target: str
+
+    def _predict_rows(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _predict(self, networks: list[Any]) -> np.ndarray:
+        from latlab.predictors.base import as_graphs
+
+        return self.predict_encoded(self.encode(as_graphs(networks)))
+
+    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
+        """One feature row per network (what the serving cache keeps)."""
+        self._check_fitted()  # type: ignore[attr-defined]
+        return list(self.features_.transform(graphs))
+
+    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
+        from latlab.predictors.common import decode_target
+
+        self._check_fitted()  # type: ignore[attr-defined]
+        if len(items) == 0:
+            return np.zeros(0)
+        z = self._predict_rows(np.vstack(items))
+        return np.asarray(decode_target(z, self.target), dtype=float)

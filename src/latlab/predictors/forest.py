@@ -8,13 +8,11 @@ foreign file cannot make the loader instantiate arbitrary classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latlab.encoders.ir import NetworkGraph
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import (
     LatencyPredictor,
@@ -24,7 +22,7 @@ from latlab.predictors.base import (
     register_predictor,
 )
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
-from latlab.predictors.features import AUTO, VectorFeatures
+from latlab.predictors.features import AUTO, VectorFeatures, VectorRowsPredictor
 from latlab.predictors.skops_io import TREE_TYPES, load_trusted_skops
 from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
@@ -37,7 +35,7 @@ TRUSTED_TYPES: tuple[str, ...] = TREE_TYPES
 
 
 @register_predictor
-class ForestPredictor(LatencyPredictor):
+class ForestPredictor(VectorRowsPredictor, LatencyPredictor):
     """scikit-learn ``RandomForestRegressor`` on vector features (``features``: :mod:`.features`).
 
     ``max_features`` is the fraction (or count, or ``"sqrt"``) of features tried per split;
@@ -95,23 +93,8 @@ class ForestPredictor(LatencyPredictor):
         forest.fit(x, encode_target(y, self.target))
         self.forest_ = forest
 
-    def _predict(self, networks: list[Network]) -> np.ndarray:
-        return self.predict_encoded(self.encode(as_graphs(networks)))
-
-    encoding = "rows"
-    feature_state_keys = ("features",)
-
-    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
-        """One feature row per network (what the serving cache keeps)."""
-        self._check_fitted()
-        return list(self.features_.transform(graphs))
-
-    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
-        self._check_fitted()
-        if len(items) == 0:
-            return np.zeros(0)
-        z = predict_rows_parallel(self.forest_, np.vstack(items), self.n_jobs)
-        return np.asarray(decode_target(z, self.target), dtype=float)
+    def _predict_rows(self, x: np.ndarray) -> np.ndarray:
+        return predict_rows_parallel(self.forest_, x, self.n_jobs)
 
     # ------------------------------------------------ what out-of-bag calibration needs
 

@@ -9,13 +9,11 @@ Saved as LightGBM's own text format (``booster.txt``), never pickled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError
 from latlab.fileio import atomic_write_text
 from latlab.predictors.base import (
@@ -27,19 +25,18 @@ from latlab.predictors.base import (
 )
 from latlab.predictors.common import (
     check_target,
-    decode_target,
     encode_target,
     internal_split,
     resolve_n_jobs,
 )
-from latlab.predictors.features import AUTO, VectorFeatures
+from latlab.predictors.features import AUTO, VectorFeatures, VectorRowsPredictor
 from latlab.predictors.tuning_space import TuningSpace, flt, integer
 
 BOOSTER_FILE = "booster.txt"
 
 
 @register_predictor
-class GbmPredictor(LatencyPredictor):
+class GbmPredictor(VectorRowsPredictor, LatencyPredictor):
     """LightGBM regression on vector features (``features``: see :mod:`.features`).
 
     Parameters follow LightGBM's names; ``n_estimators`` is the maximum number of rounds
@@ -150,23 +147,8 @@ class GbmPredictor(LatencyPredictor):
         # reloaded predictor are the same model and predict bit-identically.
         self.booster_ = _booster_from_text(booster.model_to_string())
 
-    def _predict(self, networks: list[Network]) -> np.ndarray:
-        return self.predict_encoded(self.encode(as_graphs(networks)))
-
-    encoding = "rows"
-    feature_state_keys = ("features",)
-
-    def encode(self, graphs: Sequence[NetworkGraph]) -> list[Any]:
-        """One feature row per network (what the serving cache keeps)."""
-        self._check_fitted()
-        return list(self.features_.transform(graphs))
-
-    def predict_encoded(self, items: Sequence[Any]) -> np.ndarray:
-        self._check_fitted()
-        if len(items) == 0:
-            return np.zeros(0)
-        z = self.booster_.predict(np.vstack(items), num_threads=resolve_n_jobs(self.n_jobs))
-        return np.asarray(decode_target(z, self.target), dtype=float)
+    def _predict_rows(self, x: np.ndarray) -> np.ndarray:
+        return self.booster_.predict(x, num_threads=resolve_n_jobs(self.n_jobs))
 
     def _state(self, directory: Path) -> dict[str, Any]:
         atomic_write_text(directory / BOOSTER_FILE, self.booster_.model_to_string())
