@@ -163,7 +163,7 @@ def test_cli_measure_int8_column(tmp_path, capsys):
         (["measure", NET, "--precision", "bf16"], "needs --backend torch"),
         (["measure", NET, "--precision", "int8", "--backend", "torch"], "--backend onnxruntime"),
         (["bench", "--precision", "int4"], "unknown --precision 'int4'"),
-        (["bench", "--precision", "int8", "--suite", "kernels"], "--suite context"),
+        (["bench", "--precision", "int8", "--suite", "padding"], "kernels, multilayer, context"),
     ],
 )
 def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message):
@@ -249,6 +249,64 @@ def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path)
                                rtol=1e-9)  # fmt: skip
     with pytest.raises(DataError, match="source_device"):
         make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)
+
+
+INT8_KERNELS = [
+    "kernel:conv?c=16&f=32&h=14&k=3&s=1",
+    "kernel:dwconv?c=32&h=14&k=3&s=1",
+    "kernel:fc?c=256&f=128",
+    "kernel:linear?c=64&f=128&t=32",
+    "kernel:bmm?c=16&h=2&t=32",
+    "kernel:ln?c=64&t=32",
+    "kernel:gelu?c=128&t=32",
+]
+
+
+def test_int8_kernels_suite_profiles_the_quantised_kernels_of_every_family(tmp_path):
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
+    from latlab.datasets.bench.export import kernel_rows
+    from latlab.datasets.bench.tables import BenchStore
+    from latlab.datasets.store import Store
+    from latlab.predictors import make_predictor
+
+    db = str(tmp_path / "bench.db")
+    store = Store(db)
+    cfg = replace(BENCH_CONFIG, precision="int8", time_budget_s=0.05, max_warmup_s=0.05)
+    res = run_bench("kernels", store, "cpu-int8", references=INT8_KERNELS, config=cfg,
+                    profile_runs=5)  # fmt: skip
+    assert not res.failed, res.failed
+    rows = kernel_rows(store, "cpu-int8")
+    fams = set(rows["family"])
+    # int8 convolutions (dense and depthwise), QGemm for the 2-D Gemm and the token MatMul,
+    # QLinearMatMul for the batched activation matmul, the float ops left between QDQ pairs
+    # and the conversions around them
+    assert {"com.microsoft.QLinearConv", "com.microsoft.QLinearConv/dw", "com.microsoft.QGemm",
+            "QLinearMatMul/act", "LayerNormalization", "Erf", "QuantizeLinear",
+            "DequantizeLinear"} <= fams, fams  # fmt: skip
+    qgemm = rows[rows["family"] == "com.microsoft.QGemm"]
+    assert set(qgemm["network"]) == {res.references[2], res.references[3]}
+    conv = rows[rows["family"] == "com.microsoft.QLinearConv"].iloc[0]["features"]
+    assert conv["bytes_w"] == 16 * 32 * 9  # one byte a weight
+    assert not any(f.startswith("com.microsoft.nchwc") for f in fams)  # nothing in float conv
+    lb = BenchStore(store).layer_benchmarks("cpu-int8")
+    assert set(lb["suite"]) == {"kernels"} and "conv" in set(lb["kind"])
+    profs = BenchStore(store).profiles("cpu-int8")
+    assert {s["precision"] for s in profs["settings"]} == {"int8"}
+    # resumable: a second run measures nothing
+    again = run_bench("kernels", store, "cpu-int8", references=INT8_KERNELS, config=cfg,
+                      profile_runs=5)  # fmt: skip
+    assert not again.measured and len(again.skipped) == len(INT8_KERNELS)
+    with pytest.raises(DataError, match="fp32 only"):
+        run_bench("padding", store, "cpu-int8", references=INT8_KERNELS[:1], config=cfg)
+    table = store.export_table(devices=["cpu-int8"], protocol=cfg)
+    store.close()
+    model = make_predictor("kernel", store=db, device="cpu-int8", min_points=1,
+                           n_estimators=10, model="linear", mapping_networks=0)  # fmt: skip
+    model.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    assert model.precision_ == "int8"
+    assert {"com.microsoft.QLinearConv", "QLinearMatMul/act"} <= set(model.families_)
 
 
 def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
