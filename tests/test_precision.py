@@ -136,6 +136,28 @@ def test_ir_at_precision_counts_bytes_not_macs():
     assert q.meta["precision"] == "int8" and at_precision(g, "fp32") is g
 
 
+def test_qdq_ir_counts_data_movement_and_int8_kernels_at_one_byte():
+    import math
+
+    from latlab.encoders.onnx_import import from_onnx
+
+    ref = "block:transformer?d=64&h=2&s=16"
+    q = from_onnx(onnx_model(ref, precision="int8"))
+    f = from_onnx(onnx_model(ref))
+    by = {op: [la for la in q.layers if la.op == op] for op in ("Transpose", "Reshape", "Gemm",
+          "LayerNormalization", "Erf", "Softmax")}  # fmt: skip
+    assert all(by.values()), {k: len(v) for k, v in by.items()}
+    for op in ("Transpose", "Reshape", "Gemm", "Softmax"):  # int8 between the QDQ pairs
+        for la in by[op]:
+            n_in = sum(math.prod(s) for s in la.input_shapes)
+            assert la.act_bits == 8 and la.bytes_read == n_in, (op, la.bytes_read, n_in)
+    for op in ("LayerNormalization", "Erf"):  # float between DequantizeLinear and QuantizeLinear
+        assert all(la.act_bits == 32 for la in by[op])
+    moves = [la for la in f.layers if la.op in ("Transpose", "Reshape")]
+    assert moves and all(la.bytes_read == 4 * math.prod(la.input_shapes[0]) for la in moves)
+    assert all(la.act_bits == 32 for la in f.layers)  # the float model is unchanged
+
+
 def test_bf16_on_torch_and_int8_refused_there():
     m = measure(NET, MeasureConfig(backend="torch", precision="bf16", repeats=5,
                                    min_repeats=3, time_budget_s=0.05))  # fmt: skip
