@@ -178,6 +178,26 @@ def test_cli_measure_int8_column(tmp_path, capsys):
     assert device.endswith("-int8") and device in out
 
 
+def test_cli_measure_bf16_runs_on_torch_in_its_own_column(tmp_path, capsys):
+    import sqlalchemy as sa
+
+    from latlab.datasets.store import Store
+
+    db = tmp_path / "m.db"
+    argv = ["measure", NET, "--precision", "bf16", "--backend", "torch", "--db", str(db), *QUICK]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    device = default_device_name("torch", precision="bf16")
+    assert device.endswith("-bf16") and device in out
+    st = Store(str(db))
+    table = st.export_table(devices=[device]).set_index("network")
+    assert table.loc[NET, device] > 0
+    with st.engine.connect() as c:
+        info = [r[0] for r in c.execute(sa.text("SELECT backend_info FROM measurements"))]
+    st.close()
+    assert len(info) == 1 and '"bf16"' in str(info[0])
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -329,6 +349,18 @@ def test_int8_kernels_suite_profiles_the_quantised_kernels_of_every_family(tmp_p
     model.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
     assert model.precision_ == "int8"
     assert {"com.microsoft.QLinearConv", "QLinearMatMul/act"} <= set(model.families_)
+    # families under min_points but with 3+ kernels get their own linear cost, not the pooled
+    # fallback; single-kernel families (one QLinearConv here) fall back and say so
+    few = make_predictor("kernel", store=db, device="cpu-int8", min_points=50,
+                         n_estimators=10, mapping_networks=0)  # fmt: skip
+    few.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    n_q = few.counts_["QuantizeLinear"]
+    assert 3 <= n_q < 50 and few.families_["QuantizeLinear"].kind == "linear"
+    per = few.predict_layers([res.references[0]])
+    by = per.set_index("family")
+    assert bool(by.loc["QuantizeLinear", "covered"])
+    assert "QuantizeLinear:linear" in set(per["model"])
+    assert not bool(by.loc["com.microsoft.QLinearConv", "covered"])
 
 
 def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
