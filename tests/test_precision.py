@@ -374,3 +374,15 @@ def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if "mixed precision:" in ln]
     assert len(lines) == 1 and "mixed.onnx" in lines[0]  # the all-int8 network is not named
     assert f"{100 * frac:.1f} % of MACs in int8 kernels" in lines[0]
+
+
+def test_precision_experiment_kernel_benchmarks_cover_every_type_within_the_cap():
+    from latlab.datasets.bench.kernels import resolve_kernel
+    from latlab.experiments.precision import KERNEL_MAX_FLOPS, KERNEL_TYPES, kernel_networks
+
+    refs = kernel_networks(33, 0)
+    assert refs == kernel_networks(33, 0) and len(set(refs)) == 33
+    types = Counter(r.split("?")[0][len("kernel:") :] for r in refs)
+    assert types == dict.fromkeys(KERNEL_TYPES, 3)
+    assert all(resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS for r in refs)
+    assert kernel_networks(0, 0) == []
