@@ -42,6 +42,39 @@ def ort_bf16_support() -> dict[str, str]:
     return out
 
 
+def torch_bf16_ops() -> dict[str, dict[str, float] | bool]:
+    """One-thread median ms (thread clock) of a MatMul and a Conv in torch at FP32 and BF16,
+    and whether oneDNN reports native bf16 support: BF16 faster than FP32 on the MatMul means
+    native AVX512-BF16 kernels, not emulation."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+
+    def ms(fn: object, n: int = 20) -> float:
+        for _ in range(2):
+            fn()  # type: ignore[operator]
+        ts = []
+        for _ in range(n):
+            t0 = time.thread_time()
+            fn()  # type: ignore[operator]
+            ts.append(time.thread_time() - t0)
+        return sorted(ts)[n // 2] * 1e3
+
+    a, b = torch.randn(512, 1024), torch.randn(1024, 1024)
+    conv, x = torch.nn.Conv2d(128, 128, 3, padding=1).eval(), torch.randn(1, 128, 28, 28)
+    out: dict[str, dict[str, float] | bool] = {
+        "onednn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    }
+    with torch.no_grad():
+        for dt, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            aa, bb, c, xx = a.to(dt), b.to(dt), conv.to(dt), x.to(dt)
+            out[name] = {"matmul_512x1024x1024": ms(lambda aa=aa, bb=bb: aa @ bb),
+                         "conv_128_3x3_28": ms(lambda c=c, xx=xx: c(xx))}  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", default=NETWORKS)
@@ -59,6 +92,7 @@ def main() -> None:
             row[f"{backend}/{precision}"] = measure(ref, cfg).median_ms
         rows.append((ref, row))
     support = ort_bf16_support()
+    ops = torch_bf16_ops()
     end = machine()
     load = max(start["load_average"][0], end["load_average"][0])
     lines = [
@@ -79,9 +113,14 @@ def main() -> None:
         lines.append(f"| {ref} | " + " | ".join(cells) + f" | {bf:.2f}x | {i8:.2f}x |")
     lines += ["", "onnxruntime CPU provider, one-node bfloat16 models:", ""]
     lines += [f"- {op}: {why}" for op, why in support.items()]
+    fp, bf = ops["fp32"], ops["bf16"]
+    assert isinstance(fp, dict) and isinstance(bf, dict)
+    lines += ["", f"torch single ops, one thread (oneDNN native bf16: {ops['onednn_bf16']}):", "",
+              "| op | fp32 ms | bf16 ms | bf16 speed-up |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {k} | {fp[k]:.2f} | {bf[k]:.2f} | {fp[k] / bf[k]:.2f}x |" for k in fp]
     lines += ["", "`python benchmarks/precision_backends.py`"]
     doc = {"machine": {"start": start, "end": end}, "networks": dict(rows),
-           "ort_bf16": support, "cpu_bf16": cpu_bf16_flags()}  # fmt: skip
+           "ort_bf16": support, "cpu_bf16": cpu_bf16_flags(), "torch_ops": ops}  # fmt: skip
     write_result("precision_backends", doc, lines)
 
 

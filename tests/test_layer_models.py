@@ -53,6 +53,22 @@ def test_roofline_recovers_peaks_of_an_exact_roofline() -> None:
     np.testing.assert_allclose(model.predict(work), t, rtol=1e-9)
 
 
+def test_roofline_memory_and_compute_terms_follow_the_precision() -> None:
+    from latlab.encoders.quantize import at_precision
+
+    refs = [*_conv_refs(), "kernel:relu?c=64&h=56", "kernel:add?c=128&h=28"]
+    fp = Work(_records(refs))
+    q = Work([layer_record(at_precision(resolve(r), "int8").layers[0]) for r in refs])
+    # weights and activations at one byte: a quarter of the fp32 bytes (weights rounded up)
+    np.testing.assert_allclose(q.bytes, fp.bytes / 4, rtol=0.02)
+    conv = np.array([r.startswith("kernel:conv") for r in refs])
+    np.testing.assert_allclose(q.ops[conv], fp.ops[conv] / 4)  # four int8 MACs per lane
+    p_peak, b_peak = 2e11, 5e10
+    t = np.maximum(fp.ops / p_peak, fp.bytes / b_peak) * 1e3
+    model = Roofline("conv", min_time_ms=0.0).fit(fp, t)
+    np.testing.assert_allclose(model.predict(q)[conv], t[conv] / 4, rtol=0.02)
+
+
 def test_u_eff_is_annettes_formula() -> None:
     dims = {"f": np.array([16.0, 17.0, 8.0])}
     u = u_eff(dims, {"f": (16, 0.25)})
@@ -255,6 +271,28 @@ def test_save_load_gives_identical_predictions_and_readable_json(fitted, tmp_pat
         assert state["mapping"]["trees"] or state["mapping"]["constants"]
         loaded = load_predictor(d)
         np.testing.assert_array_equal(loaded.predict(nets), model.predict(nets))
+
+
+def test_layerwise_predictors_at_int8_count_a_quarter_of_the_bytes(fitted) -> None:
+    import copy
+
+    net = _net()
+    for name in ("roofline", "refined", "mixed", "statistical"):
+        fp = fitted[name]
+        q = copy.copy(fp)
+        q.precision = "int8"
+        lf, lq = fp.predict_layers([net]), q.predict_layers([net])
+        assert lq["bytes"].sum() == pytest.approx(lf["bytes"].sum() / 4, rel=0.02), name
+        conv = (lf["kind"] == "conv").to_numpy()
+        # the roofline's memory and compute terms both shrink at int8
+        assert (lq["predicted_ms"].to_numpy()[conv] < lf["predicted_ms"].to_numpy()[conv]).all()
+    r = copy.copy(fitted["roofline"])
+    r.precision = "int8"
+    lf = fitted["roofline"].predict_layers([net])
+    lq = r.predict_layers([net])
+    np.testing.assert_allclose(lq["predicted_ms"], lf["predicted_ms"] / 4, rtol=0.05)
+    with pytest.raises(ValueError, match="int4"):
+        make_predictor("roofline", precision="int4").fit(["kernel:relu?c=16&h=16"] * 2, [1.0, 1.0])
 
 
 def test_bad_training_data_is_refused() -> None:

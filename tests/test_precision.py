@@ -136,6 +136,28 @@ def test_ir_at_precision_counts_bytes_not_macs():
     assert q.meta["precision"] == "int8" and at_precision(g, "fp32") is g
 
 
+def test_qdq_ir_counts_data_movement_and_int8_kernels_at_one_byte():
+    import math
+
+    from latlab.encoders.onnx_import import from_onnx
+
+    ref = "block:transformer?d=64&h=2&s=16"
+    q = from_onnx(onnx_model(ref, precision="int8"))
+    f = from_onnx(onnx_model(ref))
+    by = {op: [la for la in q.layers if la.op == op] for op in ("Transpose", "Reshape", "Gemm",
+          "LayerNormalization", "Erf", "Softmax")}  # fmt: skip
+    assert all(by.values()), {k: len(v) for k, v in by.items()}
+    for op in ("Transpose", "Reshape", "Gemm", "Softmax"):  # int8 between the QDQ pairs
+        for la in by[op]:
+            n_in = sum(math.prod(s) for s in la.input_shapes)
+            assert la.act_bits == 8 and la.bytes_read == n_in, (op, la.bytes_read, n_in)
+    for op in ("LayerNormalization", "Erf"):  # float between DequantizeLinear and QuantizeLinear
+        assert all(la.act_bits == 32 for la in by[op])
+    moves = [la for la in f.layers if la.op in ("Transpose", "Reshape")]
+    assert moves and all(la.bytes_read == 4 * math.prod(la.input_shapes[0]) for la in moves)
+    assert all(la.act_bits == 32 for la in f.layers)  # the float model is unchanged
+
+
 def test_bf16_on_torch_and_int8_refused_there():
     m = measure(NET, MeasureConfig(backend="torch", precision="bf16", repeats=5,
                                    min_repeats=3, time_budget_s=0.05))  # fmt: skip
@@ -156,6 +178,26 @@ def test_cli_measure_int8_column(tmp_path, capsys):
     assert device.endswith("-int8") and device in out
 
 
+def test_cli_measure_bf16_runs_on_torch_in_its_own_column(tmp_path, capsys):
+    import sqlalchemy as sa
+
+    from latlab.datasets.store import Store
+
+    db = tmp_path / "m.db"
+    argv = ["measure", NET, "--precision", "bf16", "--backend", "torch", "--db", str(db), *QUICK]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    device = default_device_name("torch", precision="bf16")
+    assert device.endswith("-bf16") and device in out
+    st = Store(str(db))
+    table = st.export_table(devices=[device]).set_index("network")
+    assert table.loc[NET, device] > 0
+    with st.engine.connect() as c:
+        info = [r[0] for r in c.execute(sa.text("SELECT backend_info FROM measurements"))]
+    st.close()
+    assert len(info) == 1 and '"bf16"' in str(info[0])
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -163,7 +205,7 @@ def test_cli_measure_int8_column(tmp_path, capsys):
         (["measure", NET, "--precision", "bf16"], "needs --backend torch"),
         (["measure", NET, "--precision", "int8", "--backend", "torch"], "--backend onnxruntime"),
         (["bench", "--precision", "int4"], "unknown --precision 'int4'"),
-        (["bench", "--precision", "int8", "--suite", "kernels"], "--suite context"),
+        (["bench", "--precision", "int8", "--suite", "padding"], "kernels, multilayer, context"),
     ],
 )
 def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message):
@@ -251,6 +293,76 @@ def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path)
         make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)
 
 
+INT8_KERNELS = [
+    "kernel:conv?c=16&f=32&h=14&k=3&s=1",
+    "kernel:dwconv?c=32&h=14&k=3&s=1",
+    "kernel:fc?c=256&f=128",
+    "kernel:linear?c=64&f=128&t=32",
+    "kernel:bmm?c=16&h=2&t=32",
+    "kernel:ln?c=64&t=32",
+    "kernel:gelu?c=128&t=32",
+]
+
+
+def test_int8_kernels_suite_profiles_the_quantised_kernels_of_every_family(tmp_path):
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
+    from latlab.datasets.bench.export import kernel_rows
+    from latlab.datasets.bench.tables import BenchStore
+    from latlab.datasets.store import Store
+    from latlab.predictors import make_predictor
+
+    db = str(tmp_path / "bench.db")
+    store = Store(db)
+    cfg = replace(BENCH_CONFIG, precision="int8", time_budget_s=0.05, max_warmup_s=0.05)
+    res = run_bench("kernels", store, "cpu-int8", references=INT8_KERNELS, config=cfg,
+                    profile_runs=5)  # fmt: skip
+    assert not res.failed, res.failed
+    rows = kernel_rows(store, "cpu-int8")
+    fams = set(rows["family"])
+    # int8 convolutions (dense and depthwise), QGemm for the 2-D Gemm and the token MatMul,
+    # QLinearMatMul for the batched activation matmul, the float ops left between QDQ pairs
+    # and the conversions around them
+    assert {"com.microsoft.QLinearConv", "com.microsoft.QLinearConv/dw", "com.microsoft.QGemm",
+            "QLinearMatMul/act", "LayerNormalization", "Erf", "QuantizeLinear",
+            "DequantizeLinear"} <= fams, fams  # fmt: skip
+    qgemm = rows[rows["family"] == "com.microsoft.QGemm"]
+    assert set(qgemm["network"]) == {res.references[2], res.references[3]}
+    conv = rows[rows["family"] == "com.microsoft.QLinearConv"].iloc[0]["features"]
+    assert conv["bytes_w"] == 16 * 32 * 9  # one byte a weight
+    assert not any(f.startswith("com.microsoft.nchwc") for f in fams)  # nothing in float conv
+    lb = BenchStore(store).layer_benchmarks("cpu-int8")
+    assert set(lb["suite"]) == {"kernels"} and "conv" in set(lb["kind"])
+    profs = BenchStore(store).profiles("cpu-int8")
+    assert {s["precision"] for s in profs["settings"]} == {"int8"}
+    # resumable: a second run measures nothing
+    again = run_bench("kernels", store, "cpu-int8", references=INT8_KERNELS, config=cfg,
+                      profile_runs=5)  # fmt: skip
+    assert not again.measured and len(again.skipped) == len(INT8_KERNELS)
+    with pytest.raises(DataError, match="fp32 only"):
+        run_bench("padding", store, "cpu-int8", references=INT8_KERNELS[:1], config=cfg)
+    table = store.export_table(devices=["cpu-int8"], protocol=cfg)
+    store.close()
+    model = make_predictor("kernel", store=db, device="cpu-int8", min_points=1,
+                           n_estimators=10, model="linear", mapping_networks=0)  # fmt: skip
+    model.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    assert model.precision_ == "int8"
+    assert {"com.microsoft.QLinearConv", "QLinearMatMul/act"} <= set(model.families_)
+    # families under min_points but with 3+ kernels get their own linear cost, not the pooled
+    # fallback; single-kernel families (one QLinearConv here) fall back and say so
+    few = make_predictor("kernel", store=db, device="cpu-int8", min_points=50,
+                         n_estimators=10, mapping_networks=0)  # fmt: skip
+    few.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
+    n_q = few.counts_["QuantizeLinear"]
+    assert 3 <= n_q < 50 and few.families_["QuantizeLinear"].kind == "linear"
+    per = few.predict_layers([res.references[0]])
+    by = per.set_index("family")
+    assert bool(by.loc["QuantizeLinear", "covered"])
+    assert "QuantizeLinear:linear" in set(per["model"])
+    assert not bool(by.loc["com.microsoft.QLinearConv", "covered"])
+
+
 def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
     frac = _conv_then_deconv(tmp_path / "mixed.onnx")
     ref = f"onnx:{tmp_path / 'mixed.onnx'}"
@@ -262,3 +374,15 @@ def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if "mixed precision:" in ln]
     assert len(lines) == 1 and "mixed.onnx" in lines[0]  # the all-int8 network is not named
     assert f"{100 * frac:.1f} % of MACs in int8 kernels" in lines[0]
+
+
+def test_precision_experiment_kernel_benchmarks_cover_every_type_within_the_cap():
+    from latlab.datasets.bench.kernels import resolve_kernel
+    from latlab.experiments.precision import KERNEL_MAX_FLOPS, KERNEL_TYPES, kernel_networks
+
+    refs = kernel_networks(33, 0)
+    assert refs == kernel_networks(33, 0) and len(set(refs)) == 33
+    types = Counter(r.split("?")[0][len("kernel:") :] for r in refs)
+    assert types == dict.fromkeys(KERNEL_TYPES, 3)
+    assert all(resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS for r in refs)
+    assert kernel_networks(0, 0) == []

@@ -500,6 +500,7 @@ def bench(
     from latlab.datasets.bench.campaign import (
         ALL_SUITES,
         BENCH_PAIRED,
+        PRECISION_SUITES,
         SUITES,
         default_count,
         run_bench,
@@ -515,17 +516,16 @@ def bench(
     if no_reference and reference:
         fail("give --reference or --no-reference, not both")
     _check_precision(precision, "onnxruntime")
-    if precision != "fp32" and not (suite == "context" or run_all):
-        fail(f"--precision {precision} benchmarks the context suite (--suite context)")
-    if precision != "fp32":
-        suite, run_all = "context", False
+    if precision != "fp32" and not (suite in PRECISION_SUITES or run_all):
+        fail(f"--precision {precision} benchmarks the suites {', '.join(PRECISION_SUITES)}")
     ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
     config = replace(
         BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net, precision=precision
     )
     device = device_name or default_device_name("onnxruntime", threads, precision=precision)
     store = Store(db)
-    suites = list(ALL_SUITES) if run_all else ([suite] if suite is not None else [])
+    every = PRECISION_SUITES if precision != "fp32" else ALL_SUITES
+    suites = list(every) if run_all else ([suite] if suite is not None else [])
     import time
 
     started = time.perf_counter()

@@ -63,6 +63,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from latlab.encoders.ir import Layer, NetworkGraph, Shape
 from latlab.encoders.ops import apply_cost, conv_output_size
+from latlab.encoders.quantize import INT8_KERNEL_OPS, MOVE_OPS
 from latlab.errors import OnnxImportError
 
 log = logging.getLogger(__name__)
@@ -1077,6 +1078,11 @@ def _import_layers(
     }
     needed.update(graph_outputs)
 
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for t in n.input:
+            if t:
+                consumers.setdefault(t, []).append(n)
     layers: list[Layer] = []
     used_names: set[str] = set()
     seen_weights: dict[str, str] = {}
@@ -1094,6 +1100,7 @@ def _import_layers(
                 needed,
                 reasons,
                 seen_weights,
+                consumers,
             )
         )
     produced = {o for layer in layers for o in layer.outputs}
@@ -1345,6 +1352,39 @@ def _weight_bits(name: str, dtype_of: dict[str, int], producers: dict[str, onnx.
     return bits_of(dtype_of.get(name, TensorProto.FLOAT))
 
 
+def _qdq_bits(
+    node: onnx.NodeProto,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    producers: Mapping[str, onnx.NodeProto],
+    consumers: Mapping[str, Sequence[onnx.NodeProto]],
+    dtype_of: Mapping[str, int],
+) -> int | None:
+    """The bit width a layer of a QDQ model really moves, or None when it runs in float.
+
+    In a QDQ model every op sits between DequantizeLinear (inputs) and QuantizeLinear
+    (outputs), so its tensors are float in the file; onnxruntime drops the pair around data
+    movement (Transpose, Reshape, ...) and fuses it into int8 kernels (QLinearConv, QGemm,
+    ...), which then read and write the int8 tensors. A layer counts at the quantised width
+    when it is one of those ops, every activation input comes from a DequantizeLinear and every
+    output feeds QuantizeLinear nodes only."""
+    if node.domain not in DEFAULT_DOMAINS or not inputs or not outputs:
+        return None
+    if node.op_type not in MOVE_OPS and node.op_type not in INT8_KERNEL_OPS:
+        return None
+    bits = []
+    for t in inputs:
+        src = producers.get(t)
+        if src is None or src.op_type != "DequantizeLinear" or not src.input:
+            return None
+        bits.append(bits_of(dtype_of.get(src.input[0], TensorProto.FLOAT)))
+    for o in outputs:
+        readers = consumers.get(o, ())
+        if not readers or any(r.op_type != "QuantizeLinear" for r in readers):
+            return None
+    return max(bits)
+
+
 def _make_layer(
     node: onnx.NodeProto,
     index: int,
@@ -1357,6 +1397,7 @@ def _make_layer(
     needed: set[str] | None = None,
     reasons: Mapping[str, str] | None = None,
     seen_weights: dict[str, str] | None = None,
+    consumers: Mapping[str, Sequence[onnx.NodeProto]] | None = None,
 ) -> Layer:
     default_domain = node.domain in DEFAULT_DOMAINS
     op = node.op_type if default_domain else f"{node.domain}.{node.op_type}"
@@ -1426,6 +1467,7 @@ def _make_layer(
         _check_consistent(node.op_type, lname, attrs, in_shapes, w_shapes, out_shapes, operands)
 
     act_type = dtype_of.get(inputs[0] if inputs else outputs[0], TensorProto.FLOAT)
+    qdq = _qdq_bits(node, inputs, outputs, producers, consumers or {}, dtype_of)
     layer = Layer(
         name=lname,
         op=op,
@@ -1436,7 +1478,7 @@ def _make_layer(
         attrs=attrs,
         weight_shapes=w_shapes,
         weight_bits=_weight_bits(weights[0], dtype_of, producers) if weights else 32,
-        act_bits=bits_of(act_type),
+        act_bits=bits_of(act_type) if qdq is None else qdq,
     )
     try:
         apply_cost(layer)

@@ -49,10 +49,20 @@ BYTES: dict[str, int] = {"fp32": 4, "int8": 1, "bf16": 2}
 RECIPE = "qdq-u8s8-perchannel-minmax-v1"
 #: Ops whose cost is MACs (the ones the report weighs).
 MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-#: Ops that only move or reshape data: left in float they cost nothing worth reporting.
-_MOVE_OPS = frozenset({
+#: Ops that only move or reshape data: left in float they cost nothing worth reporting, and
+#: between a DequantizeLinear and a QuantizeLinear onnxruntime drops the pair and moves the
+#: int8 tensor itself (its QDQ "drop" rule), so they move 1 byte an element.
+MOVE_OPS = frozenset({
     "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Gather", "Concat",
     "Split", "Slice", "Identity", "Constant", "ConstantOfShape", "Expand", "Cast", "Range",
+})  # fmt: skip
+#: Ops onnxruntime's CPU provider fuses with the DequantizeLinear / QuantizeLinear around them
+#: into one int8 kernel (QLinearConv, QGemm, QLinearMatMul, QLinearAdd, ...; see
+#: ``latlab.datasets.bench.kernels_quant``): their activations are int8. Ops not listed
+#: (LayerNormalization, Erf, Div, ConvTranspose, ...) run in float between their Q/DQ pairs.
+INT8_KERNEL_OPS = frozenset({
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Softmax", "Sigmoid", "LeakyRelu",
+    "GlobalAveragePool", "AveragePool", "MaxPool",
 })  # fmt: skip
 
 
@@ -140,7 +150,7 @@ def qdq_report(model: Any) -> PrecisionReport:
     float_ops: Counter[str] = Counter()
     float_compute: list[tuple[str, str, float]] = []
     for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.op_type in _MOVE_OPS:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.op_type in MOVE_OPS:
             continue
         # data inputs: the first two of a compute op (a bias may stay int32/float), all others
         data = [t for t in node.input if t]

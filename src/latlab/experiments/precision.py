@@ -7,7 +7,9 @@ onnxruntime, one thread), and predicted three ways:
 * **fp32** -- the kernel-level predictor (:mod:`latlab.predictors.kernel`) trained on FP32
   kernels profiled in context (the ``context`` bench suite of generated networks);
 * **int8** -- the same predictor trained on the INT8 kernels onnxruntime executes for the
-  quantised versions of the same generated networks (``latlab bench --precision int8``);
+  quantised versions of the same generated networks and of single-layer benchmarks of the
+  kernel types real networks run (:func:`kernel_networks`; ``latlab bench --precision
+  int8``, see :data:`KERNEL_PRECISIONS`);
 * **int8 from fp32** -- cross-precision: the FP32 kernel model plus a per-kernel-class speed-up
   model (``cross-precision``, :mod:`latlab.predictors.precision`) fitted on only ``k`` INT8
   networks (their end-to-end latencies and profiles).
@@ -47,15 +49,32 @@ class Settings:
     context: int  # generated networks of the context suite, per precision
     few_shot: int  # INT8 networks the cross-precision model sees
     zoo: tuple[str, ...]
+    kernels: int = 0  # single-layer kernel: benchmarks (of KERNEL_TYPES), per precision
 
+
+#: Single-layer benchmark types whose kernels real CNNs and transformers execute (at int8:
+#: QLinearConv dense and depthwise, QGemm, QLinearMatMul, QLinearSoftmax, the float Erf and
+#: LayerNormalization between QDQ pairs, QLinearAdd, pools).
+KERNEL_TYPES = ("conv", "dwconv", "fc", "linear", "bmm", "softmax", "gelu", "ln", "add",
+                "gpool", "maxpool")  # fmt: skip
+#: Precisions whose predictor also trains on the kernel benchmarks. INT8 only: at FP32 the
+#: context networks cover every family the held-out networks run, and isolated single-layer
+#: convolutions (warm caches, no NCHWc neighbours) pulled the FP32 conv model low (ResNet-18's
+#: profiled convolutions predicted -17 % instead of -4 %, quick run, load ~4.5); at INT8 they
+#: give QLinearSoftmax, Erf and QLinearMatMul the points a model needs (-91/-85/-62 % -> +9/+3/0 %).
+KERNEL_PRECISIONS = ("int8",)
+#: Cap on a kernel benchmark's FLOPs here (the suite's own cap, 4e9, is 25 ms a run).
+KERNEL_MAX_FLOPS = 4e8
 
 QUICK = Settings(
     context=10,
+    kernels=33,
     few_shot=10,
     zoo=("zoo:resnet18@112", "zoo:mobilenet_v2@112", "zoo:vit_s16@112"),
 )
 FULL = Settings(
     context=120,
+    kernels=330,
     few_shot=20,
     zoo=(
         "zoo:resnet18", "zoo:resnet50@160", "zoo:mobilenet_v2", "zoo:mobilenet_v3_large",
@@ -125,6 +144,25 @@ def training_networks(count: int, seed: int) -> list[str]:
     return refs[: count - 2] + sorted(rest, key=lambda r: -dw[r])[:2]
 
 
+def kernel_networks(count: int, seed: int) -> list[str]:
+    """``count`` single-layer benchmarks, the same number of each of :data:`KERNEL_TYPES`
+    (the kernel suite's sweeps and random configurations, up to :data:`KERNEL_MAX_FLOPS`):
+    every kernel family of the held-out networks seen alone, at both precisions."""
+    from latlab.datasets.bench.kernels import resolve_kernel
+    from latlab.datasets.bench.suites import kernel_suite
+
+    if count <= 0:
+        return []
+    per = -(-count // len(KERNEL_TYPES))
+    out: list[str] = []
+    for t in KERNEL_TYPES:
+        refs = [r for r in kernel_suite(8 * per, seed, types=[t]) if r.startswith(f"kernel:{t}?")
+                and resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS]  # fmt: skip
+        step = max(1, len(refs) // per)
+        out += refs[::step][:per]
+    return out[:count]
+
+
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     from latlab.training.metrics import regression_metrics
 
@@ -146,6 +184,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     store = Store(str(out / "bench.db"))
     url = store.url.render_as_string(hide_password=False)
     refs = training_networks(s.context, ctx.seed)
+    krefs = kernel_networks(s.kernels, ctx.seed)
     base = default_device_name("onnxruntime", ctx.threads)
     devices = {p: base + ("" if p == "fp32" else f"-{p}") for p in ("fp32", "int8")}
     # one thread: the thread clock, so that other processes on a shared machine are not timed
@@ -153,7 +192,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     configs = {
         p: replace(BENCH_CONFIG, threads=ctx.threads, precision=p, timer=timer) for p in devices
     }
-    steps = 2 * (len(refs) + len(s.zoo))
+    steps = 2 * (len(refs) + len(s.zoo)) + len(KERNEL_PRECISIONS) * len(krefs)
     done = 0
     predictors: dict[str, Any] = {}
     train_y: dict[str, np.ndarray] = {}
@@ -165,6 +204,12 @@ def experiment(ctx: Any) -> dict[str, Any]:
         res = run_bench("context", store, dev, threads=ctx.threads, config=cfg, references=refs)
         done += len(refs)
         ok = [r for r in refs if r not in res.failed]
+        if krefs and p in KERNEL_PRECISIONS:  # single kernels, each quantised and profiled
+            ctx.progress(f"kernel benchmarks at {p}", done, steps)
+            kres = run_bench("kernels", store, dev, threads=ctx.threads, config=cfg,
+                             references=krefs)  # fmt: skip
+            done += len(krefs)
+            ok += [r for r in kres.references if r not in kres.failed]
         frame = store.export_table(devices=[dev], protocol=cfg).set_index("network")
         ok = [r for r in ok if r in frame.index and frame.loc[r, dev] == frame.loc[r, dev]]
         train_y[p] = frame.loc[ok, dev].to_numpy(dtype=float)
@@ -230,6 +275,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
         "devices": devices,
         "training_networks": {p: len(r) for p, (_, r) in predictors.items()},
         "few_shot": len(few),
+        "kernel_benchmarks": len(krefs),
         "speedup_model": {"speedups": cross.speedups(), "scale": cross.speedup_.scale_},
         "networks": rows,
         "class_gain": class_gain,
@@ -309,7 +355,9 @@ def _report(doc: dict[str, Any], command: str) -> str:
         f"{len(doc['networks'])} real networks never used in training, onnxruntime CPU, one "
         f"thread, devices `{doc['devices']['fp32']}` and `{doc['devices']['int8']}`; "
         f"predictors trained on {doc['training_networks']['fp32']} (FP32) / "
-        f"{doc['training_networks']['int8']} (INT8) generated networks of the context suite. "
+        f"{doc['training_networks']['int8']} (INT8) generated networks: the context suite's "
+        f"and (at {', '.join(KERNEL_PRECISIONS)}) {doc.get('kernel_benchmarks', 0)} "
+        f"single-layer kernel benchmarks ({', '.join(KERNEL_TYPES)}). "
         f"{doc['seconds']:.0f} s." + (" **Quick run.**" if doc["quick"] else ""),
         "",
         f"Load average (1 min) at start {load['loadavg_start'][0]:.2f}, at end "

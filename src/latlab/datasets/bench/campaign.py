@@ -20,6 +20,20 @@
   of load on the machine between two measurements does not land in the difference.
 * ``multilayer`` -- chains (:func:`~.suites.multilayer_suite`) measured end to end and
   profiled; the profile's trace gives the fusion label of every successive layer pair.
+* ``context`` -- generated networks measured end to end and every executed kernel profiled
+  with its features (:mod:`.context`): the kernel predictor's data.
+
+At a precision other than fp32 (``config.precision="int8"``) every ``kernel:`` network of the
+``kernels`` and ``multilayer`` suites is statically quantised to a QDQ model with
+onnxruntime's quantisation tooling (:func:`latlab.datasets.references.onnx_model`), measured
+end to end and profiled like a context network: each executed kernel (``QLinearConv``, the
+depthwise ``QLinearConv/dw``, ``QGemm`` of every Gemm and 2-D/token weight MatMul,
+``QLinearMatMul`` of batched activation matmuls, ``QLinearAdd``/``Mul``/``Softmax``/pools, the
+float ops left between QDQ pairs -- LayerNormalization, Erf, Div, ... -- and the
+``QuantizeLinear``/``DequantizeLinear`` conversions around them) is stored with its features,
+so the kernel predictor of the ``-int8`` device trains on single kernels of every family as
+well as on the context networks. The ``padding`` suite subtracts float padding layers and has
+no INT8 meaning: it is refused (:data:`PRECISION_SUITES` are what runs at int8).
 
 Drift correction: with a reference network in the protocol (``BENCH_PAIRED``, what
 ``latlab bench`` uses, as ``latlab measure`` does) every time is stored on the device
@@ -70,6 +84,9 @@ log = logging.getLogger(__name__)
 SUITES = ("kernels", "padding", "multilayer", "context")
 #: What ``latlab bench`` with no suite named runs, in order: every predictor's data.
 ALL_SUITES = ("kernels", "padding", "multilayer", "context")
+
+#: The suites that run at a precision other than fp32 (all of them is these, in order).
+PRECISION_SUITES = ("kernels", "multilayer", "context")
 
 #: The benchmark protocol: shorter than the default network protocol (benchmarks are many and
 #: small), same warm-up rule and robust-CV re-measurement.
@@ -299,8 +316,10 @@ class _Runner:
             extra={"settings_key": key, **value},
         )
 
-    def context_item(self, ref: str) -> None:
-        """A generated network: end-to-end median and profiled kernels (with features)."""
+    def context_item(self, ref: str, suite: str = "context") -> None:
+        """A generated network: end-to-end median and profiled kernels (with features).
+
+        Also every ``kernel:`` benchmark at int8 (``suite`` names where it came from)."""
         from latlab.datasets.bench.profile import profile_network
         from latlab.datasets.bench.trace import fusion_labels
         from latlab.datasets.references import resolve
@@ -322,9 +341,9 @@ class _Runner:
         # scaled by the reference's time just before them, so both share one scale
         f = self.scale()
         key = self.bench.add_profile(self.device, prof, labels, scale=f)
+        kind = "network" if suite == "context" else _kernel_kind(ref)
         self.bench.add_layer_benchmark(
-            self.device, ref, "single", single, protocol_key=self.key, suite="context",
-            kind="network",
+            self.device, ref, "single", single, protocol_key=self.key, suite=suite, kind=kind,
         )  # fmt: skip
         self.bench.add_layer_benchmark(
             self.device,
@@ -332,8 +351,8 @@ class _Runner:
             "profile",
             prof.kernels_ms * f,
             protocol_key=self.key,
-            suite="context",
-            kind="network",
+            suite=suite,
+            kind=kind,
             extra={
                 "settings_key": key,
                 "kernels": len(prof.kernels),
@@ -386,6 +405,11 @@ class _Runner:
                 "load": load,
             },
         )
+
+
+def _kernel_kind(ref: str) -> str:
+    spec, graph = resolve_kernel(ref)
+    return head_kind(graph, benchmarked_layers(spec, graph))
 
 
 def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
@@ -468,6 +492,12 @@ def run_bench(
         refs = suite_references(suite, count, seed)
     if suite not in SUITES:
         raise DataError(f"unknown benchmark suite {suite!r} (known: {', '.join(SUITES)})")
+    quantised = cfg.precision != "fp32"
+    if quantised and suite not in PRECISION_SUITES:
+        raise DataError(
+            f"the {suite} suite runs at fp32 only (at {cfg.precision}: "
+            f"{', '.join(PRECISION_SUITES)})"
+        )
     be = get_backend(cfg.backend)
     device = device or default_device_name(cfg.backend, threads, precision=cfg.precision)
     store.add_device(device, backend=cfg.backend, fingerprint=machine_fingerprint(), info=be.info())
@@ -502,8 +532,8 @@ def run_bench(
             try:
                 if suite == "padding":
                     runner.padding_item(ref)
-                elif suite == "context":
-                    runner.context_item(ref)
+                elif suite == "context" or quantised:  # every kernel of the quantised model
+                    runner.context_item(ref, suite)
                 else:
                     runner.kernels_item(ref, suite)
             except (DataError, MemoryError) as exc:

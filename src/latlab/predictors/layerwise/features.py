@@ -115,6 +115,24 @@ def key_chain(key: str, kind: str) -> list[str]:
     return out
 
 
+#: Bit widths whose arithmetic packs several operands into one 32-bit SIMD lane (AVX-512
+#: VNNI: four int8 MACs per lane; AVX512-BF16: two bf16 MACs per lane).
+PACKED_BITS = (8, 16)
+
+
+def lane_ops(row: dict[str, Any]) -> float:
+    """A layer's operations in fp32 SIMD-lane units: ``num_ops * bits / 32`` when both its
+    weights and activations are int8 (bf16), else ``num_ops``.
+
+    The roofline's compute term ``f / P_peak`` then follows the precision: a model fitted at
+    fp32 predicts an int8 layer's compute four times faster, and one fitted on int8 benchmarks
+    reads its peak in the same units. Other widths (binary layers: XNOR-popcount) keep their
+    operation count: their cost model is :mod:`latlab.predictors.bnn`'s."""
+    bits = max(int(row.get("act_bits", 32)), int(row.get("weight_bits", 32)))
+    ops = float(row["num_ops"])
+    return ops * bits / 32 if bits in PACKED_BITS else ops
+
+
 def data_bytes(row: dict[str, Any]) -> float:
     """Bytes a layer moves: activations read and written plus its weights."""
     return float(row["bytes_read"] + row["bytes_written"] + row["weight_bytes"])

@@ -1,7 +1,8 @@
 """ANNETTE's layer models, one instance per layer type, fitted on benchmark points.
 
 Notation per layer: ``f`` = operations (``num_ops``: 2·MACs for conv/fc, one per element for
-activations, ...), ``D`` = bytes moved (activations read and written plus weights, fp32),
+activations, ...; int8/bf16 layers in fp32-lane units, :func:`.features.lane_ops`), ``D`` =
+bytes moved (activations read and written plus weights, at the IR's bit widths),
 ``t`` = the measured layer time. Layers of types without operations (concat) use ``D`` as
 their unit of work in place of ``f``.
 
@@ -51,7 +52,7 @@ import numpy as np
 
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.fileio import inside
-from latlab.predictors.layerwise.features import feature_matrix
+from latlab.predictors.layerwise.features import feature_matrix, lane_ops
 
 #: Layer dimensions unrolled by the CPU kernels, per layer type (default: channels, width).
 UNROLLED: dict[str, tuple[str, ...]] = {
@@ -72,7 +73,7 @@ class Work:
     def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
         self.rows = list(rows)
         self.X = feature_matrix(self.rows)
-        self.ops = np.asarray([float(r["num_ops"]) for r in self.rows], dtype=float)
+        self.ops = np.asarray([lane_ops(r) for r in self.rows], dtype=float)
         self.bytes = np.asarray([float(r["bytes"]) for r in self.rows], dtype=float)
 
     def __len__(self) -> int:

@@ -21,6 +21,14 @@ LayerNorm of a SkipLayerNormalization, the Erf of a GELU -- else its first layer
 falling back to the roofline of the layer's kind and then to the roofline of
 all benchmarks, so every layer gets an estimate. The network estimate is the sum plus the
 overhead. :meth:`LayerwisePredictor.predict_layers` returns the per-layer table.
+
+**Precision** (``precision="int8"`` or ``"bf16"``; ``latlab train --param precision=int8`` for
+a device benched with ``--precision int8``): training and predicted networks are taken at that
+precision (:func:`latlab.encoders.quantize.at_precision`: weights and activations at 8/16 bits,
+bytes recounted), so every model's memory term ``D`` is the quantised network's, and the
+compute term counts int8/bf16 operations in fp32-lane units
+(:func:`~.features.lane_ops`: a quarter/half of an fp32 op), so a peak fitted at fp32
+predicts int8 compute four times faster and one fitted on int8 benchmarks is in the same units.
 """
 
 from __future__ import annotations
@@ -156,7 +164,9 @@ class LayerwisePredictor(LatencyPredictor):
         layout_features: bool = True,
         overhead_ms: float | None = None,
         random_state: int = 0,
+        precision: str = "fp32",
     ) -> None:
+        self.precision = precision
         self.mapping = mapping
         self.mapping_networks = mapping_networks
         self.mapping_max_depth = mapping_max_depth
@@ -184,8 +194,16 @@ class LayerwisePredictor(LatencyPredictor):
             "random_state": self.random_state,
         }
 
+    def _graphs(self, networks: Sequence[Network]) -> list[NetworkGraph]:
+        """The networks' IRs at the predictor's ``precision`` (bit widths, bytes): a model of
+        an int8 device trains on, and predicts, int8 layers (memory term at one byte an
+        element, compute in int8 lane units)."""
+        from latlab.encoders.quantize import at_precision
+
+        return [at_precision(g, self.precision) for g in as_graphs(list(networks))]
+
     def _fit(self, networks: list[Network], y: np.ndarray, eval_set: Any) -> None:
-        graphs = as_graphs(networks)
+        graphs = self._graphs(networks)
         records: list[dict[str, Any]] = []
         times: list[float] = []
         probes: list[float] = []
@@ -273,14 +291,14 @@ class LayerwisePredictor(LatencyPredictor):
         ``overhead_ms_`` (also in ``df.attrs["overhead_ms"]``).
         """
         self._check_fitted()
-        graphs = as_graphs(list(networks))
+        graphs = self._graphs(networks)
         return self._layer_frame([(g, self._groups(g)) for g in graphs])
 
     def predict_groups(self, graph: Network, groups: Sequence[Sequence[int]]) -> np.ndarray:
         """Predicted ms of given layer groups of one network (e.g. the runtime's own groups,
         to compare layer models with profiled kernels independently of the mapping model)."""
         self._check_fitted()
-        g = as_graphs([graph])[0]
+        g = self._graphs([graph])[0]
         frame = self._layer_frame([(g, [list(m) for m in groups])])
         return frame["predicted_ms"].to_numpy(dtype=float)
 
