@@ -34,6 +34,22 @@ def check_method(method: str | None) -> str | None:
     return method
 
 
+def cross_min_size(confidence: float) -> int:
+    """Fewest training networks with bounded CV+ / jackknife+ intervals at ``confidence``."""
+    return int(
+        importlib.import_module("latlab.predictors.conformal.cross").jackknife_plus_min_size(
+            confidence
+        )
+    )
+
+
+def small_data_method(rows: int, confidence: float) -> str | None:
+    """What the default split method becomes on a table too small to carve a calibration set
+    from: ``cv+`` (every training network calibrates, out of fold) when its intervals are
+    bounded for ``rows`` networks, else ``None`` (no intervals)."""
+    return "cv+" if rows >= cross_min_size(confidence) else None
+
+
 def _module() -> Any:
     """The conformal wrappers' package, imported when first needed (it imports crepes)."""
     return importlib.import_module("latlab.predictors.conformal")
