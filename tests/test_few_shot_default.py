@@ -111,3 +111,35 @@ def test_explicit_cal_size_still_calibrates(tables, capsys):
     )
     assert code == 0, err
     assert load_bundle(out).calibrated
+
+
+def test_sources_intervals_replay_k_shot_transfer_on_the_source_devices(nb201_small, tmp_path):
+    """``--conformal sources``: scores from the source devices' simulated k-shot runs (2
+    sources x 2 draws x 200 test networks), bounded intervals around the point, saved and
+    reloaded exactly; refused for a predictor that is not a transfer predictor."""
+    from latlab.errors import DataError
+    from latlab.predictors import make_predictor
+    from latlab.predictors.conformal import load_conformal, make_conformal
+
+    table = pd.read_csv(nb201_small)
+    table = table[table.pixel3 > 0.05]
+    refs, y = list(table.network), table.pixel3.to_numpy()
+    model = make_predictor(
+        "transfer", pretrain=str(nb201_small), target_exclude="pixel3", min_ms=0.05
+    ).fit(refs[:10], y[:10])
+    w = make_conformal("sources", model).calibrate(refs[:10], y[:10])
+    assert w.n_calibration == 2 * 2 * 200
+    low, high = w.predict_interval(refs[10:], 0.9)
+    point = model.predict(refs[10:])
+    assert np.all(np.isfinite(high)) and np.all((low < point) & (point < high))
+    coverage = float(np.mean((y[10:] >= low) & (y[10:] <= high)))
+    assert 0.5 <= coverage <= 1.0, coverage
+    # a higher confidence gives a wider interval
+    low95, high95 = w.predict_interval(refs[10:], 0.95)
+    assert np.all(high95 >= high) and np.all(low95 <= low)
+    w.save(tmp_path / "w")
+    again = load_conformal(tmp_path / "w")
+    np.testing.assert_allclose(again.predict_interval(refs[10:40], 0.9)[1], high[:30], rtol=1e-9)
+    flops = make_predictor("flops").fit(refs[:10], y[:10])
+    with pytest.raises(DataError, match="needs a transfer predictor"):
+        make_conformal("sources", flops).calibrate(refs[:10], y[:10])

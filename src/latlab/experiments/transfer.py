@@ -28,10 +28,11 @@ Small tables scale down: k values that leave fewer than 20 test networks are dro
 than 25 valid rows or a single device column is a :class:`~latlab.errors.DataError` (nothing
 to transfer from).
 
-Few-shot intervals: for every device and seed, one more run of ``transfer`` with k = 10 and
+Few-shot intervals: for every device and seed, two more runs of ``transfer`` with k = 10,
 ``--conformal cv+`` (what ``latlab train`` does by default on a 10-row table: jackknife+ over
-the 10 networks) records the coverage at 90 % and the mean relative width on the same test
-networks; reported per device against the 87-95 % band.
+the 10 networks) and ``--conformal sources`` (the source devices' simulated k-shot residuals,
+:mod:`latlab.predictors.conformal.sources`), record the coverage at 90 % and the mean relative
+width on the same test networks; reported per device against the 87-95 % band.
 
 Resumable: one line per finished run in ``runs.jsonl`` in the output folder.
 """
@@ -70,8 +71,9 @@ TARGETS: dict[int, float] = {10: 0.95, 50: 0.97}
 #: Few-shot intervals: k, method (CV+ with 10 folds = jackknife+ on 10 networks), confidence
 #: (the pipeline's default, 90 %) and the target coverage band (percent).
 COVERAGE_K = 10
-COVERAGE_METHOD = "cv+"
-COVERAGE_MODEL = "transfer+cv+"
+#: ``cv+``: jackknife+ over the k networks (the default of ``latlab train`` on such a table);
+#: ``sources``: the source devices' simulated k-shot residuals, scaled to the target.
+COVERAGE_METHODS: tuple[str, ...] = ("cv+", "sources")
 COVERAGE_BAND = (87.0, 95.0)
 HELP_ANCHOR = 0.932
 
@@ -284,31 +286,38 @@ def _experiment(ctx: ExperimentContext, protocol: str) -> dict[str, Any]:
                     ctx.progress("transfer runs", done, total)
     # Few-shot intervals: the transfer predictor with k = COVERAGE_K, CV+ over its k networks
     # (jackknife+: one network per fold), coverage and width on the same test networks.
-    cov_total, cov_done = len(s.devices) * s.seeds, 0
+    cov_total, cov_done = len(s.devices) * s.seeds * len(COVERAGE_METHODS), 0
     for device in s.devices:
         exclude = (
             [d for d in all_devices if device_kind(d) == device_kind(device)]
             if protocol == "kind"
             else None
         )
+        # "sources" replays k-shot transfer on each source with the others: it needs two.
+        n_sources = len(all_devices) - len(exclude or [device])
+        methods = [m for m in COVERAGE_METHODS if m != "sources" or n_sources >= 2]
         for seed in range(ctx.seed, ctx.seed + s.seeds):
-            key = f"{tag}|{device}|{COVERAGE_K}|{seed}|{COVERAGE_MODEL}"
-            if not runs.done(key) and rows[device] - COVERAGE_K >= MIN_TEST:
-                test_size = rows[device] - COVERAGE_K
-                if s.test_size is not None:
-                    test_size = min(s.test_size, test_size)
-                rec = _run_one(source, ctx.data, device, MODELS[0], COVERAGE_K, seed, test_size,
-                               ctx.threads, exclude, conformal=COVERAGE_METHOD)  # fmt: skip
-                runs.add({"key": key, "device": device, "k": COVERAGE_K, "seed": seed,
-                          "model": COVERAGE_MODEL, **rec})  # fmt: skip
-                log.info("%s k=%d seed %d %s: coverage %.1f %%, width %.0f %%", device,
-                         COVERAGE_K, seed, COVERAGE_MODEL, rec["coverage"],
-                         rec["mean_relative_width"])  # fmt: skip
-            cov_done += 1
-            ctx.progress("few-shot interval runs", cov_done, cov_total)
+            for method in methods:
+                name = f"{MODELS[0]}+{method}"
+                key = f"{tag}|{device}|{COVERAGE_K}|{seed}|{name}"
+                if not runs.done(key) and rows[device] - COVERAGE_K >= MIN_TEST:
+                    test_size = rows[device] - COVERAGE_K
+                    if s.test_size is not None:
+                        test_size = min(s.test_size, test_size)
+                    rec = _run_one(source, ctx.data, device, MODELS[0], COVERAGE_K, seed,
+                                   test_size, ctx.threads, exclude, conformal=method)  # fmt: skip
+                    runs.add({"key": key, "device": device, "k": COVERAGE_K, "seed": seed,
+                              "model": name, **rec})  # fmt: skip
+                    log.info("%s k=%d seed %d %s: coverage %.1f %%, width %.0f %%", device,
+                             COVERAGE_K, seed, name, rec["coverage"],
+                             rec["mean_relative_width"])  # fmt: skip
+                cov_done += 1
+                ctx.progress("few-shot interval runs", cov_done, cov_total)
     records = [r for r in runs.records.values() if r["key"].startswith(tag + "|")]
     metrics = summarise(records, s, ctx.seed)
-    metrics["few_shot_intervals"] = summarise_coverage(records, s, ctx.seed)
+    metrics["few_shot_intervals"] = {
+        m: summarise_coverage(records, s, m, ctx.seed) for m in COVERAGE_METHODS
+    }
     metrics["protocol"] = protocol
     metrics["kinds"] = {d: device_kind(d) for d in s.devices}
     metrics["by_kind"] = by_kind(metrics, s)
@@ -359,12 +368,15 @@ def summarise(records: list[dict[str, Any]], s: Settings, seed0: int = 0) -> dic
     return {"results": results, "targets": targets}
 
 
-def summarise_coverage(records: list[dict[str, Any]], s: Settings, seed0: int = 0) -> dict:
-    """Coverage and mean relative width of the k = 10 CV+ intervals per device (mean ± std
-    over seeds), their mean over devices, and whether every device is inside the band."""
+def summarise_coverage(
+    records: list[dict[str, Any]], s: Settings, method: str, seed0: int = 0
+) -> dict[str, Any]:
+    """Coverage and mean relative width of the k = 10 intervals of ``method`` per device (mean
+    ± std over seeds), their mean over devices, and whether every device is inside the band."""
     per_dev: dict[str, Any] = {}
+    name = f"{MODELS[0]}+{method}"
     for dev in s.devices:
-        rs = [r for r in records if r["model"] == COVERAGE_MODEL and r["device"] == dev
+        rs = [r for r in records if r["model"] == name and r["device"] == dev
               and seed0 <= r["seed"] < seed0 + s.seeds]  # fmt: skip
         if rs:
             per_dev[dev] = {
@@ -376,7 +388,7 @@ def summarise_coverage(records: list[dict[str, Any]], s: Settings, seed0: int = 
     lo, hi = COVERAGE_BAND
     return {
         "k": COVERAGE_K,
-        "method": COVERAGE_METHOD,
+        "method": method,
         "confidence": 0.9,
         "band": list(COVERAGE_BAND),
         "devices": per_dev,
@@ -558,21 +570,32 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
             cells.append(f"{np.mean(v):.1f}" if v else "–")
         mape_rows.append(cells)
     lines += ["## Mean MAPE over devices (%)", "", markdown_table(["predictor", *ks], mape_rows)]
-    lines += ["", *_coverage_lines(m.get("few_shot_intervals"))]
+    lines.append("")
+    for c in (m.get("few_shot_intervals") or {}).values():
+        lines += _coverage_lines(c)
     return "\n".join(lines)
 
 
+_COVERAGE_TEXT = {
+    "cv+": "(the default of `latlab train` on a table this small): CV+ with one network per "
+    "fold (jackknife+) over the k networks, each refitted without one",
+    "sources": "(`latlab.predictors.conformal.sources`): the same k-shot transfer replayed "
+    "on each source device of the pretrain table (2 draws of k networks, 200 test networks "
+    "each), absolute log residuals divided by the pseudo-target's leave-one-out difficulty; "
+    "the target's interval is that quantile times its own difficulty",
+}
+
+
 def _coverage_lines(c: dict[str, Any] | None) -> list[str]:
-    """The report's few-shot interval section."""
+    """The report's few-shot interval section of one method."""
     if not c or not c["devices"]:
         return []
     lo, hi = c["band"]
     lines = [
         f"## Few-shot intervals: k = {c['k']}, {c['method']} at {c['confidence']:.0%}",
         "",
-        f"`latlab train ... --predictor transfer --train-size {c['k']}` with `--conformal "
-        f"{c['method']}` (the default on a table this small): CV+ with one network per fold "
-        "(jackknife+) over the k networks, each refitted without one; coverage and mean "
+        f"`latlab train ... --predictor transfer --train-size {c['k']} --conformal "
+        f"{c['method']}` {_COVERAGE_TEXT.get(c['method'], '')}; coverage and mean "
         "relative width (upper − lower) / measured on the same held-out networks as above, "
         f"mean ± std over seeds. Target: coverage within {lo:g}–{hi:g} % on every device.",
         "",

@@ -116,6 +116,16 @@ class SourceLatencies:
         idx = self.index
         return np.array([idx.get(r.strip(), -1) for r in references], dtype=np.int64)
 
+    def without(self, column: str) -> SourceLatencies:
+        """These sources less one column (the few-shot simulation's pseudo-target)."""
+        keep = [i for i, c in enumerate(self.columns) if c != column]
+        return SourceLatencies(
+            self.networks,
+            tuple(self.columns[i] for i in keep),
+            self.log_ms[:, keep],
+            self.observed[:, keep],
+        )
+
     def to_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.log_ms, columns=list(self.columns))
         frame.insert(0, NETWORK, list(self.networks))
@@ -534,6 +544,11 @@ class TransferPredictor(LatencyPredictor):
                 ", ".join(leaked),
             )
             sources = load_sources(self.pretrain, [*exclude, *leaked], self.min_ms)
+        self._fit_on(sources, networks, y)
+
+    def _fit_on(self, sources: SourceLatencies, networks: list[Network], y: np.ndarray) -> None:
+        """Stage 1 and the head on the k target networks, given the source table."""
+        refs = [reference_of(n).strip() for n in networks]
         self.sources_ = sources
         self.source_models_: dict[str, LatencyPredictor] = {}
         graphs = as_graphs(networks)
@@ -652,6 +667,53 @@ class TransferPredictor(LatencyPredictor):
         if self.features_ is not None:
             z = z + self._head.predict(self.features_.transform(graphs))
         return np.exp(z)
+
+    def difficulty(self) -> float:
+        """How hard the target looks from its k networks: the root leave-one-out error of the
+        head on the stage-1 residuals (log ms; exact closed forms, no refit), floored at 1 %.
+        The few-shot intervals scale by it (:meth:`simulate_few_shot`)."""
+        self._check_fitted()
+        loo = self.head_state_.get("loo_mse")
+        if loo is None:  # head "none": the stage-1 in-sample error
+            loo = float(min(self.stage1_.get("mse", [1e-4]) or [1e-4]))
+        return float(max(np.sqrt(float(loo)), 0.01))
+
+    def simulate_few_shot(
+        self, k: int, draws: int = 2, test: int = 200, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This few-shot transfer replayed on the pretrain table: each source device in turn is
+        a pseudo-target, adapted from ``k`` random networks of it with the other sources (this
+        predictor's settings), and scored on ``test`` other networks; ``draws`` times each.
+
+        Returns ``(residuals, scales)``, one entry per scored test network: its absolute log
+        residual and the :meth:`difficulty` of the pseudo-target it belongs to. What intervals
+        from k networks can borrow: how far off k-shot transfer is, relative to what its k
+        networks show, on devices whose every latency is known.
+        """
+        self._check_fitted()
+        rng = np.random.default_rng(seed)
+        scores, scales = [], []
+        for j, col in enumerate(self.sources_.columns):
+            rows = np.flatnonzero(self.sources_.observed[:, j])
+            if len(self.sources_.columns) < 2 or len(rows) < k + 10:
+                continue
+            others = self.sources_.without(col)
+            for _ in range(draws):
+                pick = rng.permutation(rows)
+                tr, te = pick[:k], pick[k : k + test]
+                nets = [self.sources_.networks[i] for i in tr]
+                pseudo = make_predictor(self.name, **self.get_params(deep=False))
+                pseudo._fit_on(others, nets, np.exp(self.sources_.log_ms[tr, j]))
+                pseudo.fitted_ = True
+                pred = pseudo._predict([self.sources_.networks[i] for i in te])
+                scores.append(np.abs(self.sources_.log_ms[te, j] - np.log(pred)))
+                scales.append(np.full(len(te), pseudo.difficulty()))
+        if not scores:
+            raise DataError(
+                f"the few-shot simulation needs at least two source devices with {k + 10} "
+                "measured networks each"
+            )
+        return np.concatenate(scores), np.concatenate(scales)
 
     def source_weights(self) -> dict[str, float]:
         """Stage-1 weight of each source device (what the target was found to resemble)."""

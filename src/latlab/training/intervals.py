@@ -17,9 +17,10 @@ from latlab.errors import BundleError, DataError
 from latlab.predictors.base import IntervalPredictor, Predictor
 
 #: ``--conformal`` methods (``none`` switches intervals off).
-CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob")
-#: Methods calibrated on the training networks themselves (out-of-fold), not on a split.
-CROSS_METHODS = ("cv+", "oob")
+CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob", "sources")
+#: Methods calibrated on the training networks themselves (out-of-fold, or for ``sources``
+#: the transfer predictor's source devices), not on a split.
+CROSS_METHODS = ("cv+", "oob", "sources")
 NO_CONFORMAL = "none"
 DEFAULT_METHOD = "split"
 
