@@ -108,3 +108,27 @@ def test_transfer_spaces_names_a_missing_table(tmp_path):
     with pytest.raises(DataError, match=r"needs nb201_latency\.csv beside"):
         run_experiment("transfer-spaces", out=tmp_path / "o", quick=True, data=lone)
     assert not (tmp_path / "o" / "report.md").exists()
+
+
+def test_cli_trains_a_cross_space_k10_bundle_with_intervals(small_tables, tmp_path, capsys):
+    """`latlab train` on 10 OFA rows with an FBNet pretrain table: cross-space source models,
+    CV+ intervals by default, and `predict` on OFA networks outside both tables' rows."""
+    from cli_helpers import run_cli
+    from latlab.training.bundle import load_bundle
+
+    ofa = pd.read_csv(small_tables / "ofa_latency.csv")
+    k10 = tmp_path / "K10.csv"
+    ofa[["network", "titan_xp_32"]].head(10).to_csv(k10, index=False)
+    out = tmp_path / "B"
+    argv = ["train", "--data", str(k10), "--target", "titan_xp_32", "--predictor", "transfer"]
+    argv += ["--pretrain", str(small_tables / "fbnet_latency.csv"), "--out", str(out)]
+    code, _stdout, err = run_cli([*argv, "--no-mlflow"], capsys)
+    assert code == 0, err
+    b = load_bundle(out)
+    assert b.calibrated and b.manifest["conformal"]["method"] == "cv+"
+    refs, y = list(ofa.network[10:]), ofa["titan_xp_32"].to_numpy()[10:]
+    low, high = b.predict_interval(refs)
+    point = b.predict(refs)
+    assert np.all(np.isfinite(high)) and np.all((low <= point) & (point <= high))
+    assert spearmanr(point, y)[0] > 0.9
+    assert 0.7 <= float(np.mean((y >= low) & (y <= high))) <= 1.0
