@@ -22,6 +22,7 @@ REGISTERED = {
     "bnn",
     "transfer",
     "transfer-kinds",
+    "transfer-spaces",
     "precision",
     "coverage-budget",
 }
@@ -71,6 +72,7 @@ def test_registry_names_every_experiment_lazily():
         "conformal",
         "transfer",
         "transfer-kinds",
+        "transfer-spaces",
         "coverage-budget",
     }
     with pytest.raises(DataError, match="unknown experiment 'nope' \\(known: annette, brp-nas"):

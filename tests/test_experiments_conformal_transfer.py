@@ -49,8 +49,20 @@ def test_transfer_experiment_reports_rho_per_k_and_resumes(nb201_table_path, tmp
     for name in ("rho_vs_k.png", "mean_rho_vs_k.png"):
         _png(out / name)
     json.dumps(m, allow_nan=False)
+    # Few-shot intervals: one k = 10 CV+ (jackknife+) run per device and seed.
+    fs = m["few_shot_intervals"]["cv+"]
+    assert (fs["k"], fs["method"], fs["band"]) == (10, "cv+", [87.0, 95.0])
+    # one source device left per target: no source-device simulation possible, so none run
+    assert m["few_shot_intervals"]["sources"]["devices"] == {}
+    assert set(fs["devices"]) == {"titanx_32", "gold_6240"}
+    for v in fs["devices"].values():
+        assert v["coverage"]["n"] == 2 and len(v["runs"]) == 2
+        assert 0.0 < v["width"]["mean"] < 1e4
+    # jackknife+ with 10 networks is conservative: about 90 % or more on 70 test networks
+    assert 75.0 <= fs["mean_coverage"] <= 100.0, fs
+    assert "Few-shot intervals: k = 10" in report
     lines = (out / "runs.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * 3 * 2 * len(MODELS)
+    assert len(lines) == 2 * 3 * 2 * len(MODELS) + 2 * 2
     again = experiment(ctx)  # everything is in runs.jsonl: nothing is refitted
     assert (out / "runs.jsonl").read_text().splitlines() == lines
     assert again["results"] == m["results"]

@@ -106,6 +106,15 @@ EXPERIMENTS: dict[str, Experiment] = {
             needs_data=NB201_DATA,
         ),
         Experiment(
+            "transfer-spaces",
+            "latlab.experiments.transfer_spaces:experiment",
+            "few-shot transfer across search spaces: pretrain nb201/fbnet, adapt on ofa, reverse",
+            full_duration="not run yet (6 directions x every target column x 5 seeds)",
+            quick_duration="~3 min (4 directions x 3 devices x 2 seeds)",
+            needs_data="one of the space tables, the other two beside it "
+            "(nb201/fbnet/ofa_latency.csv)",
+        ),
+        Experiment(
             "coverage-budget",
             "latlab.experiments.coverage_budget:experiment",
             "conformal coverage from a 900-network budget: split vs oob (rf) vs cv+ (gbm)",

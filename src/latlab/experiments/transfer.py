@@ -28,6 +28,12 @@ Small tables scale down: k values that leave fewer than 20 test networks are dro
 than 25 valid rows or a single device column is a :class:`~latlab.errors.DataError` (nothing
 to transfer from).
 
+Few-shot intervals: for every device and seed, two more runs of ``transfer`` with k = 10,
+``--conformal cv+`` (what ``latlab train`` does by default on a 10-row table: jackknife+ over
+the 10 networks) and ``--conformal sources`` (the source devices' simulated k-shot residuals,
+:mod:`latlab.predictors.conformal.sources`), record the coverage at 90 % and the mean relative
+width on the same test networks; reported per device against the 87-95 % band.
+
 Resumable: one line per finished run in ``runs.jsonl`` in the output folder.
 """
 
@@ -62,6 +68,13 @@ KS_QUICK: tuple[int, ...] = (5, 20, 50)
 MIN_TEST = 20
 MIN_ROWS = 25
 TARGETS: dict[int, float] = {10: 0.95, 50: 0.97}
+#: Few-shot intervals: k, method (CV+ with 10 folds = jackknife+ on 10 networks), confidence
+#: (the pipeline's default, 90 %) and the target coverage band (percent).
+COVERAGE_K = 10
+#: ``cv+``: jackknife+ over the k networks (the default of ``latlab train`` on such a table);
+#: ``sources``: the source devices' simulated k-shot residuals, scaled to the target.
+COVERAGE_METHODS: tuple[str, ...] = ("cv+", "sources")
+COVERAGE_BAND = (87.0, 95.0)
 HELP_ANCHOR = 0.932
 
 
@@ -146,9 +159,11 @@ def _run_one(
     test_size: int,
     threads: int,
     exclude: list[str] | None = None,
+    conformal: str | None = None,
 ) -> dict[str, Any]:
     """One ``latlab train`` run (bundle in a temporary folder); its test metrics. ``exclude``:
-    source columns the transfer predictor must not pretrain on (the target's kind)."""
+    source columns the transfer predictor must not pretrain on (the target's kind);
+    ``conformal``: the interval method (its coverage and width are recorded)."""
     from latlab.datasets.tables import NB201_MIN_MS
     from latlab.predictors import make_predictor
     from latlab.training.pipeline import TrainConfig, train
@@ -166,7 +181,7 @@ def _run_one(
         train_size=k,
         val_size=0,
         test_size=test_size,
-        conformal=None,
+        conformal=conformal,
         seed=seed,
         pretrain=str(data) if model == "transfer" else None,
         min_ms=NB201_MIN_MS,
@@ -190,6 +205,9 @@ def _run_one(
     }
     if sources is not None:
         out["sources"] = sources
+    if conformal:
+        out["coverage"] = float(test["coverage"])
+        out["mean_relative_width"] = float(test["mean_relative_width"])
     return out
 
 
@@ -266,8 +284,40 @@ def _experiment(ctx: ExperimentContext, protocol: str) -> dict[str, Any]:
                                  rec["spearman"])  # fmt: skip
                     done += 1
                     ctx.progress("transfer runs", done, total)
+    # Few-shot intervals: the transfer predictor with k = COVERAGE_K, CV+ over its k networks
+    # (jackknife+: one network per fold), coverage and width on the same test networks.
+    cov_total, cov_done = len(s.devices) * s.seeds * len(COVERAGE_METHODS), 0
+    for device in s.devices:
+        exclude = (
+            [d for d in all_devices if device_kind(d) == device_kind(device)]
+            if protocol == "kind"
+            else None
+        )
+        # "sources" replays k-shot transfer on each source with the others: it needs two.
+        n_sources = len(all_devices) - len(exclude or [device])
+        methods = [m for m in COVERAGE_METHODS if m != "sources" or n_sources >= 2]
+        for seed in range(ctx.seed, ctx.seed + s.seeds):
+            for method in methods:
+                name = f"{MODELS[0]}+{method}"
+                key = f"{tag}|{device}|{COVERAGE_K}|{seed}|{name}"
+                if not runs.done(key) and rows[device] - COVERAGE_K >= MIN_TEST:
+                    test_size = rows[device] - COVERAGE_K
+                    if s.test_size is not None:
+                        test_size = min(s.test_size, test_size)
+                    rec = _run_one(source, ctx.data, device, MODELS[0], COVERAGE_K, seed,
+                                   test_size, ctx.threads, exclude, conformal=method)  # fmt: skip
+                    runs.add({"key": key, "device": device, "k": COVERAGE_K, "seed": seed,
+                              "model": name, **rec})  # fmt: skip
+                    log.info("%s k=%d seed %d %s: coverage %.1f %%, width %.0f %%", device,
+                             COVERAGE_K, seed, name, rec["coverage"],
+                             rec["mean_relative_width"])  # fmt: skip
+                cov_done += 1
+                ctx.progress("few-shot interval runs", cov_done, cov_total)
     records = [r for r in runs.records.values() if r["key"].startswith(tag + "|")]
     metrics = summarise(records, s, ctx.seed)
+    metrics["few_shot_intervals"] = {
+        m: summarise_coverage(records, s, m, ctx.seed) for m in COVERAGE_METHODS
+    }
     metrics["protocol"] = protocol
     metrics["kinds"] = {d: device_kind(d) for d in s.devices}
     metrics["by_kind"] = by_kind(metrics, s)
@@ -316,6 +366,38 @@ def summarise(records: list[dict[str, Any]], s: Settings, seed0: int = 0) -> dic
         got = results[MODELS[0]].get(str(k), {}).get("mean_spearman")
         targets[str(k)] = {"target": goal, "measured": got, "met": got is not None and got >= goal}
     return {"results": results, "targets": targets}
+
+
+def summarise_coverage(
+    records: list[dict[str, Any]], s: Settings, method: str, seed0: int = 0
+) -> dict[str, Any]:
+    """Coverage and mean relative width of the k = 10 intervals of ``method`` per device (mean
+    ± std over seeds), their mean over devices, and whether every device is inside the band."""
+    per_dev: dict[str, Any] = {}
+    name = f"{MODELS[0]}+{method}"
+    for dev in s.devices:
+        rs = [r for r in records if r["model"] == name and r["device"] == dev
+              and seed0 <= r["seed"] < seed0 + s.seeds]  # fmt: skip
+        if rs:
+            per_dev[dev] = {
+                "coverage": mean_std(r["coverage"] for r in rs),
+                "width": mean_std(r["mean_relative_width"] for r in rs),
+                "runs": [round(r["coverage"], 1) for r in rs],
+            }
+    means = [v["coverage"]["mean"] for v in per_dev.values()]
+    lo, hi = COVERAGE_BAND
+    return {
+        "k": COVERAGE_K,
+        "method": method,
+        "confidence": 0.9,
+        "band": list(COVERAGE_BAND),
+        "devices": per_dev,
+        "mean_coverage": float(np.mean(means)) if means else None,
+        "mean_width": (
+            float(np.mean([v["width"]["mean"] for v in per_dev.values()])) if per_dev else None
+        ),
+        "all_in_band": bool(means) and all(lo <= c <= hi for c in means),
+    }
 
 
 def by_kind(m: dict[str, Any], s: Settings) -> dict[str, Any]:
@@ -489,4 +571,44 @@ def report(m: dict[str, Any], ctx: ExperimentContext) -> str:
         mape_rows.append(cells)
     lines += ["## Mean MAPE over devices (%)", "", markdown_table(["predictor", *ks], mape_rows)]
     lines.append("")
+    for c in (m.get("few_shot_intervals") or {}).values():
+        lines += _coverage_lines(c)
     return "\n".join(lines)
+
+
+_COVERAGE_TEXT = {
+    "cv+": "(the default of `latlab train` on a table this small): CV+ with one network per "
+    "fold (jackknife+) over the k networks, each refitted without one",
+    "sources": "(`latlab.predictors.conformal.sources`): the same k-shot transfer replayed "
+    "on each source device of the pretrain table (2 draws of k networks, 200 test networks "
+    "each), absolute log residuals divided by the pseudo-target's leave-one-out difficulty; "
+    "the target's interval is that quantile times its own difficulty",
+}
+
+
+def _coverage_lines(c: dict[str, Any] | None) -> list[str]:
+    """The report's few-shot interval section of one method."""
+    if not c or not c["devices"]:
+        return []
+    lo, hi = c["band"]
+    lines = [
+        f"## Few-shot intervals: k = {c['k']}, {c['method']} at {c['confidence']:.0%}",
+        "",
+        f"`latlab train ... --predictor transfer --train-size {c['k']} --conformal "
+        f"{c['method']}` {_COVERAGE_TEXT.get(c['method'], '')}; coverage and mean "
+        "relative width (upper − lower) / measured on the same held-out networks as above, "
+        f"mean ± std over seeds. Target: coverage within {lo:g}–{hi:g} % on every device.",
+        "",
+    ]
+    rows = [
+        [dev, _cell(v["coverage"]), ", ".join(f"{x:.1f}" for x in v["runs"]), _cell(v["width"])]
+        for dev, v in c["devices"].items()
+    ]
+    lines += [markdown_table(["device", "coverage %", "per seed", "mean width %"], rows), ""]
+    verdict = "met" if c["all_in_band"] else "**missed**"
+    lines += [
+        f"- mean coverage {c['mean_coverage']:.1f} %, mean width {c['mean_width']:.0f} % of "
+        f"the latency; every device within {lo:g}–{hi:g} %: {verdict}",
+        "",
+    ]
+    return lines

@@ -4,7 +4,8 @@ Every predictor is registered by name in :data:`PREDICTORS` (a lazy registry: a 
 module is imported when the predictor is first used, see
 :data:`~latlab.predictors.base.BUILTIN_PREDICTORS`): ``flops`` (FLOPs proxy), ``fcnn`` (torch
 MLP), ``gbm`` (LightGBM), ``rf`` (random forest), ``gcn`` (torch-geometric GCN), ``layer-sum``
-(per-layer lookup table fitted on network latencies), ``kernel``, the layer-wise ANNETTE
+(per-layer lookup table fitted on network latencies), ``linear`` (ridge on log summary
+features: extrapolates, applies across search spaces), ``kernel``, the layer-wise ANNETTE
 models, ``lxnorop`` and ``transfer``; plug-ins add theirs through the ``latlab.predictors``
 entry-point group. Heavy libraries (torch, lightgbm) are imported when a predictor fits or
 loads, not here.
@@ -38,6 +39,7 @@ _SUBMODULES = {
     "gcn": "gcn",
     "kernel": "kernel",
     "layersum": "layersum",
+    "linear": "linear",
     "layerwise": "layerwise",
     "lxnorop": "bnn.predictor",
     "precision": "precision",

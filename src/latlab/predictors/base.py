@@ -43,6 +43,7 @@ BUILTIN_PREDICTORS: dict[str, str] = {
     "gcn": "latlab.predictors.gcn:GcnPredictor",
     "kernel": "latlab.predictors.kernel:KernelPredictor",
     "layer-sum": "latlab.predictors.layersum:LayerSumPredictor",
+    "linear": "latlab.predictors.linear:LinearPredictor",
     "roofline": "latlab.predictors.layerwise.predictor:RooflinePredictor",
     "refined": "latlab.predictors.layerwise.predictor:RefinedRooflinePredictor",
     "statistical": "latlab.predictors.layerwise.predictor:StatisticalPredictor",

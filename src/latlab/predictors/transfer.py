@@ -33,10 +33,17 @@ k training networks equal the given latencies is excluded as well (logged), so a
 is accidentally still in the table cannot leak into its own predictor.
 
 **Networks outside the pretrain table.** Their source latencies are unknown. They are
-predicted by one model per source device (``source_predictor``, a registered predictor name,
-``gbm`` by default) trained on that device's column of the pretrain table; these models are
-built on first need (deterministically, from the stored source latencies), so transfer on
-table networks never pays for them. ``source_predictor="none"`` makes such networks an error.
+predicted by one model per source device (``source_predictor``, a registered predictor name)
+trained on that device's column of the pretrain table; these models are built on first need
+(deterministically, from the stored source latencies; one fitted model per table, column and
+predictor is shared by the fits of a process), so transfer on table networks never pays for
+them. ``source_predictor="auto"`` (the default) is ``gbm`` on the space's own features when the
+target networks are of the pretrain table's search space, and ``linear`` (ridge on the
+space-independent ``summary`` of the IR: MACs, bytes, depth, per-kind layer counts and MACs)
+when they are of another one -- **cross-space transfer** (MultiPredict's setting: pretrain on
+nb201 or FBNet, adapt on OFA with k networks): a space's one-hot does not exist for another
+space's networks, and trees cannot extrapolate to larger networks than they saw.
+``source_predictor="none"`` makes networks outside the table an error.
 
 Persistence: ``predictor.json`` (coefficients, head state, encoder state as JSON), the source
 latencies as ``transfer_sources.parquet``, and any built source models as saved latlab
@@ -108,6 +115,16 @@ class SourceLatencies:
         """Row of each reference, -1 where the table does not have it."""
         idx = self.index
         return np.array([idx.get(r.strip(), -1) for r in references], dtype=np.int64)
+
+    def without(self, column: str) -> SourceLatencies:
+        """These sources less one column (the few-shot simulation's pseudo-target)."""
+        keep = [i for i, c in enumerate(self.columns) if c != column]
+        return SourceLatencies(
+            self.networks,
+            tuple(self.columns[i] for i in keep),
+            self.log_ms[:, keep],
+            self.observed[:, keep],
+        )
 
     def to_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.log_ms, columns=list(self.columns))
@@ -438,6 +455,11 @@ def _population_features(
 
 # --------------------------------------------------------------------------- predictor
 
+#: Fitted source models shared by the transfer fits of a process, keyed by the (cached,
+#: immutable) source table's identity, column index, predictor name and seed.
+_SOURCE_MODELS: dict[tuple[int, int, str, int], tuple[SourceLatencies, LatencyPredictor]] = {}
+_SOURCE_MODELS_MAX = 64
+
 
 @register_predictor
 class TransferPredictor(LatencyPredictor):
@@ -447,8 +469,8 @@ class TransferPredictor(LatencyPredictor):
     (column name(s) of that table to leave out: the target device itself), ``method``
     (stage 1: ``ensemble``, ``nearest``, ``ridge``), ``head`` (stage 2: ``auto``, ``gp``,
     ``ridge``, ``none``), ``features`` (``auto`` or an encoder spec), ``weight_power`` (ensemble
-    sharpness), ``source_predictor`` (registered predictor for networks outside the table, or
-    ``none``), ``proxies`` (analytical pseudo-sources: ``macs``, ``bytes``), ``random_state``.
+    sharpness), ``source_predictor`` (registered predictor for networks outside the table, ``auto``
+    or ``none``), ``proxies`` (analytical pseudo-sources: ``macs``, ``bytes``), ``random_state``.
     """
 
     name = "transfer"
@@ -472,7 +494,7 @@ class TransferPredictor(LatencyPredictor):
         head: str = "auto",
         features: str = "auto",
         weight_power: float = 2.0,
-        source_predictor: str = "gbm",
+        source_predictor: str = "auto",
         proxies: tuple[str, ...] | list[str] = ("macs", "bytes"),
         random_state: int = 0,
         min_ms: float | None = None,
@@ -522,9 +544,15 @@ class TransferPredictor(LatencyPredictor):
                 ", ".join(leaked),
             )
             sources = load_sources(self.pretrain, [*exclude, *leaked], self.min_ms)
+        self._fit_on(sources, networks, y)
+
+    def _fit_on(self, sources: SourceLatencies, networks: list[Network], y: np.ndarray) -> None:
+        """Stage 1 and the head on the k target networks, given the source table."""
+        refs = [reference_of(n).strip() for n in networks]
         self.sources_ = sources
         self.source_models_: dict[str, LatencyPredictor] = {}
         graphs = as_graphs(networks)
+        self.source_predictor_ = self._resolve_source_predictor(graphs)
         s = self._source_matrix(refs, graphs)
         logy = np.log(y)
         self.stage1_ = fit_source_ensemble(s, logy, self.method, self.weight_power)
@@ -567,8 +595,26 @@ class TransferPredictor(LatencyPredictor):
             out = np.hstack([out, proxy_matrix(graphs, self.proxies)])
         return out
 
+    def _resolve_source_predictor(self, graphs: list[Any]) -> str:
+        """``auto``: ``gbm`` when the target networks are of the pretrain table's search space,
+        ``linear`` (space-independent features) when they are of another family."""
+        if self.source_predictor != "auto":
+            return self.source_predictor
+        from latlab.predictors.features import families
+
+        pretrain = families(as_graphs(list(self.sources_.networks[:50])))
+        if families(graphs) <= pretrain:
+            return "gbm"
+        log.info(
+            "target networks (%s) are of another family than the pretrain table (%s): "
+            "cross-space transfer, source devices modelled by 'linear' on the summary",
+            ", ".join(sorted(families(graphs))),
+            ", ".join(sorted(pretrain)),
+        )
+        return "linear"
+
     def _predict_sources(self, graphs: list[Any]) -> np.ndarray:
-        if self.source_predictor == "none":
+        if self._source_predictor() == "none":
             raise DataError(
                 f"network {graphs[0].reference} is not in the pretrain table and "
                 "source_predictor='none': its source-device latencies are unknown"
@@ -585,22 +631,31 @@ class TransferPredictor(LatencyPredictor):
             cols.append(np.log(np.maximum(model.predict(graphs), floor)))
         return np.stack(cols, axis=1)
 
+    def _source_predictor(self) -> str:
+        # Bundles saved before "auto" existed have no source_predictor_: their setting stands.
+        return str(getattr(self, "source_predictor_", self.source_predictor))
+
     def _fit_source_model(self, j: int) -> LatencyPredictor:
-        """Model of source device j's latency, trained on its measured pretrain values."""
+        """Model of source device j's latency, trained on its measured pretrain values (one
+        per table, column, predictor and seed in a process: the experiments refit the
+        transfer predictor hundreds of times on one table)."""
+        name = self._source_predictor()
+        key = (id(self.sources_), j, name, int(self.random_state))
+        hit = _SOURCE_MODELS.get(key)
+        if hit is not None and hit[0] is self.sources_:
+            return hit[1]
         col = self.sources_.columns[j]
         mask = self.sources_.observed[:, j]
         nets = [n for n, m in zip(self.sources_.networks, mask, strict=True) if m]
-        log.info(
-            "training the %s model of source device %r on %d networks",
-            self.source_predictor,
-            col,
-            len(nets),
-        )
+        log.info("training the %s model of source device %r on %d networks", name, col, len(nets))
         params: dict[str, Any] = {}
-        if "random_state" in make_predictor(self.source_predictor).get_params():
+        if "random_state" in make_predictor(name).get_params():
             params["random_state"] = int(self.random_state)
-        model = make_predictor(self.source_predictor, **params)
-        return model.fit(nets, np.exp(self.sources_.log_ms[mask, j]))
+        model = make_predictor(name, **params).fit(nets, np.exp(self.sources_.log_ms[mask, j]))
+        if len(_SOURCE_MODELS) >= _SOURCE_MODELS_MAX:
+            _SOURCE_MODELS.pop(next(iter(_SOURCE_MODELS)))
+        _SOURCE_MODELS[key] = (self.sources_, model)  # holding sources_ keeps its id unique
+        return model
 
     # ------------------------------------------------------------------ predict
 
@@ -612,6 +667,53 @@ class TransferPredictor(LatencyPredictor):
         if self.features_ is not None:
             z = z + self._head.predict(self.features_.transform(graphs))
         return np.exp(z)
+
+    def difficulty(self) -> float:
+        """How hard the target looks from its k networks: the root leave-one-out error of the
+        head on the stage-1 residuals (log ms; exact closed forms, no refit), floored at 1 %.
+        The few-shot intervals scale by it (:meth:`simulate_few_shot`)."""
+        self._check_fitted()
+        loo = self.head_state_.get("loo_mse")
+        if loo is None:  # head "none": the stage-1 in-sample error
+            loo = float(min(self.stage1_.get("mse", [1e-4]) or [1e-4]))
+        return float(max(np.sqrt(float(loo)), 0.01))
+
+    def simulate_few_shot(
+        self, k: int, draws: int = 2, test: int = 200, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This few-shot transfer replayed on the pretrain table: each source device in turn is
+        a pseudo-target, adapted from ``k`` random networks of it with the other sources (this
+        predictor's settings), and scored on ``test`` other networks; ``draws`` times each.
+
+        Returns ``(residuals, scales)``, one entry per scored test network: its absolute log
+        residual and the :meth:`difficulty` of the pseudo-target it belongs to. What intervals
+        from k networks can borrow: how far off k-shot transfer is, relative to what its k
+        networks show, on devices whose every latency is known.
+        """
+        self._check_fitted()
+        rng = np.random.default_rng(seed)
+        scores, scales = [], []
+        for j, col in enumerate(self.sources_.columns):
+            rows = np.flatnonzero(self.sources_.observed[:, j])
+            if len(self.sources_.columns) < 2 or len(rows) < k + 10:
+                continue
+            others = self.sources_.without(col)
+            for _ in range(draws):
+                pick = rng.permutation(rows)
+                tr, te = pick[:k], pick[k : k + test]
+                nets = [self.sources_.networks[i] for i in tr]
+                pseudo = make_predictor(self.name, **self.get_params(deep=False))
+                pseudo._fit_on(others, nets, np.exp(self.sources_.log_ms[tr, j]))
+                pseudo.fitted_ = True
+                pred = pseudo._predict([self.sources_.networks[i] for i in te])
+                scores.append(np.abs(self.sources_.log_ms[te, j] - np.log(pred)))
+                scales.append(np.full(len(te), pseudo.difficulty()))
+        if not scores:
+            raise DataError(
+                f"the few-shot simulation needs at least two source devices with {k + 10} "
+                "measured networks each"
+            )
+        return np.concatenate(scores), np.concatenate(scales)
 
     def source_weights(self) -> dict[str, float]:
         """Stage-1 weight of each source device (what the target was found to resemble)."""
@@ -637,6 +739,7 @@ class TransferPredictor(LatencyPredictor):
             "head": self.head_state_,
             "features": None if self.features_ is None else self.features_.to_state(),
             "source_models": models,
+            "source_predictor": self._source_predictor(),
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
@@ -655,6 +758,8 @@ class TransferPredictor(LatencyPredictor):
         self._head = _Head(self.head_state_)
         feats = state.get("features")
         self.features_ = None if feats is None else _Features.from_state(feats)
+        if "source_predictor" in state:
+            self.source_predictor_ = str(state["source_predictor"])
         self.source_models_ = {
             col: load_predictor(inside(directory, sub, "source model folder"))
             for col, sub in state.get("source_models", {}).items()

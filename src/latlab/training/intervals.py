@@ -17,9 +17,10 @@ from latlab.errors import BundleError, DataError
 from latlab.predictors.base import IntervalPredictor, Predictor
 
 #: ``--conformal`` methods (``none`` switches intervals off).
-CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob")
-#: Methods calibrated on the training networks themselves (out-of-fold), not on a split.
-CROSS_METHODS = ("cv+", "oob")
+CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob", "sources")
+#: Methods calibrated on the training networks themselves (out-of-fold, or for ``sources``
+#: the transfer predictor's source devices), not on a split.
+CROSS_METHODS = ("cv+", "oob", "sources")
 NO_CONFORMAL = "none"
 DEFAULT_METHOD = "split"
 
@@ -32,6 +33,22 @@ def check_method(method: str | None) -> str | None:
         known = ", ".join((*CONFORMAL_METHODS, NO_CONFORMAL))
         raise DataError(f"unknown conformal method {method!r} (known: {known})")
     return method
+
+
+def cross_min_size(confidence: float) -> int:
+    """Fewest training networks with bounded CV+ / jackknife+ intervals at ``confidence``."""
+    return int(
+        importlib.import_module("latlab.predictors.conformal.cross").jackknife_plus_min_size(
+            confidence
+        )
+    )
+
+
+def small_data_method(rows: int, confidence: float) -> str | None:
+    """What the default split method becomes on a table too small to carve a calibration set
+    from: ``cv+`` (every training network calibrates, out of fold) when its intervals are
+    bounded for ``rows`` networks, else ``None`` (no intervals)."""
+    return "cv+" if rows >= cross_min_size(confidence) else None
 
 
 def _module() -> Any:

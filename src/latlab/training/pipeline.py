@@ -374,13 +374,22 @@ def train(
         and config.cal_size is None
         and len(td) < min_rows_for_calibration(confidence)
     ):
+        # Too few rows for a split: CV+ (jackknife+ with one network per fold up to 10 folds)
+        # calibrates on the training networks themselves, bounded from 9 networks at 90 %.
+        fallback = intervals.small_data_method(len(td), confidence)
         small_data = (
             f"{len(td)} networks are too few for a calibration split (the default carves one "
-            f"from {min_rows_for_calibration(confidence)} networks up): trained on all of them "
-            "without conformal intervals; --conformal cv+ calibrates on the training networks "
-            "themselves (out-of-fold), --cal-size N carves a split anyway"
+            f"from {min_rows_for_calibration(confidence)} networks up): trained on all of them, "
+            + (
+                f"intervals by {fallback} (out-of-fold over the training networks: "
+                f"{min(len(td), 10)} refits)"
+                if fallback
+                else "without conformal intervals (cv+ needs "
+                f"{intervals.cross_min_size(confidence)} networks at {confidence:g})"
+            )
+            + "; --cal-size N carves a split anyway, --conformal none skips intervals"
         )
-        conformal = None
+        conformal = fallback
         log.warning("%s", small_data)
     if len(td) < FEW_SHOT_ROWS and config.val_size is None and not (config.tune or config.study):
         config = replace(config, val_size=0)  # 1-2 validation rows would score nothing

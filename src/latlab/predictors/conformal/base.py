@@ -60,6 +60,7 @@ for _name, _target in {
     "cps": "latlab.predictors.conformal.layers:LayerCps",
     "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
     "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
+    "sources": "latlab.predictors.conformal.sources:SourceFewShotConformal",
 }.items():
     METHODS.register(_name, _target)
 
