@@ -24,6 +24,7 @@ REGISTERED = {
     "transfer-kinds",
     "precision",
     "coverage-budget",
+    "cps-networks",
 }
 
 

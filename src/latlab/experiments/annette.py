@@ -1,8 +1,8 @@
 """ANNETTE's evaluation on this machine: layer-wise and learned predictors vs measured networks.
 
-``python -m latlab.experiments.annette [--quick | --preset quick|main|full] [--out DIR]
-[--db URL] [--timer thread|wall] [--threads N]``; ``latlab experiment run annette`` calls
-:func:`experiment`, ``latlab compare`` (the main job) calls :func:`main_job`.
+``latlab experiment run annette [--quick] [--out DIR] [--threads N]`` calls :func:`experiment`
+(the full or quick preset), ``latlab compare`` (the main job) calls :func:`main_job` (the main
+preset); both are the only entry points (:func:`run_settings` for any other ``Settings``).
 
 Every latency (benchmarks, networks, profiler kernels) is taken with the protocol's
 ``thread`` clock by default: the calling thread's CPU time, which on a machine shared with
@@ -46,7 +46,6 @@ default network protocol.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -1128,73 +1127,3 @@ def main_job(
     metrics = run_settings(out, s, db=db, command=command, threads=threads, notify=notify)
     dump_json(out / "metrics.json", metrics)
     return metrics
-
-
-def run(
-    out: Path,
-    *,
-    quick: bool = False,
-    db: str | None = None,
-    device: str | None = None,
-    timer: str = "thread",
-    skip_bench: bool = False,
-    command: str = "",
-    preset: str | None = None,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """Run the evaluation and write ``out/metrics.json`` too (the script entry point)."""
-    s = Settings.preset_named(preset or ("quick" if quick else "full"), timer)
-    metrics = run_settings(
-        out, s, db=db, device=device, skip_bench=skip_bench, command=command, threads=threads
-    )
-    dump_json(out / "metrics.json", metrics)
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> None:
-    import sys
-
-    p = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.annette",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--quick", action="store_true", help="small suites, 5 zoo nets (~5 min)")
-    p.add_argument(
-        "--preset",
-        choices=("quick", "main", "full"),
-        default=None,
-        help="suite sizes (default full, or quick with --quick; main = latlab compare's)",
-    )
-    p.add_argument("--threads", type=int, default=1, help="threads of the learned predictors")
-    p.add_argument("--out", type=Path, default=Path("results/annette"), help="output folder")
-    p.add_argument("--db", default=None, help="benchmark store (default OUT/bench.db)")
-    p.add_argument("--device-name", default=None, help="device name in the store")
-    p.add_argument(
-        "--timer",
-        choices=("wall", "thread"),
-        default="thread",
-        help="protocol clock (default thread: time other processes take is not counted)",
-    )
-    p.add_argument("--skip-bench", action="store_true", help="use the store's benchmarks as is")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    command = "python -m latlab.experiments.annette " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    metrics = run(
-        args.out,
-        quick=args.quick,
-        db=args.db,
-        device=args.device_name,
-        timer=args.timer,
-        skip_bench=args.skip_bench,
-        command=command.strip(),
-        preset=args.preset,
-        threads=args.threads,
-    )
-    log.info("wrote %s (%.0f s)", args.out / "report.md", metrics["seconds"])
-
-
-if __name__ == "__main__":
-    main()
