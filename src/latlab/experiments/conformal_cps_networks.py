@@ -63,7 +63,8 @@ def run(
     from latlab.datasets.references import resolve
     from latlab.datasets.spaces import sample
     from latlab.datasets.store import Store
-    from latlab.experiments.annette import Settings, measure_networks, run_benchmarks
+    from latlab.experiments.annette_settings import Settings
+    from latlab.experiments.annette_steps import measure_networks, run_benchmarks
     from latlab.predictors.layerwise.predictor import SESSION_PROBE, benchmarked_layer
 
     start = time.monotonic()
