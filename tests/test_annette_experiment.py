@@ -21,7 +21,9 @@ import pytest
 from latlab.cli import main as cli_main
 from latlab.datasets.measure import MeasureConfig
 from latlab.datasets.measure.protocol import DEFAULT_REFERENCE as REFERENCE
-from latlab.experiments.annette import KERNEL, MODELS, Settings, comparison_rows, run_settings
+from latlab.experiments.annette import run_settings
+from latlab.experiments.annette_report import comparison_rows
+from latlab.experiments.annette_settings import KERNEL, MODELS, Settings
 
 LEARNED = ("flops", "rf")
 
@@ -233,7 +235,8 @@ def test_resume_keeps_the_campaign_figures(runs: dict[str, Any]) -> None:
     time and load figures instead of overwriting them with its own (issue 13)."""
     import json
 
-    from latlab.experiments.annette import CAMPAIGN_FILE, campaign_figures
+    from latlab.experiments.annette import campaign_figures
+    from latlab.experiments.annette_report import CAMPAIGN_FILE
 
     first, second = runs["first"], runs["second"]
     assert second["run"]["networks_measured_now"] == 0

@@ -25,6 +25,7 @@ REGISTERED = {
     "transfer-spaces",
     "precision",
     "coverage-budget",
+    "cps-networks",
 }
 
 

@@ -279,7 +279,7 @@ def test_cli_verify_names_the_modified_file(bundle, capsys):
 
     code, out, _ = run(["verify", str(bundle)])
     assert code == 0 and "mlflow_model/ included" in out
-    (bundle / "mlflow_model" / "code" / "latlab" / "cli.py").write_text("import os\n")
+    (bundle / "mlflow_model" / "code" / "latlab" / "cli" / "app.py").write_text("import os\n")
     code, _, err = run(["verify", str(bundle)])
-    assert code == 2 and "mlflow_model/code/latlab/cli.py does not match" in err
+    assert code == 2 and "mlflow_model/code/latlab/cli/app.py does not match" in err
     assert len(err.strip().splitlines()) == 1

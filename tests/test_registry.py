@@ -131,7 +131,9 @@ def test_conformal_methods_registry_matches_the_cli_choices():
 
 def test_a_plugin_search_space_registers_through_its_entry_point(tmp_path):
     """The docs/DEVELOPING.md example: one module, one entry point, nothing edited in latlab."""
-    (tmp_path / "widthplug.py").write_text(_doc_example("### A search space: one module"))
+    (tmp_path / "widthplug.py").write_text(
+        _doc_example("### A search space (and its reference scheme)")
+    )
     info = tmp_path / "widthplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: widthplug\nVersion: 0.1\n")
@@ -181,3 +183,133 @@ def test_the_documented_predictor_example_trains_tunes_and_round_trips(tmp_path)
     )
     assert got["same"] and got["offset"] == 1000.0
     assert got["mape"] < 0.05  # a smooth MACs law: the two-parameter fit is close
+
+
+def test_listing_schemes_spaces_backends_and_encoders_imports_none_of_their_modules():
+    got = _python(
+        """
+        import json, sys
+        import latlab.datasets
+        from latlab.datasets.measure import BACKENDS
+        from latlab.datasets.references import SCHEMES
+        from latlab.datasets.spaces import SPACES
+        from latlab.encoders.graph import GRAPH_ENCODERS
+        from latlab.encoders.vector import VECTOR_ENCODERS
+        names = {"schemes": sorted(SCHEMES), "spaces": sorted(SPACES),
+                 "backends": sorted(BACKENDS), "vector": sorted(VECTOR_ENCODERS),
+                 "graph": sorted(GRAPH_ENCODERS)}
+        owners = ("spaces.nb201", "spaces.fbnet", "spaces.ofa", "spaces.fcnn", "spaces.cnn",
+                  "spaces.bnn", "spaces.blocks", "datasets.zoo", "datasets.onnx_files",
+                  "bench.kernels", "measure.onnxruntime_backend", "measure.torch_backend",
+                  "measure.bitpacked")
+        loaded = sorted(m for m in sys.modules if m.startswith("latlab.")
+                        and any(m.endswith(o) for o in owners))
+        heavy = [m for m in ("torch", "onnxruntime", "onnx") if m in sys.modules]
+        print(json.dumps({**names, "loaded": loaded, "heavy": heavy}))
+        """
+    )
+    from latlab.datasets.measure.backends import BUILTIN_BACKENDS
+    from latlab.datasets.references import BUILTIN_SCHEMES
+    from latlab.datasets.spaces.base import BUILTIN_SPACES
+
+    assert got["loaded"] == [] and got["heavy"] == []
+    assert got["schemes"] == sorted(BUILTIN_SCHEMES) and len(got["schemes"]) == 11
+    assert got["spaces"] == sorted(BUILTIN_SPACES) and len(got["spaces"]) == 9
+    assert got["backends"] == sorted(BUILTIN_BACKENDS) and len(got["backends"]) == 5
+    # The spaces' own encoders are not known before their space loads.
+    assert got["vector"] == ["nb201-counts", "nb201-onehot", "summary", "widths"]
+    assert got["graph"] == ["generic", "nb201-brp", "nb201-cell"]
+
+
+def test_every_builtin_scheme_space_and_backend_loads_to_what_its_name_says():
+    from latlab.datasets.measure.backends import BACKENDS, get_backend
+    from latlab.datasets.references import SCHEMES, Scheme, parse_reference
+    from latlab.datasets.spaces import SPACES, SearchSpace, load_all
+    from latlab.encoders.graph import GRAPH_ENCODERS
+    from latlab.encoders.vector import VECTOR_ENCODERS
+
+    for name in SCHEMES:
+        assert isinstance(SCHEMES[name], Scheme) and SCHEMES[name].name == name
+    for name in SPACES:
+        assert isinstance(SPACES[name], SearchSpace) and SPACES[name].name == name
+        # What a space samples parses through the scheme registry.
+        for ref in SPACES[name].sample(2, seed=0):
+            assert parse_reference(ref).scheme in SCHEMES, (name, ref)
+    for name in BACKENDS:
+        assert callable(BACKENDS[name])
+    for name in ("onnxruntime", "bitpacked"):  # the CUDA ones need a GPU to instantiate
+        assert get_backend(name).name == name
+    load_all()
+    for space in SPACES.values():
+        for enc in [*(space.vector_features or "").split("+"), space.onehot, space.counts]:
+            assert not enc or enc in VECTOR_ENCODERS, (space.name, enc)
+        assert space.graph is None or space.graph in GRAPH_ENCODERS, space.name
+    assert {"fbnet-onehot", "fbnet-counts", "ofa-onehot", "ofa-counts"} <= set(VECTOR_ENCODERS)
+
+
+def test_the_documented_backend_example_runs_as_a_plugin(tmp_path):
+    """The docs/DEVELOPING.md backend: one module, one entry point; a real inference."""
+    (tmp_path / "ortnoopt.py").write_text(_doc_example("### A measurement backend: one module"))
+    info = tmp_path / "ortnoopt-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ortnoopt\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[latlab.backends]\nonnxruntime-noopt = ortnoopt:OrtNoOptBackend\n"
+        "torch = ortnoopt:OrtNoOptBackend\n"  # a plug-in cannot replace a built-in
+    )
+    got = _python(
+        """
+        import json
+        from latlab.datasets.measure import BACKENDS, get_backend
+        backend = get_backend("onnxruntime-noopt")
+        run = backend.prepare("fcnn:16-8-4", 1, 1)
+        run()
+        print(json.dumps({"name": backend.name, "details": run.details,
+                          "listed": "onnxruntime-noopt" in sorted(BACKENDS),
+                          "torch": BACKENDS["torch"].__module__}))
+        """,
+        extra_path=tmp_path,
+    )
+    assert got["name"] == "onnxruntime-noopt" and got["listed"]
+    assert got["details"]["graph_optimization"] == "disabled"
+    assert got["torch"] == "latlab.datasets.measure.torch_backend"
+
+
+def test_a_plugin_scheme_registers_through_its_entry_point(tmp_path):
+    (tmp_path / "sqplug.py").write_text(
+        textwrap.dedent(
+            """
+            from latlab.datasets.references import Scheme
+            from latlab.encoders.builder import NetBuilder
+            from latlab.errors import NetworkReferenceError
+
+            def _resolve(body, opts):  # "sq:N" = one N->N Gemm
+                b = NetBuilder(f"sq:{body}", (opts.batch, int(body)), meta={"family": "sq"})
+                b.gemm(b.input, int(body))
+                return b.build()
+
+            def _validate(body):
+                if not body.isdigit():
+                    raise NetworkReferenceError(f"sq:{body}: the body must be a width")
+
+            SCHEME = Scheme("sq", _resolve, validate=_validate)
+            """
+        )
+    )
+    info = tmp_path / "sqplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sqplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[latlab.schemes]\nsq = sqplug:SCHEME\n")
+    got = _python(
+        """
+        import json
+        from latlab.datasets.references import invalid_references, resolve
+        g = resolve("sq:12")
+        bad = invalid_references(["sq:x", "nope:1"])
+        print(json.dumps({"macs": g.totals.macs, "family": g.family, "bad": [b[0] for b in bad],
+                          "msg": bad[1][2]}))
+        """,
+        extra_path=tmp_path,
+    )
+    assert got["macs"] == 12 * 12 and got["family"] == "sq" and got["bad"] == [0, 1]
+    assert "unknown network reference scheme 'nope'" in got["msg"] and "sq" in got["msg"]

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
+from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
 
@@ -72,13 +72,12 @@ def _model(body: str, opts: ResolveOptions) -> Any:
     return load_runnable(_path(body), opts.input_shape, batch=opts.batch)
 
 
-register_scheme(
-    Scheme(
-        "onnx",
-        _resolve,
-        validate=_validate,
-        help="an ONNX file: onnx:PATH (dynamic input dims need input_shape)",
-        model=_model,
-        reads_files=True,
-    )
+#: The ``onnx:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    "onnx",
+    _resolve,
+    validate=_validate,
+    help="an ONNX file: onnx:PATH (dynamic input dims need input_shape)",
+    model=_model,
+    reads_files=True,
 )

@@ -5,8 +5,12 @@ A reference is ``SCHEME:BODY`` -- ``onnx:PATH``, ``nb201:ARCH``, ``fcnn:IN-H1-..
 bundles and services pass references around; :func:`resolve` turns one into a
 :class:`~latlab.encoders.ir.NetworkGraph`.
 
-Each scheme registers a :class:`Scheme` (a resolver, and optionally a cheap validator used by
-:func:`parse_reference`). Spaces register themselves when :mod:`latlab.datasets` is imported.
+Each scheme is a :class:`Scheme` (a resolver, and optionally a cheap validator used by
+:func:`parse_reference`) kept as a module attribute of the module that owns it and registered
+once in :data:`SCHEMES` (a :class:`latlab.registry.Registry`): the built-ins as lazy
+``"module:attr"`` entries in :data:`BUILTIN_SCHEMES` (a scheme's module is imported when a
+reference first uses it), plug-ins through the ``latlab.schemes`` entry-point group or as the
+``scheme`` of a plug-in search space (:attr:`latlab.datasets.spaces.base.SearchSpace.scheme`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
+from latlab.registry import Registry
 
 Resolver = Callable[[str, "ResolveOptions"], NetworkGraph]
 
@@ -60,12 +65,35 @@ class Reference:
         return f"{self.scheme}:{self.body}"
 
 
-SCHEMES: dict[str, Scheme] = {}
+#: The built-in schemes: prefix -> the :class:`Scheme` object, as a lazy ``"module:attr"``.
+BUILTIN_SCHEMES: dict[str, str] = {
+    "onnx": "latlab.datasets.onnx_files:SCHEME",
+    "zoo": "latlab.datasets.zoo:SCHEME",
+    "kernel": "latlab.datasets.bench.kernels:KERNEL_SCHEME",
+    "block": "latlab.datasets.spaces.blocks:SCHEME",
+    "bnn-fcnn": "latlab.datasets.spaces.bnn:FCNN_SCHEME",
+    "bnn-cnn": "latlab.datasets.spaces.bnn:CNN_SCHEME",
+    "cnn": "latlab.datasets.spaces.cnn:SCHEME",
+    "fcnn": "latlab.datasets.spaces.fcnn:SCHEME",
+    "fbnet": "latlab.datasets.spaces.fbnet:SCHEME",
+    "nb201": "latlab.datasets.spaces.nb201:SCHEME",
+    "ofa": "latlab.datasets.spaces.ofa:SCHEME",
+}
+
+#: Prefix -> scheme; plug-ins: the ``latlab.schemes`` entry points.
+SCHEMES: Registry[Scheme] = Registry(
+    "network reference scheme",
+    group="latlab.schemes",
+    check=lambda obj: isinstance(obj, Scheme),
+)
+for _name, _target in BUILTIN_SCHEMES.items():
+    SCHEMES.register(_name, _target)
 
 
 def register_scheme(scheme: Scheme) -> None:
-    """Make ``scheme.name:`` references resolvable."""
-    SCHEMES[scheme.name] = scheme
+    """Make ``scheme.name:`` references resolvable (for a scheme made at run time; a module's
+    scheme is registered once, as a lazy entry or an entry point)."""
+    SCHEMES.register(scheme.name, scheme)
 
 
 def normalise_reference(ref: str) -> str:
@@ -73,7 +101,7 @@ def normalise_reference(ref: str) -> str:
     bare body a search space serves (a NAS-Bench-201 arch string starting with ``|``) means
     that space's prefix + the body (:func:`latlab.datasets.spaces.bare_reference`).
     Every entry point (resolve, predict, evaluate, tables, serving) goes through it."""
-    from latlab.datasets.spaces import bare_reference  # importing it registers the spaces
+    from latlab.datasets.spaces import bare_reference
 
     text = ref.strip()
     return bare_reference(text) or text
@@ -88,10 +116,10 @@ def parse_reference(ref: str) -> Reference:
         raise NetworkReferenceError(
             f"malformed network reference {ref!r}: expected SCHEME:BODY, e.g. 'zoo:resnet18'"
         )
-    _ensure_registered()
-    entry = SCHEMES.get(scheme)
-    if entry is None and _load_space(scheme):
-        entry = SCHEMES.get(scheme)
+    first_use = SCHEMES.is_lazy(scheme)
+    entry = SCHEMES.get(scheme) or _space_scheme(scheme)
+    if first_use:
+        _load_space(scheme)
     if entry is None:
         known = ", ".join(sorted(SCHEMES))
         raise NetworkReferenceError(
@@ -209,17 +237,26 @@ def reference_of(network: str | NetworkGraph) -> str:
     return network if isinstance(network, str) else network.reference
 
 
-def _load_space(scheme: str) -> bool:
-    """Load a lazily registered search space named ``scheme`` (it registers its scheme)."""
-    from latlab.datasets.spaces import load_scheme
+def _load_space(prefix: str) -> None:
+    """Load the search space named ``prefix``, if there is one, when its scheme is first used
+    (the space's module is imported by then): the space's encoders and serving fast path are
+    then registered, as they were when the module registered them on import."""
+    from latlab.datasets.spaces import SPACES
 
-    return load_scheme(scheme)
+    SPACES.get(prefix)
 
 
-def _ensure_registered() -> None:
-    # Importing the package registers the built-in schemes (spaces, zoo, onnx files).
-    if not SCHEMES:
-        import latlab.datasets  # noqa: F401
+def _space_scheme(prefix: str) -> Scheme | None:
+    """The scheme of a (plug-in) search space named ``prefix`` that carries one, registered
+    now; ``None`` when there is none."""
+    from latlab.datasets.spaces import SPACES
+
+    space = SPACES.get(prefix)
+    scheme = getattr(space, "scheme", None)
+    if scheme is None:
+        return None
+    SCHEMES.register(prefix, scheme)
+    return scheme
 
 
 def onnx_model(

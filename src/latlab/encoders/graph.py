@@ -54,6 +54,7 @@ from latlab.encoders.layer_features import layer_geometry
 from latlab.encoders.nb201_cell import EDGES, OPS
 from latlab.encoders.vector import SUMMARY_FEATURES, nb201_op_indices, summary_vector
 from latlab.errors import FeatureError
+from latlab.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -640,8 +641,13 @@ def brp_adjacency(ops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- by name
 
 #: Graph encoders by the names the GCN's ``graph=`` takes: name -> factory taking
-#: ``graph_features``. Search spaces register theirs (:func:`register_graph_encoder`).
-GRAPH_ENCODERS: dict[str, Any] = {
+#: ``graph_features``. A search space's own are registered when the space loads
+#: (:attr:`latlab.datasets.spaces.base.SearchSpace.graph_encoders`); plug-ins: the
+#: ``latlab.graph_encoders`` entry points.
+GRAPH_ENCODERS: Registry[Any] = Registry(
+    "graph encoder", group="latlab.graph_encoders", check=callable
+)
+for _name, _factory in {
     "generic": lambda graph_features: GraphEncoder(graph_features=graph_features),
     "nb201-cell": lambda graph_features: Nb201CellGraphEncoder(
         prune=False, graph_features=graph_features
@@ -649,12 +655,13 @@ GRAPH_ENCODERS: dict[str, Any] = {
     "nb201-brp": lambda graph_features: Nb201CellGraphEncoder(
         prune=True, graph_features=graph_features
     ),
-}
+}.items():
+    GRAPH_ENCODERS.register(_name, _factory)
 
 
 def register_graph_encoder(name: str, factory: Any) -> None:
-    """Make ``graph=name`` build ``factory(graph_features)``."""
-    GRAPH_ENCODERS[name] = factory
+    """Make ``graph=name`` build ``factory(graph_features)`` (or ``"module:attr"`` naming it)."""
+    GRAPH_ENCODERS.register(name, factory)
 
 
 def make_graph_encoder(name: str, graph_features: bool) -> Any:

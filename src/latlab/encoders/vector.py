@@ -37,6 +37,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import layer_geometry
 from latlab.encoders.nb201_cell import EDGES, OPS, arch_index, live_edges, parse_arch
 from latlab.errors import FeatureError, NetworkReferenceError
+from latlab.registry import Registry
 
 # --------------------------------------------------------------------------- summary
 
@@ -389,18 +390,25 @@ _LIVE_BY_NONE_PATTERN = np.array(
 
 # --------------------------------------------------------------------------- by name
 
-#: Vector encoders by the names configs and bundles use (name -> class or factory).
-VECTOR_ENCODERS: dict[str, Any] = {
+#: Vector encoders by the names configs and bundles use (name -> class or factory; a search
+#: space's own encoders are registered when the space loads,
+#: :attr:`latlab.datasets.spaces.base.SearchSpace.vector_encoders`; plug-ins: the
+#: ``latlab.vector_encoders`` entry points).
+VECTOR_ENCODERS: Registry[Any] = Registry(
+    "vector encoder", group="latlab.vector_encoders", check=callable
+)
+for _name, _factory in {
     "summary": SummaryEncoder,
     "widths": LayerWidthEncoder,
     "nb201-onehot": Nb201OneHotEncoder,
     "nb201-counts": Nb201OpCountEncoder,
-}
+}.items():
+    VECTOR_ENCODERS.register(_name, _factory)
 
 
 def register_vector_encoder(name: str, factory: Any) -> None:
-    """Make ``name`` usable in encoder specs (search spaces register their encodings here)."""
-    VECTOR_ENCODERS[name] = factory
+    """Make ``name`` usable in encoder specs (a factory, or ``"module:attr"`` naming one)."""
+    VECTOR_ENCODERS.register(name, factory)
 
 
 def make_vector_encoder(spec: str | Sequence[str], **params: dict[str, Any]) -> Any:

@@ -12,8 +12,8 @@ Also reported per device: the ceiling of BRP-NAS's *pruned* cell graph -- the ±
 an oracle that predicts, for every pruned graph, the median latency of the archs sharing it.
 It shows how much of each device's latency depends on ops the pruning removes.
 
-    python -m latlab.experiments.brpnas --data ../shared/data/nb201_latency.csv [--quick] \\
-        [--out DIR] [--threads N] [--devices 1080ti_1,pixel3] [--seeds 5]
+    latlab experiment run brp-nas --data ../shared/data/nb201_latency.csv [--quick] \\
+        [--out DIR] [--threads N]
 
 Runs are appended to ``runs.jsonl`` in the output folder as they finish, so an interrupted
 run resumes where it stopped; ``metrics.json`` and ``report.md`` are rewritten at the end.
@@ -21,7 +21,6 @@ run resumes where it stopped; ``metrics.json`` and ``report.md`` are rewritten a
 
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import time
@@ -41,7 +40,6 @@ from latlab.experiments.common import (
     fmt,
     markdown_table,
     mean_std,
-    run_script,
     write_atomic,
 )
 
@@ -643,7 +641,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     """``latlab experiment run brp-nas``: run or resume the protocol, then plot and report.
 
     ``ctx.out`` holds ``runs.jsonl`` (one line per finished fit, keyed by the run's settings),
-    so re-running resumes and a folder made by ``python -m latlab.experiments.brpnas`` with
+    so re-running resumes and a folder made by ``latlab experiment run brp-nas`` with
     the same settings is reused as it is. ``ctx.report_only`` (``--report-only``) fits
     nothing and reports the finished runs, marking cells with fewer seeds than asked.
     """
@@ -688,46 +686,3 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.brpnas", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--data", required=True, help="the nb201 latency table (CSV/Parquet)")
-    parser.add_argument("--out", default=None, help="output folder (default results/brpnas)")
-    parser.add_argument("--quick", action="store_true", help="2 devices, 1 seed (< 5 min)")
-    parser.add_argument("--devices", default=None, help="comma-separated device columns")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
-    parser.add_argument("--predictors", default=None, help="comma-separated subset")
-    parser.add_argument("--threads", type=int, default=None, help="torch/LightGBM/RF threads")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    out = args.out or ("results/brpnas-quick" if args.quick else "results/brpnas")
-    kw: dict[str, Any] = {"threads": args.threads}
-    if args.devices:
-        kw["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
-    if args.predictors:
-        kw["predictors"] = [p.strip() for p in args.predictors.split(",") if p.strip()]
-    if args.quick:
-        cfg = BrpnasConfig.quick_config(args.data, out, **kw)
-    else:
-        cfg = BrpnasConfig(args.data, out, **kw)
-    if args.seeds is not None:
-        cfg.seeds = args.seeds
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-    def job(bar: Any, task: Any) -> None:
-        def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=total)
-
-        run(cfg, progress)
-
-    return run_script(job, label="brpnas", saved="finished runs are saved", out=Path(out))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

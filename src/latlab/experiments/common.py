@@ -6,8 +6,7 @@ import hashlib
 import json
 import math
 import os
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,32 +91,3 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def dump_json(path: Path, doc: Any) -> None:
     atomic_write_text(path, json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
-
-
-def run_script(job: Callable[[Any, Any], None], *, label: str, saved: str, out: Path) -> int:
-    """The shared tail of the ``python -m`` entry points: a rich progress bar, one-line errors
-    (exit 2) and Ctrl-C (exit 130, finished work kept), so every script fails the same way.
-
-    ``job(bar, task)`` does the work and updates the bar's ``task``; ``saved`` says what an
-    interruption keeps ("finished runs are saved").
-    """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from latlab.errors import LatlabError
-
-    try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-        ) as bar:
-            job(bar, bar.add_task(label, total=None))
-    except LatlabError as exc:
-        sys.stderr.write(f"error: {str(exc).splitlines()[0]}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"interrupted: {saved}; re-run the command to resume\n")
-        return 130
-    sys.stdout.write(f"wrote {out / 'metrics.json'} and {out / 'report.md'}\n")
-    return 0

@@ -1,13 +1,13 @@
 """Network-level coverage of layer-wise conformal predictive systems (``cps``) on this machine.
 
-    python -m latlab.experiments.conformal_cps_networks [--quick] [--out DIR] [--db URL]
+    latlab experiment run cps-networks [--quick] [--out DIR]
 
 Layer errors are correlated (a device faster than modelled on every convolution), so summing
 per-layer predictive distributions as if independent gives intervals that are too narrow; ``cps``
 validates the sum on measured networks and recalibrates it at network level (see
 :mod:`latlab.predictors.conformal.layers`). This experiment measures how much that matters:
 
-1. Benchmarks and networks (resumable, in the store ``--db``, default ``DIR/bench.db``; the same
+1. Benchmarks and networks (resumable, in the store ``DIR/bench.db``; the same
    store as ``latlab.experiments.annette`` can be reused): the kernel, smart-padding and
    multi-layer suites, and nb201 + zoo networks measured end to end (onnxruntime, one thread).
 2. The five layer-wise predictors are trained on a random 70 % of the single-layer benchmarks
@@ -25,9 +25,7 @@ ANNETTE's full suites, 200 nb201 networks and the zoo, 5 seeds.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import LatlabError
+from latlab.experiments.context import ExperimentContext
 from latlab.fileio import atomic_write_text
 from latlab.jsonio import dumps
 from latlab.predictors import make_predictor
@@ -65,7 +63,8 @@ def run(
     from latlab.datasets.references import resolve
     from latlab.datasets.spaces import sample
     from latlab.datasets.store import Store
-    from latlab.experiments.annette import Settings, measure_networks, run_benchmarks
+    from latlab.experiments.annette_settings import Settings
+    from latlab.experiments.annette_steps import measure_networks, run_benchmarks
     from latlab.predictors.layerwise.predictor import SESSION_PROBE, benchmarked_layer
 
     start = time.monotonic()
@@ -216,30 +215,6 @@ def report(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.conformal_cps_networks",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--quick", action="store_true", help="quick suites, 65 networks, 3 seeds")
-    p.add_argument("--out", type=Path, default=Path("results/conformal_layers"), help="output")
-    p.add_argument("--db", default=None, help="benchmark store (default OUT/bench.db)")
-    p.add_argument("--timer", choices=("wall", "thread"), default="thread", help="protocol clock")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    command = "python -m latlab.experiments.conformal_cps_networks " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    try:
-        metrics = run(
-            args.out, quick=args.quick, db=args.db, timer=args.timer, command=command.strip()
-        )
-    except LatlabError as exc:
-        log.error("%s", exc)
-        raise SystemExit(1) from None
-    log.info("wrote %s (%.0f s)", args.out / "report.md", metrics["seconds"])
-
-
-if __name__ == "__main__":
-    main()
+def experiment(ctx: ExperimentContext) -> dict[str, Any]:
+    """``latlab experiment run cps-networks``: the quick or full run into ``ctx.out``."""
+    return run(ctx.out, quick=ctx.quick, command=ctx.command)

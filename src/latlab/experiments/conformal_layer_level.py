@@ -37,7 +37,6 @@ import numpy as np
 from latlab.experiments.common import markdown_table
 from latlab.experiments.context import ExperimentContext
 from latlab.experiments.plots import save
-from latlab.jsonio import jsonable
 from latlab.training.plots import pyplot
 
 log = logging.getLogger(__name__)
@@ -494,30 +493,3 @@ def report_section(m: dict[str, Any]) -> list[str]:
     )
     lines += ["", "![per-layer intervals](network_layer_intervals.png)", ""]
     return lines
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m latlab.experiments.conformal_layer_level [--quick] --out DIR``: the layer
-    level alone (no nb201 table needed); writes ``layer.md``, ``layer.json`` and the plots."""
-    import argparse
-    import json
-    import time
-
-    from latlab.fileio import atomic_write_text
-
-    p = argparse.ArgumentParser(prog="python -m latlab.experiments.conformal_layer_level")
-    p.add_argument("--quick", action="store_true", help="180 benchmarks, 4 seeds")
-    p.add_argument("--out", type=Path, required=True, help="output folder (holds bench.db)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    m = jsonable(run_layer_level(ExperimentContext(out=args.out, quick=args.quick)))
-    m["seconds"] = time.monotonic() - t0
-    atomic_write_text(args.out / "layer.json", json.dumps(m, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(args.out / "layer.md", "\n".join(report_section(m)) + "\n")
-    log.info("wrote %s (%.0f s)", args.out / "layer.md", m["seconds"])
-
-
-if __name__ == "__main__":
-    main()

@@ -21,12 +21,11 @@ error of ``E[(a - b)²] / 2`` against one measurement: the floor MSE is half the
 MSE, the floor RMSE its square root, and the floor MAE the test-retest MAE divided by √2
 (exact for Gaussian noise). The test-retest figures themselves are reported too.
 
-    python -m latlab.experiments.fcnn_protocol [--quick] [--out DIR] [--count 7000]
+    latlab experiment run fcnn [--quick] [--out DIR] [--threads N]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import platform
@@ -43,7 +42,6 @@ from latlab.experiments.common import (
     fmt,
     markdown_table,
     mean_std,
-    run_script,
     write_atomic,
 )
 
@@ -376,7 +374,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     """``latlab experiment run fcnn``: the protocol, plus the paper's figures.
 
     The measurement store ``measurements.db`` in ``ctx.out`` makes the run resumable: a
-    folder from an earlier run (or ``python -m latlab.experiments.fcnn_protocol``) with the
+    folder from an earlier run (or ``latlab experiment run fcnn``) with the
     same protocol is reused, only missing networks are measured. Adds to the report the
     FCNN's training / validation loss curves (first seed) and the violin and box plots of the
     absolute deviations |predicted - measured| on the test set per predictor (Figures 7-8 of
@@ -481,48 +479,3 @@ def experiment(ctx: Any) -> dict[str, Any]:
         "noise floor MAE ms": doc["noise_floor"]["floor"]["mae"],
     }
     return doc
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m latlab.experiments.fcnn_protocol", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--out", default=None, help="output folder (store, metrics, report)")
-    parser.add_argument("--quick", action="store_true", help="1000 networks, 1 seed (< 5 min)")
-    parser.add_argument("--count", type=int, default=None, help="networks to measure (7000)")
-    parser.add_argument("--device", default="this-machine", help="device name in the store")
-    parser.add_argument("--threads", type=int, default=1, help="inference threads measured")
-    parser.add_argument("--seeds", type=int, default=None, help="fit seeds (default 3)")
-    parser.add_argument(
-        "--fit-threads", type=int, default=None, help="threads to fit the predictors with"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    out = args.out or ("results/fcnn-protocol-quick" if args.quick else "results/fcnn-protocol")
-    kw: dict[str, Any] = {
-        "device": args.device,
-        "threads": args.threads,
-        "fit_threads": args.fit_threads,
-    }
-    if args.count is not None:
-        kw["count"] = args.count
-    cfg = (
-        FcnnProtocolConfig.quick_config(out, **kw) if args.quick else FcnnProtocolConfig(out, **kw)
-    )
-    if args.seeds is not None:
-        cfg.seeds = args.seeds
-
-    def job(bar: Any, task: Any) -> None:
-        def progress(event: Any) -> None:
-            if event.kind == "start":
-                bar.update(task, total=event.total, completed=0)
-            elif event.kind in ("measured", "skipped"):
-                bar.update(task, completed=event.done)
-
-        run(cfg, progress)
-
-    return run_script(job, label="measuring", saved="measurements are stored", out=Path(out))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -115,6 +115,13 @@ EXPERIMENTS: dict[str, Experiment] = {
             "(nb201/fbnet/ofa_latency.csv)",
         ),
         Experiment(
+            "cps-networks",
+            "latlab.experiments.conformal_cps_networks:experiment",
+            "network-level coverage of layer-wise conformal predictive systems (cps), here",
+            full_duration="not timed (ANNETTE's full suites, 200 nb201 networks, the zoo, 5 seeds)",
+            quick_duration="~6 min on two cores with an empty store (60 nb201, 5 zoo, 3 seeds)",
+        ),
+        Experiment(
             "coverage-budget",
             "latlab.experiments.coverage_budget:experiment",
             "conformal coverage from a 900-network budget: split vs oob (rf) vs cv+ (gbm)",

@@ -92,7 +92,10 @@ def resolve_fast(network: str | NetworkGraph) -> NetworkGraph:
     from latlab.datasets.references import resolve
 
     if isinstance(network, str):
-        fast = SPACES.fast.get(network.partition(":")[0])
+        prefix = network.partition(":")[0]
+        if prefix not in SPACES.fast and SPACES.is_lazy(prefix):
+            SPACES[prefix]  # a lazily registered space: loading it indexes its fast path
+        fast = SPACES.fast.get(prefix)
         if fast is not None:
             graph = fast(network)
             if graph is not None:

@@ -362,33 +362,9 @@ def train(
     out = check_bundle_out(out)  # before any work (the CLI says --out)
 
     progress("load", None, None)
-    if isinstance(data, TrainingData):
-        td = data
-    else:
-        source = data if isinstance(data, Source) else load_source(data, config.min_ms)
-        td = training_data(source, target)
-    small_data = None  # few rows: no calibration split (a few-shot table: no validation either)
-    if (
-        conformal
-        and conformal not in intervals.CROSS_METHODS
-        and config.cal_size is None
-        and len(td) < min_rows_for_calibration(confidence)
-    ):
-        # Too few rows for a split: CV+ (jackknife+ with one network per fold up to 10 folds)
-        # calibrates on the training networks themselves, bounded from 9 networks at 90 %.
-        fallback = intervals.small_data_method(len(td), confidence)
-        small_data = (
-            f"{len(td)} networks are too few for a calibration split (the default carves one "
-            f"from {min_rows_for_calibration(confidence)} networks up): trained on all of them, "
-            + (
-                f"intervals by {fallback} (out-of-fold over the training networks: "
-                f"{min(len(td), 10)} refits)"
-                if fallback
-                else "without conformal intervals (cv+ needs "
-                f"{intervals.cross_min_size(confidence)} networks at {confidence:g})"
-            )
-            + "; --cal-size N carves a split anyway, --conformal none skips intervals"
-        )
+    td = _training_data(data, target, config)
+    small_data, fallback = _too_few_to_calibrate(td, conformal, confidence, config)
+    if small_data:
         conformal = fallback
         log.warning("%s", small_data)
     if len(td) < FEW_SHOT_ROWS and config.val_size is None and not (config.tune or config.study):
@@ -408,105 +384,40 @@ def train(
             "intervals may be infinite or unstable"
         )
         log.warning("%s", warnings[-1])  # now, not after a long tuning run
-    x_tr, y_tr = td.subset(split.train)
-    x_va, y_va = td.subset(split.val)
-    x_ca, y_ca = td.subset(split.cal)
-    x_te, y_te = td.subset(split.test)
-    data_hash = td.dataset_hash
+    train_rows = td.subset(split.train)
+    val_rows = td.subset(split.val)
+    cal_rows = td.subset(split.cal)
+    test_rows = td.subset(split.test)
     context: dict[str, Any] = {
         "target": target,
-        "dataset_hash": data_hash,
+        "dataset_hash": td.dataset_hash,
         "split": split.describe(),
     }
-    tags = {
-        "latlab.command": "train",
-        "latlab.predictor": config.predictor,
-        "latlab.device": target,
-        "latlab.dataset_hash": data_hash,
-    }
     device = _device_doc(td)
-    if device.get("fingerprint_digest"):
-        tags["latlab.device_fingerprint"] = device["fingerprint_digest"]
-    run_name = f"train-{config.predictor}-{target}"
     with (
-        tracker.run(run_name, tags=tags),
+        tracker.run(
+            f"train-{config.predictor}-{target}", tags=_run_tags(config, target, td, device)
+        ),
         tempfile.TemporaryDirectory(prefix="latlab-train-") as tmp_name,
     ):
-        tmp = Path(tmp_name)
-        tracker.log_params(
-            {
-                "predictor": config.predictor,
-                "target": target,
-                "data": td.source,
-                "dataset_hash": data_hash,
-                "dataset_rows": len(td),
-                "split": split.describe(),
-                "conformal": conformal or "none",
-                "confidence": confidence,
-            }
+        parts = (train_rows, val_rows, cal_rows)
+        env = _log_inputs(
+            tracker, config, predictor, td, target, split, conformal, confidence, device, parts
         )
-        tracker.log_params(predictor.get_params(deep=False), prefix="param")
-        tracker.log_dataset(
-            x_tr + x_va + x_ca,
-            np.concatenate([y_tr, y_va, y_ca]),
-            name=f"{Path(td.source).name}:{target}",
-            source=td.source,
-            digest=dataset_hash(x_tr + x_va + x_ca, np.concatenate([y_tr, y_va, y_ca])),
-            context="training",
+        params, pretrain_info = _model_params(
+            config, predictor, data, td, target, Path(tmp_name), tracker, context
         )
-        if len(device) > 1:
-            tracker.log_dict(device, "device.json")
-        env = environment()
-        tracker.set_tags({"latlab.machine": env.get("machine", {}).get("digest", "")})
-
-        pretrain_info = None
-        params = predictor.get_params(deep=False)
-        params.update(store_params(params, data, td))
-        if config.pretrain is not None:
-            updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
-            if "min_ms" in params and params["min_ms"] is None and config.min_ms is not None:
-                updates["min_ms"] = config.min_ms  # the same floor for the source devices
-            params.update(updates)
-            context["pretrain"] = pretrain_info["hash"]
-            tracker.log_params({"pretrain": pretrain_info})
-
         tuning = None
-        fixed = {
-            k: v
-            for k, v in params.items()
-            if k in config.params or k in ("pretrain", "target_exclude")
-        }
-        if "random_state" in params:
-            fixed["random_state"] = params["random_state"]
         if config.tune or config.study:
-            from latlab.training.tuning import tune
-
-            progress("tune", 0, config.tune)
-            tuning = tune(
-                config.predictor,
-                fixed,
-                (x_tr, y_tr),
-                (x_va, y_va),
-                config.tune,
-                storage=config.storage,
-                study_name=config.study,
-                context=context,
-                seed=config.seed if config.tune_seed is None else config.tune_seed,
-                timeout=config.tune_timeout,
-                tracker=tracker,
-                progress=lambda d, t, b: progress("tune", d, t),
-            )
+            tuning = _tune(config, params, train_rows, val_rows, context, tracker, progress)
             params.update(tuning.params)
-            tracker.log_params(tuning.params, prefix="tuned")
-            tracker.log_metrics(
-                {"tune_val_mape": tuning.value, "default_val_mape": tuning.default_value}
-            )
 
         progress("fit", None, None)
         from latlab.predictors.base import make_predictor
 
         model = make_predictor(config.predictor, **params)
-        fit_predictor(model, x_tr, y_tr, config.params, eval_set=(x_va, y_va) if x_va else None)
+        x_va, y_va = val_rows
+        fit_predictor(model, *train_rows, config.params, eval_set=val_rows if x_va else None)
         if pretrain_info is not None and params["pretrain"] != str(config.pretrain):
             # The saved parameter names the user's data, not the temporary filtered copy.
             model.set_params(pretrain=str(config.pretrain))
@@ -514,23 +425,10 @@ def train(
         wrapper = None
         if conformal:
             progress("calibrate", None, None)
-            wrapper = intervals.wrap(conformal, model, **config.conformal_options)
-            if conformal in intervals.CROSS_METHODS:  # out-of-fold scores of the training rows
-                intervals.calibrate(wrapper, x_tr, y_tr)
-            else:
-                intervals.calibrate(wrapper, x_ca, y_ca, train=(x_tr, y_tr))
-            warnings += [w for w in intervals.warnings_of(wrapper) if w not in warnings]
+            wrapper = _calibrated(conformal, model, config, train_rows, cal_rows, warnings)
 
         progress("evaluate", None, None)
-        metrics: dict[str, dict[str, float]] = {}
-        by_family: dict[str, dict[str, float]] = {}
-        preds: dict[str, np.ndarray] = {}
-        if x_va:
-            metrics["val"], _, preds["val"] = _evaluate_part(model, x_va, y_va, confidence)
-        if x_te:
-            metrics["test"], by_family, preds["test"] = _evaluate_part(
-                model, x_te, y_te, confidence, wrapper=wrapper, families=families_of(x_te)
-            )
+        metrics, by_family, preds = _score(model, val_rows, test_rows, confidence, wrapper)
 
         progress("save", None, None)
         manifest = {
@@ -539,7 +437,7 @@ def train(
             "dataset": {
                 "source": td.source,
                 "kind": td.kind,
-                "hash": data_hash,
+                "hash": td.dataset_hash,
                 "rows": len(td),
                 "dropped": td.dropped,
             },
@@ -576,13 +474,7 @@ def train(
         bundle_manifest = load_bundle(out, verify=False).manifest
 
         progress("log", None, None)
-        for part, values in metrics.items():
-            tracker.log_metrics(values, prefix=part)
-        for fam, values in by_family.items():
-            tracker.log_metrics(values, prefix=f"test_family.{fam}")
-        for part, pred in preds.items():
-            y = y_va if part == "val" else y_te
-            tracker.log_prediction_plots(y, pred, part)
+        _log_results(tracker, metrics, by_family, preds, {"val": y_va, "test": test_rows[1]})
         if warnings:
             tracker.set_tags({"latlab.warnings": " | ".join(warnings)})
         model_uri = tracker.log_bundle(out) if tracker.enabled else None
@@ -599,6 +491,225 @@ def train(
         run_id=tracker.run_id,
         model_uri=model_uri,
     )
+
+
+#: References and latencies (ms) of one part of the split.
+Rows = tuple[list[str], np.ndarray]
+
+
+def _training_data(
+    data: str | Path | Source | TrainingData, target: str, config: TrainConfig
+) -> TrainingData:
+    """The rows ``train`` fits on: given, or loaded from a table or source."""
+    if isinstance(data, TrainingData):
+        return data
+    source = data if isinstance(data, Source) else load_source(data, config.min_ms)
+    return training_data(source, target)
+
+
+def _too_few_to_calibrate(
+    td: TrainingData, conformal: str | None, confidence: float, config: TrainConfig
+) -> tuple[str | None, str | None]:
+    """Why no calibration split is carved, and the method used instead (``None``: no
+    intervals), or ``(None, None)``: a split method without ``--cal-size`` on fewer rows than a
+    calibration split needs. Too few rows for a split: CV+ (jackknife+ with one network per fold
+    up to 10 folds) calibrates on the training networks themselves, bounded from 9 networks at
+    90 %."""
+    if not (
+        conformal
+        and conformal not in intervals.CROSS_METHODS
+        and config.cal_size is None
+        and len(td) < min_rows_for_calibration(confidence)
+    ):
+        return None, None
+    fallback = intervals.small_data_method(len(td), confidence)
+    reason = (
+        f"{len(td)} networks are too few for a calibration split (the default carves one "
+        f"from {min_rows_for_calibration(confidence)} networks up): trained on all of them, "
+        + (
+            f"intervals by {fallback} (out-of-fold over the training networks: "
+            f"{min(len(td), 10)} refits)"
+            if fallback
+            else "without conformal intervals (cv+ needs "
+            f"{intervals.cross_min_size(confidence)} networks at {confidence:g})"
+        )
+        + "; --cal-size N carves a split anyway, --conformal none skips intervals"
+    )
+    return reason, fallback
+
+
+def _run_tags(
+    config: TrainConfig, target: str, td: TrainingData, device: dict[str, Any]
+) -> dict[str, str]:
+    """The tracking run's tags: command, predictor, device, data and machine fingerprint."""
+    tags = {
+        "latlab.command": "train",
+        "latlab.predictor": config.predictor,
+        "latlab.device": target,
+        "latlab.dataset_hash": td.dataset_hash,
+    }
+    if device.get("fingerprint_digest"):
+        tags["latlab.device_fingerprint"] = device["fingerprint_digest"]
+    return tags
+
+
+def _log_inputs(
+    tracker: Tracker,
+    config: TrainConfig,
+    predictor: Any,
+    td: TrainingData,
+    target: str,
+    split: Split,
+    conformal: str | None,
+    confidence: float,
+    device: dict[str, Any],
+    parts: tuple[Rows, Rows, Rows],
+) -> dict[str, Any]:
+    """Log what the run trains on (parameters, the training dataset, the device); returns
+    the environment recorded in the manifest."""
+    (x_tr, y_tr), (x_va, y_va), (x_ca, y_ca) = parts
+    tracker.log_params(
+        {
+            "predictor": config.predictor,
+            "target": target,
+            "data": td.source,
+            "dataset_hash": td.dataset_hash,
+            "dataset_rows": len(td),
+            "split": split.describe(),
+            "conformal": conformal or "none",
+            "confidence": confidence,
+        }
+    )
+    tracker.log_params(predictor.get_params(deep=False), prefix="param")
+    tracker.log_dataset(
+        x_tr + x_va + x_ca,
+        np.concatenate([y_tr, y_va, y_ca]),
+        name=f"{Path(td.source).name}:{target}",
+        source=td.source,
+        digest=dataset_hash(x_tr + x_va + x_ca, np.concatenate([y_tr, y_va, y_ca])),
+        context="training",
+    )
+    if len(device) > 1:
+        tracker.log_dict(device, "device.json")
+    env = environment()
+    tracker.set_tags({"latlab.machine": env.get("machine", {}).get("digest", "")})
+    return env
+
+
+def _model_params(
+    config: TrainConfig,
+    predictor: Any,
+    data: str | Path | Source | TrainingData,
+    td: TrainingData,
+    target: str,
+    tmp: Path,
+    tracker: Tracker,
+    context: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The predictor's constructor parameters (with the store's and the pretraining table's
+    additions) and the pretraining table's description (``None`` without one)."""
+    pretrain_info = None
+    params = predictor.get_params(deep=False)
+    params.update(store_params(params, data, td))
+    if config.pretrain is not None:
+        updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
+        if "min_ms" in params and params["min_ms"] is None and config.min_ms is not None:
+            updates["min_ms"] = config.min_ms  # the same floor for the source devices
+        params.update(updates)
+        context["pretrain"] = pretrain_info["hash"]
+        tracker.log_params({"pretrain": pretrain_info})
+    return params, pretrain_info
+
+
+def _tune(
+    config: TrainConfig,
+    params: dict[str, Any],
+    train_rows: Rows,
+    val_rows: Rows,
+    context: dict[str, Any],
+    tracker: Tracker,
+    progress: Progress,
+) -> Any:
+    """Tune the parameters not fixed by ``--param`` (or the pretraining table) on the
+    validation rows; logs the tuned parameters and both validation scores."""
+    from latlab.training.tuning import tune
+
+    fixed = {
+        k: v for k, v in params.items() if k in config.params or k in ("pretrain", "target_exclude")
+    }
+    if "random_state" in params:
+        fixed["random_state"] = params["random_state"]
+    progress("tune", 0, config.tune)
+    tuning = tune(
+        config.predictor,
+        fixed,
+        train_rows,
+        val_rows,
+        config.tune,
+        storage=config.storage,
+        study_name=config.study,
+        context=context,
+        seed=config.seed if config.tune_seed is None else config.tune_seed,
+        timeout=config.tune_timeout,
+        tracker=tracker,
+        progress=lambda d, t, b: progress("tune", d, t),
+    )
+    tracker.log_params(tuning.params, prefix="tuned")
+    tracker.log_metrics({"tune_val_mape": tuning.value, "default_val_mape": tuning.default_value})
+    return tuning
+
+
+def _calibrated(
+    conformal: str,
+    model: Any,
+    config: TrainConfig,
+    train_rows: Rows,
+    cal_rows: Rows,
+    warnings: list[str],
+) -> Any:
+    """The conformal wrapper of ``model``, calibrated (cross methods: out-of-fold on the
+    training rows); its warnings are added to ``warnings``."""
+    wrapper = intervals.wrap(conformal, model, **config.conformal_options)
+    if conformal in intervals.CROSS_METHODS:  # out-of-fold scores of the training rows
+        intervals.calibrate(wrapper, *train_rows)
+    else:
+        intervals.calibrate(wrapper, *cal_rows, train=train_rows)
+    warnings += [w for w in intervals.warnings_of(wrapper) if w not in warnings]
+    return wrapper
+
+
+def _score(
+    model: Any, val_rows: Rows, test_rows: Rows, confidence: float, wrapper: Any
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Metrics of the validation and test rows (the test rows by family too, with
+    intervals), and the predictions for the plots."""
+    metrics: dict[str, dict[str, float]] = {}
+    by_family: dict[str, dict[str, float]] = {}
+    preds: dict[str, np.ndarray] = {}
+    (x_va, y_va), (x_te, y_te) = val_rows, test_rows
+    if x_va:
+        metrics["val"], _, preds["val"] = _evaluate_part(model, x_va, y_va, confidence)
+    if x_te:
+        metrics["test"], by_family, preds["test"] = _evaluate_part(
+            model, x_te, y_te, confidence, wrapper=wrapper, families=families_of(x_te)
+        )
+    return metrics, by_family, preds
+
+
+def _log_results(
+    tracker: Tracker,
+    metrics: dict[str, dict[str, float]],
+    by_family: dict[str, dict[str, float]],
+    preds: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray],
+) -> None:
+    """Log the scores (overall, per test family) and the predicted-vs-measured plots."""
+    for part, values in metrics.items():
+        tracker.log_metrics(values, prefix=part)
+    for fam, values in by_family.items():
+        tracker.log_metrics(values, prefix=f"test_family.{fam}")
+    for part, pred in preds.items():
+        tracker.log_prediction_plots(truth[part], pred, part)
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -73,7 +73,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
+from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import Layer, NetworkGraph, Shape
 from latlab.errors import NetworkReferenceError
@@ -527,12 +527,11 @@ def shape_params(shape: Shape) -> Mapping[str, int]:
     raise ValueError(f"benchmark tensors are 2-D, 3-D or 4-D, got shape {shape}")
 
 
-register_scheme(
-    Scheme(
-        SCHEME,
-        _resolve,
-        validate=parse_kernel,
-        help="micro-kernel benchmark, e.g. kernel:conv?c=64&h=56&f=64&k=3 or "
-        "kernel:conv+bn+relu?c=32&h=28&k=3",
-    )
+#: The ``kernel:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+KERNEL_SCHEME = Scheme(
+    SCHEME,
+    _resolve,
+    validate=parse_kernel,
+    help="micro-kernel benchmark, e.g. kernel:conv?c=64&h=56&f=64&k=3 or "
+    "kernel:conv+bn+relu?c=32&h=28&k=3",
 )

@@ -227,169 +227,209 @@ def _ext_clusters(graph: NetworkGraph, ext: list[RuntimeNode]) -> dict[int, list
 
 
 def _trace(graph: NetworkGraph, ext_model: Any, all_model: Any) -> RuntimeMapping:
-    ext = _nodes(ext_model)
-    run = _nodes(all_model)
-    covered = _ext_clusters(graph, ext)
-    ext_by_name = {n.name: n.index for n in ext if n.name}
-    ext_by_output = {o: n.index for n in ext for o in n.outputs}
-    owner: dict[int, int] = {}  # ext index -> runtime node index
-    exact_ext: dict[int, bool] = {}
-    absorbed: dict[int, list[int]] = defaultdict(list)
-    tmap: dict[str, str] = {}  # runtime tensor -> extended-level tensor
+    """Map the runtime nodes of ``all_model`` onto the IR layers, through the nodes of the
+    extended-level graph ``ext_model`` (see :class:`_Tracer` for the steps)."""
+    tracer = _Tracer(graph, _nodes(ext_model), _nodes(all_model))
+    pending = tracer.match_named()
+    tracer.absorb_exact()
+    tracer.absorb_named()
+    tracer.match_unnamed(pending)
+    tracer.give_leftovers()
+    tracer.assign_layers()
+    return tracer.mapping()
 
-    def match(node: RuntimeNode, e: int) -> None:
-        owner[e] = node.index
-        exact_ext[e] = True
+
+class _Tracer:
+    """The state of one trace: which runtime node owns each extended-level node (``owner``),
+    whether that is known exactly, and which runtime tensor stands for which extended-level
+    tensor (``tmap``). Each method is one step of :func:`_trace`, in order."""
+
+    def __init__(self, graph: NetworkGraph, ext: list[RuntimeNode], run: list[RuntimeNode]) -> None:
+        self.graph = graph
+        self.ext = ext
+        self.run = run
+        self.covered = _ext_clusters(graph, ext)
+        self.ext_by_name = {n.name: n.index for n in ext if n.name}
+        self.ext_by_output = {o: n.index for n in ext for o in n.outputs}
+        self.owner: dict[int, int] = {}  # ext index -> runtime node index
+        self.exact_ext: dict[int, bool] = {}
+        self.absorbed: dict[int, list[int]] = defaultdict(list)
+        self.tmap: dict[str, str] = {}  # runtime tensor -> extended-level tensor
+
+    def match(self, node: RuntimeNode, e: int) -> None:
+        self.owner[e] = node.index
+        self.exact_ext[e] = True
         for k, o in enumerate(node.outputs):
-            if k < len(ext[e].outputs):
-                tmap[o] = ext[e].outputs[k]
+            if k < len(self.ext[e].outputs):
+                self.tmap[o] = self.ext[e].outputs[k]
 
-    pending: list[RuntimeNode] = []
-    for node in run:
-        if node.domain == _NCHWC and node.op in _REORDERS:
-            node.inserted = True
-            if node.op == "ReorderInput":
-                tmap[node.outputs[0]] = tmap.get(node.inputs[0], node.inputs[0])
+    def preds(self, e: int) -> list[int]:
+        return [self.ext_by_output[t] for t in self.ext[e].inputs if t in self.ext_by_output]
+
+    def match_named(self) -> list[RuntimeNode]:
+        """Match runtime nodes by name (NCHWc reorders are inserted nodes); returns the
+        runtime nodes left unmatched."""
+        tmap = self.tmap
+        pending: list[RuntimeNode] = []
+        for node in self.run:
+            if node.domain == _NCHWC and node.op in _REORDERS:
+                node.inserted = True
+                if node.op == "ReorderInput":
+                    tmap[node.outputs[0]] = tmap.get(node.inputs[0], node.inputs[0])
+                else:
+                    tmap.setdefault(node.inputs[0], node.outputs[0])
+                continue
+            e = self.ext_by_name.get(node.name) if node.name else None
+            if e is None and node.name.endswith("_nchwc"):
+                e = _nchwc_source(node.name, self.ext_by_output, self.ext_by_name)
+            if e is not None and e not in self.owner:
+                self.match(node, e)
             else:
-                tmap.setdefault(node.inputs[0], node.outputs[0])
-            continue
-        e = ext_by_name.get(node.name) if node.name else None
-        if e is None and node.name.endswith("_nchwc"):
-            e = _nchwc_source(node.name, ext_by_output, ext_by_name)
-        if e is not None and e not in owner:
-            match(node, e)
-        else:
-            pending.append(node)
+                pending.append(node)
+        return pending
 
-    def preds(e: int) -> list[int]:
-        return [ext_by_output[t] for t in ext[e].inputs if t in ext_by_output]
-
-    # Exact absorption: the extended-level tensor a runtime node's output stands for is known
-    # when the output keeps its name, when a ReorderOutput turns it back into a named tensor,
-    # or when a matched NCHWc consumer reads it as its first input. Every extended-level node
-    # between the node's own match and that tensor was absorbed into it.
-    ext_of = {rn: e for e, rn in owner.items()}
-    all_producer = {o: node.index for node in run for o in node.outputs}
-    final: dict[int, str] = {}
-    for node in run:
-        if node.index in ext_of and node.outputs and node.outputs[0] in ext_by_output:
-            final[node.index] = node.outputs[0]
-    for node in run:
-        src = all_producer.get(node.inputs[0]) if node.inputs else None
-        if src is None or src not in ext_of or src in final:
-            continue
-        if node.op == "ReorderOutput" and node.outputs[0] in ext_by_output:
-            final[src] = node.outputs[0]
-        elif node.index in ext_of and node.op == ext[ext_of[node.index]].op:
-            first = ext[ext_of[node.index]].inputs[0]
-            if first in ext_by_output:
-                final[src] = first
-    for rn_index, tensor in final.items():
-        start = ext_of[rn_index]
-        end = ext_by_output[tensor]
-        if end == start or end in owner:
-            continue
-        path: list[int] = []
-        stack, ok = [end], True
-        while stack and ok:
-            e = stack.pop()
-            if e == start or e in path:
+    def absorb_exact(self) -> None:
+        """Exact absorption: the extended-level tensor a runtime node's output stands for is
+        known when the output keeps its name, when a ReorderOutput turns it back into a named
+        tensor, or when a matched NCHWc consumer reads it as its first input. Every
+        extended-level node between the node's own match and that tensor was absorbed into
+        it."""
+        ext, run, owner, ext_by_output = self.ext, self.run, self.owner, self.ext_by_output
+        ext_of = {rn: e for e, rn in owner.items()}
+        all_producer = {o: node.index for node in run for o in node.outputs}
+        final: dict[int, str] = {}
+        for node in run:
+            if node.index in ext_of and node.outputs and node.outputs[0] in ext_by_output:
+                final[node.index] = node.outputs[0]
+        for node in run:
+            src = all_producer.get(node.inputs[0]) if node.inputs else None
+            if src is None or src not in ext_of or src in final:
                 continue
-            if e in owner or not preds(e):
-                ok = False
-                break
-            path.append(e)
-            stack.extend(preds(e))
-        if ok:
-            for e in path:
-                owner[e] = rn_index
-                exact_ext[e] = True
-            tmap[run[rn_index].outputs[0]] = tensor
+            if node.op == "ReorderOutput" and node.outputs[0] in ext_by_output:
+                final[src] = node.outputs[0]
+            elif node.index in ext_of and node.op == ext[ext_of[node.index]].op:
+                first = ext[ext_of[node.index]].inputs[0]
+                if first in ext_by_output:
+                    final[src] = first
+        for rn_index, tensor in final.items():
+            start = ext_of[rn_index]
+            end = ext_by_output[tensor]
+            if end == start or end in owner:
+                continue
+            path: list[int] = []
+            stack, ok = [end], True
+            while stack and ok:
+                e = stack.pop()
+                if e == start or e in path:
+                    continue
+                if e in owner or not self.preds(e):
+                    ok = False
+                    break
+                path.append(e)
+                stack.extend(self.preds(e))
+            if ok:
+                for e in path:
+                    owner[e] = rn_index
+                    self.exact_ext[e] = True
+                self.tmap[run[rn_index].outputs[0]] = tensor
 
-    # Absorbed extended-level nodes (named ones that no runtime node carries).
-    for n in ext:
-        if n.index in owner or not n.name:
-            continue
-        cands = [p for p in preds(n.index) if p in owner]
-        if not cands:
-            continue
-        chosen: int | None = None
-        exact = True
-        if n.op in ("Add", "Sum") and len(cands) > 1:
-            for p in cands:
-                rn = run[owner[p]]
-                if rn.op == "Conv" and rn.domain == _NCHWC and len(rn.inputs) >= 4:
-                    other = [t for t in n.inputs if t not in ext[p].outputs]
-                    if other and tmap.get(rn.inputs[3], rn.inputs[3]) in other:
-                        chosen = p
-                        break
-        if chosen is None:
-            owners = {owner[p] for p in cands}
-            chosen = max(cands)
-            # Only kernels with fused epilogues (convolutions, GEMMs) absorb a following layer;
-            # anything else means a runtime node was not recognised: keep it, but not exact.
-            exact = len(owners) == 1 and run[owner[chosen]].op in _ABSORBING
-        owner[n.index] = owner[chosen]
-        exact_ext[n.index] = exact and exact_ext.get(chosen, True)
-        absorbed[owner[chosen]].append(n.index)
-    for rn_index, members in absorbed.items():
-        last = max(members)
-        for o in run[rn_index].outputs[:1]:
-            tmap[o] = ext[last].outputs[0]
-
-    # Unnamed (or renamed) runtime nodes: same op type, inputs that map onto the node's inputs.
-    activations = set(ext_by_output) | set(graph.inputs)
-    for node in pending:
-        mapped = {tmap.get(t, t) for t in node.inputs}
-        found = None
+    def absorb_named(self) -> None:
+        """Absorbed extended-level nodes (named ones that no runtime node carries)."""
+        ext, run, owner, tmap = self.ext, self.run, self.owner, self.tmap
         for n in ext:
-            if n.index in owner or n.op != node.op:
+            if n.index in owner or not n.name:
                 continue
-            acts = [t for t in n.inputs if t in activations]
-            if acts and set(acts) <= mapped:
-                found = n.index
-                break
-        if found is None:
-            node.inserted = True
-            node.exact = False
-            continue
-        match(node, found)
-    for n in ext:  # still unowned: give to the latest owned predecessor (not exact)
-        if n.index in owner:
-            continue
-        cands = [p for p in preds(n.index) if p in owner]
-        if cands:
-            owner[n.index] = owner[max(cands)]
-            exact_ext[n.index] = False
+            cands = [p for p in self.preds(n.index) if p in owner]
+            if not cands:
+                continue
+            chosen: int | None = None
+            exact = True
+            if n.op in ("Add", "Sum") and len(cands) > 1:
+                for p in cands:
+                    rn = run[owner[p]]
+                    if rn.op == "Conv" and rn.domain == _NCHWC and len(rn.inputs) >= 4:
+                        other = [t for t in n.inputs if t not in ext[p].outputs]
+                        if other and tmap.get(rn.inputs[3], rn.inputs[3]) in other:
+                            chosen = p
+                            break
+            if chosen is None:
+                owners = {owner[p] for p in cands}
+                chosen = max(cands)
+                # Only kernels with fused epilogues (convolutions, GEMMs) absorb a following
+                # layer; anything else means a runtime node was not recognised: keep it, but
+                # not exact.
+                exact = len(owners) == 1 and run[owner[chosen]].op in _ABSORBING
+            owner[n.index] = owner[chosen]
+            self.exact_ext[n.index] = exact and self.exact_ext.get(chosen, True)
+            self.absorbed[owner[chosen]].append(n.index)
+        for rn_index, members in self.absorbed.items():
+            last = max(members)
+            for o in run[rn_index].outputs[:1]:
+                tmap[o] = ext[last].outputs[0]
 
-    node_layers: dict[int, set[int]] = defaultdict(set)
-    node_exact: dict[int, bool] = defaultdict(lambda: True)
-    for e, rn_index in owner.items():
-        node_layers[rn_index].update(covered.get(e, []))
-        node_exact[rn_index] = node_exact[rn_index] and exact_ext.get(e, True)
-    for node in run:
-        node.layers = tuple(sorted(node_layers.get(node.index, set())))
-        node.exact = node.exact and node_exact[node.index]
+    def match_unnamed(self, pending: list[RuntimeNode]) -> None:
+        """Unnamed (or renamed) runtime nodes: same op type, inputs that map onto the node's
+        inputs; a node matching none was inserted by the runtime."""
+        activations = set(self.ext_by_output) | set(self.graph.inputs)
+        for node in pending:
+            mapped = {self.tmap.get(t, t) for t in node.inputs}
+            found = None
+            for n in self.ext:
+                if n.index in self.owner or n.op != node.op:
+                    continue
+                acts = [t for t in n.inputs if t in activations]
+                if acts and set(acts) <= mapped:
+                    found = n.index
+                    break
+            if found is None:
+                node.inserted = True
+                node.exact = False
+                continue
+            self.match(node, found)
 
-    # Groups: IR layers sharing runtime nodes.
-    uf = _UnionFind(len(graph.layers))
-    for node in run:
-        for a, b in zip(node.layers, node.layers[1:], strict=False):
-            uf.union(a, b)
-    group_members: dict[int, set[int]] = defaultdict(set)
-    for node in run:
-        for li in node.layers:
-            group_members[uf.find(li)].add(li)
-    groups: list[RuntimeGroup] = []
-    layer_group: dict[int, int] = {}
-    for root in sorted(group_members, key=lambda r: min(group_members[r])):
-        lays = tuple(sorted(group_members[root]))
-        nodes = tuple(n.index for n in run if set(n.layers) & set(lays))
-        exact = all(run[i].exact for i in nodes)
-        for li in lays:
-            layer_group[li] = len(groups)
-        groups.append(RuntimeGroup(lays, nodes, exact))
-    return RuntimeMapping(graph, run, groups, layer_group)
+    def give_leftovers(self) -> None:
+        """Still unowned: give to the latest owned predecessor (not exact)."""
+        for n in self.ext:
+            if n.index in self.owner:
+                continue
+            cands = [p for p in self.preds(n.index) if p in self.owner]
+            if cands:
+                self.owner[n.index] = self.owner[max(cands)]
+                self.exact_ext[n.index] = False
+
+    def assign_layers(self) -> None:
+        """Each runtime node's IR layers (the clusters of the extended-level nodes it owns)
+        and whether they are known exactly."""
+        node_layers: dict[int, set[int]] = defaultdict(set)
+        node_exact: dict[int, bool] = defaultdict(lambda: True)
+        for e, rn_index in self.owner.items():
+            node_layers[rn_index].update(self.covered.get(e, []))
+            node_exact[rn_index] = node_exact[rn_index] and self.exact_ext.get(e, True)
+        for node in self.run:
+            node.layers = tuple(sorted(node_layers.get(node.index, set())))
+            node.exact = node.exact and node_exact[node.index]
+
+    def mapping(self) -> RuntimeMapping:
+        """Groups: IR layers sharing runtime nodes."""
+        graph, run = self.graph, self.run
+        uf = _UnionFind(len(graph.layers))
+        for node in run:
+            for a, b in zip(node.layers, node.layers[1:], strict=False):
+                uf.union(a, b)
+        group_members: dict[int, set[int]] = defaultdict(set)
+        for node in run:
+            for li in node.layers:
+                group_members[uf.find(li)].add(li)
+        groups: list[RuntimeGroup] = []
+        layer_group: dict[int, int] = {}
+        for root in sorted(group_members, key=lambda r: min(group_members[r])):
+            lays = tuple(sorted(group_members[root]))
+            nodes = tuple(n.index for n in run if set(n.layers) & set(lays))
+            exact = all(run[i].exact for i in nodes)
+            for li in lays:
+                layer_group[li] = len(groups)
+            groups.append(RuntimeGroup(lays, nodes, exact))
+        return RuntimeMapping(graph, run, groups, layer_group)
 
 
 def _model_bytes(network: str | NetworkGraph, batch: int = 1) -> bytes:

@@ -1,14 +1,10 @@
 """Real latency measurement on this machine: backends, protocol, machine fingerprint.
 
-Importing this package registers the built-in backends (``onnxruntime``, ``torch`` and their
-``-cuda`` variants); their libraries are imported only when a backend is instantiated.
+The built-in backends (``onnxruntime``, ``torch``, their ``-cuda`` variants, ``bitpacked``)
+are lazy entries of :data:`BACKENDS`: a backend's module is imported when it is first asked
+for, its libraries only when it is instantiated.
 """
 
-from latlab.datasets.measure import (  # noqa: F401 (registers the backends)
-    bitpacked,
-    onnxruntime_backend,
-    torch_backend,
-)
 from latlab.datasets.measure.backends import (
     BACKENDS,
     Backend,

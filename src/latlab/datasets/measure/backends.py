@@ -1,6 +1,9 @@
 """Measurement backends: how a network is run on this machine.
 
-A backend is registered by name with :func:`register_backend`. The measurement protocol
+Backends are registered by name in :data:`BACKENDS`, a :class:`latlab.registry.Registry`:
+the built-ins as lazy ``"module:factory"`` entries (so that naming a backend imports none of
+the backend modules, and a backend module has no registration side effect), plug-ins through
+the ``latlab.backends`` entry-point group. The measurement protocol
 (:mod:`latlab.datasets.measure.protocol`) only ever sees the zero-argument callable that
 :meth:`Backend.prepare` returns -- one inference on fixed inputs -- so that every backend
 (onnxruntime, torch eager, CUDA, the bit-packed binary backend) is timed the same way.
@@ -13,6 +16,7 @@ from typing import Any, Protocol
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import MeasurementError
+from latlab.registry import Registry
 
 
 class Backend(Protocol):
@@ -33,17 +37,32 @@ class Backend(Protocol):
 
 
 BackendFactory = Callable[[], Backend]
-BACKENDS: dict[str, BackendFactory] = {}
+
+#: The built-in backends: name -> the zero-argument factory, as a lazy ``"module:attr"``.
+BUILTIN_BACKENDS: dict[str, str] = {
+    "onnxruntime": "latlab.datasets.measure.onnxruntime_backend:OnnxRuntimeBackend",
+    "onnxruntime-cuda": "latlab.datasets.measure.onnxruntime_backend:cuda_backend",
+    "torch": "latlab.datasets.measure.torch_backend:TorchBackend",
+    "torch-cuda": "latlab.datasets.measure.torch_backend:cuda_backend",
+    "bitpacked": "latlab.datasets.measure.bitpacked:BitpackedBackend",
+}
+
+#: Name -> backend factory (``--backend``); plug-ins: the ``latlab.backends`` entry points.
+BACKENDS: Registry[BackendFactory] = Registry(
+    "measurement backend", group="latlab.backends", check=callable
+)
+for _name, _target in BUILTIN_BACKENDS.items():
+    BACKENDS.register(_name, _target)
 
 
-def register_backend(name: str, factory: BackendFactory) -> None:
-    """Make ``name`` usable as ``--backend``; ``factory()`` may raise MeasurementError."""
-    BACKENDS[name] = factory
+def register_backend(name: str, factory: BackendFactory | str) -> None:
+    """Make ``name`` usable as ``--backend`` (``factory`` or ``"module:attr"`` naming it);
+    ``factory()`` may raise MeasurementError."""
+    BACKENDS.register(name, factory)
 
 
 def get_backend(name: str) -> Backend:
     """An instance of backend ``name``; raises naming it and the known backends."""
     if name not in BACKENDS:
-        known = ", ".join(sorted(BACKENDS))
-        raise MeasurementError(f"unknown measurement backend {name!r} (known: {known})")
+        raise MeasurementError(BACKENDS.unknown(name))
     return BACKENDS[name]()

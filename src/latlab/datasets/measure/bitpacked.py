@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from latlab.datasets.measure.backends import register_backend
 from latlab.datasets.references import resolve
 from latlab.encoders.binary import BINARY_OPS, fan_in, fused_tail, words
 from latlab.encoders.ir import Layer, NetworkGraph
@@ -556,6 +555,3 @@ class BitpackedBackend:
             program.run(inputs)
 
         return infer
-
-
-register_backend("bitpacked", BitpackedBackend)

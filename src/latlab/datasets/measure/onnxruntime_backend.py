@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from latlab.datasets.measure.backends import register_backend
 from latlab.datasets.measure.inputs import fixed_inputs
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import MeasurementError
@@ -182,5 +181,6 @@ class OnnxRuntimeBackend:
         return Runner(run_cuda, details, (session, binding, device_inputs))
 
 
-register_backend("onnxruntime", OnnxRuntimeBackend)
-register_backend("onnxruntime-cuda", lambda: OnnxRuntimeBackend(cuda=True))
+def cuda_backend() -> OnnxRuntimeBackend:
+    """The ``onnxruntime-cuda`` backend (registered in ``backends.BUILTIN_BACKENDS``)."""
+    return OnnxRuntimeBackend(cuda=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from latlab.datasets.measure.backends import register_backend
 from latlab.datasets.measure.inputs import graph_inputs
 from latlab.datasets.measure.onnxruntime_backend import Runner
 from latlab.encoders.ir import NetworkGraph
@@ -115,5 +114,6 @@ class TorchBackend:
         return Runner(run_cuda, details, module)
 
 
-register_backend("torch", TorchBackend)
-register_backend("torch-cuda", lambda: TorchBackend(cuda=True))
+def cuda_backend() -> TorchBackend:
+    """The ``torch-cuda`` backend (registered in ``backends.BUILTIN_BACKENDS``)."""
+    return TorchBackend(cuda=True)

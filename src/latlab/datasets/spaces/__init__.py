@@ -3,7 +3,9 @@
 A space (:class:`~latlab.datasets.spaces.base.SearchSpace`) owns its reference syntax, IR
 builder, encodings, sampling, mutation and serving fast path; predictors, training, serving
 and NAS ask the registry (:func:`get_space`, :func:`space_of`) instead of naming a space.
-``latlab measure --space NAME`` samples from here. See :mod:`latlab.datasets.spaces.base`.
+``latlab measure --space NAME`` samples from here. The built-in spaces are lazy entries
+(:data:`~latlab.datasets.spaces.base.BUILTIN_SPACES`): importing this package imports none
+of them. See :mod:`latlab.datasets.spaces.base`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from latlab.datasets.spaces.base import (
     bare_reference,
     get_space,
     load_all,
-    load_scheme,
     register_space,
     searchable_spaces,
     space_of,
@@ -29,7 +30,6 @@ __all__ = [
     "bare_reference",
     "get_space",
     "load_all",
-    "load_scheme",
     "register_space",
     "sample",
     "searchable_spaces",
@@ -45,18 +45,3 @@ def sample(name: str, count: int, seed: int = 0) -> list[str]:
     if space.size is not None and count > space.size:
         raise DataError(f"space {name!r} has only {space.size} networks, asked for {count}")
     return space.sample(count, seed)
-
-
-# Registration: importing the space modules registers their schemes and spaces; the spaces
-# below are registered lazily ("module:attr"): their modules load on first use of the space
-# or of its reference prefix.
-import latlab.datasets.spaces.bnn  # noqa: E402, F401
-from latlab.datasets.spaces import (  # noqa: E402, F401
-    blocks,
-    cnn,
-    fcnn,
-    nb201,
-)
-
-register_space("latlab.datasets.spaces.fbnet:SPACE", name="fbnet")
-register_space("latlab.datasets.spaces.ofa:SPACE", name="ofa")

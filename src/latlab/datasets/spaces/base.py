@@ -7,7 +7,8 @@ which encodings suit them. Predictors, training, serving and NAS never name a sp
 what the :class:`SearchSpace` offers:
 
 * references -- :attr:`~SearchSpace.prefix` (the scheme, registered in
-  :mod:`latlab.datasets.references` by the space's module), :meth:`~SearchSpace.parse`
+  :mod:`latlab.datasets.references`, or carried as :attr:`~SearchSpace.scheme` by a plug-in
+  space), :meth:`~SearchSpace.parse`
   (validate a body, raising :class:`~latlab.errors.NetworkReferenceError` naming the
   reference), :meth:`~SearchSpace.build` (the IR, lazy where the space provides it);
 * population -- :meth:`~SearchSpace.sample` (``count`` distinct references, seeded),
@@ -35,13 +36,16 @@ the module of a lazily registered space when it first meets its prefix.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.registry import Registry
+
+if TYPE_CHECKING:
+    from latlab.datasets.references import Scheme
 
 Genotype = tuple[int, ...]
 
@@ -62,6 +66,16 @@ class SearchSpace:
     counts_additive: bool = False
     #: Leading text of a bare body that serving reads as ``<prefix>:<body>`` (nb201: ``"|"``).
     bare_prefix: str | None = None
+    #: The reference scheme of a plug-in space (:class:`~latlab.datasets.references.Scheme`),
+    #: registered when a reference first uses the space's prefix; built-in schemes are in
+    #: :data:`latlab.datasets.references.BUILTIN_SCHEMES`.
+    scheme: Scheme | None = None
+    #: Encoders this space defines (name -> factory), registered in
+    #: :data:`latlab.encoders.vector.VECTOR_ENCODERS` (zero-argument factories) and
+    #: :data:`latlab.encoders.graph.GRAPH_ENCODERS` (factories of ``graph_features``) when the
+    #: space is loaded.
+    vector_encoders: ClassVar[dict[str, Callable[[], Any]]] = {}
+    graph_encoders: ClassVar[dict[str, Callable[[bool], Any]]] = {}
 
     def __init__(
         self,
@@ -196,6 +210,16 @@ class _Registry(Registry[SearchSpace]):
             self.bare = (*self.bare, (space.bare_prefix, space.prefix))
         if type(space).fast_resolve is not SearchSpace.fast_resolve:
             self.fast[space.prefix] = space.fast_resolve
+        if space.vector_encoders:
+            from latlab.encoders.vector import VECTOR_ENCODERS
+
+            for name, factory in space.vector_encoders.items():
+                VECTOR_ENCODERS.register(name, factory)
+        if space.graph_encoders:
+            from latlab.encoders.graph import GRAPH_ENCODERS
+
+            for name, graph_factory in space.graph_encoders.items():
+                GRAPH_ENCODERS.register(name, graph_factory)
 
     def __getitem__(self, name: str) -> SearchSpace:
         space = super().__getitem__(name)
@@ -205,7 +229,23 @@ class _Registry(Registry[SearchSpace]):
         return space
 
 
+#: The built-in spaces: name -> the space object, as a lazy ``"module:attr"`` (a space's
+#: module is imported when the space or its reference prefix is first used).
+BUILTIN_SPACES: dict[str, str] = {
+    "nb201": "latlab.datasets.spaces.nb201:SPACE",
+    "fbnet": "latlab.datasets.spaces.fbnet:SPACE",
+    "ofa": "latlab.datasets.spaces.ofa:SPACE",
+    "fcnn": "latlab.datasets.spaces.fcnn:SPACE",
+    "fcnn-wide": "latlab.datasets.spaces.fcnn:WIDE_SPACE",
+    "cnn": "latlab.datasets.spaces.cnn:SPACE",
+    "bnn-fcnn": "latlab.datasets.spaces.bnn:FCNN_SPACE",
+    "bnn-cnn": "latlab.datasets.spaces.bnn:CNN_SPACE",
+    "blocks": "latlab.datasets.spaces.blocks:SPACE",
+}
+
 SPACES = _Registry()
+for _name, _target in BUILTIN_SPACES.items():
+    SPACES.register(_target, name=_name)
 
 
 def register_space(space: SearchSpace | str, name: str | None = None) -> None:
@@ -236,25 +276,24 @@ def searchable_spaces() -> list[str]:
 
 
 def load_all() -> None:
-    """Load every lazily registered space (their modules register their schemes and encoder
-    names): for a caller that meets an encoder name before any network of its space."""
+    """Load every lazily registered space (a loaded space registers its encoder names): for a
+    caller that meets an encoder name before any network of its space."""
     for name in list(SPACES):
         if SPACES.is_lazy(name):
             SPACES[name]
 
 
-def load_scheme(prefix: str) -> bool:
-    """Load the lazily registered space named ``prefix`` (its module registers its reference
-    scheme); ``False`` when there is none."""
-    if prefix not in SPACES or not SPACES.is_lazy(prefix):  # `in` discovers plug-ins
-        return False
-    SPACES[prefix]
-    return True
-
-
 def bare_reference(text: str) -> str | None:
-    """``<prefix>:<text>`` when ``text`` is a bare body a loaded space serves, else ``None``."""
+    """``<prefix>:<text>`` when ``text`` is a bare body a space serves, else ``None``.
+
+    A text with no ``:`` is no reference of any scheme: only then are the lazily registered
+    spaces loaded to learn their bare prefixes."""
     for lead, prefix in SPACES.bare:
         if text.startswith(lead):
             return f"{prefix}:{text}"
+    if ":" not in text and any(SPACES.is_lazy(n) for n in SPACES):
+        load_all()
+        for lead, prefix in SPACES.bare:
+            if text.startswith(lead):
+                return f"{prefix}:{text}"
     return None

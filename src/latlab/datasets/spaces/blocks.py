@@ -39,8 +39,8 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces.base import SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme
+from latlab.datasets.spaces.base import SearchSpace
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
 
@@ -577,14 +577,13 @@ def _validate(body: str) -> None:
     parse_block(body)
 
 
-register_scheme(
-    Scheme(
-        "block",
-        _resolve,
-        validate=_validate,
-        help="a generated CNN or transformer block: block:FAMILY?key=value&...",
-        model=_model,
-    )
+#: The ``block:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    "block",
+    _resolve,
+    validate=_validate,
+    help="a generated CNN or transformer block: block:FAMILY?key=value&...",
+    model=_model,
 )
 
 
@@ -719,10 +718,9 @@ def sample_blocks(
     return list(out)
 
 
-register_space(
-    SearchSpace(
-        "blocks",
-        sample_blocks,
-        "generated CNN and transformer blocks (block:), the kernel predictor's training space",
-    )
+#: The blocks space (registered in :mod:`latlab.datasets.spaces`).
+SPACE = SearchSpace(
+    "blocks",
+    sample_blocks,
+    "generated CNN and transformer blocks (block:), the kernel predictor's training space",
 )

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces.base import SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme
+from latlab.datasets.spaces.base import SearchSpace
 from latlab.datasets.spaces.fcnn import parse_widths
 from latlab.encoders.binary import binary_conv, binary_gemm, sign
 from latlab.encoders.builder import NetBuilder
@@ -221,21 +221,20 @@ def sample_bnn_cnn(count: int, seed: int = 0) -> list[str]:
     return list(seen)
 
 
-register_scheme(
-    Scheme(
-        "bnn-fcnn",
-        _resolve_fcnn,
-        validate=lambda body: parse_widths(body, "bnn-fcnn"),
-        help="binary MLP IN-H1-...-OUT: full-precision first/last layers, binary hidden ones",
-    )
+#: The ``bnn-fcnn:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+FCNN_SCHEME = Scheme(
+    "bnn-fcnn",
+    _resolve_fcnn,
+    validate=lambda body: parse_widths(body, "bnn-fcnn"),
+    help="binary MLP IN-H1-...-OUT: full-precision first/last layers, binary hidden ones",
 )
-register_scheme(
-    Scheme(
-        "bnn-cnn",
-        _resolve_cnn,
-        validate=parse_bnn_cnn,
-        help="binary CNN CxHxW-c64-p-...-f256-OUT: full-precision first layer and classifier",
-    )
+#: The ``bnn-cnn:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+CNN_SCHEME = Scheme(
+    "bnn-cnn",
+    _resolve_cnn,
+    validate=parse_bnn_cnn,
+    help="binary CNN CxHxW-c64-p-...-f256-OUT: full-precision first layer and classifier",
 )
-register_space(SearchSpace("bnn-fcnn", sample_bnn_fcnn, "binary MLPs, 2-5 hidden layers"))
-register_space(SearchSpace("bnn-cnn", sample_bnn_cnn, "VGG-style binary CNNs (MNIST/CIFAR)"))
+#: The bnn-fcnn and bnn-cnn spaces (registered in :mod:`latlab.datasets.spaces`).
+FCNN_SPACE = SearchSpace("bnn-fcnn", sample_bnn_fcnn, "binary MLPs, 2-5 hidden layers")
+CNN_SPACE = SearchSpace("bnn-cnn", sample_bnn_cnn, "VGG-style binary CNNs (MNIST/CIFAR)")

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme, resolve
-from latlab.datasets.spaces.base import SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme, resolve
+from latlab.datasets.spaces.base import SearchSpace
 from latlab.datasets.zoo.common import act, make_divisible, squeeze_excitation
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
@@ -414,14 +414,12 @@ def _validate(body: str) -> CnnSpec:
     return parse_cnn(body)
 
 
-register_scheme(
-    Scheme(
-        "cnn",
-        _resolve,
-        validate=_validate,
-        help="CNN chain r<RES>-<BLOCK>-...-fc<CLASSES> (blocks c, ir, rb, bt, mp)",
-    )
+#: The ``cnn:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    "cnn",
+    _resolve,
+    validate=_validate,
+    help="CNN chain r<RES>-<BLOCK>-...-fc<CLASSES> (blocks c, ir, rb, bt, mp)",
 )
-register_space(
-    SearchSpace("cnn", sample_cnn, "MobileNet/ResNet/VGG-style CNN chains, 32-224 px inputs")
-)
+#: The cnn space (registered in :mod:`latlab.datasets.spaces`).
+SPACE = SearchSpace("cnn", sample_cnn, "MobileNet/ResNet/VGG-style CNN chains, 32-224 px inputs")

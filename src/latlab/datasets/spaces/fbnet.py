@@ -24,14 +24,14 @@ distinct network (it is its own canonical form). References resolve to a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces.base import Genotype, SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme
+from latlab.datasets.spaces.base import Genotype, SearchSpace
 from latlab.datasets.spaces.chain import chain_digest, sum_totals, totals_vector
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.choices import (
@@ -39,9 +39,7 @@ from latlab.encoders.choices import (
     ChoiceOneHotEncoder,
     TokenCountEncoder,
 )
-from latlab.encoders.graph import register_graph_encoder
 from latlab.encoders.ir import LazyNetworkGraph, NetworkGraph, NetworkTotals
-from latlab.encoders.vector import register_vector_encoder
 from latlab.errors import NetworkReferenceError
 
 PREFIX = "fbnet"
@@ -251,6 +249,15 @@ class FbnetSpace(SearchSpace):
     onehot = ONEHOT
     counts = COUNTS
     graph = GRAPH
+    vector_encoders: ClassVar[dict[str, Callable[[], Any]]] = {
+        ONEHOT: lambda: ChoiceOneHotEncoder(PREFIX, _POSITION_NAMES, [list(CHOICES)] * N_BLOCKS),
+        COUNTS: lambda: TokenCountEncoder(PREFIX, _VOCAB),
+    }
+    graph_encoders: ClassVar[dict[str, Callable[[bool], Any]]] = {
+        GRAPH: lambda graph_features: BlockChainGraphEncoder(
+            PREFIX, list(CHOICES), N_BLOCKS, len(STAGE_BLOCKS), 0
+        ),
+    }
 
     def __init__(self) -> None:
         super().__init__(
@@ -281,25 +288,12 @@ class FbnetSpace(SearchSpace):
         return _parse(reference.removeprefix(f"{PREFIX}:"))
 
 
-register_vector_encoder(
-    ONEHOT,
-    lambda: ChoiceOneHotEncoder(PREFIX, _POSITION_NAMES, [list(CHOICES)] * N_BLOCKS),
-)
-register_vector_encoder(COUNTS, lambda: TokenCountEncoder(PREFIX, _VOCAB))
-register_graph_encoder(
-    GRAPH,
-    lambda graph_features: BlockChainGraphEncoder(
-        PREFIX, list(CHOICES), N_BLOCKS, len(STAGE_BLOCKS), 0
-    ),
-)
-register_scheme(
-    Scheme(
-        PREFIX,
-        _resolve,
-        validate=_parse,
-        help="FBNet (HW-NAS-Bench, CIFAR-100): 22 block names joined by '-'",
-    )
+#: The ``fbnet:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    PREFIX,
+    _resolve,
+    validate=_parse,
+    help="FBNet (HW-NAS-Bench, CIFAR-100): 22 block names joined by '-'",
 )
 #: The fbnet space plug-in.
 SPACE = FbnetSpace()
-register_space(SPACE)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces.base import SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme
+from latlab.datasets.spaces.base import SearchSpace
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
@@ -82,13 +82,12 @@ def sample_fcnn_wide(count: int, seed: int = 0) -> list[str]:
     return sample_fcnn(count, seed, max_width=4096, input_range=(1, 4096), output_range=(1, 1000))
 
 
-register_scheme(
-    Scheme(
-        "fcnn",
-        _resolve,
-        validate=parse_widths,
-        help="fully connected network IN-H1-...-OUT, ReLU between layers",
-    )
+#: The ``fcnn:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    "fcnn",
+    _resolve,
+    validate=parse_widths,
+    help="fully connected network IN-H1-...-OUT, ReLU between layers",
 )
 
 
@@ -99,7 +98,6 @@ class FcnnSpace(SearchSpace):
     vector_features = "widths"
 
 
-register_space(
-    FcnnSpace("fcnn", sample_fcnn, "FCNN estimator space: 1-5 hidden layers, <=50 neurons")
-)
-register_space(SearchSpace("fcnn-wide", sample_fcnn_wide, "FCNN with up to 4096 neurons per layer"))
+#: The fcnn and fcnn-wide spaces (registered in :mod:`latlab.datasets.spaces`).
+SPACE = FcnnSpace("fcnn", sample_fcnn, "FCNN estimator space: 1-5 hidden layers, <=50 neurons")
+WIDE_SPACE = SearchSpace("fcnn-wide", sample_fcnn_wide, "FCNN with up to 4096 neurons per layer")

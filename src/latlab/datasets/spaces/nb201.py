@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces.base import Genotype, SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme
+from latlab.datasets.spaces.base import Genotype, SearchSpace
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import COUNT_FIELDS, LazyNetworkGraph, NetworkGraph, NetworkTotals
 from latlab.encoders.nb201_cell import (
@@ -430,14 +430,12 @@ class Nb201Space(SearchSpace):
         return None if ops is None else _LazyNb201(reference, arch, ops)
 
 
-register_scheme(
-    Scheme(
-        "nb201",
-        _resolve,
-        validate=_parse,
-        help="NAS-Bench-201 cell string on the standard CIFAR skeleton (3x32x32 input)",
-    )
+#: The ``nb201:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    "nb201",
+    _resolve,
+    validate=_parse,
+    help="NAS-Bench-201 cell string on the standard CIFAR skeleton (3x32x32 input)",
 )
 #: The nb201 space plug-in.
 SPACE = Nb201Space()
-register_space(SPACE)

@@ -32,21 +32,19 @@ given (so a table's rows keep their names); ``0`` is accepted at inactive positi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
-from latlab.datasets.spaces.base import Genotype, SearchSpace, register_space
+from latlab.datasets.references import ResolveOptions, Scheme
+from latlab.datasets.spaces.base import Genotype, SearchSpace
 from latlab.datasets.spaces.chain import chain_digest, sum_totals, totals_vector
 from latlab.datasets.zoo.common import conv_bn_act, make_divisible, squeeze_excitation
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.choices import BlockChainGraphEncoder, ChoiceOneHotEncoder, TokenCountEncoder
-from latlab.encoders.graph import register_graph_encoder
 from latlab.encoders.ir import LazyNetworkGraph, NetworkGraph, NetworkTotals
-from latlab.encoders.vector import register_vector_encoder
 from latlab.errors import NetworkReferenceError
 
 PREFIX = "ofa"
@@ -325,6 +323,13 @@ class OfaSpace(SearchSpace):
     onehot = ONEHOT
     counts = COUNTS
     graph = GRAPH
+    vector_encoders: ClassVar[dict[str, Callable[[], Any]]] = {
+        ONEHOT: lambda: ChoiceOneHotEncoder(PREFIX, _POSITION_NAMES, _OPTIONS),
+        COUNTS: lambda: TokenCountEncoder(PREFIX, _VOCAB),
+    }
+    graph_encoders: ClassVar[dict[str, Callable[[bool], Any]]] = {
+        GRAPH: lambda graph_features: BlockChainGraphEncoder(PREFIX, _TOKENS, N_POS, N_STAGES, 1),
+    }
 
     def __init__(self) -> None:
         size = len(RESOLUTIONS) * sum(9**d for d in DEPTHS) ** N_STAGES
@@ -390,20 +395,12 @@ class OfaSpace(SearchSpace):
         return tuple(g)
 
 
-register_vector_encoder(ONEHOT, lambda: ChoiceOneHotEncoder(PREFIX, _POSITION_NAMES, _OPTIONS))
-register_vector_encoder(COUNTS, lambda: TokenCountEncoder(PREFIX, _VOCAB))
-register_graph_encoder(
-    GRAPH,
-    lambda graph_features: BlockChainGraphEncoder(PREFIX, _TOKENS, N_POS, N_STAGES, 1),
-)
-register_scheme(
-    Scheme(
-        PREFIX,
-        _resolve,
-        validate=_parse,
-        help="Once-for-All MobileNetV3 r<res>-d<5 depths>-k<20 kernels>-e<20 expansions>",
-    )
+#: The ``ofa:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    PREFIX,
+    _resolve,
+    validate=_parse,
+    help="Once-for-All MobileNetV3 r<res>-d<5 depths>-k<20 kernels>-e<20 expansions>",
 )
 #: The ofa space plug-in.
 SPACE = OfaSpace()
-register_space(SPACE)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 
-from latlab.datasets.references import ResolveOptions, Scheme, register_scheme
+from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.datasets.zoo import (  # noqa: F401  (registration)
     classic,
     convnext,
@@ -174,12 +174,11 @@ def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     return graph
 
 
-register_scheme(
-    Scheme(
-        "zoo",
-        _resolve,
-        validate=parse_zoo,
-        help="real architecture NAME[@N] (N: resolution, or sequence length of text models; "
-        "see `latlab.datasets.zoo.names()`)",
-    )
+#: The ``zoo:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).
+SCHEME = Scheme(
+    "zoo",
+    _resolve,
+    validate=parse_zoo,
+    help="real architecture NAME[@N] (N: resolution, or sequence length of text models; "
+    "see `latlab.datasets.zoo.names()`)",
 )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +31,26 @@ from latlab.errors import DataError
 from latlab.predictors.base import Network
 from latlab.predictors.conformal.base import register_method
 from latlab.predictors.conformal.cross import JackknifePlusConformal
+
+
+@runtime_checkable
+class BaggedForest(Protocol):
+    """What ``oob`` needs of its base: a bagged forest's per-tree predictions and bootstrap
+    samples (the ``rf`` predictor, :class:`latlab.predictors.forest.ForestPredictor`)."""
+
+    name: str
+
+    def tree_predictions(self, networks: list[Network]) -> np.ndarray:
+        """``(trees, networks)``: each tree's prediction in the fitted target space."""
+        ...
+
+    def in_bag(self) -> np.ndarray:
+        """``(trees, training networks)`` bool: which networks each tree's sample drew."""
+        ...
+
+    def decode(self, encoded: np.ndarray) -> np.ndarray:
+        """Milliseconds from predictions in the fitted target space."""
+        ...
 
 
 @register_method
@@ -46,13 +66,7 @@ class OutOfBagConformal(JackknifePlusConformal):
         y: np.ndarray,
         train: tuple[list[Network], np.ndarray] | None,
     ) -> None:
-        base = self.base
-        if not all(hasattr(base, a) for a in ("tree_predictions", "in_bag", "decode")):
-            raise DataError(
-                f"conformal 'oob' needs a random forest (predictor rf), not {base.name!r}: "
-                "use cv+ for other predictors"
-            )
-        in_bag = base.in_bag()  # type: ignore[attr-defined]
+        in_bag = self.forest().in_bag()
         if in_bag.shape[1] != len(networks):
             raise DataError(
                 f"conformal 'oob' calibrates on the forest's {in_bag.shape[1]} training "
@@ -68,20 +82,32 @@ class OutOfBagConformal(JackknifePlusConformal):
         self.out_of_bag_ = out
         self.scores_ = np.abs(self.log_residuals(y, self.oob_predictions(networks)))
 
+    def forest(self) -> BaggedForest:
+        """The base as the bagged forest ``oob`` needs; refuses any other predictor."""
+        base = self.base
+        if not isinstance(base, BaggedForest):
+            raise DataError(
+                f"conformal 'oob' needs a random forest (predictor rf), not {base.name!r}: "
+                "use cv+ for other predictors"
+            )
+        return base
+
     def oob_predictions(self, networks: list[Network]) -> np.ndarray:
         """``mu_{-i}(x_i)`` in ms for the training networks (in training order): each
         predicted by the trees that did not draw it (scikit-learn's ``oob_prediction_``)."""
-        trees = self.base.tree_predictions(networks)  # type: ignore[attr-defined]
+        forest = self.forest()
+        trees = forest.tree_predictions(networks)
         w = self.out_of_bag_.astype(np.float64)
         encoded = (w * trees.T).sum(axis=1) / w.sum(axis=1)
-        return np.asarray(self.base.decode(encoded), dtype=np.float64)  # type: ignore[attr-defined]
+        return np.asarray(forest.decode(encoded), dtype=np.float64)
 
     def _centers(self, networks: list[Network]) -> np.ndarray:
         """``(n, networks)``: log ms of the out-of-bag average of every training network."""
-        trees = self.base.tree_predictions(networks)  # type: ignore[attr-defined]
+        forest = self.forest()
+        trees = forest.tree_predictions(networks)
         w = self.out_of_bag_.astype(np.float64)
         encoded = (w @ trees) / w.sum(axis=1, keepdims=True)
-        return np.log(self.clamp(self.base.decode(encoded)))  # type: ignore[attr-defined]
+        return np.log(self.clamp(forest.decode(encoded)))
 
     def _state(self, directory: Path) -> dict[str, Any]:
         bits = np.packbits(self.out_of_bag_, axis=None)
