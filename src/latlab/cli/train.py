@@ -126,7 +126,9 @@ def train(
         None, "--tune-seed", help="sampler seed (default --seed; distinct per parallel worker)"
     ),
     conformal: str = typer.Option(
-        "split", "--conformal", help="split, cm-tv, cm-lv, cm-o, cps, cv+, oob (rf only), sources (transfer only) or none"
+        "split",
+        "--conformal",
+        help="split, cm-tv, cm-lv, cm-o, cps, cv+, oob (rf only), sources (transfer only) or none",
     ),
     confidence: float = typer.Option(0.9, "--confidence", help="interval confidence"),
     pretrain: str | None = typer.Option(
