@@ -222,13 +222,15 @@ def test_kernel_predictor_fits_from_the_store(kernel_store, tmp_path):
     assert model.predict([odd])[0] > 0
 
 
-def test_overhead_fit_never_costs_a_kernel_or_a_run_below_zero():
-    from latlab.predictors.kernel import fit_overhead
+def test_overhead_fit_bounds_the_per_kernel_term_at_the_profilers_cost():
+    from latlab.predictors.kernel import PROFILER_NODE_MS, fit_overhead
 
     n = np.array([5.0, 10, 50, 100, 200, 400])
     s = np.array([1.0, 2, 5, 10, 15, 30])
-    a, c, o = fit_overhead(s - 0.01 * n + 0.2, s, n)  # least squares would give c < 0
-    assert c >= 0 and o >= 0 and 0.5 <= a <= 2
+    a, c, o = fit_overhead(s - 0.01 * n + 0.2, s, n)  # least squares would give -10 us
+    assert c >= -PROFILER_NODE_MS - 1e-12 and o >= 0 and 0.5 <= a <= 2
+    a, c, o = fit_overhead(s - 0.002 * n + 0.2, s, n)  # the profiler's own cost is removed
+    assert c == pytest.approx(-0.002, rel=0.1) and a == pytest.approx(1.0, rel=0.02)
     a, c, o = fit_overhead(1.1 * s + 0.005 * n + 0.1, s, n)  # a real per-kernel cost is kept
     assert a == pytest.approx(1.1, rel=0.02) and c == pytest.approx(0.005, rel=0.1)
     assert o == pytest.approx(0.1, abs=0.02)
