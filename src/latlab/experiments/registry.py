@@ -125,7 +125,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "coverage-budget",
             "latlab.experiments.coverage_budget:experiment",
             "conformal coverage from a 900-network budget: split vs oob (rf) vs cv+ (gbm)",
-            full_duration="~25 s per device and seed (13 columns x 3 seeds: ~17 min)",
+            full_duration="nb201 9 min, ofa 12 min (fbnet 66 min at low priority, busy machine)",
             quick_duration="~1 min",
             needs_data="a search space's latency table (nb201, fbnet or ofa)",
         ),
