@@ -21,7 +21,7 @@ from latlab.datasets.measure.reference import establish_reference, stored_refere
 from latlab.datasets.measure.rounds import paired_blocks, runs_per_block, time_rounds
 from latlab.datasets.store import Store
 from latlab.datasets.tables import load_table, save_table
-from latlab.errors import DriftError, MeasurementError, StoreError
+from latlab.errors import DriftError, MeasurementError, OnnxImportError, StoreError
 
 REF = "fcnn:128-256-128"
 PAIRED = MeasureConfig(
@@ -139,7 +139,7 @@ def test_a_grouped_campaign_keeps_the_networks_before_one_that_cannot_be_prepare
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")  # a reference that parses, but cannot be imported
     bad = f"onnx:{broken}"
-    with pytest.raises(Exception, match="broken.onnx"):
+    with pytest.raises(OnnxImportError, match=r"corrupt ONNX file .*broken\.onnx"):
         measure_many(
             [NETS[0], bad, NETS[1]],
             dataclasses.replace(PAIRED, group=3),
