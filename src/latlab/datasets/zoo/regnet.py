@@ -43,7 +43,7 @@ def regnet_stages(
     return out
 
 
-def _regnet(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float):
+def regnet_builder(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float):
     def build(b: NetBuilder) -> str:
         """RegNet as in torchvision: 3x3/2 stem of 32 channels, stages of residual bottleneck
         blocks (1x1, grouped 3x3 with the stride, SE squeezing to ``se_ratio`` of the block's
@@ -65,6 +65,10 @@ def _regnet(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_r
         return pool_linear(b, x)
 
     return build
+
+
+#: The name the registrations below use.
+_regnet = regnet_builder
 
 
 register_model(
