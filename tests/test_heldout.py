@@ -17,6 +17,7 @@ PUBLISHED: dict[str, tuple[float, float, float, float, str]] = {
     "efficientnet_v2_s": (21_458_488, 8.366e9, 0, 0.001, "torchvision table (384 px)"),
     "regnet_x_400mf": (5_495_976, 0.414e9, 0, 0.002, "torchvision table"),
     "wide_resnet50_2": (68_883_240, 11.398e9, 0, 0.001, "torchvision table"),
+    "convnext_tiny": (28_589_128, 4.456e9, 0, 0.001, "torchvision table"),
     # Han et al. 2020, Table 7: GhostNet 1.0x 5.2 M parameters, 141 M FLOPs (MACs)
     "ghostnet_100": (5.2e6, 141e6, 0.01, 0.01, "GhostNet paper Table 7"),
     # Tan & Le 2019, Table 2: MixNet-S 4.1 M parameters, 256 M FLOPs. The MACs of the
@@ -37,6 +38,7 @@ FAMILIES = {
     "efficientnet_v2_s": "efficientnetv2",
     "regnet_x_400mf": "regnetx",
     "wide_resnet50_2": "wide_resnet",
+    "convnext_tiny": "convnext",
     "ghostnet_100": "ghostnet",
     "mixnet_s": "mixnet",
     "deit_tiny": "deit",

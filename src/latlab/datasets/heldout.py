@@ -14,10 +14,11 @@ predicted as a user's file, ``onnx:PATH`` (:func:`reference`), so the whole path
 
 CNNs: ``efficientnet_v2_s`` (fused-MBConv), ``ghostnet_100`` (ghost modules), ``mixnet_s``
 (mixed-kernel depthwise and split pointwise convolutions), ``regnet_x_400mf`` (RegNetX, no SE),
-``wide_resnet50_2``. Attention models: ``deit_tiny`` (ViT-Ti/16), ``mobilevit_s``
-(convolution + transformer hybrid), ``distilbert_base`` (6 layers, width 768, sequence 128),
-``gpt2_small`` (12 layers, width 768, sequence 128, no KV cache). Parameter counts are checked
-against the published figures in ``tests/test_heldout.py``.
+``wide_resnet50_2`` and ``convnext_tiny`` (LayerNorm and GELU in a CNN). Attention models:
+``deit_tiny`` (ViT-Ti/16), ``mobilevit_s`` (convolution + transformer hybrid),
+``distilbert_base`` (6 layers, width 768, sequence 128) and ``gpt2_small`` (12 layers, width
+768, sequence 128, no KV cache). Parameter and MAC counts are checked against the published
+figures in ``tests/test_heldout.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from latlab.datasets.zoo.common import (
     pool_linear,
     squeeze_excitation,
 )
+from latlab.datasets.zoo.convnext import convnext_builder
 from latlab.datasets.zoo.mobile import inverted_residual
 from latlab.datasets.zoo.regnet import regnet_builder
 from latlab.datasets.zoo.resnet import resnet_builder
@@ -330,6 +332,12 @@ MODELS: dict[str, ZooModel] = {
             "wide_resnet",
             resnet_builder((3, 4, 6, 3), True, width_per_group=128),
             "Zagoruyko & Komodakis, Wide residual networks, BMVC 2016",
+        ),
+        ZooModel(
+            "convnext_tiny",
+            "convnext",
+            convnext_builder((3, 3, 9, 3), (96, 192, 384, 768)),
+            "Liu et al., A ConvNet for the 2020s, CVPR 2022",
         ),
         ZooModel(
             "deit_tiny",

@@ -32,7 +32,7 @@ def _block(b: NetBuilder, x: str) -> str:
     return b.add(y, x)
 
 
-def _convnext(depths: tuple[int, ...], dims: tuple[int, ...]):
+def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]):
     def build(b: NetBuilder) -> str:
         """ConvNeXt: 4x4/4 patchify stem + LayerNorm, four stages of ConvNeXt blocks with
         LayerNorm + 2x2/2 conv between them, global pool, LayerNorm, FC."""
@@ -47,6 +47,10 @@ def _convnext(depths: tuple[int, ...], dims: tuple[int, ...]):
         return b.gemm(x, 1000)
 
     return build
+
+
+#: The name the registration below uses.
+_convnext = convnext_builder
 
 
 register_model(
