@@ -1,6 +1,7 @@
 """The ``kernel`` predictor on real networks nobody looked at: the held-out set.
 
     python benchmarks/held_out_networks.py [--quick] --db STORE [--device NAME] [--bundle B]
+                                           [--tag T]
 
 The networks are :mod:`latlab.datasets.heldout` (written after the predictors were finished,
 never in the zoo, never used for a design decision). Each is exported by latlab's ONNX
@@ -20,7 +21,8 @@ exporter and handled as a user's file, ``onnx:PATH``:
    per network measured vs predicted ms, error, uncovered kernels; MAPE, ±10 % share,
    Spearman ρ, attention-model and CNN MAPE, and the load average before and after.
 
-``--quick``: 4 networks (:data:`QUICK`).
+``--quick``: 4 networks (:data:`QUICK`). ``--tag T`` writes ``held_out_networks_T.*`` instead
+(a repeat on a fresh store copy, to see how much the measurements move).
 """
 
 from __future__ import annotations
@@ -136,7 +138,10 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="device in the store (default: its only one)")
     ap.add_argument("--bundle", default=None, help="a kernel bundle to use instead of training")
     ap.add_argument("--onnx-dir", type=Path, default=ONNX_DIR, help="where the ONNX files go")
+    ap.add_argument("--tag", default=None, help="suffix of the result files (a repeat run)")
     args = ap.parse_args()
+    if args.tag is not None and not args.tag.replace("_", "").isalnum():
+        _fail(f"--tag {args.tag!r}: use letters, digits and underscores")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = check_inputs(args.db, args.device, args.bundle)
 
@@ -197,7 +202,7 @@ def main() -> None:
         "machine_end": machine1,
     }
     load0, load1 = machine0["load_average"][0], machine1["load_average"][0]
-    flag = " --quick" if args.quick else ""
+    flag = (" --quick" if args.quick else "") + (f" --tag {args.tag}" if args.tag else "")
     s = summary["all"]
     lines = [
         f"# Held-out real networks{' (quick)' if args.quick else ''}: kernel predictor",
@@ -233,9 +238,8 @@ def main() -> None:
             f"{r['kernels']} | {', '.join(r['uncovered'])} |"
         )
     lines += ["", f"Overall: MAPE {_fmt(s['mape'], '.1f')} %, wall {result['wall_s']:.0f} s."]
-    bench_common.write_result(
-        "held_out_networks_quick" if args.quick else "held_out_networks", result, lines
-    )
+    stem = "held_out_networks" + ("_quick" if args.quick else "")
+    bench_common.write_result(stem + (f"_{args.tag}" if args.tag else ""), result, lines)
 
 
 if __name__ == "__main__":
