@@ -10,6 +10,8 @@ raises the model's opset for it). Stochastic depth is training-only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from latlab.datasets.zoo.common import ZooModel, register_model
 from latlab.encoders.builder import NetBuilder
 
@@ -32,7 +34,13 @@ def _block(b: NetBuilder, x: str) -> str:
     return b.add(y, x)
 
 
-def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]):
+def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]) -> Callable[[NetBuilder], str]:
+    """The builder of the ConvNeXt of these depths and widths (:func:`_convnext`), for other
+    modules (the held-out set's ConvNeXt-Tiny)."""
+    return _convnext(depths, dims)
+
+
+def _convnext(depths: tuple[int, ...], dims: tuple[int, ...]):
     def build(b: NetBuilder) -> str:
         """ConvNeXt: 4x4/4 patchify stem + LayerNorm, four stages of ConvNeXt blocks with
         LayerNorm + 2x2/2 conv between them, global pool, LayerNorm, FC."""
@@ -47,10 +55,6 @@ def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]):
         return b.gemm(x, 1000)
 
     return build
-
-
-#: The name the registration below uses.
-_convnext = convnext_builder
 
 
 register_model(

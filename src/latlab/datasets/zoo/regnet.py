@@ -9,6 +9,7 @@ torchvision's ``BlockParams.from_init_params`` does (numpy's round is torch's: h
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,7 +44,15 @@ def regnet_stages(
     return out
 
 
-def regnet_builder(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float):
+def regnet_builder(
+    depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float
+) -> Callable[[NetBuilder], str]:
+    """The builder of the RegNet these numbers fix (:func:`_regnet`), for other modules (the
+    held-out set's RegNetX)."""
+    return _regnet(depth, w_0, w_a, w_m, group_width, se_ratio)
+
+
+def _regnet(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float):
     def build(b: NetBuilder) -> str:
         """RegNet as in torchvision: 3x3/2 stem of 32 channels, stages of residual bottleneck
         blocks (1x1, grouped 3x3 with the stride, SE squeezing to ``se_ratio`` of the block's
@@ -65,10 +74,6 @@ def regnet_builder(depth: int, w_0: int, w_a: float, w_m: float, group_width: in
         return pool_linear(b, x)
 
     return build
-
-
-#: The name the registrations below use.
-_regnet = regnet_builder
 
 
 register_model(
