@@ -10,8 +10,6 @@ raises the model's opset for it). Stochastic depth is training-only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from latlab.datasets.zoo.common import ZooModel, register_model
 from latlab.encoders.builder import NetBuilder
 
@@ -34,7 +32,7 @@ def _block(b: NetBuilder, x: str) -> str:
     return b.add(y, x)
 
 
-def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]) -> Callable[[NetBuilder], str]:
+def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]):
     """The builder of the ConvNeXt of these depths and widths (:func:`_convnext`), for other
     modules (the held-out set's ConvNeXt-Tiny)."""
     return _convnext(depths, dims)
