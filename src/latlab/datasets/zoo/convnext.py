@@ -32,6 +32,12 @@ def _block(b: NetBuilder, x: str) -> str:
     return b.add(y, x)
 
 
+def convnext_builder(depths: tuple[int, ...], dims: tuple[int, ...]):
+    """The builder of the ConvNeXt of these depths and widths (:func:`_convnext`), for other
+    modules (the held-out set's ConvNeXt-Tiny)."""
+    return _convnext(depths, dims)
+
+
 def _convnext(depths: tuple[int, ...], dims: tuple[int, ...]):
     def build(b: NetBuilder) -> str:
         """ConvNeXt: 4x4/4 patchify stem + LayerNorm, four stages of ConvNeXt blocks with

@@ -15,7 +15,7 @@ from latlab.datasets.zoo.common import (
 from latlab.encoders.builder import NetBuilder
 
 
-def _inverted_residual(
+def inverted_residual(
     b: NetBuilder,
     x: str,
     out: int,
@@ -48,7 +48,7 @@ def mobilenet_v2(b: NetBuilder) -> str:
     ):  # fmt: skip
         for i in range(n):
             hidden = round(b.shape(x)[1] * t)
-            x = _inverted_residual(b, x, c, hidden, 3, s if i == 0 else 1, "relu6")
+            x = inverted_residual(b, x, c, hidden, 3, s if i == 0 else 1, "relu6")
     x = conv_bn_act(b, x, 1280, 1, activation="relu6")
     return pool_linear(b, x)
 
@@ -81,7 +81,7 @@ def _mobilenet_v3(config: tuple[tuple[int, int, int, int, bool, str, int], ...],
         x = conv_bn_act(b, b.input, 16, 3, 2, "hardswish")
         for _cin, k, expanded, out, se, activation, stride in config:
             squeeze = make_divisible(expanded // 4, 8) if se else 0
-            x = _inverted_residual(b, x, out, expanded, k, stride, activation, squeeze)
+            x = inverted_residual(b, x, out, expanded, k, stride, activation, squeeze)
         x = conv_bn_act(b, x, 6 * b.shape(x)[1], 1, activation="hardswish")
         x = b.flatten(b.global_avgpool(x))
         x = b.hardswish(b.gemm(x, last))
@@ -101,7 +101,7 @@ def mnasnet1_0(b: NetBuilder) -> str:
     ):  # fmt: skip
         for i in range(n):
             cin = b.shape(x)[1]
-            x = _inverted_residual(b, x, out, cin * e, k, s if i == 0 else 1, "relu")
+            x = inverted_residual(b, x, out, cin * e, k, s if i == 0 else 1, "relu")
     x = conv_bn_act(b, x, 1280, 1)
     return pool_linear(b, x, reduce_mean=True)
 
@@ -121,7 +121,7 @@ def _efficientnet(width: float, depth: float):
             for i in range(math.ceil(n * depth)):
                 cin = b.shape(x)[1]
                 expanded = make_divisible(cin * e, 8)
-                x = _inverted_residual(
+                x = inverted_residual(
                     b, x, ch(out), expanded, k, s if i == 0 else 1, "silu",
                     se_squeeze=max(1, cin // 4), se_activation="silu", se_gate="sigmoid",
                 )  # fmt: skip

@@ -9,6 +9,7 @@ torchvision's ``BlockParams.from_init_params`` does (numpy's round is torch's: h
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,6 +42,14 @@ def regnet_stages(
         g = min(group_width, w)  # the group width cannot exceed the stage width
         out.append((make_divisible(w, g), d, g))
     return out
+
+
+def regnet_builder(
+    depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float
+) -> Callable[[NetBuilder], str]:
+    """The builder of the RegNet these numbers fix (:func:`_regnet`), for other modules (the
+    held-out set's RegNetX)."""
+    return _regnet(depth, w_0, w_a, w_m, group_width, se_ratio)
 
 
 def _regnet(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float):

@@ -32,7 +32,9 @@ def _bottleneck(
     return b.relu(b.add(y, shortcut))
 
 
-def _resnet(layers: tuple[int, ...], bottleneck: bool, groups: int = 1, width_per_group: int = 64):
+def resnet_builder(
+    layers: tuple[int, ...], bottleneck: bool, groups: int = 1, width_per_group: int = 64
+):
     def block(b: NetBuilder, x: str, planes: int, stride: int) -> str:
         if bottleneck:
             return _bottleneck(b, x, planes, stride, groups, width_per_group)
@@ -48,6 +50,10 @@ def _resnet(layers: tuple[int, ...], bottleneck: bool, groups: int = 1, width_pe
         return pool_linear(b, x)
 
     return build
+
+
+#: The name the registrations below use.
+_resnet = resnet_builder
 
 
 _RESNET_PAPER = "He et al., Deep residual learning for image recognition, CVPR 2016"

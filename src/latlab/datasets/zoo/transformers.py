@@ -30,7 +30,7 @@ from latlab.datasets.zoo.common import ZooModel, register_model
 from latlab.encoders.builder import NetBuilder
 
 
-def _embed(b: NetBuilder, vocab: int, dim: int, positions: int, token_types: int = 0) -> str:
+def embed(b: NetBuilder, vocab: int, dim: int, positions: int, token_types: int = 0) -> str:
     """Word embedding + (token-type) + learned absolute positions, as BERT/GPT-2 add them."""
     s = b.shape(b.input)[1]
     x = b.embedding(b.input, vocab, dim)
@@ -57,7 +57,7 @@ def _bert(layers: int, dim: int, heads: int):
     def build(b: NetBuilder) -> str:
         """BERT (Devlin et al., 2019; miniatures: Turc et al., 2019): WordPiece vocabulary
         30,522, 512 positions, 2 token types, post-LN layers with FFN 4·D, and the pooler."""
-        x = b.layernorm(_embed(b, 30522, dim, 512, token_types=2), 1e-12)
+        x = b.layernorm(embed(b, 30522, dim, 512, token_types=2), 1e-12)
         x = bert_encoder(b, x, layers, heads, 4 * dim, 1e-12)
         return _pooler(b, x)
 
@@ -67,7 +67,7 @@ def _bert(layers: int, dim: int, heads: int):
 def albert_base(b: NetBuilder) -> str:
     """ALBERT-base (Lan et al., 2020): factorised embeddings (30,000 x 128, projected to 768)
     and one encoder layer shared by all 12 (its weights counted once), 12 heads, FFN 3072."""
-    x = b.layernorm(_embed(b, 30000, 128, 512, token_types=2), 1e-12)
+    x = b.layernorm(embed(b, 30000, 128, 512, token_types=2), 1e-12)
     x = b.linear(x, 768)
     for _ in range(12):
         with b.shared("albert_layer"):
@@ -81,7 +81,7 @@ def gpt2_medium(b: NetBuilder) -> str:
     token embedding (vocabulary 50,257; 1,024 positions). No KV cache: every position's
     logits are computed."""
     dim = 1024
-    x = _embed(b, 50257, dim, 1024)
+    x = embed(b, 50257, dim, 1024)
     for _ in range(24):
         x = b.add(x, self_attention(b, b.layernorm(x), 16, fused_qkv=True, mask=True))
         x = b.add(x, mlp(b, b.layernorm(x), 4 * dim, act="gelu_tanh"))

@@ -14,7 +14,7 @@ from latlab.datasets.zoo.common import ResolutionError, ZooModel, register_model
 from latlab.encoders.builder import NetBuilder
 
 
-def _vit_attention(b: NetBuilder, x: str, heads: int) -> str:
+def vit_attention(b: NetBuilder, x: str, heads: int) -> str:
     """timm/torchvision attention: fused qkv -> (3, B, heads, N, hd) -> q, k, v by index."""
     bs, n, d = b.shape(x)
     qkv = b.reshape(b.linear(x, 3 * d), (bs, n, 3, heads, d // heads))
@@ -25,7 +25,7 @@ def _vit_attention(b: NetBuilder, x: str, heads: int) -> str:
     return b.linear(out, d)
 
 
-def _vit(dim: int, depth: int, heads: int, patch: int = 16):
+def vit_builder(dim: int, depth: int, heads: int, patch: int = 16):
     def build(b: NetBuilder) -> str:
         """ViT (Dosovitskiy et al., 2021) / DeiT (Touvron et al., 2021): patch embedding
         convolution, class token, learned positions, pre-LN blocks (FFN 4·D, GELU), final LN,
@@ -39,12 +39,16 @@ def _vit(dim: int, depth: int, heads: int, patch: int = 16):
         x = b.prepend_token(x)
         x = b.add_weight(x, (1, n + 1, dim))
         for _ in range(depth):
-            x = b.add(x, _vit_attention(b, b.layernorm(x, 1e-6), heads))
+            x = b.add(x, vit_attention(b, b.layernorm(x, 1e-6), heads))
             x = b.add(x, mlp(b, b.layernorm(x, 1e-6), 4 * dim))
         x = b.gather(b.layernorm(x, 1e-6), 0, axis=1)
         return b.gemm(x, 1000)
 
     return build
+
+
+#: The name the registrations below use.
+_vit = vit_builder
 
 
 # --------------------------------------------------------------------------- Swin
