@@ -395,3 +395,26 @@ def test_stores_written_before_drift_columns_are_upgraded(tmp_path: Path) -> Non
     measure_many(NETS[:1], PAIRED, store, "dev", **FASTREF)
     row = store.measurements(["dev"]).iloc[0]
     assert row["corrected_ms"] > 0 and row["reference"] == REF
+
+
+def test_paired_protocols_on_one_reference_value_share_a_corrected_column(tmp_path: Path) -> None:
+    """Benchmarks and networks timed paired with other budgets (as latlab compare does) are
+    one corrected column -- the reference value is their common scale -- and latlab train reads
+    a paired store's corrected medians; raw medians of two protocols stay refused."""
+    from latlab.training.data import load_source
+
+    store = Store(tmp_path / "two.db")
+    measure_many(NETS[:2], PAIRED, store, "dev", **FASTREF)
+    other = dataclasses.replace(PAIRED, time_budget_s=0.08, group=2)
+    measure_many(NETS[2:], other, store, "dev", **FASTREF)
+    table = store.export_table(value="corrected")
+    assert list(table["network"]) == NETS and table["dev"].notna().all()
+    stored = store.measurements(["dev"]).set_index("network")
+    assert table.set_index("network")["dev"].to_dict() == pytest.approx(
+        stored["corrected_ms"].to_dict()
+    )
+    with pytest.raises(StoreError, match=r"'dev' holds measurements under 2 protocols"):
+        store.export_table(value="raw")
+    src = load_source(str(tmp_path / "two.db"))
+    got = src.table.data.set_index("network")["dev"].to_dict()
+    assert got == pytest.approx(stored["corrected_ms"].to_dict())

@@ -677,7 +677,8 @@ class Store:
         :class:`MeasureConfig`) keeps one protocol's measurements. Without ``protocol``, a
         device whose selected networks were measured under more than one protocol raises
         :class:`StoreError` naming the device, the keys and a network (a column never mixes
-        protocols). ``networks`` selects and orders the rows (default: in order of first
+        protocols; corrected medians on one reference value may, when no network was measured
+        under two of them). ``networks`` selects and orders the rows (default: in order of first
         measurement). Networks without any selected measurement are left out.
 
         The frame's ``attrs["latlab"]`` says what it holds (``value`` and, per column, the
@@ -694,7 +695,7 @@ class Store:
             long = long[long["network"].isin(set(wanted))]
         long = long.sort_values("id")
         if protocol is None:
-            _refuse_mixed_protocols(long)
+            _refuse_mixed_protocols(long, corrected=value == "corrected")
         first_seen = list(dict.fromkeys(long["network"]))
         long = long.drop_duplicates(["device", "network"], keep="last")
         column = "median_ms" if value == "raw" else "corrected_ms"
@@ -753,14 +754,22 @@ class Store:
 VALUES = ("raw", "corrected")
 
 
-def _refuse_mixed_protocols(long: pd.DataFrame) -> None:
-    """Raise naming the first device whose rows come from more than one protocol key."""
+def _refuse_mixed_protocols(long: pd.DataFrame, *, corrected: bool = False) -> None:
+    """Raise naming the first device whose rows come from more than one protocol key.
+
+    Exporting ``corrected`` medians, a device whose protocols share one reference value (one
+    drift-corrected scale: paired campaigns of one device configuration, e.g. the benchmarks
+    and the networks of ``latlab compare``, timed with other budgets) and measured no network
+    under two of them is one column: the corrected scale is what makes them comparable."""
     for device, rows in long.groupby("device", sort=False):
         keys = list(dict.fromkeys(rows["protocol_key"]))
         if len(keys) < 2:
             continue
         per_net = rows.groupby("network")["protocol_key"].nunique()
         both = per_net[per_net > 1]
+        values = rows["reference_value_id"]
+        if corrected and not len(both) and values.notna().all() and values.nunique() == 1:
+            continue
         which = (
             f"network {both.index[0]!r} was measured under both"
             if len(both)

@@ -74,7 +74,11 @@ def load_source(data: str | Path, min_ms: MinMs = None) -> Source:
             raise DataError(f"store file not found: {text}")
         store = Store(text)
         try:
-            frame = store.export_table()
+            # drift-corrected medians where every measurement has one (a paired store: the
+            # scale its benchmarks' kernel times are on too), else the raw ones
+            stored = store.measurements()
+            paired = not stored.empty and bool(stored["corrected_ms"].notna().all())
+            frame = store.export_table(value="corrected" if paired else "raw")
             devices = store.devices()
         finally:
             store.close()
