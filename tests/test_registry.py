@@ -313,3 +313,62 @@ def test_a_plugin_scheme_registers_through_its_entry_point(tmp_path):
     )
     assert got["macs"] == 12 * 12 and got["family"] == "sq" and got["bad"] == [0, 1]
     assert "unknown network reference scheme 'nope'" in got["msg"] and "sq" in got["msg"]
+
+
+def test_zoo_op_rule_and_encoder_class_tables_list_names_without_imports():
+    got = _python(
+        """
+        import json, sys
+        from latlab.datasets import zoo
+        from latlab.encoders.base import ENCODER_CLASSES
+        from latlab.encoders.ops import RULES
+        names = {"zoo": zoo.names(), "encoders": sorted(ENCODER_CLASSES),
+                 "binary_rule": "BinaryGemm" in RULES}
+        loaded = sorted(m for m in sys.modules if m.startswith(("latlab.datasets.zoo.",
+                        "latlab.encoders.binary", "latlab.encoders.vector",
+                        "latlab.encoders.graph", "latlab.encoders.choices")))
+        kind = RULES["BinaryConv"].kind  # loads the binary module now
+        print(json.dumps({**names, "loaded": loaded, "kind": kind,
+                          "binary": "latlab.encoders.binary" in sys.modules}))
+        """
+    )
+    from latlab.datasets.zoo import BUILTIN_MODELS
+    from latlab.encoders.base import BUILTIN_ENCODER_CLASSES
+
+    assert got["loaded"] == ["latlab.datasets.zoo.common"]
+    assert got["zoo"] == sorted(BUILTIN_MODELS) and len(got["zoo"]) == 38
+    assert got["encoders"] == sorted(BUILTIN_ENCODER_CLASSES) and len(got["encoders"]) == 10
+    assert got["binary_rule"] and got["kind"] == "binconv" and got["binary"]
+
+
+def test_every_builtin_zoo_model_and_encoder_class_loads_to_what_its_name_says():
+    import importlib
+    import pkgutil
+
+    import latlab.encoders
+    from latlab.datasets import zoo
+    from latlab.encoders.base import ENCODER_CLASSES, EncoderStateMixin
+
+    for name in zoo.names():
+        assert zoo.get_model(name).name == name
+    for name in ENCODER_CLASSES:
+        assert ENCODER_CLASSES[name].__name__ == name
+    # Every encoder class latlab defines can be restored from a state (none left out).
+    for mod in pkgutil.iter_modules(latlab.encoders.__path__, "latlab.encoders."):
+        importlib.import_module(mod.name)
+    subclasses, todo = set(), list(EncoderStateMixin.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        subclasses.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    assert subclasses == set(ENCODER_CLASSES)
+
+
+def test_an_encoder_state_cannot_name_a_class_outside_the_table():
+    from latlab.encoders.base import encoder_from_state
+    from latlab.errors import FeatureError
+
+    with pytest.raises(FeatureError, match="unknown encoder 'Popen' in saved state"):
+        encoder_from_state({"encoder": "Popen", "params": {"args": ["true"]}})
+    enc = encoder_from_state({"encoder": "SummaryEncoder", "version": 1, "params": {}})
+    assert type(enc).__name__ == "SummaryEncoder"

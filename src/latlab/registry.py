@@ -109,6 +109,20 @@ class Registry(Mapping[str, T], Generic[T]):
                 entry = self._entries[name]
             return entry  # type: ignore[return-value]
 
+    def get(self, name: str, default: T | None = None) -> T | None:  # type: ignore[override]
+        """``registry[name]``, or ``default`` for a name nobody registered.
+
+        A loaded entry is returned by one dict look-up: the op-rule and exporter tables are
+        read once per layer.
+        """
+        entry = self._entries.get(name)
+        if entry is not None and not isinstance(entry, str):
+            return entry
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
     def __contains__(self, name: object) -> bool:
         if name not in self._entries:
             self._discover()

@@ -207,7 +207,9 @@ class _GraphFeatureScaler:
         return mean.tolist(), std.tolist()
 
 
-class GraphEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+class GraphEncoder(  # type: ignore[call-arg]  # TransformerMixin takes it
+    EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
+):
     """torch-geometric ``Data`` of any network: layers as nodes, data flow as edges.
 
     Nodes, in order: the global node (if ``global_node``), one node per graph input (if
@@ -473,7 +475,7 @@ def _reach(a: np.ndarray, start: int) -> np.ndarray:
     return seen
 
 
-class Nb201CellGraphEncoder(
+class Nb201CellGraphEncoder(  # type: ignore[call-arg]  # TransformerMixin takes it
     EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
     """The NAS-Bench-201 cell graph of BRP-NAS, as torch-geometric ``Data``.

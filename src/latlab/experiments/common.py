@@ -16,7 +16,6 @@ from latlab.fileio import atomic_write_text
 from latlab.jsonio import jsonable
 
 #: The experiments' older names for the shared helpers (annette.py imports them).
-json_safe = jsonable
 write_atomic = atomic_write_text
 
 

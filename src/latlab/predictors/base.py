@@ -34,7 +34,7 @@ PREDICTOR_FILE = "predictor.json"
 
 #: The built-in predictors: registry name -> ``"module:class"``, imported on first use. A new
 #: predictor is one module plus one line here (or, outside latlab, an entry point in the
-#: ``latlab.predictors`` group); the decorator :func:`register_predictor` is optional.
+#: ``latlab.predictors`` group); :func:`register_predictor` is for a class made at run time.
 BUILTIN_PREDICTORS: dict[str, str] = {
     "fcnn": "latlab.predictors.fcnn:FcnnPredictor",
     "flops": "latlab.predictors.flops:FlopsPredictor",

@@ -56,7 +56,7 @@ import numpy as np
 
 from latlab.errors import DataError, MeasurementError
 from latlab.fileio import atomic_write_bytes
-from latlab.predictors.base import LatencyPredictor, Network, read_model_file, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, read_model_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,7 +274,6 @@ def fit_overhead(e2e_ms: np.ndarray, sum_ms: np.ndarray, n: np.ndarray) -> tuple
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
-@register_predictor
 class KernelPredictor(LatencyPredictor):
     """Kernel-level predictor (see the module docstring)."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, encode_target
 from latlab.predictors.features import VectorFeatures, VectorRowsPredictor
 from latlab.predictors.tuning_space import TuningSpace, cat
@@ -29,7 +29,6 @@ from latlab.predictors.tuning_space import TuningSpace, cat
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 22))
 
 
-@register_predictor
 class LinearPredictor(VectorRowsPredictor, LatencyPredictor):
     """RidgeCV on standardised vector features (``features``, default ``summary``: every
     network has it, so the model applies across search spaces)."""

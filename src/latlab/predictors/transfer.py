@@ -75,7 +75,6 @@ from latlab.predictors.base import (
     as_graphs,
     load_predictor,
     make_predictor,
-    register_predictor,
 )
 from latlab.predictors.tuning_space import TuningSpace, cat, flt
 
@@ -461,7 +460,6 @@ _SOURCE_MODELS: dict[tuple[int, int, str, int], tuple[SourceLatencies, LatencyPr
 _SOURCE_MODELS_MAX = 64
 
 
-@register_predictor
 class TransferPredictor(LatencyPredictor):
     """Few-shot latency predictor for a new device, transferred from a ``pretrain`` table.
 

@@ -45,7 +45,6 @@ from latlab.predictors.base import Network, as_graphs
 from latlab.predictors.conformal.base import (
     ConformalPredictor,
     import_crepes,
-    register_method,
 )
 
 POOLED = "*"
@@ -60,7 +59,6 @@ def _benchmarked_layer(graph: Any) -> int | None:
     return benchmarked_layer(graph)  # type: ignore[no-any-return]
 
 
-@register_method
 class LayerCps(ConformalPredictor):
     """Layer-kind CPS summed to a network distribution, recalibrated at network level."""
 

@@ -42,7 +42,6 @@ from latlab.predictors.conformal.base import (
     ConformalPredictor,
     conformal_quantile,
     import_crepes,
-    register_method,
 )
 from latlab.predictors.skops_io import load_trusted_skops
 
@@ -103,7 +102,6 @@ class _Encoder:
         return cls(state["spec"], encoder_from_state(state["encoder"]))
 
 
-@register_method
 class SplitConformal(ConformalPredictor):
     """Split conformal on absolute log residuals: one relative width for every network."""
 
@@ -243,7 +241,6 @@ class NormalizedConformal(ConformalPredictor):
         pass
 
 
-@register_method
 class TreeVarianceConformal(NormalizedConformal):
     """CM_TV: difficulty = tree variance of a random forest fitted to log time per op."""
 
@@ -271,7 +268,6 @@ class TreeVarianceConformal(NormalizedConformal):
         return crepes.extras.DifficultyEstimator().fit(x, learner=forest, scaler=False, beta=0.0)
 
 
-@register_method
 class ResidualKnnConformal(NormalizedConformal):
     """CM_LV: difficulty = mean |log residual| of the base on the k nearest fit networks."""
 
@@ -285,7 +281,6 @@ class ResidualKnnConformal(NormalizedConformal):
         )
 
 
-@register_method
 class DistanceKnnConformal(NormalizedConformal):
     """CM_O: difficulty = distance to the k nearest fit networks; flags far-away networks.
 

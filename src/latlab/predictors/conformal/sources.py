@@ -42,10 +42,9 @@ import numpy as np
 from latlab.datasets.references import reference_of
 from latlab.errors import DataError
 from latlab.predictors.base import Network
-from latlab.predictors.conformal.base import ConformalPredictor, conformal_quantile, register_method
+from latlab.predictors.conformal.base import ConformalPredictor, conformal_quantile
 
 
-@register_method
 class SourceFewShotConformal(ConformalPredictor):
     """Intervals for a few-shot transfer bundle from its source devices' simulated residuals
     (``calibrate`` takes the k training networks themselves)."""

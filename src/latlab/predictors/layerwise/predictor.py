@@ -44,7 +44,7 @@ import numpy as np
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.errors import DataError
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.layerwise.features import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
@@ -382,7 +382,6 @@ class LayerwisePredictor(LatencyPredictor):
             self.mapping_.restore(state["mapping"], directory)
 
 
-@register_predictor
 class RooflinePredictor(LayerwisePredictor):
     """Layer-wise roofline: ``t = max(f/P_peak, D/B_peak)`` per layer type."""
 
@@ -390,7 +389,6 @@ class RooflinePredictor(LayerwisePredictor):
     layer_model = "roofline"
 
 
-@register_predictor
 class RefinedRooflinePredictor(LayerwisePredictor):
     """Layer-wise refined roofline (utilisation from unrolling, fitted on sweeps)."""
 
@@ -398,7 +396,6 @@ class RefinedRooflinePredictor(LayerwisePredictor):
     layer_model = "refined"
 
 
-@register_predictor
 class StatisticalPredictor(LayerwisePredictor):
     """Layer-wise random forests on the ANNETTE vector (time per operation)."""
 
@@ -406,7 +403,6 @@ class StatisticalPredictor(LayerwisePredictor):
     layer_model = "statistical"
 
 
-@register_predictor
 class MixedPredictor(LayerwisePredictor):
     """Layer-wise mixed model: refined roofline times a statistical efficiency."""
 
@@ -414,7 +410,6 @@ class MixedPredictor(LayerwisePredictor):
     layer_model = "mixed"
 
 
-@register_predictor
 class LutPredictor(LayerwisePredictor):
     """Layer-wise look-up table: nearest benchmarked configuration, scaled by work."""
 
