@@ -57,6 +57,7 @@ import numpy as np
 from latlab.errors import DataError, MeasurementError
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import LatencyPredictor, Network, read_model_file
+from latlab.predictors.tuning_space import TuningSpace, cat, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -278,6 +279,14 @@ class KernelPredictor(LatencyPredictor):
     """Kernel-level predictor (see the module docstring)."""
 
     name = "kernel"
+    #: The per-family model choice and how much data a family needs.
+    tuning = TuningSpace(
+        {
+            "model": cat(*MODELS),
+            "min_points": integer(4, 50),
+            "n_estimators": integer(50, 400, step=50),
+        }
+    )
     min_train_rows = 2
 
     @staticmethod

@@ -666,6 +666,11 @@ class TransferPredictor(LatencyPredictor):
             z = z + self._head.predict(self.features_.transform(graphs))
         return np.exp(z)
 
+    def in_pretrain_table(self, networks: Sequence[Network]) -> np.ndarray:
+        """Bool per network: whether it is a row of the pretrain table (by reference)."""
+        self._check_fitted()
+        return self.sources_.rows([reference_of(n).strip() for n in networks]) >= 0
+
     def difficulty(self) -> float:
         """How hard the target looks from its k networks: the root leave-one-out error of the
         head on the stage-1 residuals (log ms; exact closed forms, no refit), floored at 1 %.

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latlab.errors import DataError, LatlabError, TrackingError
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
+from latlab.predictors.tuning_space import TuningSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -50,32 +50,6 @@ OBJECTIVE = "val_mape"
 # --------------------------------------------------------------------------- search spaces
 
 
-#: Tuning spaces of the predictors whose modules do not declare one on the class yet (the
-#: layer-wise and kernel predictors, whose modules other work was changing when the spaces
-#: moved onto the classes). Defaults are read from the constructors, as for the others.
-_NOT_ON_CLASS_YET: dict[str, TuningSpace] = {}
-_PEAKS = {"quantile": flt(0.8, 1.0), "min_time_ms": flt(0.0005, 0.02, log=True)}
-_FOREST = {"n_estimators": integer(50, 400, step=50), "min_samples_leaf": integer(1, 10)}
-_NOT_ON_CLASS_YET.update(
-    {
-        # Layer-wise (ANNETTE) predictors fit per-layer-type models on benchmark tables; what
-        # can be tuned is how peaks are read off the benchmarks (``quantile``), which points
-        # are too short to trust (``min_time_ms``), and the statistical models' forests.
-        "roofline": TuningSpace(dict(_PEAKS)),
-        "refined": TuningSpace(dict(_PEAKS)),
-        "statistical": TuningSpace({**_PEAKS, **_FOREST}),
-        "mixed": TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)}),
-        "lut": TuningSpace({"lut_scale": cat(True, False), **_PEAKS}),
-        # Kernel-level predictor: the per-family model choice and how much data a family needs.
-        "kernel": TuningSpace(
-            {
-                "model": cat("auto", "linear", "trees", "gbm"),
-                "min_points": integer(4, 50),
-                "n_estimators": integer(50, 400, step=50),
-            }
-        ),
-    }
-)
 _REGISTERED: dict[str, TuningSpace] = {}
 
 
@@ -91,7 +65,7 @@ def search_spaces() -> dict[str, TuningSpace]:
 
     out: dict[str, TuningSpace] = {}
     for name, cls in sorted(PREDICTORS.items()):
-        space = _REGISTERED.get(name) or cls.tuning or _NOT_ON_CLASS_YET.get(name)
+        space = _REGISTERED.get(name) or cls.tuning
         if space is not None:
             out[name] = space.bind(cls)
     return out

@@ -48,6 +48,7 @@ from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.layerwise.features import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -382,11 +383,19 @@ class LayerwisePredictor(LatencyPredictor):
             self.mapping_.restore(state["mapping"], directory)
 
 
+# What can be tuned in a layer-wise predictor is how peaks are read off the benchmarks
+# (``quantile``), which points are too short to trust (``min_time_ms``), and the statistical
+# models' forests.
+_PEAKS = {"quantile": flt(0.8, 1.0), "min_time_ms": flt(0.0005, 0.02, log=True)}
+_FOREST = {"n_estimators": integer(50, 400, step=50), "min_samples_leaf": integer(1, 10)}
+
+
 class RooflinePredictor(LayerwisePredictor):
     """Layer-wise roofline: ``t = max(f/P_peak, D/B_peak)`` per layer type."""
 
     name = "roofline"
     layer_model = "roofline"
+    tuning = TuningSpace(dict(_PEAKS))
 
 
 class RefinedRooflinePredictor(LayerwisePredictor):
@@ -394,6 +403,7 @@ class RefinedRooflinePredictor(LayerwisePredictor):
 
     name = "refined"
     layer_model = "refined"
+    tuning = TuningSpace(dict(_PEAKS))
 
 
 class StatisticalPredictor(LayerwisePredictor):
@@ -401,6 +411,7 @@ class StatisticalPredictor(LayerwisePredictor):
 
     name = "statistical"
     layer_model = "statistical"
+    tuning = TuningSpace({**_PEAKS, **_FOREST})
 
 
 class MixedPredictor(LayerwisePredictor):
@@ -408,6 +419,7 @@ class MixedPredictor(LayerwisePredictor):
 
     name = "mixed"
     layer_model = "mixed"
+    tuning = TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)})
 
 
 class LutPredictor(LayerwisePredictor):
@@ -415,3 +427,4 @@ class LutPredictor(LayerwisePredictor):
 
     name = "lut"
     layer_model = "lut"
+    tuning = TuningSpace({"lut_scale": cat(True, False), **_PEAKS})
