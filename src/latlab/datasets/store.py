@@ -292,9 +292,7 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
             METADATA.create_all(conn)
             _add_missing_columns(conn)
-            self._insert_ignore(
-                conn, store_meta, {"key": "schema_version", "value": SCHEMA_VERSION}
-            )
+            self.insert_ignore(conn, store_meta, {"key": "schema_version", "value": SCHEMA_VERSION})
             version = conn.execute(
                 select(store_meta.c.value).where(store_meta.c.key == "schema_version")
             ).scalar_one()
@@ -319,7 +317,7 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    def insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any]) -> bool:
         """Insert a row unless it violates a unique key; True when a row was written."""
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         stmt = insert(table).values(**values).on_conflict_do_nothing()
@@ -331,7 +329,7 @@ class Store:
     def _write(self, table: Table, values: dict[str, Any]) -> bool:
         try:
             with self.engine.begin() as conn:
-                return self._insert_ignore(conn, table, values)
+                return self.insert_ignore(conn, table, values)
         except DBAPIError as exc:
             raise StoreError(
                 f"cannot write to store {self.display_url}: {_first_line(exc)}"

@@ -60,10 +60,6 @@ class Profile:
     #: The executed nodes with their cost features (:mod:`.kernels_runtime`), by node index.
     kernels: list[RuntimeKernel] = field(default_factory=list)
 
-    def node_median_us(self, index: int) -> float:
-        s = self.node_samples_us.get(index)
-        return float(np.median(s)) if s else float("nan")
-
     def node_us(self, index: int) -> float:
         """A node's duration by :attr:`statistic` (NaN when the profiler never reported it)."""
         s = self.node_samples_us.get(index)

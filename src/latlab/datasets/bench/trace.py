@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,9 +106,6 @@ class RuntimeMapping:
     def eliminated(self) -> list[int]:
         """IR layers no runtime node executes (removed by the optimiser)."""
         return [i for i in range(len(self.graph.layers)) if i not in self.layer_group]
-
-    def layer_names(self, indices: Sequence[int]) -> tuple[str, ...]:
-        return tuple(self.graph.layers[i].name for i in indices)
 
 
 # --------------------------------------------------------------------------- sessions

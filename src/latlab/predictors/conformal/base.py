@@ -232,6 +232,18 @@ class ConformalPredictor:
         atomic_write_bytes(d / CONFORMAL_FILE, json.dumps(doc, indent=1).encode("utf-8"))
         return d
 
+    @classmethod
+    def restored(
+        cls, base: LatencyPredictor, directory: Path, doc: dict[str, Any]
+    ) -> ConformalPredictor:
+        """The predictor :meth:`save` wrote as ``doc`` into ``directory``, around ``base``
+        (:func:`latlab.predictors.conformal.load_conformal` checks the document first)."""
+        cp = cls(base, **dict(doc.get("options", {})))
+        cp.scores_ = np.asarray(doc["scores"], dtype=np.float64)
+        cp.point_floor_ = float(doc["point_floor"])
+        cp._restore(directory, dict(doc.get("state", {})))
+        return cp
+
     # ------------------------------------------------------------------ for subclasses
 
     def _calibrate(
