@@ -69,10 +69,11 @@ def _is_encoder_class(obj: object) -> bool:
 
 #: class name -> encoder class, for :func:`encoder_from_state` (lazy).
 ENCODER_CLASSES: Registry[type[EncoderStateMixin]] = Registry(
-    "encoder class", group="latlab.encoder_classes", check=_is_encoder_class
+    "encoder class",
+    group="latlab.encoder_classes",
+    check=_is_encoder_class,
+    entries=BUILTIN_ENCODER_CLASSES,
 )
-for _name, _target in BUILTIN_ENCODER_CLASSES.items():
-    ENCODER_CLASSES.register(_name, _target)
 
 
 def canonical_kind(kind: str) -> str:

@@ -647,18 +647,19 @@ def brp_adjacency(ops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 #: (:attr:`latlab.datasets.spaces.base.SearchSpace.graph_encoders`); plug-ins: the
 #: ``latlab.graph_encoders`` entry points.
 GRAPH_ENCODERS: Registry[Any] = Registry(
-    "graph encoder", group="latlab.graph_encoders", check=callable
+    "graph encoder",
+    group="latlab.graph_encoders",
+    check=callable,
+    entries={
+        "generic": lambda graph_features: GraphEncoder(graph_features=graph_features),
+        "nb201-cell": lambda graph_features: Nb201CellGraphEncoder(
+            prune=False, graph_features=graph_features
+        ),
+        "nb201-brp": lambda graph_features: Nb201CellGraphEncoder(
+            prune=True, graph_features=graph_features
+        ),
+    },
 )
-for _name, _factory in {
-    "generic": lambda graph_features: GraphEncoder(graph_features=graph_features),
-    "nb201-cell": lambda graph_features: Nb201CellGraphEncoder(
-        prune=False, graph_features=graph_features
-    ),
-    "nb201-brp": lambda graph_features: Nb201CellGraphEncoder(
-        prune=True, graph_features=graph_features
-    ),
-}.items():
-    GRAPH_ENCODERS.register(_name, _factory)
 
 
 def register_graph_encoder(name: str, factory: Any) -> None:

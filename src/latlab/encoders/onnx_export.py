@@ -95,10 +95,14 @@ class ExportContext:
 #: first exported (the binary layers' exporters live in :mod:`latlab.encoders.binary_onnx`);
 #: plug-ins: the ``latlab.onnx_exporters`` entry-point group.
 EXPORTERS: Registry[Exporter] = Registry(
-    "ONNX exporter", group="latlab.onnx_exporters", check=callable
+    "ONNX exporter",
+    group="latlab.onnx_exporters",
+    check=callable,
+    entries={
+        "BinaryGemm": "latlab.encoders.binary_onnx:export_binary_gemm",
+        "BinaryConv": "latlab.encoders.binary_onnx:export_binary_conv",
+    },
 )
-EXPORTERS.register("BinaryGemm", "latlab.encoders.binary_onnx:export_binary_gemm")
-EXPORTERS.register("BinaryConv", "latlab.encoders.binary_onnx:export_binary_conv")
 
 
 def register_exporter(op: str, fn: Exporter | str) -> None:

@@ -52,9 +52,15 @@ def _is_rule(obj: object) -> bool:
 #: ops are lazy ``"module:attr"`` entries imported when a layer of the op is first costed (the
 #: binary layers' rules live in :mod:`latlab.encoders.binary`); plug-ins: the ``latlab.ops``
 #: entry-point group.
-RULES: Registry[OpRule] = Registry("op rule", group="latlab.ops", check=_is_rule)
-RULES.register("BinaryGemm", "latlab.encoders.binary:BINARY_GEMM_RULE")
-RULES.register("BinaryConv", "latlab.encoders.binary:BINARY_CONV_RULE")
+RULES: Registry[OpRule] = Registry(
+    "op rule",
+    group="latlab.ops",
+    check=_is_rule,
+    entries={
+        "BinaryGemm": "latlab.encoders.binary:BINARY_GEMM_RULE",
+        "BinaryConv": "latlab.encoders.binary:BINARY_CONV_RULE",
+    },
+)
 
 
 def register_op(op: str, rule: OpRule | str) -> None:

@@ -61,10 +61,8 @@ def _is_predictor(obj: object) -> bool:
 
 #: name -> predictor class (lazy: a predictor's module is imported when it is first used).
 PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
-    "predictor", group="latlab.predictors", check=_is_predictor
+    "predictor", group="latlab.predictors", check=_is_predictor, entries=BUILTIN_PREDICTORS
 )
-for _name, _target in BUILTIN_PREDICTORS.items():
-    PREDICTORS.register(_name, _target)
 
 
 def register_predictor(cls: type[LatencyPredictor]) -> type[LatencyPredictor]:

@@ -109,10 +109,11 @@ BUILTIN_MODELS: dict[str, str] = {
 
 #: zoo name -> :class:`ZooModel` (lazy; plug-ins: the ``latlab.zoo`` entry points).
 MODELS: Registry[ZooModel] = Registry(
-    "zoo model", group="latlab.zoo", check=lambda obj: isinstance(obj, ZooModel)
+    "zoo model",
+    group="latlab.zoo",
+    check=lambda obj: isinstance(obj, ZooModel),
+    entries=BUILTIN_MODELS,
 )
-for _name, _target in BUILTIN_MODELS.items():
-    MODELS.register(_name, _target)
 
 
 def register_model(model: ZooModel) -> None:

@@ -51,18 +51,17 @@ METHODS: Registry[type[ConformalPredictor]] = Registry(
     "conformal method",
     group="latlab.conformal",
     check=lambda obj: isinstance(obj, type) and issubclass(obj, ConformalPredictor),
+    entries={
+        "split": "latlab.predictors.conformal.network:SplitConformal",
+        "cm-tv": "latlab.predictors.conformal.network:TreeVarianceConformal",
+        "cm-lv": "latlab.predictors.conformal.network:ResidualKnnConformal",
+        "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
+        "cps": "latlab.predictors.conformal.layers:LayerCps",
+        "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
+        "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
+        "sources": "latlab.predictors.conformal.sources:SourceFewShotConformal",
+    },
 )
-for _name, _target in {
-    "split": "latlab.predictors.conformal.network:SplitConformal",
-    "cm-tv": "latlab.predictors.conformal.network:TreeVarianceConformal",
-    "cm-lv": "latlab.predictors.conformal.network:ResidualKnnConformal",
-    "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
-    "cps": "latlab.predictors.conformal.layers:LayerCps",
-    "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
-    "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
-    "sources": "latlab.predictors.conformal.sources:SourceFewShotConformal",
-}.items():
-    METHODS.register(_name, _target)
 
 
 def register_method(cls: type[ConformalPredictor]) -> type[ConformalPredictor]:
