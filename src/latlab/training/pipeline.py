@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from latlab.training.splits import (
     min_rows_for_calibration,
 )
 from latlab.training.tracking import Tracker
+
+if TYPE_CHECKING:
+    from latlab.predictors.base import IntervalPredictor, LatencyPredictor
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +559,7 @@ def _run_tags(
 def _log_inputs(
     tracker: Tracker,
     config: TrainConfig,
-    predictor: Any,
+    predictor: LatencyPredictor,
     td: TrainingData,
     target: str,
     split: Split,
@@ -598,7 +601,7 @@ def _log_inputs(
 
 def _model_params(
     config: TrainConfig,
-    predictor: Any,
+    predictor: LatencyPredictor,
     data: str | Path | Source | TrainingData,
     td: TrainingData,
     target: str,
@@ -661,12 +664,12 @@ def _tune(
 
 def _calibrated(
     conformal: str,
-    model: Any,
+    model: LatencyPredictor,
     config: TrainConfig,
     train_rows: Rows,
     cal_rows: Rows,
     warnings: list[str],
-) -> Any:
+) -> IntervalPredictor:
     """The conformal wrapper of ``model``, calibrated (cross methods: out-of-fold on the
     training rows); its warnings are added to ``warnings``."""
     wrapper = intervals.wrap(conformal, model, **config.conformal_options)
@@ -679,7 +682,11 @@ def _calibrated(
 
 
 def _score(
-    model: Any, val_rows: Rows, test_rows: Rows, confidence: float, wrapper: Any
+    model: LatencyPredictor,
+    val_rows: Rows,
+    test_rows: Rows,
+    confidence: float,
+    wrapper: IntervalPredictor | None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Metrics of the validation and test rows (the test rows by family too, with
     intervals), and the predictions for the plots."""

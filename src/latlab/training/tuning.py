@@ -38,6 +38,7 @@ from latlab.predictors.tuning_space import TuningSpace
 if TYPE_CHECKING:
     import optuna
 
+    from latlab.predictors.base import Predictor
     from latlab.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def default_study_name(signature: Mapping[str, Any]) -> str:
     return f"{signature.get('predictor', 'predictor')}-{signature.get('target', 'target')}-{digest}"
 
 
-def validation_mape(predictor: Any, networks: Sequence[Any], latency_ms: np.ndarray) -> float:
+def validation_mape(predictor: Predictor, networks: Sequence[Any], latency_ms: np.ndarray) -> float:
     from latlab.training.metrics import regression_metrics
 
     return float(regression_metrics(latency_ms, predictor.predict(list(networks)))["mape"])
