@@ -134,6 +134,14 @@ class Predictor(Protocol):
 
 
 @runtime_checkable
+class OutOfDistribution(Protocol):
+    """A conformal wrapper that can tell which networks lie outside its calibration
+    distribution (``cm-o``: :class:`~latlab.predictors.conformal.network.DistanceKnnConformal`)."""
+
+    def ood_mask(self, networks: Sequence[Network]) -> np.ndarray: ...
+
+
+@runtime_checkable
 class IntervalPredictor(Protocol):
     """What training and bundles rely on in a conformal wrapper
     (:class:`latlab.predictors.conformal.base.ConformalPredictor` implements it)."""
