@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -28,6 +28,9 @@ from latlab.fileio import atomic_write_text, inside
 from latlab.jsonio import jsonable
 from latlab.predictors.tuning_space import TuningSpace
 from latlab.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
@@ -131,6 +134,16 @@ class Predictor(Protocol):
     def predict_encoded(self, items: Sequence[Any]) -> np.ndarray: ...
 
     def save(self, directory: str | Path) -> Path: ...
+
+
+@runtime_checkable
+class LayerPredictor(Protocol):
+    """A predictor whose network latency is a sum over layers or kernels it can list (the
+    layer-wise and kernel predictors): what ``cps`` and ``latlab predict --layers`` need."""
+
+    name: ClassVar[str]
+
+    def predict_layers(self, networks: Sequence[Network]) -> pd.DataFrame: ...
 
 
 @runtime_checkable

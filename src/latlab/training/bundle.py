@@ -401,7 +401,7 @@ def save_bundle(
             **((manifest or {}).get("predictor") or {}),
             "dir": predictor_dir,
         }
-        keys = getattr(predictor, "feature_state_keys", ())
+        keys = predictor.feature_state_keys
         doc["features"] = feature_spec(stage / predictor_dir, keys)
         doc["conformal"] = conf_doc
         doc.setdefault("environment", environment())
