@@ -57,7 +57,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from latlab.errors import StoreError
+from latlab.errors import StoreError, first_line
 
 if TYPE_CHECKING:
     from latlab.datasets.measure.protocol import Measurement
@@ -228,8 +228,7 @@ def _add_missing_columns(conn: Connection) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return first_line(getattr(exc, "orig", None) or exc)
 
 
 class Store:

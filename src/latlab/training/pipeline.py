@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latlab.confidence import check_confidence, recommended_calibration_size
-from latlab.errors import DataError, LatlabError
+from latlab.errors import DataError, LatlabError, first_line
 from latlab.training import intervals
 from latlab.training.bundle import (
     Bundle,
@@ -175,7 +175,7 @@ def fit_predictor(model: Any, x: Any, y: Any, params: Mapping[str, Any], **kwarg
         if not params or not (isinstance(exc, ValueError | TypeError) or library == "lightgbm"):
             raise
         given = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise DataError(f"predictor {model.name!r} refused --param {given}: {first}") from None
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latlab.errors import DataError, LatlabError, TrackingError
+from latlab.errors import DataError, LatlabError, TrackingError, first_line
 from latlab.predictors.tuning_space import TuningSpace
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def make_storage(url: str | None) -> Any:
     except LatlabError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise TrackingError(f"cannot open Optuna storage {text}: {first}") from None
 
 
@@ -269,7 +269,7 @@ def tune(
             pruner=pruner,
         )
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise TrackingError(f"cannot create or load study {name!r}: {first}") from None
     _check_study(study, signature, _display_storage(storage))
     # Resumed studies: continue the sampler's stream instead of repeating its first draws.

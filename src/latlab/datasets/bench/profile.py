@@ -31,7 +31,7 @@ from latlab.datasets.bench.trace import (
     optimising_options,
 )
 from latlab.encoders.ir import NetworkGraph
-from latlab.errors import MeasurementError
+from latlab.errors import MeasurementError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -258,7 +258,7 @@ def profile_network(
     except MeasurementError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"profiling {ref!r} failed: {first}") from exc
     mapping = _trace(graph, ext_model, all_model)
     samples, run_us = _parse_profile(events, mapping.nodes, warmup)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from latlab.encoders.ir import NetworkGraph
-from latlab.errors import MeasurementError
+from latlab.errors import MeasurementError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +449,7 @@ def runtime_mapping(network: str | NetworkGraph, *, threads: int = 1) -> Runtime
             ext_model = _optimised_model(data, threads, "ORT_ENABLE_EXTENDED", Path(tmp))
             all_model = _optimised_model(data, threads, "ORT_ENABLE_ALL", Path(tmp))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"onnxruntime cannot optimise {graph.reference!r}: {first}") from exc
     return _trace(graph, ext_model, all_model)
 

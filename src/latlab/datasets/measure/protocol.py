@@ -75,7 +75,7 @@ from latlab.datasets.measure.load import LoadMeter, competing, wait_for_quiet
 from latlab.datasets.measure.rounds import paired_blocks, time_rounds
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.quantize import PRECISIONS
-from latlab.errors import DriftError, LatlabError, MeasurementError
+from latlab.errors import DriftError, LatlabError, MeasurementError, first_line
 
 if TYPE_CHECKING:
     from latlab.datasets.store import Store
@@ -363,7 +363,7 @@ def _prepare(
             raise MeasurementError(f"{what} cannot be prepared: {exc}") from exc
         raise
     except Exception as exc:  # backends raise their libraries' own errors: name the network
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(
             f"backend {backend.name!r} could not prepare {what}: {first}"
         ) from exc
@@ -392,7 +392,7 @@ def _named(run: Callable[[], None], what: str) -> Callable[[], None]:
         try:
             run()
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise MeasurementError(f"{what} failed to run: {first}") from exc
 
     call.details = getattr(run, "details", {})  # type: ignore[attr-defined]
@@ -502,7 +502,7 @@ def measure_prepared(
     except LatlabError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"running {network!r} failed: {first}") from exc
     finally:
         load = meter.stop()
