@@ -43,6 +43,7 @@ from latlab.predictors.conformal.base import (
     conformal_quantile,
     import_crepes,
 )
+from latlab.predictors.features import VectorFeatures
 from latlab.predictors.skops_io import load_trusted_skops
 
 DIFFICULTY_FILE = "difficulty.skops"
@@ -70,36 +71,6 @@ def auto_spec(graphs: list[Any]) -> str:
     if space is not None and space.onehot:
         return f"{space.onehot}+summary"
     return (space.vector_features if space is not None else None) or "summary"
-
-
-class _Encoder:
-    """A vector encoder chosen by spec and fitted on the difficulty-fit networks (JSON state)."""
-
-    def __init__(self, spec: str, encoder: Any) -> None:
-        self.spec, self.encoder = spec, encoder
-
-    @classmethod
-    def fit(cls, features: str, graphs: list[Any]) -> _Encoder:
-        from latlab.predictors.features import vector_encoder
-
-        spec = auto_spec(graphs) if features == AUTO else features
-        enc = vector_encoder(spec)
-        enc.fit(graphs)
-        return cls(spec, enc)
-
-    def transform(self, graphs: list[Any]) -> np.ndarray:
-        return np.asarray(self.encoder.transform(graphs), dtype=np.float64)
-
-    def to_state(self) -> dict[str, Any]:
-        from latlab.encoders.base import encoder_to_state
-
-        return {"spec": self.spec, "encoder": encoder_to_state(self.encoder)}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> _Encoder:
-        from latlab.encoders.base import encoder_from_state
-
-        return cls(state["spec"], encoder_from_state(state["encoder"]))
 
 
 class SplitConformal(ConformalPredictor):
@@ -169,8 +140,9 @@ class NormalizedConformal(ConformalPredictor):
                 f"the {len(networks)} calibration networks, {len(cal_nets)} remain to calibrate"
             )
         fit_graphs = as_graphs(fit_nets)
-        self.encoder_ = _Encoder.fit(str(self.options["features"]), fit_graphs)
-        x_fit = self.encoder_.transform(fit_graphs)
+        features = str(self.options["features"])
+        spec = auto_spec(fit_graphs) if features == AUTO else features
+        self.encoder_, x_fit = VectorFeatures.fit(spec, fit_graphs)
         k = int(self.options["k"])
         if k < 1:
             raise DataError(f"{self.method}: k must be at least 1, got {k}")
@@ -232,7 +204,7 @@ class NormalizedConformal(ConformalPredictor):
         ):
             raise BundleError(f"{path} holds no difficulty estimator")
         self.difficulty_ = objects["difficulty"]
-        self.encoder_ = _Encoder.from_state(state["encoder"])
+        self.encoder_ = VectorFeatures.from_state(state["encoder"])
         self.k_ = int(state["k"])
         self.floor_ = float(state["floor"])
         self._restore_objects(objects, state)
