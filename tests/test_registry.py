@@ -372,3 +372,42 @@ def test_an_encoder_state_cannot_name_a_class_outside_the_table():
         encoder_from_state({"encoder": "Popen", "params": {"args": ["true"]}})
     enc = encoder_from_state({"encoder": "SummaryEncoder", "version": 1, "params": {}})
     assert type(enc).__name__ == "SummaryEncoder"
+
+
+def test_no_module_registers_into_a_registry_it_does_not_define():
+    """Registration by import side effect stays out: a built-in is one line of its registry's
+    table. A module may fill only a registry it defines itself (the op tables of ``ops``,
+    ``onnx_export``, ``torch_export``); no built-in class registers itself by decorator."""
+    import ast
+
+    bad = []
+    for path in sorted((SRC / "latlab").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        own = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                own |= {t.id for t in targets if isinstance(t, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                for d in node.decorator_list:
+                    name = d.id if isinstance(d, ast.Name) else getattr(d, "attr", "")
+                    if name.startswith("register"):
+                        bad.append(f"{path.name}:{d.lineno} @{name}")
+        for stmt in tree.body:  # module level only: what importing the module does
+            for node in (
+                ast.walk(stmt) if not isinstance(stmt, ast.FunctionDef | ast.ClassDef) else ()
+            ):
+                if not isinstance(node, ast.Call):
+                    continue
+                f = node.func
+                if isinstance(f, ast.Name) and f.id.startswith("register") and f.id not in own:
+                    bad.append(f"{path.name}:{node.lineno} {f.id}()")
+                if (
+                    isinstance(f, ast.Attribute)
+                    and f.attr == "register"
+                    and isinstance(f.value, ast.Name)
+                    and f.value.id not in own
+                ):
+                    bad.append(f"{path.name}:{node.lineno} {f.value.id}.register()")
+    assert bad == []
