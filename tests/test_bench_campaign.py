@@ -196,3 +196,28 @@ def test_paired_context_kernels_are_on_the_end_to_end_scale(tmp_path: Path) -> N
     # and the session's own work apart, they agree within a factor)
     assert 0.4 < profile / single < 1.5
     st.close()
+
+
+def test_grouped_benchmarks_share_reference_rounds_and_keep_each_scale(tmp_path: Path) -> None:
+    """With ``group`` 3, benchmarks are timed three at a time beside one reference block per
+    round; each stored measurement says so, its profile is scaled by the reference's median in
+    its own rounds, and a resume times nothing again."""
+    from dataclasses import replace
+
+    st = Store(tmp_path / "grouped.db")
+    cfg = replace(FAST, reference="cnn:r64-c16s2-c32-fc10", group=3)
+    refs = KERNELS[1:]
+    res = run_bench("kernels", st, "cpu", references=refs, config=cfg, profile_runs=5)
+    assert res.failed == {} and res.measured == refs
+    m = st.measurements(["cpu"], extra=True).set_index("network")
+    # the first three as one group, the last with none left to join it
+    assert [m.loc[r, "extra"].get("group", 1) for r in refs] == [3, 3, 3, 1]
+    bench = BenchStore(st)
+    profs = bench.profiles("cpu").set_index("network")
+    for r in refs:
+        value_ms = m.loc[r, "corrected_ms"] / m.loc[r, "ratio"]
+        scale = float(profs.loc[r, "extra"]["scale"])
+        assert scale == pytest.approx(value_ms / m.loc[r, "reference_median_ms"], rel=1e-9)
+    again = run_bench("kernels", st, "cpu", references=refs, config=cfg, profile_runs=5)
+    assert again.measured == [] and again.skipped == refs
+    st.close()

@@ -80,6 +80,77 @@ def test_interleaved_rounds_cancel_a_slowdown_that_hits_both() -> None:
     assert paired_blocks(100.0, 0.25) == (1, 200) and paired_blocks(1.0, 0.25) == (20, 80)
 
 
+def test_grouped_rounds_let_each_member_leave_on_its_own_rule() -> None:
+    # three networks beside one reference: each budgeted member stops after its own rounds
+    now = [0]
+
+    def clock() -> int:
+        return now[0]
+
+    def runner(cost_ns: int):
+        def run() -> None:
+            now[0] += cost_ns
+
+        return run
+
+    rounds = time_rounds(
+        [runner(2000), runner(4000), runner(6000), runner(1000)],
+        clock,
+        blocks=[2, 1, 1, 2],
+        max_rounds=[12, 20, 30],
+        min_rounds=[10, 10, 10],
+        budget_s=1e-4,  # 100 us of each member's own runs
+        budget_member=[0, 1, 2],
+    )
+    # member 0: 4 us a round, budget met at round 25 but max 12; member 1: budget at 25, max
+    # 20; member 2: 6 us a round, budget met at round 17 (>= its 10 fewest)
+    assert [len(b) for b in rounds.blocks_ms] == [12, 20, 17, 20]
+    assert list(rounds.taken[2]) == list(range(17)) and list(rounds.taken[3]) == list(range(20))
+    assert len(rounds.samples_ns[0]) == 24 and len(rounds.samples_ns[3]) == 40
+
+
+def test_a_grouped_campaign_times_each_network_beside_the_shared_reference(
+    tmp_path: Path,
+) -> None:
+    grouped = dataclasses.replace(PAIRED, group=3)
+    assert grouped.protocol_key() != PAIRED.protocol_key()
+    assert "group" not in PAIRED.protocol()  # group 1 keeps the keys stores already hold
+    store = Store(tmp_path / "g.db")
+    res = measure_many(NETS, grouped, store, "dev", **FASTREF)
+    assert [m.network for m in res.measured] == NETS
+    for m in res.measured:
+        net, ref = np.asarray(m.samples_ms), np.asarray(m.reference_samples_ms)
+        assert m.extra["group"] == 3 and len(net) == len(ref) == m.rounds >= 10
+        assert m.ratio == pytest.approx(float(np.median(net / ref)), rel=1e-9)
+        assert m.corrected_ms == pytest.approx(m.ratio * res.reference_value.value_ms)
+    # the same networks one by one: the ratios agree within the noise of a short protocol
+    alone = measure_many(NETS, PAIRED, Store(tmp_path / "a.db"), "dev", **FASTREF)
+    for g, a in zip(res.measured, alone.measured, strict=True):
+        assert g.ratio == pytest.approx(a.ratio, rel=0.35)
+    # resumes: nothing is timed again
+    again = measure_many(NETS, grouped, store, "dev", **FASTREF)
+    assert not again.measured and again.skipped == NETS
+
+
+def test_a_grouped_campaign_keeps_the_networks_before_one_that_cannot_be_prepared(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "g.db")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")  # a reference that parses, but cannot be imported
+    bad = f"onnx:{broken}"
+    with pytest.raises(Exception, match="broken.onnx"):
+        measure_many(
+            [NETS[0], bad, NETS[1]],
+            dataclasses.replace(PAIRED, group=3),
+            store,
+            "dev",
+            **FASTREF,
+        )
+    key = dataclasses.replace(PAIRED, group=3).protocol_key()
+    assert store.measured_references("dev", key) == {NETS[0]}  # timed before the failure
+
+
 def _busy(n: int) -> list[subprocess.Popen]:
     """``n`` processes spinning on a core each (a bare interpreter: they start at once)."""
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]

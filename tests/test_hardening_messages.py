@@ -175,3 +175,19 @@ def test_bench_export_on_a_thread_timer_store_names_the_flag(capsys, tmp_path):
     code, _, err = run(capsys, "bench", "--export", str(tmp_path / "t.csv"), "--db", db,
                        "--timer", "thread")  # fmt: skip
     assert code == 0, err
+
+
+def test_bench_export_of_a_grouped_store_names_the_group(capsys, tmp_path):
+    db = str(tmp_path / "g.db")
+    code, _, err = run(capsys, "bench", "--suite", "kernels", "--count", "3", "--timer",
+                       "thread", "--group", "4", "--db", db)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "bench", "--export", str(tmp_path / "t.csv"), "--db", db)
+    line = one_line(err)
+    assert code == 2 and "--timer thread --group 4" in line
+    code, _, err = run(capsys, "bench", "--export", str(tmp_path / "t.csv"), "--db", db,
+                       "--timer", "thread", "--group", "4")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "bench", "--suite", "kernels", "--group", "2", "--no-reference",
+                       "--db", db)  # fmt: skip
+    assert code == 2 and "--group needs a reference" in one_line(err)

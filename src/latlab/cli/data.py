@@ -177,6 +177,9 @@ def measure(
     no_reference: bool = typer.Option(
         False, "--no-reference", help="time each network alone (raw medians only)"
     ),
+    group: int = typer.Option(
+        1, "--group", min=1, help="networks timed together beside one reference block per round"
+    ),
     reestablish: bool = typer.Option(
         False, "--reestablish-reference", help="measure the reference value again (quiet machine)"
     ),
@@ -238,8 +241,11 @@ def measure(
     ref_net = (
         None if (no_reference or no_anchor) else (reference or anchor or DEFAULT_REFERENCE_REF)
     )
-    if ref_net is None and (value == "corrected" or reestablish or strict_reference):
-        fail("--value corrected and the reference options need a reference (drop --no-reference)")
+    if ref_net is None and (value == "corrected" or reestablish or strict_reference or group > 1):
+        fail(
+            "--value corrected, --group and the reference options need a reference "
+            "(drop --no-reference)"
+        )
     shape = parse_input_shape(input_shape)
     references = list(refs) if refs else sample(str(space), int(count or 0), seed)
     _check_references(references, batch, shape)
@@ -257,6 +263,7 @@ def measure(
         inter_op_threads=inter,
         reference=ref_net,
         precision=precision,
+        group=group,
     )
     be = get_backend(backend)
     device = device_name or default_device_name(
@@ -387,6 +394,27 @@ def _print_measure_summary(
     console.print(stats)
 
 
+def _bench_alternatives(config: Any) -> dict[str, str]:
+    """Protocol keys of the other clocks and group sizes ``latlab bench`` (and ``latlab
+    compare``: thread clock, groups of 4) measure with, each with the options that select it,
+    so that an export that finds nothing under ``config`` says which options would."""
+    from dataclasses import replace
+
+    from latlab.experiments.annette_settings import GROUP
+
+    out: dict[str, str] = {}
+    for timer in ("wall", "thread"):
+        if timer == "thread" and config.threads != 1:
+            continue
+        for group in sorted({1, GROUP}):
+            alt = replace(config, timer=timer, group=group)
+            if alt != config and config.reference is not None:
+                out[alt.protocol_key()] = f"--timer {timer} --group {group}"
+            elif alt != config and group == 1:
+                out[alt.protocol_key()] = f"--timer {timer}"
+    return out
+
+
 @app.command()
 def bench(
     suite: str | None = typer.Option(
@@ -420,6 +448,9 @@ def bench(
     ),
     no_reference: bool = typer.Option(
         False, "--no-reference", help="raw times, no drift correction"
+    ),
+    group: int = typer.Option(
+        1, "--group", min=1, help="benchmarks timed together beside one reference block per round"
     ),
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32 or int8 (the quantised versions of the networks)"
@@ -460,12 +491,19 @@ def bench(
         fail(f"--timer must be wall, or thread with --threads 1 (got {timer!r})")
     if no_reference and reference:
         fail("give --reference or --no-reference, not both")
+    if no_reference and group > 1:
+        fail("--group needs a reference (drop --no-reference)")
     _check_precision(precision, "onnxruntime")
     if precision != "fp32" and not (suite in PRECISION_SUITES or run_all):
         fail(f"--precision {precision} benchmarks the suites {', '.join(PRECISION_SUITES)}")
     ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
     config = replace(
-        BENCH_PAIRED, timer=timer, threads=threads, reference=ref_net, precision=precision
+        BENCH_PAIRED,
+        timer=timer,
+        threads=threads,
+        reference=ref_net,
+        precision=precision,
+        group=group,
     )
     device = device_name or default_device_name("onnxruntime", threads, precision=precision)
     store = Store(db)
@@ -510,14 +548,12 @@ def bench(
         from latlab.datasets.tables import save_table
 
         if export is not None:
-            other = "thread" if timer == "wall" else "wall"
-            alt = replace(config, timer=other) if other == "wall" or threads == 1 else None
             table = training_table(
                 store,
                 device,
                 method=method,
                 protocol_key=config.protocol_key(),
-                other_protocols={alt.protocol_key(): f"--timer {other}"} if alt else None,
+                other_protocols=_bench_alternatives(config),
             )
             save_table(table, export)
             console.print(f"wrote {export}: {len(table)} benchmarks, columns {list(table)[1:]}")

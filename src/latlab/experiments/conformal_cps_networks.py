@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,6 @@ def run(
     command: str = "",
 ) -> dict[str, Any]:
     """Run the evaluation; returns the metrics written to ``out/metrics.json``."""
-    from latlab.datasets.bench.campaign import BENCH_CONFIG
     from latlab.datasets.bench.export import training_table
     from latlab.datasets.measure import default_device_name
     from latlab.datasets.references import resolve
@@ -74,7 +72,8 @@ def run(
     device = default_device_name("onnxruntime", 1)
     store = Store(db or str(out / "bench.db"))
     bench_info = run_benchmarks(store, device, s)
-    key = replace(BENCH_CONFIG, timer=s.timer).protocol_key()
+    # the protocol run_benchmarks measured under (paired with the reference network)
+    key = s.bench_config().protocol_key()
     table = training_table(store, device, protocol_key=key)
     table = table[table[device].notna() & (table[device] > 0)]
 

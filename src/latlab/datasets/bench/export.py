@@ -69,7 +69,7 @@ def training_table(
         if hints:
             raise DataError(
                 f"no layer benchmarks of {where} were measured with this protocol, but "
-                f"{'; '.join(hints)}: pass that option (latlab compare uses --timer thread)"
+                f"{'; '.join(hints)}: pass those options"
             )
         raise DataError(
             f"no layer benchmarks of {where} with protocol {protocol_key}: its {int(counts.sum())}"

@@ -33,6 +33,14 @@ round alike and cancels in the ratio, so campaigns hours apart share one scale. 
 samples are one per round (the block means); the robust CV of the per-round ratios decides
 re-measurement. Raw and corrected medians are both stored and exported.
 
+**Groups** (``MeasureConfig.group`` = ``g`` > 1, :func:`measure_group`): a campaign times ``g``
+networks together, each round a block of every one of them and a single reference block, so
+the reference costs ``1/g`` of its time per network instead of half of every round. Each
+network keeps its own block size, fewest rounds, repeats and time budget (it leaves the rounds
+when they are met) and its ratio is over its own rounds; the price is a round ``g`` blocks
+long, so that drift faster than about ``g`` x 20 ms cancels less. ``group`` is part of the
+protocol key (1, the default, keeps the keys stores already hold).
+
 Every measurement records the machine's load during its timed rounds
 (:mod:`latlab.datasets.measure.load`: other processes' CPU use in cores, steal time, load
 average).
@@ -72,7 +80,7 @@ import numpy as np
 from latlab.datasets.measure.backends import Backend, get_backend
 from latlab.datasets.measure.fingerprint import machine_fingerprint
 from latlab.datasets.measure.load import LoadMeter, competing, wait_for_quiet
-from latlab.datasets.measure.rounds import paired_blocks, time_rounds
+from latlab.datasets.measure.rounds import MemberFailed, paired_blocks, time_rounds
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.quantize import PRECISIONS
 from latlab.errors import DriftError, LatlabError, MeasurementError, first_line
@@ -102,6 +110,7 @@ _NEW_DEFAULTS: dict[str, Any] = {
     "reference": None,
     "block_ms": 20.0,
     "precision": "fp32",
+    "group": 1,
 }
 
 
@@ -147,6 +156,10 @@ class MeasureConfig:
     #: Numeric precision of the run (:data:`latlab.encoders.quantize.PRECISIONS`): ``fp32``,
     #: ``int8`` (the statically quantised QDQ model, onnxruntime) or ``bf16`` (torch).
     precision: str = "fp32"
+    #: Paired timing: networks a campaign times together beside one reference block per
+    #: round (:func:`measure_group`). 1 pairs every network with its own reference block;
+    #: ``g`` networks share one, so the reference costs ``1/g`` of its time per network.
+    group: int = 1
 
     def __post_init__(self) -> None:
         checks = {
@@ -166,6 +179,7 @@ class MeasureConfig:
             "inter_op_threads": self.inter_op_threads >= 1,
             "block_ms": self.block_ms > 0,
             "precision": self.precision in PRECISIONS,
+            "group": self.group >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -293,20 +307,24 @@ def _time_runs(run: Callable[[], None], count: int, clock: Callable[[], int]) ->
     return out
 
 
-def _warm_up(run: Callable[[], None], cfg: MeasureConfig) -> tuple[int, bool]:
-    """Run until the window median settles; returns (runs, settled)."""
+def _warm_up(run: Callable[[], None], cfg: MeasureConfig) -> tuple[int, bool, float]:
+    """Run until the window median settles; returns (runs, settled, the last window's median
+    in ms: the estimate paired timing sizes its blocks by)."""
     start = time.perf_counter()
     clock = TIMERS[cfg.timer]
-    done = len(_time_runs(run, cfg.min_warmup, clock))
+    first = _time_runs(run, cfg.min_warmup, clock)
+    done = len(first)
     previous: float | None = None
+    estimate = float(np.median(first)) if first else math.nan
     while done < cfg.max_warmup and time.perf_counter() - start < cfg.max_warmup_s:
         n = min(cfg.warmup_window, cfg.max_warmup - done)
         window = float(np.median(_time_runs(run, n, clock)))
         done += n
+        estimate = window
         if previous is not None and abs(window - previous) <= cfg.settle_tol * previous:
-            return done, True
+            return done, True, estimate / 1e6
         previous = window
-    return done, False
+    return done, False, estimate / 1e6
 
 
 def _repeat(run: Callable[[], None], cfg: MeasureConfig) -> list[int]:
@@ -443,6 +461,11 @@ def measure(
 MIN_ROUNDS = 10
 
 
+def _failed(network: str, exc: BaseException) -> MeasurementError:
+    first = first_line(exc)
+    return MeasurementError(f"running {network!r} failed: {first}")
+
+
 def measure_prepared(
     run: Callable[[], None],
     network: str,
@@ -457,90 +480,47 @@ def measure_prepared(
     """Time an already prepared inference ``run`` of ``network`` with the protocol of ``cfg``.
 
     :func:`measure` prepares and then calls this; campaigns call it directly with a prepared
-    reference session, so that the reference is built once per campaign.
+    reference session, so that the reference is built once per campaign. Paired timing is a
+    group of one (:func:`measure_group`).
     """
-    be = backend
     started = started or datetime.now(UTC)
-    paired = cfg.reference is not None
-    if paired and reference_run is None:
-        raise MeasurementError(f"measuring {network!r} against a reference needs its session")
-    clock = TIMERS[cfg.timer]
+    if cfg.reference is not None:
+        if reference_run is None:
+            raise MeasurementError(f"measuring {network!r} against a reference needs its session")
+        return measure_group(
+            [(network, run)],
+            cfg,
+            backend,
+            started,
+            reference_run=reference_run,
+            reference_value_ms=reference_value_ms,
+            reference_value_id=reference_value_id,
+        )[0]
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a sample would add milliseconds to one run
-    attempts: list[Any] = []
+    attempts: list[list[int]] = []
     cvs: list[float] = []
     meter = LoadMeter()
     try:
-        warmup_runs, settled = _warm_up(run, cfg)
-        meter = LoadMeter()  # the load of the timed rounds, not of the warm-up
-        if paired:
-            assert reference_run is not None
-            est = float(np.median(_time_runs(run, 3, clock))) / 1e6
-            ref_est = float(np.median(_time_runs(reference_run, max(cfg.min_warmup, 3), clock)))
-            k_net, k_ref = paired_blocks(est, ref_est / 1e6, cfg.block_ms)
-            min_rounds = max(math.ceil(cfg.min_repeats / k_net), MIN_ROUNDS)
+        warmup_runs, settled, _ = _warm_up(run, cfg)
+        meter = LoadMeter()  # the load of the timed runs, not of the warm-up
         while True:
-            if paired:
-                rounds = time_rounds(
-                    [run, reference_run],  # type: ignore[list-item]
-                    clock,
-                    blocks=[k_net, k_ref],
-                    max_rounds=max(math.ceil(cfg.repeats / k_net), min_rounds),
-                    min_rounds=min_rounds,
-                    budget_s=cfg.time_budget_s,
-                    budget_member=0,
-                )
-                attempts.append(rounds)
-                # the spread that matters for the corrected median: of the per-round ratios
-                cvs.append(robust_cv(rounds.blocks_ms[0] / rounds.blocks_ms[1]))
-            else:
-                samples = _repeat(run, cfg)
-                attempts.append(samples)
-                cvs.append(_summarise(samples)[5])
+            samples = _repeat(run, cfg)
+            attempts.append(samples)
+            cvs.append(_summarise(samples)[5])
             if cvs[-1] <= cfg.cv_threshold or len(attempts) > cfg.max_remeasures:
                 break
     except LatlabError:
         raise
     except Exception as exc:
-        first = first_line(exc)
-        raise MeasurementError(f"running {network!r} failed: {first}") from exc
+        raise _failed(network, exc) from exc
     finally:
         load = meter.stop()
         if gc_was_enabled:
             gc.enable()
     best = int(np.argmin(cvs))
     kept = attempts[best]
-    pair: dict[str, Any] = {}
-    if paired:
-        # raw statistics over every run (as unpaired); stored samples: one per round (block
-        # means), the figures the ratio is taken from
-        net_ms, ref_ms = kept.blocks_ms
-        median, p10, p90, mean, cv, rcv = _summarise(kept.samples_ns[0])
-        samples_ms = [float(x) for x in net_ms]
-        ratio = float(np.median(net_ms / ref_ms))
-        pair = {
-            "reference": cfg.reference,
-            "ratio": ratio,
-            "corrected_ms": ratio * reference_value_ms if reference_value_ms else None,
-            "reference_median_ms": float(np.median(np.asarray(kept.samples_ns[1]) / 1e6)),
-            "reference_value_ms": reference_value_ms,
-            "reference_value_id": reference_value_id if reference_value_ms else None,
-            "reference_samples_ms": [float(x) for x in ref_ms],
-            "rounds": kept.rounds,
-        }
-        repeats = len(kept.samples_ns[0])
-        extra: dict[str, Any] = {
-            "runs_per_block": kept.runs_per_block,
-            "samples": "block means (one per round)",
-            "ratio_robust_cv": cvs[best],
-        }
-    else:
-        median, p10, p90, mean, cv, rcv = _summarise(kept)
-        samples_ms = [s / 1e6 for s in kept]
-        repeats = len(kept)
-        extra = {}
-    info = dict(be.info())
-    info.update(getattr(run, "details", {}) or {})
+    median, p10, p90, mean, cv, rcv = _summarise(kept)
     if len(attempts) > 1:
         log.info("%s: robust CV %.3f after %d attempts", network, rcv, len(attempts))
     return Measurement(
@@ -551,22 +531,235 @@ def measure_prepared(
         mean_ms=mean,
         cv=cv,
         robust_cv=rcv,
-        samples_ms=samples_ms,
+        samples_ms=[x / 1e6 for x in kept],
         warmup_runs=warmup_runs,
         warmup_settled=settled,
-        repeats=repeats,
+        repeats=len(kept),
         remeasures=len(attempts) - 1,
         attempt_cvs=cvs,
         protocol=cfg.protocol(),
         protocol_key=cfg.protocol_key(),
-        backend_info=info,
+        backend_info=_backend_info(backend, run),
         fingerprint=machine_fingerprint(),
         started_at=started,
         finished_at=datetime.now(UTC),
-        extra=extra,
         load=load,
-        **pair,
     )
+
+
+def _backend_info(backend: Backend, run: Callable[[], None]) -> dict[str, Any]:
+    info = dict(backend.info())
+    info.update(getattr(run, "details", {}) or {})
+    return info
+
+
+@dataclass
+class _Attempt:
+    """One member's share of one set of paired rounds."""
+
+    samples_ns: list[int]
+    net_ms: np.ndarray
+    ref_ms: np.ndarray
+    ref_runs_ns: np.ndarray
+    runs_per_block: list[int]
+
+    @property
+    def ratio_cv(self) -> float:
+        # the spread that matters for the corrected median: of the per-round ratios
+        return robust_cv(self.net_ms / self.ref_ms)
+
+
+def measure_group(
+    members: Sequence[tuple[str, Callable[[], None]]],
+    cfg: MeasureConfig,
+    backend: Backend,
+    started: datetime | None = None,
+    *,
+    reference_run: Callable[[], None],
+    reference_value_ms: float | None = None,
+    reference_value_id: int | None = None,
+) -> list[Measurement]:
+    """Paired timing of prepared networks ``members`` (``(network, run)`` pairs) beside one
+    reference: one :class:`Measurement` each, in order.
+
+    Each network is warmed up alone; then every round runs a block of each network and one
+    block of the reference (:func:`~.rounds.time_rounds`), each network leaving the rounds
+    when its own budget, ``repeats`` and fewest-rounds rules are met, so that a network's
+    samples are what it would get timed alone beside the reference. A network's ratio is over
+    the rounds it took part in, against the reference blocks of those rounds. A network whose
+    ratios spread beyond ``cv_threshold`` is timed again (with the others that need it, up to
+    ``max_remeasures`` times), the attempt with the lowest spread kept. Grouping ``g``
+    networks divides the reference's share of the timing by ``g``; the price is rounds ``g``
+    blocks longer, so drift faster than a round (about ``g`` x 20 ms) cancels less.
+    """
+    started = started or datetime.now(UTC)
+    names = [name for name, _ in members]
+    runs = [run for _, run in members]
+    clock = TIMERS[cfg.timer]
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a sample would add milliseconds to one run
+    attempts: list[list[_Attempt]] = [[] for _ in runs]
+    warm: list[tuple[int, bool]] = []
+    meter = LoadMeter()
+    current = names[0]
+    try:
+        estimates = []
+        for name, run in members:
+            current = name
+            done, settled, est = _warm_up(run, cfg)
+            if not math.isfinite(est):  # no warm-up runs configured: time a few
+                est = float(np.median(_time_runs(run, 3, clock))) / 1e6
+            warm.append((done, settled))
+            estimates.append(est)
+        meter = LoadMeter()  # the load of the timed rounds, not of the warm-up
+        current = f"reference network {cfg.reference!r}"
+        ref_est = float(np.median(_time_runs(reference_run, max(cfg.min_warmup, 3), clock)))
+        blocks = [paired_blocks(est, ref_est / 1e6, cfg.block_ms) for est in estimates]
+        k_ref = max(kr for _, kr in blocks)  # the longest block any member asks for
+        least = [max(math.ceil(cfg.min_repeats / k), MIN_ROUNDS) for k, _ in blocks]
+        most = [max(math.ceil(cfg.repeats / k), n) for (k, _), n in zip(blocks, least, strict=True)]
+        active = list(range(len(runs)))
+        while active:
+            try:
+                rounds = time_rounds(
+                    [runs[i] for i in active] + [reference_run],
+                    clock,
+                    blocks=[blocks[i][0] for i in active] + [k_ref],
+                    max_rounds=[most[i] for i in active],
+                    min_rounds=[least[i] for i in active],
+                    budget_s=cfg.time_budget_s,
+                    budget_member=list(range(len(active))),
+                )
+            except MemberFailed as exc:  # name the network whose run raised
+                if exc.member < len(active):
+                    current = names[active[exc.member]]
+                raise (exc.__cause__ if exc.__cause__ is not None else exc) from None
+            ref_blocks = rounds.blocks_ms[-1]
+            ref_runs = np.asarray(rounds.samples_ns[-1], dtype=np.int64).reshape(-1, k_ref)
+            for j, i in enumerate(active):
+                taken = rounds.taken[j]
+                attempts[i].append(
+                    _Attempt(
+                        rounds.samples_ns[j],
+                        rounds.blocks_ms[j],
+                        ref_blocks[taken],
+                        ref_runs[taken].ravel(),
+                        [blocks[i][0], k_ref],
+                    )
+                )
+            active = [
+                i
+                for i in active
+                if attempts[i][-1].ratio_cv > cfg.cv_threshold
+                and len(attempts[i]) <= cfg.max_remeasures
+            ]
+    except LatlabError:
+        raise
+    except Exception as exc:
+        raise _failed(current, exc) from exc
+    finally:
+        load = meter.stop()
+        if gc_was_enabled:
+            gc.enable()
+    finished = datetime.now(UTC)
+    out = []
+    for i, name in enumerate(names):
+        cvs = [a.ratio_cv for a in attempts[i]]
+        kept = attempts[i][int(np.argmin(cvs))]
+        # raw statistics over every run (as unpaired); stored samples: one per round (block
+        # means), the figures the ratio is taken from
+        median, p10, p90, mean, cv, rcv = _summarise(kept.samples_ns)
+        ratio = float(np.median(kept.net_ms / kept.ref_ms))
+        extra: dict[str, Any] = {
+            "runs_per_block": kept.runs_per_block,
+            "samples": "block means (one per round)",
+            "ratio_robust_cv": min(cvs),
+        }
+        if len(names) > 1:
+            extra["group"] = len(names)
+        if len(cvs) > 1:
+            log.info("%s: robust CV %.3f after %d attempts", name, min(cvs), len(cvs))
+        out.append(
+            Measurement(
+                network=name,
+                median_ms=median,
+                p10_ms=p10,
+                p90_ms=p90,
+                mean_ms=mean,
+                cv=cv,
+                robust_cv=rcv,
+                samples_ms=[float(x) for x in kept.net_ms],
+                warmup_runs=warm[i][0],
+                warmup_settled=warm[i][1],
+                repeats=len(kept.samples_ns),
+                remeasures=len(cvs) - 1,
+                attempt_cvs=cvs,
+                protocol=cfg.protocol(),
+                protocol_key=cfg.protocol_key(),
+                backend_info=_backend_info(backend, runs[i]),
+                fingerprint=machine_fingerprint(),
+                started_at=started,
+                finished_at=finished,
+                extra=extra,
+                load=load,
+                reference=cfg.reference,
+                ratio=ratio,
+                corrected_ms=ratio * reference_value_ms if reference_value_ms else None,
+                reference_median_ms=float(np.median(kept.ref_runs_ns / 1e6)),
+                reference_value_ms=reference_value_ms,
+                reference_value_id=reference_value_id if reference_value_ms else None,
+                reference_samples_ms=[float(x) for x in kept.ref_ms],
+                rounds=len(kept.net_ms),
+            )
+        )
+    return out
+
+
+def measure_together(
+    networks: Sequence[str | NetworkGraph],
+    config: MeasureConfig,
+    backend: Backend | None = None,
+    *,
+    reference_run: Callable[[], None] | None = None,
+    reference_value_ms: float | None = None,
+    reference_value_id: int | None = None,
+) -> tuple[list[Measurement], Exception | None]:
+    """Prepare ``networks`` in order and time them: paired (``config.reference``), as one
+    :func:`measure_group` beside ``reference_run``; unpaired, one after the other.
+
+    Preparation stops at the first network that cannot be prepared: the networks before it
+    are still timed, and its error is returned beside their measurements, so that a campaign
+    keeps what it could measure and then reports the culprit."""
+    be = backend if backend is not None else get_backend(config.backend)
+    started = datetime.now(UTC)
+    prepared: list[tuple[str, Callable[[], None]]] = []
+    error: Exception | None = None
+    for network in networks:
+        try:
+            prepared.append((_ref(network), _prepare(be, network, config)))
+        except Exception as exc:
+            error = exc
+            break
+    if not prepared:
+        return [], error
+    if config.reference is None:  # one at a time, each with its own start time
+        alone = started if len(prepared) == 1 else None
+        return (
+            [measure_prepared(run, name, config, be, alone) for name, run in prepared],
+            error,
+        )
+    if reference_run is None:
+        reference_run = prepare_reference(be, config)
+    ms = measure_group(
+        prepared,
+        config,
+        be,
+        started,
+        reference_run=reference_run,
+        reference_value_ms=reference_value_ms,
+        reference_value_id=reference_value_id,
+    )
+    return ms, error
 
 
 @dataclass(frozen=True)
@@ -783,26 +976,10 @@ def measure_many(
         measure_anchor()
     first_reference: float | None = None
     since_anchor = 0
-    for ref in refs:
-        if ref in measured_keys or store.is_measured(device, ref, result.protocol_key):
-            result.skipped.append(ref)
-            done += 1
-            notify(CampaignEvent("skipped", done, total, ref))
-            continue
-        if pause_on_load:
-            waited = wait_for_quiet(config.threads, max_wait_s=pause_max_s)
-            if waited:
-                result.paused_s += waited
-                notify(CampaignEvent("paused", done, total, ref))
-        graph = resolve(ref, batch=config.batch, input_shape=config.input_shape)
-        m = measure(
-            ref,
-            config,
-            be,
-            reference_run=reference_run,
-            reference_value_ms=value.value_ms if value is not None else None,
-            reference_value_id=value.id if value is not None else None,
-        )
+
+    def record(graph: NetworkGraph, m: Measurement) -> None:
+        nonlocal done, since_anchor, first_reference
+        ref = m.network
         m.extra["campaign"] = result.campaign
         if paired:
             assert m.reference_median_ms is not None
@@ -836,6 +1013,54 @@ def measure_many(
         elif anchor is not None and since_anchor >= anchor_every and done < total:
             measure_anchor()
             since_anchor = 0
+
+    def measure_batch(batch: list[str]) -> None:
+        """Time ``batch`` (one network, or a paired group) and record it; a network that
+        cannot be resolved or prepared raises after the ones before it are recorded."""
+        graphs: list[tuple[str, NetworkGraph]] = []
+        failure: Exception | None = None
+        for ref in batch:
+            try:
+                graphs.append(
+                    (ref, resolve(ref, batch=config.batch, input_shape=config.input_shape))
+                )
+            except Exception as exc:
+                failure = exc
+                break
+        ms, error = measure_together(
+            [ref for ref, _ in graphs],
+            config,
+            be,
+            reference_run=reference_run,
+            reference_value_ms=value.value_ms if value is not None else None,
+            reference_value_id=value.id if value is not None else None,
+        )
+        for (_, graph), m in zip(graphs, ms, strict=False):
+            record(graph, m)
+        if error is not None:
+            raise error
+        if failure is not None:
+            raise failure
+
+    size = config.group if paired else 1
+    batch: list[str] = []
+    for ref in refs:
+        if ref in measured_keys or store.is_measured(device, ref, result.protocol_key):
+            result.skipped.append(ref)
+            done += 1
+            notify(CampaignEvent("skipped", done, total, ref))
+            continue
+        if pause_on_load and not batch:
+            waited = wait_for_quiet(config.threads, max_wait_s=pause_max_s)
+            if waited:
+                result.paused_s += waited
+                notify(CampaignEvent("paused", done, total, ref))
+        batch.append(ref)
+        if len(batch) >= size:
+            measure_batch(batch)
+            batch = []
+    if batch:
+        measure_batch(batch)
     if anchor is not None and since_anchor > 0:
         measure_anchor()
     notify(CampaignEvent("done", done, total))

@@ -55,15 +55,28 @@ def paired_blocks(
 @dataclass
 class Rounds:
     """The samples of interleaved rounds: ``samples_ns[m]`` all runs of member ``m`` in order,
-    ``blocks_ms[m]`` one time per round (the block's mean run time, ms)."""
+    ``blocks_ms[m]`` one time per round it took part in (the block's mean run time, ms) and
+    ``taken[m]`` the indices of those rounds (every round, unless a budgeted member stopped
+    early: :func:`time_rounds` with several budget members)."""
 
     samples_ns: list[list[int]]
     blocks_ms: list[np.ndarray]
     runs_per_block: list[int]
+    taken: list[np.ndarray]
 
     @property
     def rounds(self) -> int:
+        """Rounds timed (member 0's count, which is every round unless it stopped early)."""
         return len(self.blocks_ms[0]) if self.blocks_ms else 0
+
+
+class MemberFailed(Exception):
+    """A member's run raised inside :func:`time_rounds` (``member``: its index; the run's own
+    exception is the ``__cause__``), so that the caller can name the network that failed."""
+
+    def __init__(self, member: int) -> None:
+        super().__init__(f"member {member} failed")
+        self.member = member
 
 
 def warm_up_rounds(
@@ -85,45 +98,81 @@ def time_rounds(
     clock: Callable[[], int],
     *,
     blocks: Sequence[int] | None = None,
-    max_rounds: int,
-    min_rounds: int,
+    max_rounds: int | Sequence[int],
+    min_rounds: int | Sequence[int],
     budget_s: float,
-    budget_member: int | None = None,
+    budget_member: int | Sequence[int] | None = None,
 ) -> Rounds:
     """Time ``runs`` in interleaved rounds of ``blocks[m]`` runs each (default 1).
 
     Stops after ``max_rounds`` rounds, or once ``budget_s`` seconds are spent and at least
     ``min_rounds`` rounds are done. The budget counts the wall time of all rounds, or with
     ``budget_member`` only that member's own timed runs (a network's budget does not shrink
-    because a reference runs beside it). The garbage collector is paused: a collection inside
-    a sample would add milliseconds to one run.
+    because a reference runs beside it). With several budget members (a *group* of networks
+    timed beside one reference), ``max_rounds`` and ``min_rounds`` are per budget member
+    (sequences, or one number for all): each leaves the rounds when its own rule says stop,
+    the members that are not budgeted (the reference) run in every round, and the rounds end
+    when every budget member has left. The garbage collector is paused: a collection inside a
+    sample would add milliseconds to one run. A run that raises stops the rounds with
+    :class:`MemberFailed` naming its member.
     """
     sizes = list(blocks) if blocks is not None else [1] * len(runs)
+    budgeted = (
+        [] if budget_member is None
+        else [budget_member] if isinstance(budget_member, int)
+        else list(budget_member)
+    )  # fmt: skip
+    per = max(len(budgeted), 1)
+    most = [max_rounds] * per if isinstance(max_rounds, int) else list(max_rounds)
+    least = [min_rounds] * per if isinstance(min_rounds, int) else list(min_rounds)
+    if len(most) != per or len(least) != per:
+        raise ValueError("max_rounds and min_rounds need one value per budget member")
     samples: list[list[int]] = [[] for _ in runs]
     medians: list[list[float]] = [[] for _ in runs]
+    taken: list[list[int]] = [[] for _ in runs]
     budget_ns = int(budget_s * 1e9)
-    spent_member = 0
+    spent = dict.fromkeys(budgeted, 0)
+    active = set(range(len(runs)))
     gc_was = gc.isenabled()
     gc.disable()
     try:
         start = time.perf_counter_ns()
         rounds = 0
-        while rounds < max_rounds:
+        while rounds < max(most):
             for m, run in enumerate(runs):
+                if m not in active:
+                    continue
                 block = []
-                for _ in range(sizes[m]):
-                    t0 = clock()
-                    run()
-                    block.append(clock() - t0)
+                try:
+                    for _ in range(sizes[m]):
+                        t0 = clock()
+                        run()
+                        block.append(clock() - t0)
+                except Exception as exc:
+                    raise MemberFailed(m) from exc
                 samples[m].extend(block)
                 medians[m].append(sum(block) / len(block) / 1e6)
-                if m == budget_member:
-                    spent_member += sum(block)
+                taken[m].append(rounds)
+                if m in spent:
+                    spent[m] += sum(block)
             rounds += 1
-            spent = spent_member if budget_member is not None else time.perf_counter_ns() - start
-            if rounds >= min_rounds and spent >= budget_ns:
+            if not budgeted:
+                if rounds >= least[0] and time.perf_counter_ns() - start >= budget_ns:
+                    break
+                continue
+            for j, m in enumerate(budgeted):
+                if m in active and (
+                    rounds >= most[j] or (rounds >= least[j] and spent[m] >= budget_ns)
+                ):
+                    active.discard(m)
+            if active.isdisjoint(budgeted):
                 break
     finally:
         if gc_was:
             gc.enable()
-    return Rounds(samples, [np.asarray(x) for x in medians], sizes)
+    return Rounds(
+        samples,
+        [np.asarray(x) for x in medians],
+        sizes,
+        [np.asarray(t, dtype=int) for t in taken],
+    )
