@@ -119,7 +119,7 @@ def _noop(stage: str, done: int | None = None, total: int | None = None) -> None
 # --------------------------------------------------------------------------- checks
 
 
-def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> Any:
+def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> LatencyPredictor:
     """A predictor by name; ``random_state`` follows ``seed`` unless given; one-line errors."""
     from latlab.predictors import PREDICTORS, make_predictor
 
@@ -163,7 +163,9 @@ _SIGNED_PARAMS = frozenset(
 )
 
 
-def fit_predictor(model: Any, x: Any, y: Any, params: Mapping[str, Any], **kwargs: Any) -> Any:
+def fit_predictor(
+    model: LatencyPredictor, x: Any, y: Any, params: Mapping[str, Any], **kwargs: Any
+) -> LatencyPredictor:
     """``model.fit`` with the model library's own refusal of a parameter value (LightGBM's,
     scikit-learn's, torch's ``ValueError``) turned into one line naming ``--param``."""
     try:
@@ -179,7 +181,7 @@ def fit_predictor(model: Any, x: Any, y: Any, params: Mapping[str, Any], **kwarg
         raise DataError(f"predictor {model.name!r} refused --param {given}: {first}") from None
 
 
-def _check_config(config: TrainConfig) -> Any:
+def _check_config(config: TrainConfig) -> LatencyPredictor:
     """Every check that needs no data: fails fast with one line."""
     check_confidence(config.confidence)
     intervals.check_method(config.conformal)
