@@ -139,7 +139,7 @@ def test_a_grouped_campaign_keeps_the_networks_before_one_that_cannot_be_prepare
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")  # a reference that parses, but cannot be imported
     bad = f"onnx:{broken}"
-    with pytest.raises(Exception, match="broken.onnx"):
+    with pytest.raises(Exception, match=r"broken\.onnx"):
         measure_many(
             [NETS[0], bad, NETS[1]],
             dataclasses.replace(PAIRED, group=3),
