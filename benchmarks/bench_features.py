@@ -52,7 +52,6 @@ def nb201_graphs(source: str) -> tuple[list[NetworkGraph], str, float, float]:
     if source in ("auto", "resolve"):
         from latlab.datasets import references
 
-        references._ensure_registered()
         if "nb201" in references.SCHEMES:
             t0 = time.perf_counter()
             graphs = [references.resolve(f"nb201:{a}") for a in archs]
@@ -79,7 +78,6 @@ def full_nb201(archs: list[str], source: str) -> list[NetworkGraph]:
     """nb201 networks with their layers built (for the generic encoders)."""
     from latlab.datasets import references
 
-    references._ensure_registered()
     if source != "testnets" and "nb201" in references.SCHEMES:
         graphs = [references.resolve(f"nb201:{a}") for a in archs]
     else:

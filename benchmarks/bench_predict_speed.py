@@ -37,7 +37,6 @@ def ensure_nb201(source: str) -> str:
     """Make ``nb201:`` references resolvable; returns where graphs come from."""
     from latlab.datasets import references
 
-    references._ensure_registered()
     if source in ("auto", "resolve") and "nb201" in references.SCHEMES:
         return "latlab nb201 scheme"
     if source == "resolve":

@@ -124,6 +124,11 @@ def test_cm_o_flags_networks_far_outside_the_calibration_space(nb201_split, cali
     # Networks of the space itself are (almost) never flagged.
     test_nets = nb201_split[3][0]
     assert cp.ood_mask(test_nets).mean() < 0.01
+    # Training asks through the OutOfDistribution protocol: cm-o answers, split cannot tell.
+    from latlab.training import intervals
+
+    assert intervals.ood_mask(cp, far).tolist() == [True, True]
+    assert intervals.ood_mask(calibrated["split"], far) is None
 
 
 def test_save_and_load_give_identical_intervals(nb201_split, calibrated, tmp_path):

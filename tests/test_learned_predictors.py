@@ -269,3 +269,23 @@ def test_gcn_on_cnn_graphs_and_an_onnx_file(tmp_path):
     np.testing.assert_array_equal(
         load_predictor(tmp_path / "m").predict(graphs), model.predict(graphs)
     )
+
+
+def test_layer_model_files_load_sklearn_types_and_refuse_others(tmp_path):
+    """The layer-wise forests and mapping trees go through the one skops loader, which lets
+    sklearn and numpy types through for them and refuses any other."""
+    import skops.io as sio
+    from sklearn.tree import DecisionTreeRegressor
+
+    from latlab.errors import DataError
+    from latlab.predictors.skops_io import SKLEARN_PREFIXES, load_trusted_skops
+
+    tree = DecisionTreeRegressor(random_state=0).fit(
+        np.arange(20.0).reshape(-1, 1), np.arange(20.0)
+    )
+    again = load_trusted_skops(sio.dumps(tree), tmp_path, (), SKLEARN_PREFIXES)
+    assert again.predict([[3.0]])[0] == 3.0
+    with pytest.raises(BundleError, match=r"does not trust: latlab\.errors\.DataError"):
+        load_trusted_skops(sio.dumps({"t": DataError("x")}), tmp_path, (), SKLEARN_PREFIXES)
+    with pytest.raises(BundleError, match="corrupt skops model"):
+        load_trusted_skops(b"not a zip", tmp_path, (), SKLEARN_PREFIXES)

@@ -313,3 +313,101 @@ def test_a_plugin_scheme_registers_through_its_entry_point(tmp_path):
     )
     assert got["macs"] == 12 * 12 and got["family"] == "sq" and got["bad"] == [0, 1]
     assert "unknown network reference scheme 'nope'" in got["msg"] and "sq" in got["msg"]
+
+
+def test_zoo_op_rule_and_encoder_class_tables_list_names_without_imports():
+    got = _python(
+        """
+        import json, sys
+        from latlab.datasets import zoo
+        from latlab.encoders.base import ENCODER_CLASSES
+        from latlab.encoders.ops import RULES
+        names = {"zoo": zoo.names(), "encoders": sorted(ENCODER_CLASSES),
+                 "binary_rule": "BinaryGemm" in RULES}
+        loaded = sorted(m for m in sys.modules if m.startswith(("latlab.datasets.zoo.",
+                        "latlab.encoders.binary", "latlab.encoders.vector",
+                        "latlab.encoders.graph", "latlab.encoders.choices")))
+        kind = RULES["BinaryConv"].kind  # loads the binary module now
+        print(json.dumps({**names, "loaded": loaded, "kind": kind,
+                          "binary": "latlab.encoders.binary" in sys.modules}))
+        """
+    )
+    from latlab.datasets.zoo import BUILTIN_MODELS
+    from latlab.encoders.base import BUILTIN_ENCODER_CLASSES
+
+    assert got["loaded"] == ["latlab.datasets.zoo.common"]
+    assert got["zoo"] == sorted(BUILTIN_MODELS) and len(got["zoo"]) == 38
+    assert got["encoders"] == sorted(BUILTIN_ENCODER_CLASSES) and len(got["encoders"]) == 10
+    assert got["binary_rule"] and got["kind"] == "binconv" and got["binary"]
+
+
+def test_every_builtin_zoo_model_and_encoder_class_loads_to_what_its_name_says():
+    import importlib
+    import pkgutil
+
+    import latlab.encoders
+    from latlab.datasets import zoo
+    from latlab.encoders.base import ENCODER_CLASSES, EncoderStateMixin
+
+    for name in zoo.names():
+        assert zoo.get_model(name).name == name
+    for name in ENCODER_CLASSES:
+        assert ENCODER_CLASSES[name].__name__ == name
+    # Every encoder class latlab defines can be restored from a state (none left out).
+    for mod in pkgutil.iter_modules(latlab.encoders.__path__, "latlab.encoders."):
+        importlib.import_module(mod.name)
+    subclasses, todo = set(), list(EncoderStateMixin.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        subclasses.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    assert subclasses == set(ENCODER_CLASSES)
+
+
+def test_an_encoder_state_cannot_name_a_class_outside_the_table():
+    from latlab.encoders.base import encoder_from_state
+    from latlab.errors import FeatureError
+
+    with pytest.raises(FeatureError, match="unknown encoder 'Popen' in saved state"):
+        encoder_from_state({"encoder": "Popen", "params": {"args": ["true"]}})
+    enc = encoder_from_state({"encoder": "SummaryEncoder", "version": 1, "params": {}})
+    assert type(enc).__name__ == "SummaryEncoder"
+
+
+def test_no_module_registers_into_a_registry_it_does_not_define():
+    """Registration by import side effect stays out: a built-in is one line of its registry's
+    table. A module may fill only a registry it defines itself (the op tables of ``ops``,
+    ``onnx_export``, ``torch_export``); no built-in class registers itself by decorator."""
+    import ast
+
+    bad = []
+    for path in sorted((SRC / "latlab").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        own = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        for node in tree.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                own |= {t.id for t in targets if isinstance(t, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                for d in node.decorator_list:
+                    name = d.id if isinstance(d, ast.Name) else getattr(d, "attr", "")
+                    if name.startswith("register"):
+                        bad.append(f"{path.name}:{d.lineno} @{name}")
+        for stmt in tree.body:  # module level only: what importing the module does
+            for node in (
+                ast.walk(stmt) if not isinstance(stmt, ast.FunctionDef | ast.ClassDef) else ()
+            ):
+                if not isinstance(node, ast.Call):
+                    continue
+                f = node.func
+                if isinstance(f, ast.Name) and f.id.startswith("register") and f.id not in own:
+                    bad.append(f"{path.name}:{node.lineno} {f.id}()")
+                if (
+                    isinstance(f, ast.Attribute)
+                    and f.attr == "register"
+                    and isinstance(f.value, ast.Name)
+                    and f.value.id not in own
+                ):
+                    bad.append(f"{path.name}:{node.lineno} {f.value.id}.register()")
+    assert bad == []

@@ -8,6 +8,13 @@ exits non-zero; it never shows a traceback for these.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: how a
+    library's error is quoted in latlab's one-line messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class LatlabError(Exception):
     """Base class of every user-facing latlab error (one-line message)."""
 

@@ -44,7 +44,8 @@ class Registry(Mapping[str, T], Generic[T]):
 
     ``kind`` names what is registered in messages (``"predictor"``); ``group`` is the
     entry-point group plug-ins register in (``None``: none); ``check(obj)`` validates a loaded
-    entry (raise :class:`TypeError` or return ``False`` to refuse it).
+    entry (raise :class:`TypeError` or return ``False`` to refuse it); ``entries`` are the
+    built-in ones (name -> object or ``"module:attr"``).
     """
 
     def __init__(
@@ -52,11 +53,12 @@ class Registry(Mapping[str, T], Generic[T]):
         kind: str,
         group: str | None = None,
         check: Callable[[object], bool] | None = None,
+        entries: Mapping[str, T | str] | None = None,
     ) -> None:
         self.kind = kind
         self.group = group
         self._check = check
-        self._entries: dict[str, T | str] = {}
+        self._entries: dict[str, T | str] = dict(entries or {})
         self._discovered = group is None
         self._lock = threading.RLock()
 
@@ -108,6 +110,20 @@ class Registry(Mapping[str, T], Generic[T]):
                 self._entries[name] = loaded if isinstance(current, str) else current  # type: ignore[assignment]
                 entry = self._entries[name]
             return entry  # type: ignore[return-value]
+
+    def get(self, name: str, default: T | None = None) -> T | None:  # type: ignore[override]
+        """``registry[name]``, or ``default`` for a name nobody registered.
+
+        A loaded entry is returned by one dict look-up: the op-rule and exporter tables are
+        read once per layer.
+        """
+        entry = self._entries.get(name)
+        if entry is not None and not isinstance(entry, str):
+            return entry
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
     def __contains__(self, name: object) -> bool:
         if name not in self._entries:

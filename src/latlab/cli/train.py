@@ -276,6 +276,7 @@ def predict(
     ),
 ) -> None:
     """Predicted latency (ms) of networks, with intervals when the bundle is calibrated."""
+    from latlab.predictors.base import LayerPredictor
     from latlab.training.bundle import load_bundle
     from latlab.training.pipeline import predict as run_predict
 
@@ -283,7 +284,7 @@ def predict(
     b = load_bundle(bundle)
     frame = run_predict(b, refs, confidence, tracker=make_tracker(no_mlflow, experiment))
     per = None
-    if (layers or as_json) and hasattr(b.predictor, "predict_layers"):
+    if (layers or as_json) and isinstance(b.predictor, LayerPredictor):
         per = b.predictor.predict_layers(refs)
         if "covered" in per:
             missing = per[~per["covered"]].groupby("network_index")["op"].apply(list)

@@ -85,9 +85,8 @@ SCHEMES: Registry[Scheme] = Registry(
     "network reference scheme",
     group="latlab.schemes",
     check=lambda obj: isinstance(obj, Scheme),
+    entries=BUILTIN_SCHEMES,
 )
-for _name, _target in BUILTIN_SCHEMES.items():
-    SCHEMES.register(_name, _target)
 
 
 def register_scheme(scheme: Scheme) -> None:

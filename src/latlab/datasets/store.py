@@ -57,7 +57,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from latlab.errors import StoreError
+from latlab.errors import StoreError, first_line
 
 if TYPE_CHECKING:
     from latlab.datasets.measure.protocol import Measurement
@@ -228,8 +228,7 @@ def _add_missing_columns(conn: Connection) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return first_line(getattr(exc, "orig", None) or exc)
 
 
 class Store:
@@ -292,9 +291,7 @@ class Store:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
             METADATA.create_all(conn)
             _add_missing_columns(conn)
-            self._insert_ignore(
-                conn, store_meta, {"key": "schema_version", "value": SCHEMA_VERSION}
-            )
+            self.insert_ignore(conn, store_meta, {"key": "schema_version", "value": SCHEMA_VERSION})
             version = conn.execute(
                 select(store_meta.c.value).where(store_meta.c.key == "schema_version")
             ).scalar_one()
@@ -319,7 +316,7 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    def insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any]) -> bool:
         """Insert a row unless it violates a unique key; True when a row was written."""
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         stmt = insert(table).values(**values).on_conflict_do_nothing()
@@ -331,7 +328,7 @@ class Store:
     def _write(self, table: Table, values: dict[str, Any]) -> bool:
         try:
             with self.engine.begin() as conn:
-                return self._insert_ignore(conn, table, values)
+                return self.insert_ignore(conn, table, values)
         except DBAPIError as exc:
             raise StoreError(
                 f"cannot write to store {self.display_url}: {_first_line(exc)}"

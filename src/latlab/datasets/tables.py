@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latlab.errors import DataError
+from latlab.errors import DataError, first_line
 from latlab.fileio import atomic_write_text, atomic_write_with, prepare_output
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _read(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"table {path} is empty") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise DataError(f"cannot read table {path}: {first}") from None
 
 

@@ -1,6 +1,5 @@
 """Networks to one IR to features. The ground floor: imports no other latlab part."""
 
-from latlab.encoders import binary  # noqa: F401  (registers the binary ops)
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import Layer, NetworkGraph, NetworkTotals, Shape, numel
 

@@ -5,7 +5,8 @@ is a ``Pipeline``, and ``clone``/``get_params`` work for Optuna and conformal wr
 fitted statistics must travel with a saved predictor without pickle, so every encoder exports
 its complete state -- constructor parameters plus fitted attributes -- as a plain JSON-able dict
 (:meth:`EncoderStateMixin.to_state`) and is rebuilt from it by :func:`encoder_from_state`, which
-only instantiates classes registered here (a state file cannot name arbitrary code).
+only instantiates the classes of :data:`ENCODER_CLASSES` (a state file cannot name arbitrary
+code).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import FeatureError, NotFittedError
+from latlab.jsonio import jsonable
+from latlab.registry import Registry
 
 #: Layer kinds of the IR, in the fixed order used for counts and one-hots. A kind outside this
 #: vocabulary (an extension's new kind) is counted as ``other``.
@@ -43,7 +46,34 @@ MAC_KINDS: tuple[str, ...] = ("conv", "dwconv", "fc", "binconv", "binfc")
 
 STATE_VERSION = 1
 
-_REGISTRY: dict[str, type[EncoderStateMixin]] = {}
+#: The encoder classes a saved state may name: class name (the state's ``"encoder"``) ->
+#: ``"module:class"``, imported when a state naming it is first loaded. Only these (and those
+#: of the ``latlab.encoder_classes`` entry-point group) can be instantiated from a state file.
+BUILTIN_ENCODER_CLASSES: dict[str, str] = {
+    "BlockChainGraphEncoder": "latlab.encoders.choices:BlockChainGraphEncoder",
+    "ChoiceOneHotEncoder": "latlab.encoders.choices:ChoiceOneHotEncoder",
+    "GraphEncoder": "latlab.encoders.graph:GraphEncoder",
+    "LayerFeatureEncoder": "latlab.encoders.layer_features:LayerFeatureEncoder",
+    "LayerWidthEncoder": "latlab.encoders.vector:LayerWidthEncoder",
+    "Nb201CellGraphEncoder": "latlab.encoders.graph:Nb201CellGraphEncoder",
+    "Nb201OneHotEncoder": "latlab.encoders.vector:Nb201OneHotEncoder",
+    "Nb201OpCountEncoder": "latlab.encoders.vector:Nb201OpCountEncoder",
+    "SummaryEncoder": "latlab.encoders.vector:SummaryEncoder",
+    "TokenCountEncoder": "latlab.encoders.choices:TokenCountEncoder",
+}
+
+
+def _is_encoder_class(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, EncoderStateMixin)
+
+
+#: class name -> encoder class, for :func:`encoder_from_state` (lazy).
+ENCODER_CLASSES: Registry[type[EncoderStateMixin]] = Registry(
+    "encoder class",
+    group="latlab.encoder_classes",
+    check=_is_encoder_class,
+    entries=BUILTIN_ENCODER_CLASSES,
+)
 
 
 def canonical_kind(kind: str) -> str:
@@ -78,19 +108,6 @@ def check_graphs(graphs: Any, encoder: str) -> list[NetworkGraph]:
     return out
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays and tuples turned into JSON types (recursively)."""
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
 class EncoderStateMixin:
     """Export/import of an encoder's full state as a JSON-able dict.
 
@@ -100,10 +117,6 @@ class EncoderStateMixin:
     """
 
     _fitted_attrs: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
 
     def _fitted_names(self) -> tuple[str, ...]:
         """Fitted attributes of this instance (may depend on its parameters)."""
@@ -187,19 +200,11 @@ def encoder_from_state(state: dict[str, Any]) -> Any:
         return FeatureUnion(
             [(str(n), encoder_from_state(s)) for n, s in state.get("transformers", [])]
         )
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        # Encoder classes register when their module is imported; a process that only loads
-        # a saved state (a served bundle) may not have imported them yet.
-        import latlab.encoders.choices
-        import latlab.encoders.graph
-        import latlab.encoders.layer_features
-        import latlab.encoders.vector  # noqa: F401
-
-        cls = _REGISTRY.get(name)
-    if cls is None:
-        raise FeatureError(f"unknown encoder {name!r} in saved state; known: {sorted(_REGISTRY)}")
-    return cls.from_state(state)
+    if not isinstance(name, str) or name not in ENCODER_CLASSES:
+        raise FeatureError(
+            f"unknown encoder {name!r} in saved state; known: {sorted(ENCODER_CLASSES)}"
+        )
+    return ENCODER_CLASSES[name].from_state(state)
 
 
 def feature_names(names: Sequence[str]) -> np.ndarray:

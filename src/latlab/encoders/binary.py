@@ -32,7 +32,7 @@ from typing import Any
 
 from latlab.encoders.builder import NetBuilder, int_tuple, same_pads
 from latlab.encoders.ir import Layer, NetworkGraph, Shape, numel
-from latlab.encoders.ops import OpRule, infer_shapes, register_op
+from latlab.encoders.ops import OpRule, infer_shapes
 
 #: Op types of binary layers and their kinds.
 BINARY_OPS: dict[str, str] = {"BinaryGemm": "binfc", "BinaryConv": "binconv"}
@@ -127,8 +127,9 @@ def _shape_binary_conv(
     return infer_shapes("Conv", ins, a, ws)
 
 
-register_op("BinaryGemm", OpRule("binfc", _cost_binary, _shape_binary_gemm))
-register_op("BinaryConv", OpRule("binconv", _cost_binary, _shape_binary_conv))
+#: The binary ops' rules, named in :data:`latlab.encoders.ops.RULES` (loaded on first use).
+BINARY_GEMM_RULE = OpRule("binfc", _cost_binary, _shape_binary_gemm)
+BINARY_CONV_RULE = OpRule("binconv", _cost_binary, _shape_binary_conv)
 
 
 # --------------------------------------------------------------------------- builder helpers

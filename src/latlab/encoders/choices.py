@@ -122,7 +122,7 @@ class TokenCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         return out
 
 
-class BlockChainGraphEncoder(
+class BlockChainGraphEncoder(  # type: ignore[call-arg]  # TransformerMixin takes it
     EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
     """A chain network as a graph of its blocks, for the GCN (the cell graph's analogue).

@@ -207,7 +207,9 @@ class _GraphFeatureScaler:
         return mean.tolist(), std.tolist()
 
 
-class GraphEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+class GraphEncoder(  # type: ignore[call-arg]  # TransformerMixin takes it
+    EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
+):
     """torch-geometric ``Data`` of any network: layers as nodes, data flow as edges.
 
     Nodes, in order: the global node (if ``global_node``), one node per graph input (if
@@ -473,7 +475,7 @@ def _reach(a: np.ndarray, start: int) -> np.ndarray:
     return seen
 
 
-class Nb201CellGraphEncoder(
+class Nb201CellGraphEncoder(  # type: ignore[call-arg]  # TransformerMixin takes it
     EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
     """The NAS-Bench-201 cell graph of BRP-NAS, as torch-geometric ``Data``.
@@ -645,18 +647,19 @@ def brp_adjacency(ops: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 #: (:attr:`latlab.datasets.spaces.base.SearchSpace.graph_encoders`); plug-ins: the
 #: ``latlab.graph_encoders`` entry points.
 GRAPH_ENCODERS: Registry[Any] = Registry(
-    "graph encoder", group="latlab.graph_encoders", check=callable
+    "graph encoder",
+    group="latlab.graph_encoders",
+    check=callable,
+    entries={
+        "generic": lambda graph_features: GraphEncoder(graph_features=graph_features),
+        "nb201-cell": lambda graph_features: Nb201CellGraphEncoder(
+            prune=False, graph_features=graph_features
+        ),
+        "nb201-brp": lambda graph_features: Nb201CellGraphEncoder(
+            prune=True, graph_features=graph_features
+        ),
+    },
 )
-for _name, _factory in {
-    "generic": lambda graph_features: GraphEncoder(graph_features=graph_features),
-    "nb201-cell": lambda graph_features: Nb201CellGraphEncoder(
-        prune=False, graph_features=graph_features
-    ),
-    "nb201-brp": lambda graph_features: Nb201CellGraphEncoder(
-        prune=True, graph_features=graph_features
-    ),
-}.items():
-    GRAPH_ENCODERS.register(_name, _factory)
 
 
 def register_graph_encoder(name: str, factory: Any) -> None:

@@ -191,7 +191,7 @@ def _check_unknown(graph: NetworkGraph, allow_unknown: bool, encoder: str) -> No
 
 # auto_wrap_output_keys=None: the table is not a feature matrix (rows are layers, not
 # networks), so scikit-learn's set_output must not try to wrap it.
-class LayerFeatureEncoder(
+class LayerFeatureEncoder(  # type: ignore[call-arg]  # TransformerMixin takes it
     EncoderStateMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
     """One table row per layer of every network: the input of layer-wise models.

@@ -92,10 +92,17 @@ class ExportContext:
 
 
 #: op -> exporter; lazy ``"module:function"`` entries are imported when a layer of the op is
-#: first exported (the binary layers' exporters live in :mod:`latlab.encoders.binary_onnx`).
-EXPORTERS: Registry[Exporter] = Registry("ONNX exporter", check=callable)
-EXPORTERS.register("BinaryGemm", "latlab.encoders.binary_onnx:export_binary_gemm")
-EXPORTERS.register("BinaryConv", "latlab.encoders.binary_onnx:export_binary_conv")
+#: first exported (the binary layers' exporters live in :mod:`latlab.encoders.binary_onnx`);
+#: plug-ins: the ``latlab.onnx_exporters`` entry-point group.
+EXPORTERS: Registry[Exporter] = Registry(
+    "ONNX exporter",
+    group="latlab.onnx_exporters",
+    check=callable,
+    entries={
+        "BinaryGemm": "latlab.encoders.binary_onnx:export_binary_gemm",
+        "BinaryConv": "latlab.encoders.binary_onnx:export_binary_conv",
+    },
+)
 
 
 def register_exporter(op: str, fn: Exporter | str) -> None:

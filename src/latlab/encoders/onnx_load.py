@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from latlab.encoders.ir import Shape
 from latlab.encoders.onnx_common import InputShape, ModelSource, has_data
-from latlab.errors import OnnxImportError
+from latlab.errors import OnnxImportError, first_line
 
 #: The import's logger (one name for every part of it).
 log = logging.getLogger("latlab.encoders.onnx_import")
@@ -166,11 +166,6 @@ def _require_graph(model: onnx.ModelProto, what: str) -> None:
     # protobuf parses many non-ONNX byte strings into an empty message without complaint.
     if not model.HasField("graph") or (len(model.graph.node) == 0 and not model.graph.output):
         raise OnnxImportError(f"corrupt or empty {what}: it holds no graph")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- input shapes

@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from latlab.encoders.ir import Shape
 from latlab.encoders.onnx_common import DEFAULT_DOMAINS, SMALL_TENSOR, has_data
-from latlab.encoders.onnx_load import first_line, set_shape
-from latlab.errors import OnnxImportError
+from latlab.encoders.onnx_load import set_shape
+from latlab.errors import OnnxImportError, first_line
 
 #: The import's logger (one name for every part of it).
 log = logging.getLogger("latlab.encoders.onnx_import")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latlab.encoders.ir import Layer, Shape, numel
+from latlab.registry import Registry
 
 ShapeFn = Callable[[Sequence[Shape], dict[str, Any], Sequence[Shape]], tuple[Shape, ...]]
 CostFn = Callable[[Layer], tuple[int, int, int]]
@@ -43,12 +44,29 @@ class OpRule:
     shape: ShapeFn | None = None
 
 
-RULES: dict[str, OpRule] = {}
+def _is_rule(obj: object) -> bool:
+    return isinstance(obj, OpRule)
 
 
-def register_op(op: str, rule: OpRule) -> None:
-    """Add or replace the rule of ``op`` (used by extensions such as binary layers)."""
-    RULES[op] = rule
+#: op type -> its rule. The ONNX ops' rules are defined below, in this module; an extension's
+#: ops are lazy ``"module:attr"`` entries imported when a layer of the op is first costed (the
+#: binary layers' rules live in :mod:`latlab.encoders.binary`); plug-ins: the ``latlab.ops``
+#: entry-point group.
+RULES: Registry[OpRule] = Registry(
+    "op rule",
+    group="latlab.ops",
+    check=_is_rule,
+    entries={
+        "BinaryGemm": "latlab.encoders.binary:BINARY_GEMM_RULE",
+        "BinaryConv": "latlab.encoders.binary:BINARY_CONV_RULE",
+    },
+)
+
+
+def register_op(op: str, rule: OpRule | str) -> None:
+    """Add or replace the rule of ``op``: an :class:`OpRule`, or ``"module:attr"`` naming one
+    (imported when a layer of ``op`` is first costed)."""
+    RULES.register(op, rule)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -410,7 +428,7 @@ for _op in ("ArgMax", "ArgMin"):
 RULES["GroupNormalization"] = OpRule("norm", _cost_norm, _shape_same)
 for _op in ("GatherElements", "GatherND", "ScatterND", "ScatterElements", "Compress", "TopK",
             "NonZero", "Trilu", "ReverseSequence", "EyeLike", "Size"):  # fmt: skip
-    RULES.setdefault(_op, OpRule("data", _cost_free, None))
+    RULES[_op] = OpRule("data", _cost_free, None)
 
 
 def kind_of(op: str, attrs: dict[str, Any], input_shape: Shape) -> str:

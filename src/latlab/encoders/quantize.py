@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import LatlabError
+from latlab.errors import LatlabError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _quantize_bytes(
                 weight_type=QuantType.QInt8,
             )
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise PrecisionError(f"onnxruntime cannot quantise the model: {first}") from exc
         finally:
             logging.getLogger().removeFilter(quiet)

@@ -20,15 +20,19 @@ from torch.nn import functional as F
 
 from latlab.encoders.ir import Layer, NetworkGraph
 from latlab.errors import FeatureError
+from latlab.registry import Registry
 
 #: op -> factory(layer) returning a module called with the layer's activation inputs.
 TorchFactory = Callable[[Layer], nn.Module]
-TORCH_OPS: dict[str, TorchFactory] = {}
+#: The ONNX ops' factories are defined below, in this module; plug-ins: the
+#: ``latlab.torch_ops`` entry-point group, or a ``"module:attr"`` given to
+#: :func:`register_torch_op` (imported when a layer of the op is first built).
+TORCH_OPS: Registry[TorchFactory] = Registry("torch op", group="latlab.torch_ops", check=callable)
 
 
-def register_torch_op(op: str, factory: TorchFactory) -> None:
+def register_torch_op(op: str, factory: TorchFactory | str) -> None:
     """Make layers of ``op`` runnable in the torch eager backend."""
-    TORCH_OPS[op] = factory
+    TORCH_OPS.register(op, factory)
 
 
 class Fn(nn.Module):

@@ -395,15 +395,16 @@ _LIVE_BY_NONE_PATTERN = np.array(
 #: :attr:`latlab.datasets.spaces.base.SearchSpace.vector_encoders`; plug-ins: the
 #: ``latlab.vector_encoders`` entry points).
 VECTOR_ENCODERS: Registry[Any] = Registry(
-    "vector encoder", group="latlab.vector_encoders", check=callable
+    "vector encoder",
+    group="latlab.vector_encoders",
+    check=callable,
+    entries={
+        "summary": SummaryEncoder,
+        "widths": LayerWidthEncoder,
+        "nb201-onehot": Nb201OneHotEncoder,
+        "nb201-counts": Nb201OpCountEncoder,
+    },
 )
-for _name, _factory in {
-    "summary": SummaryEncoder,
-    "widths": LayerWidthEncoder,
-    "nb201-onehot": Nb201OneHotEncoder,
-    "nb201-counts": Nb201OpCountEncoder,
-}.items():
-    VECTOR_ENCODERS.register(_name, _factory)
 
 
 def register_vector_encoder(name: str, factory: Any) -> None:

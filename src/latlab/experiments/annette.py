@@ -81,8 +81,9 @@ from latlab.experiments.annette_tables import (
     summarise,
     transformer_layer_table,
 )
-from latlab.experiments.common import dump_json, json_safe
+from latlab.experiments.common import dump_json
 from latlab.experiments.context import ExperimentContext, Progress
+from latlab.jsonio import jsonable
 from latlab.predictors.layerwise import LayerwisePredictor
 from latlab.training.metrics import regression_metrics
 
@@ -281,7 +282,7 @@ def run_settings(
         }
     )
     write_report(out, metrics, metrics.pop("_zoo_frame"))
-    return json_safe(metrics)  # type: ignore[no-any-return]
+    return jsonable(metrics)  # type: ignore[no-any-return]
 
 
 #: The campaign's sessions (each invocation of the main job on one report folder): a resumed or
@@ -294,7 +295,7 @@ def record_session(out: Path, session: dict[str, Any]) -> list[dict[str, Any]]:
         sessions = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
     except (OSError, ValueError, AttributeError):
         sessions = []
-    sessions = [*sessions, {k: json_safe(v) for k, v in session.items()}]
+    sessions = [*sessions, {k: jsonable(v) for k, v in session.items()}]
     dump_json(path, {"sessions": sessions})
     return sessions
 

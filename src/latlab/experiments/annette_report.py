@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from latlab.experiments.annette_settings import MODELS
-from latlab.experiments.common import write_atomic
+from latlab.fileio import atomic_write_text
 
 log = logging.getLogger("latlab.experiments.annette")
 
@@ -268,7 +268,7 @@ def write_report(out: Path, metrics: dict[str, Any], networks: pd.DataFrame) -> 
         ),
         "",
     ]
-    write_atomic(out / "report.md", "\n".join(parts) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
 
 
 def sessions_note(m: dict[str, Any]) -> str:

@@ -40,8 +40,8 @@ from latlab.experiments.common import (
     fmt,
     markdown_table,
     mean_std,
-    write_atomic,
 )
+from latlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def run(
     if space_name != "nb201":
         doc["space"] = space_name
     dump_json(out / "metrics.json", doc)
-    write_atomic(out / "report.md", report(doc))
+    atomic_write_text(out / "report.md", report(doc))
     return doc
 
 
@@ -668,7 +668,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
             "",
         ]
     lines += ["## How to repeat", "", f"`{ctx.command}`", ""]
-    write_atomic(Path(cfg.out) / "report.md", text + "\n".join(lines))
+    atomic_write_text(Path(cfg.out) / "report.md", text + "\n".join(lines))
     doc["figures"] = figures
     doc["summary"] = summary(doc)
     return doc

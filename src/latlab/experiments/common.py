@@ -15,10 +15,6 @@ import numpy as np
 from latlab.fileio import atomic_write_text
 from latlab.jsonio import jsonable
 
-#: The experiments' older names for the shared helpers (annette.py imports them).
-json_safe = jsonable
-write_atomic = atomic_write_text
-
 
 def config_hash(config: Any) -> str:
     """A short stable hash of a JSON-able configuration (keys results to their settings)."""

@@ -42,8 +42,8 @@ from latlab.experiments.common import (
     fmt,
     markdown_table,
     mean_std,
-    write_atomic,
 )
+from latlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def run(
         },
     }
     dump_json(out / "metrics.json", doc)
-    write_atomic(out / "report.md", report(doc))
+    atomic_write_text(out / "report.md", report(doc))
     return doc
 
 
@@ -467,7 +467,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
             "",
         ]
     lines += ["## How to repeat", "", f"`{ctx.command}`", ""]
-    write_atomic(out / "report.md", report(doc) + "\n".join(lines))
+    atomic_write_text(out / "report.md", report(doc) + "\n".join(lines))
     doc["figures"] = figures
     fc = doc["results"]["fcnn"]
     doc["summary"] = {

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from latlab.experiments.common import dump_json, markdown_table, write_atomic
+from latlab.experiments.common import dump_json, markdown_table
+from latlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     )  # fmt: skip
     plots.save(fig, out / "predicted_vs_measured.png")
     dump_json(out / "results.json", doc)
-    write_atomic(out / "report.md", _report(doc, ctx.command))
+    atomic_write_text(out / "report.md", _report(doc, ctx.command))
     store.close()
     return {
         "experiment": "precision",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -29,12 +29,15 @@ from latlab.jsonio import jsonable
 from latlab.predictors.tuning_space import TuningSpace
 from latlab.registry import Registry
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 Network = str | NetworkGraph
 PREDICTOR_FILE = "predictor.json"
 
 #: The built-in predictors: registry name -> ``"module:class"``, imported on first use. A new
 #: predictor is one module plus one line here (or, outside latlab, an entry point in the
-#: ``latlab.predictors`` group); the decorator :func:`register_predictor` is optional.
+#: ``latlab.predictors`` group); :func:`register_predictor` is for a class made at run time.
 BUILTIN_PREDICTORS: dict[str, str] = {
     "fcnn": "latlab.predictors.fcnn:FcnnPredictor",
     "flops": "latlab.predictors.flops:FlopsPredictor",
@@ -61,10 +64,8 @@ def _is_predictor(obj: object) -> bool:
 
 #: name -> predictor class (lazy: a predictor's module is imported when it is first used).
 PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
-    "predictor", group="latlab.predictors", check=_is_predictor
+    "predictor", group="latlab.predictors", check=_is_predictor, entries=BUILTIN_PREDICTORS
 )
-for _name, _target in BUILTIN_PREDICTORS.items():
-    PREDICTORS.register(_name, _target)
 
 
 def register_predictor(cls: type[LatencyPredictor]) -> type[LatencyPredictor]:
@@ -133,6 +134,24 @@ class Predictor(Protocol):
     def predict_encoded(self, items: Sequence[Any]) -> np.ndarray: ...
 
     def save(self, directory: str | Path) -> Path: ...
+
+
+@runtime_checkable
+class LayerPredictor(Protocol):
+    """A predictor whose network latency is a sum over layers or kernels it can list (the
+    layer-wise and kernel predictors): what ``cps`` and ``latlab predict --layers`` need."""
+
+    name: ClassVar[str]
+
+    def predict_layers(self, networks: Sequence[Network]) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class OutOfDistribution(Protocol):
+    """A conformal wrapper that can tell which networks lie outside its calibration
+    distribution (``cm-o``: :class:`~latlab.predictors.conformal.network.DistanceKnnConformal`)."""
+
+    def ood_mask(self, networks: Sequence[Network]) -> np.ndarray: ...
 
 
 @runtime_checkable

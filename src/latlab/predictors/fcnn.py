@@ -30,7 +30,7 @@ import numpy as np
 
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
 from latlab.predictors.features import AUTO, VectorFeatures
 from latlab.predictors.tuning_space import TuningSpace, cat, flt, widths
@@ -75,7 +75,6 @@ def _batches(n: int, size: int, generator: Any) -> list[Any]:
     return parts
 
 
-@register_predictor
 class FcnnPredictor(LatencyPredictor):
     """Torch MLP on standardised vector features (see the module docstring for defaults)."""
 

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from latlab.errors import FeatureError
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.tuning_space import TuningSpace, cat
 
 
@@ -32,7 +32,6 @@ def macs_bytes(networks: list[Network]) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
-@register_predictor
 class FlopsPredictor(LatencyPredictor):
     """Linear latency model on MACs (and, with ``use_bytes``, bytes moved)."""
 

@@ -19,7 +19,6 @@ from latlab.predictors.base import (
     Network,
     as_graphs,
     read_model_file,
-    register_predictor,
 )
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
 from latlab.predictors.features import AUTO, VectorFeatures, VectorRowsPredictor
@@ -34,7 +33,6 @@ FOREST_FILE = "forest.skops"
 TRUSTED_TYPES: tuple[str, ...] = TREE_TYPES
 
 
-@register_predictor
 class ForestPredictor(VectorRowsPredictor, LatencyPredictor):
     """scikit-learn ``RandomForestRegressor`` on vector features (``features``: :mod:`.features`).
 

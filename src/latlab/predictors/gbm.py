@@ -21,7 +21,6 @@ from latlab.predictors.base import (
     Network,
     as_graphs,
     read_model_file,
-    register_predictor,
 )
 from latlab.predictors.common import (
     check_target,
@@ -35,7 +34,6 @@ from latlab.predictors.tuning_space import TuningSpace, flt, integer
 BOOSTER_FILE = "booster.txt"
 
 
-@register_predictor
 class GbmPredictor(VectorRowsPredictor, LatencyPredictor):
     """LightGBM regression on vector features (``features``: see :mod:`.features`).
 

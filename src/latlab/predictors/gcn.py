@@ -54,7 +54,7 @@ import numpy as np
 from latlab.encoders.base import encoder_from_state, encoder_to_state
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
 from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
@@ -179,7 +179,6 @@ def batch_inputs(batch: Any) -> tuple[Any, ...]:
     return batch.x, csr[0], csr[1], gf
 
 
-@register_predictor
 class GcnPredictor(LatencyPredictor):
     """BRP-NAS-style GCN (see the module docstring for the defaults and the graphs)."""
 

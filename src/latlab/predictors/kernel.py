@@ -56,7 +56,8 @@ import numpy as np
 
 from latlab.errors import DataError, MeasurementError
 from latlab.fileio import atomic_write_bytes
-from latlab.predictors.base import LatencyPredictor, Network, read_model_file, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, read_model_file
+from latlab.predictors.tuning_space import TuningSpace, cat, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,11 +275,18 @@ def fit_overhead(e2e_ms: np.ndarray, sum_ms: np.ndarray, n: np.ndarray) -> tuple
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
-@register_predictor
 class KernelPredictor(LatencyPredictor):
     """Kernel-level predictor (see the module docstring)."""
 
     name = "kernel"
+    #: The per-family model choice and how much data a family needs.
+    tuning = TuningSpace(
+        {
+            "model": cat(*MODELS),
+            "min_points": integer(4, 50),
+            "n_estimators": integer(50, 400, step=50),
+        }
+    )
     min_train_rows = 2
 
     @staticmethod

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.tuning_space import TuningSpace, cat
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,6 @@ def layer_counts(networks: list[Network], layers: str = "ir") -> list[dict[str, 
     return out
 
 
-@register_predictor
 class LayerSumPredictor(LatencyPredictor):
     """Network latency as a sum of fitted per-layer lookup-table times plus an overhead."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, encode_target
 from latlab.predictors.features import VectorFeatures, VectorRowsPredictor
 from latlab.predictors.tuning_space import TuningSpace, cat
@@ -29,7 +29,6 @@ from latlab.predictors.tuning_space import TuningSpace, cat
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 22))
 
 
-@register_predictor
 class LinearPredictor(VectorRowsPredictor, LatencyPredictor):
     """RidgeCV on standardised vector features (``features``, default ``summary``: every
     network has it, so the model applies across search spaces)."""
@@ -48,18 +47,20 @@ class LinearPredictor(VectorRowsPredictor, LatencyPredictor):
         eval_set: tuple[list[Network], np.ndarray] | None,
     ) -> None:
         from sklearn.linear_model import RidgeCV
+        from sklearn.preprocessing import StandardScaler
 
         check_target(self.target)
         self.features_, x = VectorFeatures.fit(self.features, as_graphs(networks))
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale[scale == 0] = 1.0
-        reg = RidgeCV(alphas=ALPHAS).fit((x - mean) / scale, encode_target(y, self.target))
-        self.mean_, self.scale_ = mean, scale
+        scaler = StandardScaler().fit(x)  # constant features keep a scale of 1
+        reg = RidgeCV(alphas=ALPHAS).fit(scaler.transform(x), encode_target(y, self.target))
+        self.mean_ = np.asarray(scaler.mean_, dtype=np.float64)
+        self.scale_ = np.asarray(scaler.scale_, dtype=np.float64)
         self.coef_ = np.asarray(reg.coef_, dtype=np.float64)
         self.intercept_ = float(reg.intercept_)
         self.alpha_ = float(reg.alpha_)
 
     def _predict_rows(self, x: np.ndarray) -> np.ndarray:
+        # The fitted scaler and ridge as one affine map (their state is the JSON below).
         return np.asarray(((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_)
 
     def _state(self, directory: Path) -> dict[str, Any]:

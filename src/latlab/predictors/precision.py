@@ -31,7 +31,7 @@ import numpy as np
 
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import inside
-from latlab.predictors.base import LatencyPredictor, Network, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network
 from latlab.predictors.tuning_space import TuningSpace, cat, integer
 
 #: Folder of a saved cross-precision predictor holding its FP32 kernel predictor.
@@ -123,7 +123,6 @@ class SpeedupModel:
         return {c: float(1 / r) for c, r in zip(CLASSES, self.ratios_, strict=True)}
 
 
-@register_predictor
 class CrossPrecisionPredictor(LatencyPredictor):
     """``cross-precision``: INT8 latency from a device's FP32 kernel data and k INT8 networks.
 

@@ -18,8 +18,19 @@ from latlab.errors import BundleError
 TREE_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
 
 
-def load_trusted_skops(data: bytes, where: Path | str, trusted: Iterable[str] = TREE_TYPES) -> Any:
-    """The object in skops ``data`` if it needs no type beyond skops' defaults and ``trusted``.
+#: Module prefixes whose every type the layer-wise models' files may hold (their forests and
+#: mapping trees are plain scikit-learn estimators on numpy arrays).
+SKLEARN_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.")
+
+
+def load_trusted_skops(
+    data: bytes,
+    where: Path | str,
+    trusted: Iterable[str] = TREE_TYPES,
+    trusted_prefixes: tuple[str, ...] = (),
+) -> Any:
+    """The object in skops ``data`` if it needs no type beyond skops' defaults, ``trusted``
+    and the types of the modules ``trusted_prefixes`` name.
 
     ``where`` (the file or its folder) is named in the messages: corrupt file, untrusted
     types (listed), or a load failure.
@@ -30,7 +41,7 @@ def load_trusted_skops(data: bytes, where: Path | str, trusted: Iterable[str] = 
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises zipfile/JSON errors for corrupt files
         raise BundleError(f"corrupt skops model in {where}: {exc}") from None
-    unknown = sorted(set(untrusted) - set(trusted))
+    unknown = sorted(t for t in set(untrusted) - set(trusted) if not t.startswith(trusted_prefixes))
     if unknown:
         raise BundleError(
             f"skops model in {where} contains types latlab does not trust: {', '.join(unknown)}"

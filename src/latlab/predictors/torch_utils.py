@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latlab.errors import BundleError
+from latlab.errors import BundleError, first_line
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import read_model_file
 from latlab.predictors.epochs import report_epoch
@@ -181,6 +181,6 @@ def load_state_dict(module: torch.nn.Module, directory: Path, name: str) -> None
         state = load(data)
         module.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise BundleError(f"corrupt or mismatched weights {name} in {directory}: {first}") from None
     module.eval()

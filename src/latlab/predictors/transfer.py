@@ -75,7 +75,6 @@ from latlab.predictors.base import (
     as_graphs,
     load_predictor,
     make_predictor,
-    register_predictor,
 )
 from latlab.predictors.tuning_space import TuningSpace, cat, flt
 
@@ -461,7 +460,6 @@ _SOURCE_MODELS: dict[tuple[int, int, str, int], tuple[SourceLatencies, LatencyPr
 _SOURCE_MODELS_MAX = 64
 
 
-@register_predictor
 class TransferPredictor(LatencyPredictor):
     """Few-shot latency predictor for a new device, transferred from a ``pretrain`` table.
 
@@ -667,6 +665,11 @@ class TransferPredictor(LatencyPredictor):
         if self.features_ is not None:
             z = z + self._head.predict(self.features_.transform(graphs))
         return np.exp(z)
+
+    def in_pretrain_table(self, networks: Sequence[Network]) -> np.ndarray:
+        """Bool per network: whether it is a row of the pretrain table (by reference)."""
+        self._check_fitted()
+        return self.sources_.rows([reference_of(n).strip() for n in networks]) >= 0
 
     def difficulty(self) -> float:
         """How hard the target looks from its k networks: the root leave-one-out error of the

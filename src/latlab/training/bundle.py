@@ -46,7 +46,7 @@ from latlab.confidence import check_confidence
 from latlab.errors import BundleError, DataError
 from latlab.fileio import atomic_write_text, inside, make_parent, prepare_output
 from latlab.jsonio import jsonable
-from latlab.predictors.base import IntervalPredictor, Predictor
+from latlab.predictors.base import IntervalPredictor, LatencyPredictor, Predictor
 from latlab.training import intervals
 from latlab.training.feature_cache import DEFAULT_CACHE_SIZE, CachedPredictor, FeatureCache
 
@@ -351,9 +351,9 @@ def _checksums(root: Path, under: Path | None = None) -> dict[str, str]:
 
 def save_bundle(
     out: str | os.PathLike[str],
-    predictor: Any,
+    predictor: LatencyPredictor,
     *,
-    conformal: Any = None,
+    conformal: IntervalPredictor | None = None,
     manifest: dict[str, Any] | None = None,
     split: dict[str, list[str]] | None = None,
     mlflow_model: bool = True,
@@ -401,7 +401,7 @@ def save_bundle(
             **((manifest or {}).get("predictor") or {}),
             "dir": predictor_dir,
         }
-        keys = getattr(predictor, "feature_state_keys", ())
+        keys = predictor.feature_state_keys
         doc["features"] = feature_spec(stage / predictor_dir, keys)
         doc["conformal"] = conf_doc
         doc.setdefault("environment", environment())

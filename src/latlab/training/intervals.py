@@ -9,12 +9,11 @@ into calibrated intervals: ``make_conformal(method, predictor, **options)`` ->
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from latlab.errors import BundleError, DataError
-from latlab.predictors.base import IntervalPredictor, Predictor
+from latlab.predictors.base import IntervalPredictor, LatencyPredictor, OutOfDistribution
 
 #: ``--conformal`` methods (``none`` switches intervals off).
 CONFORMAL_METHODS = ("split", "cm-tv", "cm-lv", "cm-o", "cps", "cv+", "oob", "sources")
@@ -37,11 +36,9 @@ def check_method(method: str | None) -> str | None:
 
 def cross_min_size(confidence: float) -> int:
     """Fewest training networks with bounded CV+ / jackknife+ intervals at ``confidence``."""
-    return int(
-        importlib.import_module("latlab.predictors.conformal.cross").jackknife_plus_min_size(
-            confidence
-        )
-    )
+    from latlab.predictors.conformal.cross import jackknife_plus_min_size
+
+    return jackknife_plus_min_size(confidence)
 
 
 def small_data_method(rows: int, confidence: float) -> str | None:
@@ -51,21 +48,20 @@ def small_data_method(rows: int, confidence: float) -> str | None:
     return "cv+" if rows >= cross_min_size(confidence) else None
 
 
-def _module() -> Any:
-    """The conformal wrappers' package, imported when first needed (it imports crepes)."""
-    return importlib.import_module("latlab.predictors.conformal")
+def wrap(method: str, predictor: LatencyPredictor, **options: Any) -> IntervalPredictor:
+    """A conformal wrapper of a *fitted* ``predictor`` (not yet calibrated); the conformal
+    package (it imports crepes) is imported when first needed."""
+    from latlab.predictors.conformal import make_conformal
 
-
-def wrap(method: str, predictor: Predictor, **options: Any) -> IntervalPredictor:
-    """A conformal wrapper of a *fitted* ``predictor`` (not yet calibrated)."""
-    return _module().make_conformal(method, predictor, **options)
+    return make_conformal(method, predictor, **options)
 
 
 def load(directory: Path) -> IntervalPredictor:
     """A saved, calibrated wrapper (its base predictor included)."""
-    mod = _module()
+    from latlab.predictors.conformal import load_conformal
+
     try:
-        return mod.load_conformal(directory)
+        return load_conformal(directory)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, BundleError):
             raise
@@ -103,9 +99,8 @@ def predict_interval(
 def ood_mask(wrapper: IntervalPredictor, networks: list[Any]) -> Any:
     """Which networks lie outside the calibration distribution (methods that can tell, such
     as ``cm-o``), else ``None``."""
-    fn = getattr(wrapper, "ood_mask", None)
-    return None if fn is None else fn(networks)
+    return wrapper.ood_mask(networks) if isinstance(wrapper, OutOfDistribution) else None
 
 
 def warnings_of(wrapper: IntervalPredictor | None) -> list[str]:
-    return [str(w) for w in getattr(wrapper, "warnings", []) or []]
+    return [] if wrapper is None else [str(w) for w in wrapper.warnings]

@@ -20,12 +20,12 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from latlab.confidence import check_confidence, recommended_calibration_size
-from latlab.errors import DataError, LatlabError
+from latlab.errors import DataError, LatlabError, first_line
 from latlab.training import intervals
 from latlab.training.bundle import (
     Bundle,
@@ -46,6 +46,9 @@ from latlab.training.splits import (
     min_rows_for_calibration,
 )
 from latlab.training.tracking import Tracker
+
+if TYPE_CHECKING:
+    from latlab.predictors.base import IntervalPredictor, LatencyPredictor
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,7 @@ def _noop(stage: str, done: int | None = None, total: int | None = None) -> None
 # --------------------------------------------------------------------------- checks
 
 
-def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> Any:
+def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> LatencyPredictor:
     """A predictor by name; ``random_state`` follows ``seed`` unless given; one-line errors."""
     from latlab.predictors import PREDICTORS, make_predictor
 
@@ -160,7 +163,9 @@ _SIGNED_PARAMS = frozenset(
 )
 
 
-def fit_predictor(model: Any, x: Any, y: Any, params: Mapping[str, Any], **kwargs: Any) -> Any:
+def fit_predictor(
+    model: LatencyPredictor, x: Any, y: Any, params: Mapping[str, Any], **kwargs: Any
+) -> LatencyPredictor:
     """``model.fit`` with the model library's own refusal of a parameter value (LightGBM's,
     scikit-learn's, torch's ``ValueError``) turned into one line naming ``--param``."""
     try:
@@ -172,11 +177,11 @@ def fit_predictor(model: Any, x: Any, y: Any, params: Mapping[str, Any], **kwarg
         if not params or not (isinstance(exc, ValueError | TypeError) or library == "lightgbm"):
             raise
         given = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise DataError(f"predictor {model.name!r} refused --param {given}: {first}") from None
 
 
-def _check_config(config: TrainConfig) -> Any:
+def _check_config(config: TrainConfig) -> LatencyPredictor:
     """Every check that needs no data: fails fast with one line."""
     check_confidence(config.confidence)
     intervals.check_method(config.conformal)
@@ -556,7 +561,7 @@ def _run_tags(
 def _log_inputs(
     tracker: Tracker,
     config: TrainConfig,
-    predictor: Any,
+    predictor: LatencyPredictor,
     td: TrainingData,
     target: str,
     split: Split,
@@ -598,7 +603,7 @@ def _log_inputs(
 
 def _model_params(
     config: TrainConfig,
-    predictor: Any,
+    predictor: LatencyPredictor,
     data: str | Path | Source | TrainingData,
     td: TrainingData,
     target: str,
@@ -661,12 +666,12 @@ def _tune(
 
 def _calibrated(
     conformal: str,
-    model: Any,
+    model: LatencyPredictor,
     config: TrainConfig,
     train_rows: Rows,
     cal_rows: Rows,
     warnings: list[str],
-) -> Any:
+) -> IntervalPredictor:
     """The conformal wrapper of ``model``, calibrated (cross methods: out-of-fold on the
     training rows); its warnings are added to ``warnings``."""
     wrapper = intervals.wrap(conformal, model, **config.conformal_options)
@@ -679,7 +684,11 @@ def _calibrated(
 
 
 def _score(
-    model: Any, val_rows: Rows, test_rows: Rows, confidence: float, wrapper: Any
+    model: LatencyPredictor,
+    val_rows: Rows,
+    test_rows: Rows,
+    confidence: float,
+    wrapper: IntervalPredictor | None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Metrics of the validation and test rows (the test rows by family too, with
     intervals), and the predictions for the plots."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import TrackingError
+from latlab.errors import TrackingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +144,6 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def flatten(prefix: str, value: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
     """Nested dicts to ``a.b.c`` keys (MLflow parameters are flat)."""
     out = {} if out is None else out
@@ -200,7 +196,7 @@ class Tracker:
                 exp = mlflow.set_experiment(self.experiment)
         except Exception as exc:
             raise TrackingError(
-                f"cannot use MLflow tracking store {self.uri}: {_first_line(exc)}"
+                f"cannot use MLflow tracking store {self.uri}: {first_line(exc)}"
             ) from None
         self.experiment_id = exp.experiment_id
 

@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latlab.errors import DataError, LatlabError, TrackingError
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
+from latlab.errors import DataError, LatlabError, TrackingError, first_line
+from latlab.predictors.tuning_space import TuningSpace
 
 if TYPE_CHECKING:
     import optuna
 
+    from latlab.predictors.base import Predictor
     from latlab.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -50,32 +51,6 @@ OBJECTIVE = "val_mape"
 # --------------------------------------------------------------------------- search spaces
 
 
-#: Tuning spaces of the predictors whose modules do not declare one on the class yet (the
-#: layer-wise and kernel predictors, whose modules other work was changing when the spaces
-#: moved onto the classes). Defaults are read from the constructors, as for the others.
-_NOT_ON_CLASS_YET: dict[str, TuningSpace] = {}
-_PEAKS = {"quantile": flt(0.8, 1.0), "min_time_ms": flt(0.0005, 0.02, log=True)}
-_FOREST = {"n_estimators": integer(50, 400, step=50), "min_samples_leaf": integer(1, 10)}
-_NOT_ON_CLASS_YET.update(
-    {
-        # Layer-wise (ANNETTE) predictors fit per-layer-type models on benchmark tables; what
-        # can be tuned is how peaks are read off the benchmarks (``quantile``), which points
-        # are too short to trust (``min_time_ms``), and the statistical models' forests.
-        "roofline": TuningSpace(dict(_PEAKS)),
-        "refined": TuningSpace(dict(_PEAKS)),
-        "statistical": TuningSpace({**_PEAKS, **_FOREST}),
-        "mixed": TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)}),
-        "lut": TuningSpace({"lut_scale": cat(True, False), **_PEAKS}),
-        # Kernel-level predictor: the per-family model choice and how much data a family needs.
-        "kernel": TuningSpace(
-            {
-                "model": cat("auto", "linear", "trees", "gbm"),
-                "min_points": integer(4, 50),
-                "n_estimators": integer(50, 400, step=50),
-            }
-        ),
-    }
-)
 _REGISTERED: dict[str, TuningSpace] = {}
 
 
@@ -91,7 +66,7 @@ def search_spaces() -> dict[str, TuningSpace]:
 
     out: dict[str, TuningSpace] = {}
     for name, cls in sorted(PREDICTORS.items()):
-        space = _REGISTERED.get(name) or cls.tuning or _NOT_ON_CLASS_YET.get(name)
+        space = _REGISTERED.get(name) or cls.tuning
         if space is not None:
             out[name] = space.bind(cls)
     return out
@@ -140,7 +115,7 @@ def make_storage(url: str | None) -> Any:
     except LatlabError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise TrackingError(f"cannot open Optuna storage {text}: {first}") from None
 
 
@@ -225,7 +200,7 @@ def default_study_name(signature: Mapping[str, Any]) -> str:
     return f"{signature.get('predictor', 'predictor')}-{signature.get('target', 'target')}-{digest}"
 
 
-def validation_mape(predictor: Any, networks: Sequence[Any], latency_ms: np.ndarray) -> float:
+def validation_mape(predictor: Predictor, networks: Sequence[Any], latency_ms: np.ndarray) -> float:
     from latlab.training.metrics import regression_metrics
 
     return float(regression_metrics(latency_ms, predictor.predict(list(networks)))["mape"])
@@ -294,7 +269,7 @@ def tune(
             pruner=pruner,
         )
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise TrackingError(f"cannot create or load study {name!r}: {first}") from None
     _check_study(study, signature, _display_storage(storage))
     # Resumed studies: continue the sampler's stream instead of repeating its first draws.

@@ -77,7 +77,7 @@ from latlab.datasets.bench.tables import BenchStore
 from latlab.datasets.measure.load import LoadMeter
 from latlab.datasets.measure.protocol import DEFAULT_REFERENCE, MeasureConfig, measure
 from latlab.datasets.store import Store
-from latlab.errors import DataError, LatlabError, MeasurementError
+from latlab.errors import DataError, LatlabError, MeasurementError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
     except LatlabError:
         raise
     except Exception as exc:  # the runtime's own errors: name the benchmark
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"cannot prepare {refs[0]!r}: {first}") from exc
     # warm-up: at least min_warmup rounds and 0.1 s (allocations and caches settle)
     warm_up_rounds(runs, config.min_warmup, config.max_warmup, 0.1)

@@ -504,17 +504,6 @@ def is_kernel(reference: Any) -> bool:
     return isinstance(reference, str) and reference.startswith(SCHEME + ":")
 
 
-def with_params(spec: KernelSpec, **updates: int | None) -> KernelSpec:
-    """A copy of ``spec`` with global parameters replaced (None removes one)."""
-    params: dict[str, int] = dict(spec.params)
-    for k, v in updates.items():
-        if v is None:
-            params.pop(k, None)
-        else:
-            params[k] = int(v)
-    return KernelSpec(spec.parts, tuple(sorted(params.items())))
-
-
 def shape_params(shape: Shape) -> Mapping[str, int]:
     """Global parameters describing a tensor shape: ``c`` (rank 2), ``t, c`` (rank 3, a token
     tensor) or ``c, h, w`` (rank 4; a per-head tensor has the same elements and layout)."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latlab.errors import MeasurementError
+from latlab.errors import MeasurementError, first_line
 
 Shape = tuple[int, ...]
 
@@ -324,7 +324,7 @@ def runtime_kernels(
     except MeasurementError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"cannot export {ref!r} to ONNX: {first}") from exc
     key = hashlib.sha1(data).hexdigest() + f"/{threads}"
     if key in _CACHE:
@@ -342,7 +342,7 @@ def runtime_kernels(
     except MeasurementError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"onnxruntime cannot run {ref!r}: {first}") from exc
     kernels = kernels_from_profile(opt, events)
     _CACHE[key] = kernels

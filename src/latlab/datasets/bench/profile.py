@@ -31,7 +31,7 @@ from latlab.datasets.bench.trace import (
     optimising_options,
 )
 from latlab.encoders.ir import NetworkGraph
-from latlab.errors import MeasurementError
+from latlab.errors import MeasurementError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,10 +59,6 @@ class Profile:
     statistic: str = "median"
     #: The executed nodes with their cost features (:mod:`.kernels_runtime`), by node index.
     kernels: list[RuntimeKernel] = field(default_factory=list)
-
-    def node_median_us(self, index: int) -> float:
-        s = self.node_samples_us.get(index)
-        return float(np.median(s)) if s else float("nan")
 
     def node_us(self, index: int) -> float:
         """A node's duration by :attr:`statistic` (NaN when the profiler never reported it)."""
@@ -262,7 +258,7 @@ def profile_network(
     except MeasurementError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"profiling {ref!r} failed: {first}") from exc
     mapping = _trace(graph, ext_model, all_model)
     samples, run_us = _parse_profile(events, mapping.nodes, warmup)

@@ -419,11 +419,6 @@ def _channels(rng: np.random.Generator) -> int:
     return int(rng.choice(pool))
 
 
-def multilayer_patterns() -> list[str]:
-    """The chains the multi-layer suite instantiates."""
-    return [p for p, _ in _PATTERNS] + [p for p, _ in _TOKEN_PATTERNS]
-
-
 def _token_draw(rng: np.random.Generator) -> dict[str, int]:
     """Tokens, widths and heads of a transformer pattern (shapes of real networks)."""
     heads = int(rng.choice((2, 4, 6, 8, 12, 16)))

@@ -158,7 +158,7 @@ class BenchStore:
             with st.engine.begin() as conn:
                 first = True
                 for k, (table, values) in enumerate(rows):
-                    wrote = st._insert_ignore(conn, table, values)
+                    wrote = st.insert_ignore(conn, table, values)
                     if k == 0:
                         first = wrote
                         if not wrote:
@@ -271,14 +271,6 @@ class BenchStore:
             rows.append((fusion_labels, self._label_row(dev, net, lab)))
         self._transaction(rows)
         return key
-
-    def add_fusion_labels(self, device: str, network: str, labels: list[FusionLabel]) -> None:
-        """Commit a network's fusion labels (all or none)."""
-        st = self.store
-        dev, net = st.device_id(device), st.add_network(network)
-        rows = [(fusion_labels, self._label_row(dev, net, lab)) for lab in labels]
-        if rows:
-            self._transaction(rows)
 
     @staticmethod
     def _label_row(dev: int, net: int, lab: FusionLabel) -> dict[str, Any]:

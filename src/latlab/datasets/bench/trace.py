@@ -34,13 +34,12 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from latlab.encoders.ir import NetworkGraph
-from latlab.errors import MeasurementError
+from latlab.errors import MeasurementError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,6 @@ class RuntimeMapping:
     def eliminated(self) -> list[int]:
         """IR layers no runtime node executes (removed by the optimiser)."""
         return [i for i in range(len(self.graph.layers)) if i not in self.layer_group]
-
-    def layer_names(self, indices: Sequence[int]) -> tuple[str, ...]:
-        return tuple(self.graph.layers[i].name for i in indices)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -453,7 +449,7 @@ def runtime_mapping(network: str | NetworkGraph, *, threads: int = 1) -> Runtime
             ext_model = _optimised_model(data, threads, "ORT_ENABLE_EXTENDED", Path(tmp))
             all_model = _optimised_model(data, threads, "ORT_ENABLE_ALL", Path(tmp))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(f"onnxruntime cannot optimise {graph.reference!r}: {first}") from exc
     return _trace(graph, ext_model, all_model)
 

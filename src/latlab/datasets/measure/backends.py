@@ -49,10 +49,8 @@ BUILTIN_BACKENDS: dict[str, str] = {
 
 #: Name -> backend factory (``--backend``); plug-ins: the ``latlab.backends`` entry points.
 BACKENDS: Registry[BackendFactory] = Registry(
-    "measurement backend", group="latlab.backends", check=callable
+    "measurement backend", group="latlab.backends", check=callable, entries=BUILTIN_BACKENDS
 )
-for _name, _target in BUILTIN_BACKENDS.items():
-    BACKENDS.register(_name, _target)
 
 
 def register_backend(name: str, factory: BackendFactory | str) -> None:

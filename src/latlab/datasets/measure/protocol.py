@@ -83,7 +83,7 @@ from latlab.datasets.measure.load import LoadMeter, competing, wait_for_quiet
 from latlab.datasets.measure.rounds import MemberFailed, paired_blocks, time_rounds
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.quantize import PRECISIONS
-from latlab.errors import DriftError, LatlabError, MeasurementError
+from latlab.errors import DriftError, LatlabError, MeasurementError, first_line
 
 if TYPE_CHECKING:
     from latlab.datasets.store import Store
@@ -381,7 +381,7 @@ def _prepare(
             raise MeasurementError(f"{what} cannot be prepared: {exc}") from exc
         raise
     except Exception as exc:  # backends raise their libraries' own errors: name the network
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise MeasurementError(
             f"backend {backend.name!r} could not prepare {what}: {first}"
         ) from exc
@@ -410,7 +410,7 @@ def _named(run: Callable[[], None], what: str) -> Callable[[], None]:
         try:
             run()
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise MeasurementError(f"{what} failed to run: {first}") from exc
 
     call.details = getattr(run, "details", {})  # type: ignore[attr-defined]
@@ -462,7 +462,7 @@ MIN_ROUNDS = 10
 
 
 def _failed(network: str, exc: BaseException) -> MeasurementError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first_line(exc)
     return MeasurementError(f"running {network!r} failed: {first}")
 
 

@@ -159,10 +159,6 @@ class SearchSpace:
     def genotype(self, reference: str) -> Genotype:
         raise DataError(f"search space {self.name!r} has no genotypes (not searchable)")
 
-    def mutate_reference(self, reference: str, rng: np.random.Generator) -> str:
-        """:meth:`mutate` on references."""
-        return self.format_genotype(self.mutate(self.genotype(reference), rng))
-
     # ------------------------------------------------------------------ serving
 
     def fast_resolve(self, reference: str) -> NetworkGraph | None:

@@ -42,28 +42,84 @@ from __future__ import annotations
 import re
 
 from latlab.datasets.references import ResolveOptions, Scheme
-from latlab.datasets.zoo import (  # noqa: F401  (registration)
-    classic,
-    convnext,
-    densenet,
-    detection,
-    inception,
-    mobile,
-    regnet,
-    resnet,
-    transformers,
-    unet,
-    vision_transformers,
-)
-from latlab.datasets.zoo.common import MODELS, ResolutionError, ZooModel
+from latlab.datasets.zoo.common import ResolutionError, ZooModel
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.ir import NetworkGraph
 from latlab.errors import NetworkReferenceError
+from latlab.registry import Registry
 
 MAX_RESOLUTION = 2048
 _BODY = re.compile(r"(?P<name>[a-z0-9_]+)(?:@(?P<res>\d+))?")
 
-__all__ = ["MODELS", "ZooModel", "build_zoo", "get_model", "names", "parse_zoo"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "MODELS",
+    "ZooModel",
+    "build_zoo",
+    "get_model",
+    "names",
+    "parse_zoo",
+    "register_model",
+]
+
+#: The built-in architectures: zoo name -> ``"module:attr"`` of its :class:`ZooModel`, imported
+#: when the model is first built (listing the names imports none of the family modules). A new
+#: architecture is a ``ZooModel`` constant in a family module plus one line here (outside
+#: latlab: an entry point in the ``latlab.zoo`` group).
+BUILTIN_MODELS: dict[str, str] = {
+    "albert_base": "latlab.datasets.zoo.transformers:ALBERT_BASE",
+    "alexnet": "latlab.datasets.zoo.classic:ALEXNET",
+    "bert_large": "latlab.datasets.zoo.transformers:BERT_LARGE",
+    "bert_medium": "latlab.datasets.zoo.transformers:BERT_MEDIUM",
+    "convnext_small": "latlab.datasets.zoo.convnext:CONVNEXT_SMALL",
+    "deit_s16": "latlab.datasets.zoo.vision_transformers:DEIT_S16",
+    "densenet121": "latlab.datasets.zoo.densenet:DENSENET121",
+    "densenet201": "latlab.datasets.zoo.densenet:DENSENET201",
+    "efficientnet_b0": "latlab.datasets.zoo.mobile:EFFICIENTNET_B0",
+    "efficientnet_b2": "latlab.datasets.zoo.mobile:EFFICIENTNET_B2",
+    "efficientnet_b4": "latlab.datasets.zoo.mobile:EFFICIENTNET_B4",
+    "googlenet": "latlab.datasets.zoo.inception:GOOGLENET",
+    "gpt2_medium": "latlab.datasets.zoo.transformers:GPT2_MEDIUM",
+    "inception_v4": "latlab.datasets.zoo.inception:INCEPTION_V4",
+    "llama_8l512": "latlab.datasets.zoo.transformers:LLAMA_8L512",
+    "mnasnet1_0": "latlab.datasets.zoo.mobile:MNASNET1_0",
+    "mobilenet_v1": "latlab.datasets.zoo.mobile:MOBILENET_V1",
+    "mobilenet_v2": "latlab.datasets.zoo.mobile:MOBILENET_V2",
+    "mobilenet_v3_large": "latlab.datasets.zoo.mobile:MOBILENET_V3_LARGE",
+    "mobilenet_v3_small": "latlab.datasets.zoo.mobile:MOBILENET_V3_SMALL",
+    "regnet_y_1_6gf": "latlab.datasets.zoo.regnet:REGNET_Y_1_6GF",
+    "resnet18": "latlab.datasets.zoo.resnet:RESNET18",
+    "resnet34": "latlab.datasets.zoo.resnet:RESNET34",
+    "resnet50": "latlab.datasets.zoo.resnet:RESNET50",
+    "resnext101_32x8d": "latlab.datasets.zoo.resnet:RESNEXT101_32X8D",
+    "shufflenet_v2_x1_0": "latlab.datasets.zoo.mobile:SHUFFLENET_V2_X1_0",
+    "shufflenet_v2_x1_5": "latlab.datasets.zoo.mobile:SHUFFLENET_V2_X1_5",
+    "squeezenet1_0": "latlab.datasets.zoo.inception:SQUEEZENET1_0",
+    "squeezenet1_1": "latlab.datasets.zoo.inception:SQUEEZENET1_1",
+    "swin_s": "latlab.datasets.zoo.vision_transformers:SWIN_S",
+    "t5_small_encoder": "latlab.datasets.zoo.transformers:T5_SMALL_ENCODER",
+    "unet": "latlab.datasets.zoo.unet:UNET",
+    "vgg11": "latlab.datasets.zoo.classic:VGG11",
+    "vgg16": "latlab.datasets.zoo.classic:VGG16",
+    "vit_b16": "latlab.datasets.zoo.vision_transformers:VIT_B16",
+    "vit_s16": "latlab.datasets.zoo.vision_transformers:VIT_S16",
+    "whisper_tiny_encoder": "latlab.datasets.zoo.transformers:WHISPER_TINY_ENCODER",
+    "yolov5s": "latlab.datasets.zoo.detection:YOLOV5S",
+}
+
+#: zoo name -> :class:`ZooModel` (lazy; plug-ins: the ``latlab.zoo`` entry points).
+MODELS: Registry[ZooModel] = Registry(
+    "zoo model",
+    group="latlab.zoo",
+    check=lambda obj: isinstance(obj, ZooModel),
+    entries=BUILTIN_MODELS,
+)
+
+
+def register_model(model: ZooModel) -> None:
+    """Make ``model`` buildable as ``zoo:NAME`` (one made at run time; built-ins are listed in
+    :data:`BUILTIN_MODELS`)."""
+    MODELS.register(model.name, model)
 
 
 def names() -> list[str]:
@@ -73,12 +129,14 @@ def names() -> list[str]:
 
 def get_model(name: str) -> ZooModel:
     """The zoo entry ``name``; raises naming it and the known names."""
-    try:
-        return MODELS[name]
-    except KeyError:
+    if name not in MODELS:
         raise NetworkReferenceError(
             f"unknown zoo model {name!r} in 'zoo:{name}' (known: {', '.join(names())})"
-        ) from None
+        )
+    model = MODELS[name]
+    if model.name != name:
+        raise NetworkReferenceError(f"zoo entry {name!r} holds the model {model.name!r}")
+    return model
 
 
 def parse_zoo(body: str) -> tuple[str, int]:
@@ -165,7 +223,7 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
 
 def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     name, res = parse_zoo(body)
-    expected = input_shape_of(MODELS[name], res, opts.batch)
+    expected = input_shape_of(get_model(name), res, opts.batch)
     if opts.input_shape is not None and tuple(opts.input_shape) != expected:
         raise NetworkReferenceError(
             f"reference 'zoo:{body}' fixes the input shape {expected}, got {opts.input_shape}"

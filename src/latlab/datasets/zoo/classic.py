@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, adaptive_avgpool, classifier_head, register_model
+from latlab.datasets.zoo.common import ZooModel, adaptive_avgpool, classifier_head
 from latlab.encoders.builder import NetBuilder
 
 
@@ -47,21 +47,13 @@ def _vgg(config: str):
     return build
 
 
-register_model(
-    ZooModel(
-        "alexnet",
-        "alexnet",
-        alexnet,
-        "Krizhevsky, One weird trick for parallelizing CNNs, arXiv:1404.5997 (2014)",
-        min_resolution=63,
-    )
+ALEXNET = ZooModel(
+    "alexnet",
+    "alexnet",
+    alexnet,
+    "Krizhevsky, One weird trick for parallelizing CNNs, arXiv:1404.5997 (2014)",
+    min_resolution=63,
 )
-for _name in VGG_CONFIGS:
-    register_model(
-        ZooModel(
-            _name,
-            "vgg",
-            _vgg(_name),
-            "Simonyan & Zisserman, Very deep convolutional networks, ICLR 2015",
-        )
-    )
+_VGG_PAPER = "Simonyan & Zisserman, Very deep convolutional networks, ICLR 2015"
+VGG11 = ZooModel("vgg11", "vgg", _vgg("vgg11"), _VGG_PAPER)
+VGG16 = ZooModel("vgg16", "vgg", _vgg("vgg16"), _VGG_PAPER)

@@ -1,4 +1,4 @@
-"""The zoo's registry and the building blocks its architectures share.
+"""The zoo's model record and the building blocks its architectures share.
 
 Each architecture is a function that appends its layers to a :class:`NetBuilder` whose input
 is (N, 3, R, R). The definitions follow torchvision's implementations of the papers (the
@@ -41,13 +41,6 @@ class ZooModel:
     inputs: str = "image"
     max_resolution: int = 2048
     attention: bool = False
-
-
-MODELS: dict[str, ZooModel] = {}
-
-
-def register_model(model: ZooModel) -> None:
-    MODELS[model.name] = model
 
 
 class ResolutionError(NetworkReferenceError):

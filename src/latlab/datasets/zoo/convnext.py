@@ -10,7 +10,7 @@ raises the model's opset for it). Stochastic depth is training-only.
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, register_model
+from latlab.datasets.zoo.common import ZooModel
 from latlab.encoders.builder import NetBuilder
 
 EPS = 1e-6
@@ -55,11 +55,9 @@ def _convnext(depths: tuple[int, ...], dims: tuple[int, ...]):
     return build
 
 
-register_model(
-    ZooModel(
-        "convnext_small",
-        "convnext",
-        _convnext((3, 3, 27, 3), (96, 192, 384, 768)),
-        "Liu et al., A ConvNet for the 2020s, CVPR 2022",
-    )
+CONVNEXT_SMALL = ZooModel(
+    "convnext_small",
+    "convnext",
+    _convnext((3, 3, 27, 3), (96, 192, 384, 768)),
+    "Liu et al., A ConvNet for the 2020s, CVPR 2022",
 )

@@ -3,7 +3,7 @@ concatenation of all earlier feature maps of its block, joined by compressing tr
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear, register_model
+from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear
 from latlab.encoders.builder import NetBuilder
 
 
@@ -34,5 +34,5 @@ def _densenet(blocks: tuple[int, ...], growth: int = 32, init: int = 64, bn_size
 
 
 _PAPER = "Huang et al., Densely connected convolutional networks, CVPR 2017"
-for _name, _blocks in (("densenet121", (6, 12, 24, 16)), ("densenet201", (6, 12, 48, 32))):
-    register_model(ZooModel(_name, "densenet", _densenet(_blocks), _PAPER))
+DENSENET121 = ZooModel("densenet121", "densenet", _densenet((6, 12, 24, 16)), _PAPER)
+DENSENET201 = ZooModel("densenet201", "densenet", _densenet((6, 12, 48, 32)), _PAPER)

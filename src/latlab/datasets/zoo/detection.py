@@ -14,7 +14,7 @@ Conv is Conv (no bias) + BN + SiLU with "same" padding, as in Ultralytics' ``Con
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, conv_bn_act, register_model
+from latlab.datasets.zoo.common import ZooModel, conv_bn_act
 from latlab.encoders.builder import NetBuilder
 
 CLASSES = 80
@@ -76,14 +76,12 @@ def yolov5s(b: NetBuilder) -> str:
     return _detect(b, [small, medium, large])
 
 
-register_model(
-    ZooModel(
-        "yolov5s",
-        "yolo",
-        yolov5s,
-        "Jocher et al., Ultralytics YOLOv5 v6.0 (2021), doi:10.5281/zenodo.3908559",
-        resolution=640,
-        min_resolution=64,
-        multiple_of=32,
-    )
+YOLOV5S = ZooModel(
+    "yolov5s",
+    "yolo",
+    yolov5s,
+    "Jocher et al., Ultralytics YOLOv5 v6.0 (2021), doi:10.5281/zenodo.3908559",
+    resolution=640,
+    min_resolution=64,
+    multiple_of=32,
 )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear, register_model
+from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear
 from latlab.encoders.builder import NetBuilder
 
 
@@ -176,31 +176,23 @@ def _squeezenet(version: str):
     return build
 
 
-register_model(
-    ZooModel(
-        "googlenet",
-        "googlenet",
-        googlenet,
-        "Szegedy et al., Going deeper with convolutions, CVPR 2015",
-    )
+GOOGLENET = ZooModel(
+    "googlenet",
+    "googlenet",
+    googlenet,
+    "Szegedy et al., Going deeper with convolutions, CVPR 2015",
 )
-for _v in ("1_0", "1_1"):
-    register_model(
-        ZooModel(
-            f"squeezenet{_v}",
-            "squeezenet",
-            _squeezenet(_v),
-            "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters, 2016",
-        )
-    )
-register_model(
-    ZooModel(
-        "inception_v4",
-        "inception",
-        inception_v4,
-        "Szegedy et al., Inception-v4, Inception-ResNet and the impact of residual "
-        "connections on learning, AAAI 2017",
-        resolution=299,
-        min_resolution=75,
-    )
+_SQUEEZENET_PAPER = (
+    "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters, 2016"
+)
+SQUEEZENET1_0 = ZooModel("squeezenet1_0", "squeezenet", _squeezenet("1_0"), _SQUEEZENET_PAPER)
+SQUEEZENET1_1 = ZooModel("squeezenet1_1", "squeezenet", _squeezenet("1_1"), _SQUEEZENET_PAPER)
+INCEPTION_V4 = ZooModel(
+    "inception_v4",
+    "inception",
+    inception_v4,
+    "Szegedy et al., Inception-v4, Inception-ResNet and the impact of residual "
+    "connections on learning, AAAI 2017",
+    resolution=299,
+    min_resolution=75,
 )

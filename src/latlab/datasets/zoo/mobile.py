@@ -9,7 +9,6 @@ from latlab.datasets.zoo.common import (
     conv_bn_act,
     make_divisible,
     pool_linear,
-    register_model,
     squeeze_excitation,
 )
 from latlab.encoders.builder import NetBuilder
@@ -174,72 +173,54 @@ def _shufflenet_v2(stages: tuple[int, int, int]):
     return build
 
 
-register_model(
-    ZooModel(
-        "mobilenet_v2",
-        "mobilenet",
-        mobilenet_v2,
-        "Sandler et al., MobileNetV2: inverted residuals and linear bottlenecks, CVPR 2018",
-    )
+MOBILENET_V2 = ZooModel(
+    "mobilenet_v2",
+    "mobilenet",
+    mobilenet_v2,
+    "Sandler et al., MobileNetV2: inverted residuals and linear bottlenecks, CVPR 2018",
 )
 _V3_PAPER = "Howard et al., Searching for MobileNetV3, ICCV 2019"
-register_model(
-    ZooModel("mobilenet_v3_small", "mobilenet", _mobilenet_v3(_V3_SMALL, 1024), _V3_PAPER)
+MOBILENET_V3_SMALL = ZooModel(
+    "mobilenet_v3_small", "mobilenet", _mobilenet_v3(_V3_SMALL, 1024), _V3_PAPER
 )
-register_model(
-    ZooModel("mobilenet_v3_large", "mobilenet", _mobilenet_v3(_V3_LARGE, 1280), _V3_PAPER)
+MOBILENET_V3_LARGE = ZooModel(
+    "mobilenet_v3_large", "mobilenet", _mobilenet_v3(_V3_LARGE, 1280), _V3_PAPER
 )
-register_model(
-    ZooModel(
-        "mnasnet1_0",
-        "mnasnet",
-        mnasnet1_0,
-        "Tan et al., MnasNet: platform-aware neural architecture search for mobile, CVPR 2019",
-    )
+MNASNET1_0 = ZooModel(
+    "mnasnet1_0",
+    "mnasnet",
+    mnasnet1_0,
+    "Tan et al., MnasNet: platform-aware neural architecture search for mobile, CVPR 2019",
 )
-register_model(
-    ZooModel(
-        "efficientnet_b0",
-        "efficientnet",
-        _efficientnet(1.0, 1.0),
-        "Tan & Le, EfficientNet: rethinking model scaling for CNNs, ICML 2019",
-    )
+EFFICIENTNET_B0 = ZooModel(
+    "efficientnet_b0",
+    "efficientnet",
+    _efficientnet(1.0, 1.0),
+    "Tan & Le, EfficientNet: rethinking model scaling for CNNs, ICML 2019",
 )
-register_model(
-    ZooModel(
-        "shufflenet_v2_x1_0",
-        "shufflenet",
-        _shufflenet_v2((116, 232, 464)),
-        "Ma et al., ShuffleNet V2: practical guidelines for efficient CNN design, ECCV 2018",
-    )
+SHUFFLENET_V2_X1_0 = ZooModel(
+    "shufflenet_v2_x1_0",
+    "shufflenet",
+    _shufflenet_v2((116, 232, 464)),
+    "Ma et al., ShuffleNet V2: practical guidelines for efficient CNN design, ECCV 2018",
 )
-register_model(
-    ZooModel(
-        "mobilenet_v1",
-        "mobilenet",
-        mobilenet_v1,
-        "Howard et al., MobileNets: efficient CNNs for mobile vision applications, 2017",
-    )
+MOBILENET_V1 = ZooModel(
+    "mobilenet_v1",
+    "mobilenet",
+    mobilenet_v1,
+    "Howard et al., MobileNets: efficient CNNs for mobile vision applications, 2017",
 )
 # torchvision's evaluation crops: 288 for B2 (the paper: 260) and 380 for B4.
-for _name, _width, _depth, _res in (
-    ("efficientnet_b2", 1.1, 1.2, 288),
-    ("efficientnet_b4", 1.4, 1.8, 380),
-):
-    register_model(
-        ZooModel(
-            _name,
-            "efficientnet",
-            _efficientnet(_width, _depth),
-            "Tan & Le, EfficientNet: rethinking model scaling for CNNs, ICML 2019",
-            resolution=_res,
-        )
-    )
-register_model(
-    ZooModel(
-        "shufflenet_v2_x1_5",
-        "shufflenet",
-        _shufflenet_v2((176, 352, 704)),
-        "Ma et al., ShuffleNet V2: practical guidelines for efficient CNN design, ECCV 2018",
-    )
+_EFFICIENTNET_PAPER = "Tan & Le, EfficientNet: rethinking model scaling for CNNs, ICML 2019"
+EFFICIENTNET_B2 = ZooModel(
+    "efficientnet_b2", "efficientnet", _efficientnet(1.1, 1.2), _EFFICIENTNET_PAPER, resolution=288
+)
+EFFICIENTNET_B4 = ZooModel(
+    "efficientnet_b4", "efficientnet", _efficientnet(1.4, 1.8), _EFFICIENTNET_PAPER, resolution=380
+)
+SHUFFLENET_V2_X1_5 = ZooModel(
+    "shufflenet_v2_x1_5",
+    "shufflenet",
+    _shufflenet_v2((176, 352, 704)),
+    "Ma et al., ShuffleNet V2: practical guidelines for efficient CNN design, ECCV 2018",
 )

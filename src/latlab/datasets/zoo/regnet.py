@@ -18,7 +18,6 @@ from latlab.datasets.zoo.common import (
     conv_bn_act,
     make_divisible,
     pool_linear,
-    register_model,
     squeeze_excitation,
 )
 from latlab.encoders.builder import NetBuilder
@@ -76,11 +75,9 @@ def _regnet(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_r
     return build
 
 
-register_model(
-    ZooModel(
-        "regnet_y_1_6gf",
-        "regnet",
-        _regnet(27, 48, 20.71, 2.65, 24, 0.25),
-        "Radosavovic et al., Designing network design spaces, CVPR 2020",
-    )
+REGNET_Y_1_6GF = ZooModel(
+    "regnet_y_1_6gf",
+    "regnet",
+    _regnet(27, 48, 20.71, 2.65, 24, 0.25),
+    "Radosavovic et al., Designing network design spaces, CVPR 2020",
 )

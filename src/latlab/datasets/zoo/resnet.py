@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear, register_model
+from latlab.datasets.zoo.common import ZooModel, conv_bn_act, pool_linear
 from latlab.encoders.builder import NetBuilder
 
 
@@ -57,17 +57,12 @@ _resnet = resnet_builder
 
 
 _RESNET_PAPER = "He et al., Deep residual learning for image recognition, CVPR 2016"
-for _name, _layers, _bottle in (
-    ("resnet18", (2, 2, 2, 2), False),
-    ("resnet34", (3, 4, 6, 3), False),
-    ("resnet50", (3, 4, 6, 3), True),
-):
-    register_model(ZooModel(_name, "resnet", _resnet(_layers, _bottle), _RESNET_PAPER))
-register_model(
-    ZooModel(
-        "resnext101_32x8d",
-        "resnext",
-        _resnet((3, 4, 23, 3), True, groups=32, width_per_group=8),
-        "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017",
-    )
+RESNET18 = ZooModel("resnet18", "resnet", _resnet((2, 2, 2, 2), False), _RESNET_PAPER)
+RESNET34 = ZooModel("resnet34", "resnet", _resnet((3, 4, 6, 3), False), _RESNET_PAPER)
+RESNET50 = ZooModel("resnet50", "resnet", _resnet((3, 4, 6, 3), True), _RESNET_PAPER)
+RESNEXT101_32X8D = ZooModel(
+    "resnext101_32x8d",
+    "resnext",
+    _resnet((3, 4, 23, 3), True, groups=32, width_per_group=8),
+    "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017",
 )

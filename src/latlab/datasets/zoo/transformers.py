@@ -26,7 +26,7 @@ from latlab.datasets.zoo.attention import (
     split_heads,
     swiglu,
 )
-from latlab.datasets.zoo.common import ZooModel, register_model
+from latlab.datasets.zoo.common import ZooModel
 from latlab.encoders.builder import NetBuilder
 
 
@@ -155,29 +155,29 @@ def _text(
     paper: str,
     length: int,
     positions: int,
-) -> None:
-    """Register a text model: token-id input, default sequence ``length``, at most
-    ``positions`` tokens (its position table)."""
-    register_model(
-        ZooModel(
-            name,
-            family,
-            build,
-            paper,
-            resolution=length,
-            min_resolution=1,
-            inputs="tokens",
-            max_resolution=positions,
-            attention=True,
-        )
+) -> ZooModel:
+    """A text model: token-id input, default sequence ``length``, at most ``positions``
+    tokens (its position table)."""
+    return ZooModel(
+        name,
+        family,
+        build,
+        paper,
+        resolution=length,
+        min_resolution=1,
+        inputs="tokens",
+        max_resolution=positions,
+        attention=True,
     )
 
 
-_text("bert_medium", "bert", _bert(8, 512, 8), "Turc et al. 2019; Devlin et al. 2019", 128, 512)
-_text("bert_large", "bert", _bert(24, 1024, 16), "Devlin et al. 2019", 64, 512)
-_text("albert_base", "albert", albert_base, "Lan et al. 2020", 128, 512)
-_text("gpt2_medium", "gpt", gpt2_medium, "Radford et al. 2019", 64, 1024)
-_text(
+BERT_MEDIUM = _text(
+    "bert_medium", "bert", _bert(8, 512, 8), "Turc et al. 2019; Devlin et al. 2019", 128, 512
+)
+BERT_LARGE = _text("bert_large", "bert", _bert(24, 1024, 16), "Devlin et al. 2019", 64, 512)
+ALBERT_BASE = _text("albert_base", "albert", albert_base, "Lan et al. 2020", 128, 512)
+GPT2_MEDIUM = _text("gpt2_medium", "gpt", gpt2_medium, "Radford et al. 2019", 64, 1024)
+LLAMA_8L512 = _text(
     "llama_8l512",
     "llama",
     llama_8l512,
@@ -185,17 +185,15 @@ _text(
     128,
     4096,
 )
-_text("t5_small_encoder", "t5", t5_small_encoder, "Raffel et al. 2020", 128, 512)
-register_model(
-    ZooModel(
-        "whisper_tiny_encoder",
-        "whisper",
-        whisper_tiny_encoder,
-        "Radford et al. 2022",
-        resolution=3000,
-        min_resolution=2,
-        inputs="mel",
-        max_resolution=3000,
-        attention=True,
-    )
+T5_SMALL_ENCODER = _text("t5_small_encoder", "t5", t5_small_encoder, "Raffel et al. 2020", 128, 512)
+WHISPER_TINY_ENCODER = ZooModel(
+    "whisper_tiny_encoder",
+    "whisper",
+    whisper_tiny_encoder,
+    "Radford et al. 2022",
+    resolution=3000,
+    min_resolution=2,
+    inputs="mel",
+    max_resolution=3000,
+    attention=True,
 )

@@ -10,7 +10,7 @@ each is followed by BatchNorm. The resolution must be a multiple of 16 (four poo
 
 from __future__ import annotations
 
-from latlab.datasets.zoo.common import ZooModel, conv_bn_act, register_model
+from latlab.datasets.zoo.common import ZooModel, conv_bn_act
 from latlab.encoders.builder import NetBuilder
 
 CLASSES = 2
@@ -43,15 +43,13 @@ def unet(b: NetBuilder) -> str:
     return b.conv(x, CLASSES, 1, padding=0, bias=True)
 
 
-register_model(
-    ZooModel(
-        "unet",
-        "unet",
-        unet,
-        "Ronneberger et al., U-Net: convolutional networks for biomedical image "
-        "segmentation, MICCAI 2015",
-        resolution=256,
-        min_resolution=16,
-        multiple_of=16,
-    )
+UNET = ZooModel(
+    "unet",
+    "unet",
+    unet,
+    "Ronneberger et al., U-Net: convolutional networks for biomedical image "
+    "segmentation, MICCAI 2015",
+    resolution=256,
+    min_resolution=16,
+    multiple_of=16,
 )

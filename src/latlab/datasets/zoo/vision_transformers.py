@@ -10,7 +10,7 @@ position bias, cyclic shifts as Slice/Concat with constant masks, patch merging)
 from __future__ import annotations
 
 from latlab.datasets.zoo.attention import attend, mlp, roll
-from latlab.datasets.zoo.common import ResolutionError, ZooModel, register_model
+from latlab.datasets.zoo.common import ResolutionError, ZooModel
 from latlab.encoders.builder import NetBuilder
 
 
@@ -123,10 +123,25 @@ def _swin(dim: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int
     return build
 
 
-for _name, _family, _build, _paper, _min in (
-    ("vit_s16", "vit", _vit(384, 12, 6), "Dosovitskiy et al. 2021", 32),
-    ("deit_s16", "deit", _vit(384, 12, 6), "Touvron et al. 2021", 32),
-    ("vit_b16", "vit", _vit(768, 12, 12), "Dosovitskiy et al. 2021", 32),
-    ("swin_s", "swin", _swin(96, (2, 2, 18, 2), (3, 6, 12, 24)), "Liu et al. 2021", 224),
-):
-    register_model(ZooModel(_name, _family, _build, _paper, min_resolution=_min, attention=True))
+VIT_S16 = ZooModel(
+    "vit_s16", "vit", _vit(384, 12, 6), "Dosovitskiy et al. 2021", min_resolution=32, attention=True
+)
+DEIT_S16 = ZooModel(
+    "deit_s16", "deit", _vit(384, 12, 6), "Touvron et al. 2021", min_resolution=32, attention=True
+)
+VIT_B16 = ZooModel(
+    "vit_b16",
+    "vit",
+    _vit(768, 12, 12),
+    "Dosovitskiy et al. 2021",
+    min_resolution=32,
+    attention=True,
+)
+SWIN_S = ZooModel(
+    "swin_s",
+    "swin",
+    _swin(96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    "Liu et al. 2021",
+    min_resolution=224,
+    attention=True,
+)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from latlab.datasets.references import resolve
-from latlab.predictors.base import LatencyPredictor, Network, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network
 from latlab.predictors.bnn.calibrate import (
     effective_cache_bytes,
     features,
@@ -31,7 +31,6 @@ from latlab.predictors.bnn.targets import (
 from latlab.predictors.bnn.tasks import forward
 
 
-@register_predictor
 class LxnoropPredictor(LatencyPredictor):
     """Latency from XNOROP/LXNOROP counts and a target's clock constants.
 

@@ -65,10 +65,7 @@ def load_conformal(directory: str | os.PathLike[str]) -> ConformalPredictor:
         raise BundleError(f"{d} names unknown conformal method {doc['method']!r}")
     base = load_predictor(d / BASE_DIR)
     try:
-        cp = cls(base, **dict(doc.get("options", {})))
-        cp.scores_ = np.asarray(doc["scores"], dtype=np.float64)
-        cp.point_floor_ = float(doc["point_floor"])
-        cp._restore(d, dict(doc.get("state", {})))
+        cp = cls.restored(base, d, doc)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"corrupt conformal predictor in {d}: {exc}") from None
     return cp

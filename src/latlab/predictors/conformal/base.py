@@ -51,18 +51,17 @@ METHODS: Registry[type[ConformalPredictor]] = Registry(
     "conformal method",
     group="latlab.conformal",
     check=lambda obj: isinstance(obj, type) and issubclass(obj, ConformalPredictor),
+    entries={
+        "split": "latlab.predictors.conformal.network:SplitConformal",
+        "cm-tv": "latlab.predictors.conformal.network:TreeVarianceConformal",
+        "cm-lv": "latlab.predictors.conformal.network:ResidualKnnConformal",
+        "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
+        "cps": "latlab.predictors.conformal.layers:LayerCps",
+        "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
+        "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
+        "sources": "latlab.predictors.conformal.sources:SourceFewShotConformal",
+    },
 )
-for _name, _target in {
-    "split": "latlab.predictors.conformal.network:SplitConformal",
-    "cm-tv": "latlab.predictors.conformal.network:TreeVarianceConformal",
-    "cm-lv": "latlab.predictors.conformal.network:ResidualKnnConformal",
-    "cm-o": "latlab.predictors.conformal.network:DistanceKnnConformal",
-    "cps": "latlab.predictors.conformal.layers:LayerCps",
-    "cv+": "latlab.predictors.conformal.cross:CvPlusConformal",
-    "oob": "latlab.predictors.conformal.oob:OutOfBagConformal",
-    "sources": "latlab.predictors.conformal.sources:SourceFewShotConformal",
-}.items():
-    METHODS.register(_name, _target)
 
 
 def register_method(cls: type[ConformalPredictor]) -> type[ConformalPredictor]:
@@ -231,6 +230,18 @@ class ConformalPredictor:
         }
         atomic_write_bytes(d / CONFORMAL_FILE, json.dumps(doc, indent=1).encode("utf-8"))
         return d
+
+    @classmethod
+    def restored(
+        cls, base: LatencyPredictor, directory: Path, doc: dict[str, Any]
+    ) -> ConformalPredictor:
+        """The predictor :meth:`save` wrote as ``doc`` into ``directory``, around ``base``
+        (:func:`latlab.predictors.conformal.load_conformal` checks the document first)."""
+        cp = cls(base, **dict(doc.get("options", {})))
+        cp.scores_ = np.asarray(doc["scores"], dtype=np.float64)
+        cp.point_floor_ = float(doc["point_floor"])
+        cp._restore(directory, dict(doc.get("state", {})))
+        return cp
 
     # ------------------------------------------------------------------ for subclasses
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, load_predictor, make_predictor
-from latlab.predictors.conformal.base import ConformalPredictor, register_method
+from latlab.predictors.conformal.base import ConformalPredictor
 
 FOLDS_DIR = "folds"
 
@@ -84,7 +84,6 @@ class JackknifePlusConformal(ConformalPredictor):
         return jackknife_plus_bounds(centers, self.scores_, c, np.log(self.clamp(point)))
 
 
-@register_method
 class CvPlusConformal(JackknifePlusConformal):
     """CV+ on absolute log residuals (jackknife+ when ``folds`` >= the number of networks).
 

@@ -41,11 +41,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latlab.errors import DataError
-from latlab.predictors.base import Network, as_graphs
+from latlab.predictors.base import LayerPredictor, Network, as_graphs
 from latlab.predictors.conformal.base import (
     ConformalPredictor,
     import_crepes,
-    register_method,
 )
 
 POOLED = "*"
@@ -60,7 +59,6 @@ def _benchmarked_layer(graph: Any) -> int | None:
     return benchmarked_layer(graph)  # type: ignore[no-any-return]
 
 
-@register_method
 class LayerCps(ConformalPredictor):
     """Layer-kind CPS summed to a network distribution, recalibrated at network level."""
 
@@ -74,7 +72,7 @@ class LayerCps(ConformalPredictor):
 
     def __init__(self, base: Any, **options: Any) -> None:
         super().__init__(base, **options)
-        if not callable(getattr(base, "predict_layers", None)):
+        if not isinstance(base, LayerPredictor):
             raise DataError(
                 f"cps needs a layer-wise predictor (roofline, refined, statistical, mixed, lut) "
                 f"with predict_layers; {type(base).__name__} ({base.name}) predicts networks only"

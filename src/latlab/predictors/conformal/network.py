@@ -42,8 +42,8 @@ from latlab.predictors.conformal.base import (
     ConformalPredictor,
     conformal_quantile,
     import_crepes,
-    register_method,
 )
+from latlab.predictors.features import VectorFeatures
 from latlab.predictors.skops_io import load_trusted_skops
 
 DIFFICULTY_FILE = "difficulty.skops"
@@ -73,37 +73,6 @@ def auto_spec(graphs: list[Any]) -> str:
     return (space.vector_features if space is not None else None) or "summary"
 
 
-class _Encoder:
-    """A vector encoder chosen by spec and fitted on the difficulty-fit networks (JSON state)."""
-
-    def __init__(self, spec: str, encoder: Any) -> None:
-        self.spec, self.encoder = spec, encoder
-
-    @classmethod
-    def fit(cls, features: str, graphs: list[Any]) -> _Encoder:
-        from latlab.predictors.features import vector_encoder
-
-        spec = auto_spec(graphs) if features == AUTO else features
-        enc = vector_encoder(spec)
-        enc.fit(graphs)
-        return cls(spec, enc)
-
-    def transform(self, graphs: list[Any]) -> np.ndarray:
-        return np.asarray(self.encoder.transform(graphs), dtype=np.float64)
-
-    def to_state(self) -> dict[str, Any]:
-        from latlab.encoders.base import encoder_to_state
-
-        return {"spec": self.spec, "encoder": encoder_to_state(self.encoder)}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> _Encoder:
-        from latlab.encoders.base import encoder_from_state
-
-        return cls(state["spec"], encoder_from_state(state["encoder"]))
-
-
-@register_method
 class SplitConformal(ConformalPredictor):
     """Split conformal on absolute log residuals: one relative width for every network."""
 
@@ -171,8 +140,9 @@ class NormalizedConformal(ConformalPredictor):
                 f"the {len(networks)} calibration networks, {len(cal_nets)} remain to calibrate"
             )
         fit_graphs = as_graphs(fit_nets)
-        self.encoder_ = _Encoder.fit(str(self.options["features"]), fit_graphs)
-        x_fit = self.encoder_.transform(fit_graphs)
+        features = str(self.options["features"])
+        spec = auto_spec(fit_graphs) if features == AUTO else features
+        self.encoder_, x_fit = VectorFeatures.fit(spec, fit_graphs)
         k = int(self.options["k"])
         if k < 1:
             raise DataError(f"{self.method}: k must be at least 1, got {k}")
@@ -234,7 +204,7 @@ class NormalizedConformal(ConformalPredictor):
         ):
             raise BundleError(f"{path} holds no difficulty estimator")
         self.difficulty_ = objects["difficulty"]
-        self.encoder_ = _Encoder.from_state(state["encoder"])
+        self.encoder_ = VectorFeatures.from_state(state["encoder"])
         self.k_ = int(state["k"])
         self.floor_ = float(state["floor"])
         self._restore_objects(objects, state)
@@ -243,7 +213,6 @@ class NormalizedConformal(ConformalPredictor):
         pass
 
 
-@register_method
 class TreeVarianceConformal(NormalizedConformal):
     """CM_TV: difficulty = tree variance of a random forest fitted to log time per op."""
 
@@ -271,7 +240,6 @@ class TreeVarianceConformal(NormalizedConformal):
         return crepes.extras.DifficultyEstimator().fit(x, learner=forest, scaler=False, beta=0.0)
 
 
-@register_method
 class ResidualKnnConformal(NormalizedConformal):
     """CM_LV: difficulty = mean |log residual| of the base on the k nearest fit networks."""
 
@@ -285,7 +253,6 @@ class ResidualKnnConformal(NormalizedConformal):
         )
 
 
-@register_method
 class DistanceKnnConformal(NormalizedConformal):
     """CM_O: difficulty = distance to the k nearest fit networks; flags far-away networks.
 

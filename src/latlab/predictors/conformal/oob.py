@@ -29,7 +29,6 @@ import numpy as np
 
 from latlab.errors import DataError
 from latlab.predictors.base import Network
-from latlab.predictors.conformal.base import register_method
 from latlab.predictors.conformal.cross import JackknifePlusConformal
 
 
@@ -53,7 +52,6 @@ class BaggedForest(Protocol):
         ...
 
 
-@register_method
 class OutOfBagConformal(JackknifePlusConformal):
     """Jackknife+-after-bootstrap on a fitted random forest (``rf``)."""
 

@@ -34,18 +34,41 @@ not carry a device's error level well enough. Use ``cv+`` where coverage must ho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from latlab.datasets.references import reference_of
 from latlab.errors import DataError
 from latlab.predictors.base import Network
-from latlab.predictors.conformal.base import ConformalPredictor, conformal_quantile, register_method
+from latlab.predictors.conformal.base import ConformalPredictor, conformal_quantile
 
 
-@register_method
+@runtime_checkable
+class FewShotTransfer(Protocol):
+    """What ``sources`` needs of its base: a fitted few-shot transfer predictor that can replay
+    its k-shot adaptation on its source devices (the ``transfer`` predictor,
+    :class:`latlab.predictors.transfer.TransferPredictor`)."""
+
+    name: str
+
+    def in_pretrain_table(self, networks: Sequence[Network]) -> np.ndarray:
+        """Bool per network: whether it is a row of the pretrain table."""
+        ...
+
+    def difficulty(self) -> float:
+        """The target's difficulty as seen from its k networks (log ms)."""
+        ...
+
+    def simulate_few_shot(
+        self, k: int, draws: int = 2, test: int = 200, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(abs log residuals, pseudo-target difficulties)`` of k-shot transfer replayed on
+        every source device."""
+        ...
+
+
 class SourceFewShotConformal(ConformalPredictor):
     """Intervals for a few-shot transfer bundle from its source devices' simulated residuals
     (``calibrate`` takes the k training networks themselves)."""
@@ -59,14 +82,8 @@ class SourceFewShotConformal(ConformalPredictor):
         y: np.ndarray,
         train: tuple[list[Network], np.ndarray] | None,
     ) -> None:
-        base: Any = self.base
-        if not hasattr(base, "simulate_few_shot"):
-            raise DataError(
-                f"conformal method 'sources' needs a transfer predictor, got {base.name!r} "
-                "(use cv+ for other predictors)"
-            )
-        rows = base.sources_.rows([reference_of(n).strip() for n in networks])
-        if (rows < 0).any():
+        base = self.transfer()
+        if not base.in_pretrain_table(networks).all():
             self.warn(
                 "some of the k networks are not in the pretrain table (another search space?): "
                 "the source-device simulation adapts on table networks, so these intervals may "
@@ -84,6 +101,16 @@ class SourceFewShotConformal(ConformalPredictor):
         self.prior_ = float(np.median(np.unique(scales)))
         self.scores_ = residuals / self._shrunk(scales)
         self.scale_ = float(self._shrunk(np.array([base.difficulty()]))[0])
+
+    def transfer(self) -> FewShotTransfer:
+        """The base as the transfer predictor ``sources`` needs; refuses any other predictor."""
+        base = self.base
+        if not isinstance(base, FewShotTransfer):
+            raise DataError(
+                f"conformal method 'sources' needs a transfer predictor, got {base.name!r} "
+                "(use cv+ for other predictors)"
+            )
+        return base
 
     def _shrunk(self, scales: np.ndarray) -> np.ndarray:
         w = float(self.options["shrink"])

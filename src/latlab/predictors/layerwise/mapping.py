@@ -38,6 +38,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES, layer_row
 from latlab.fileio import inside
 from latlab.predictors.layerwise.features import model_key
+from latlab.predictors.skops_io import SKLEARN_PREFIXES, load_trusted_skops
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -278,20 +279,12 @@ class MappingModel:
         }
 
     def restore(self, state: dict[str, Any], directory: Path) -> None:
-        import skops.io as sio
-
         self.constants = {k: int(v == "fused") for k, v in state.get("constants", {}).items()}
         self.counts = dict(state.get("counts", {}))
         self.trees = {}
         for key, info in state.get("trees", {}).items():
             path = inside(directory, info["file"], "mapping tree file")
-            untrusted = sio.get_untrusted_types(file=path)
-            bad = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
-            if bad:
-                from latlab.errors import BundleError
-
-                raise BundleError(f"{path} holds unexpected types {bad}: refusing to load it")
-            self.trees[key] = sio.load(path, trusted=untrusted)
+            self.trees[key] = load_trusted_skops(path.read_bytes(), path, (), SKLEARN_PREFIXES)
 
 
 def mapping_scores(y_true: Any, y_pred: Any) -> dict[str, float]:

@@ -53,6 +53,7 @@ import numpy as np
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.fileio import inside
 from latlab.predictors.layerwise.features import feature_matrix, lane_ops
+from latlab.predictors.skops_io import SKLEARN_PREFIXES, load_trusted_skops
 
 #: Layer dimensions unrolled by the CPU kernels, per layer type (default: channels, width).
 UNROLLED: dict[str, tuple[str, ...]] = {
@@ -296,16 +297,8 @@ def _save_forest(model: Any, directory: Path, name: str) -> str:
 
 
 def _load_forest(directory: Path, name: str) -> Any:
-    import skops.io as sio
-
     path = inside(directory, name, "layer model file")
-    trusted = sio.get_untrusted_types(file=path)
-    unexpected = [t for t in trusted if not t.startswith(("sklearn.", "numpy."))]
-    if unexpected:
-        from latlab.errors import BundleError
-
-        raise BundleError(f"{path} holds unexpected types {unexpected}: refusing to load it")
-    return sio.load(path, trusted=trusted)
+    return load_trusted_skops(path.read_bytes(), path, (), SKLEARN_PREFIXES)
 
 
 def _forest_state(model: Any, file: str, points: int, target: str, layout: bool) -> dict[str, Any]:

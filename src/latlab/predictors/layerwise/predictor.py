@@ -44,10 +44,11 @@ import numpy as np
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.errors import DataError
-from latlab.predictors.base import LatencyPredictor, Network, as_graphs, register_predictor
+from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.layerwise.features import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
+from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -382,41 +383,48 @@ class LayerwisePredictor(LatencyPredictor):
             self.mapping_.restore(state["mapping"], directory)
 
 
-@register_predictor
+# What can be tuned in a layer-wise predictor is how peaks are read off the benchmarks
+# (``quantile``), which points are too short to trust (``min_time_ms``), and the statistical
+# models' forests.
+_PEAKS = {"quantile": flt(0.8, 1.0), "min_time_ms": flt(0.0005, 0.02, log=True)}
+_FOREST = {"n_estimators": integer(50, 400, step=50), "min_samples_leaf": integer(1, 10)}
+
+
 class RooflinePredictor(LayerwisePredictor):
     """Layer-wise roofline: ``t = max(f/P_peak, D/B_peak)`` per layer type."""
 
     name = "roofline"
     layer_model = "roofline"
+    tuning = TuningSpace(dict(_PEAKS))
 
 
-@register_predictor
 class RefinedRooflinePredictor(LayerwisePredictor):
     """Layer-wise refined roofline (utilisation from unrolling, fitted on sweeps)."""
 
     name = "refined"
     layer_model = "refined"
+    tuning = TuningSpace(dict(_PEAKS))
 
 
-@register_predictor
 class StatisticalPredictor(LayerwisePredictor):
     """Layer-wise random forests on the ANNETTE vector (time per operation)."""
 
     name = "statistical"
     layer_model = "statistical"
+    tuning = TuningSpace({**_PEAKS, **_FOREST})
 
 
-@register_predictor
 class MixedPredictor(LayerwisePredictor):
     """Layer-wise mixed model: refined roofline times a statistical efficiency."""
 
     name = "mixed"
     layer_model = "mixed"
+    tuning = TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)})
 
 
-@register_predictor
 class LutPredictor(LayerwisePredictor):
     """Layer-wise look-up table: nearest benchmarked configuration, scaled by work."""
 
     name = "lut"
     layer_model = "lut"
+    tuning = TuningSpace({"lut_scale": cat(True, False), **_PEAKS})
