@@ -53,16 +53,15 @@ def resnet_builder(
 
 
 #: The name the registrations below use.
-_resnet = resnet_builder
 
 
 _RESNET_PAPER = "He et al., Deep residual learning for image recognition, CVPR 2016"
-RESNET18 = ZooModel("resnet18", "resnet", _resnet((2, 2, 2, 2), False), _RESNET_PAPER)
-RESNET34 = ZooModel("resnet34", "resnet", _resnet((3, 4, 6, 3), False), _RESNET_PAPER)
-RESNET50 = ZooModel("resnet50", "resnet", _resnet((3, 4, 6, 3), True), _RESNET_PAPER)
+RESNET18 = ZooModel("resnet18", "resnet", resnet_builder((2, 2, 2, 2), False), _RESNET_PAPER)
+RESNET34 = ZooModel("resnet34", "resnet", resnet_builder((3, 4, 6, 3), False), _RESNET_PAPER)
+RESNET50 = ZooModel("resnet50", "resnet", resnet_builder((3, 4, 6, 3), True), _RESNET_PAPER)
 RESNEXT101_32X8D = ZooModel(
     "resnext101_32x8d",
     "resnext",
-    _resnet((3, 4, 23, 3), True, groups=32, width_per_group=8),
+    resnet_builder((3, 4, 23, 3), True, groups=32, width_per_group=8),
     "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017",
 )

@@ -48,7 +48,6 @@ def vit_builder(dim: int, depth: int, heads: int, patch: int = 16):
 
 
 #: The name the registrations below use.
-_vit = vit_builder
 
 
 # --------------------------------------------------------------------------- Swin
@@ -124,15 +123,25 @@ def _swin(dim: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int
 
 
 VIT_S16 = ZooModel(
-    "vit_s16", "vit", _vit(384, 12, 6), "Dosovitskiy et al. 2021", min_resolution=32, attention=True
+    "vit_s16",
+    "vit",
+    vit_builder(384, 12, 6),
+    "Dosovitskiy et al. 2021",
+    min_resolution=32,
+    attention=True,
 )
 DEIT_S16 = ZooModel(
-    "deit_s16", "deit", _vit(384, 12, 6), "Touvron et al. 2021", min_resolution=32, attention=True
+    "deit_s16",
+    "deit",
+    vit_builder(384, 12, 6),
+    "Touvron et al. 2021",
+    min_resolution=32,
+    attention=True,
 )
 VIT_B16 = ZooModel(
     "vit_b16",
     "vit",
-    _vit(768, 12, 12),
+    vit_builder(768, 12, 12),
     "Dosovitskiy et al. 2021",
     min_resolution=32,
     attention=True,
