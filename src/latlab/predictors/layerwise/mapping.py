@@ -38,6 +38,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES, layer_row
 from latlab.fileio import inside
 from latlab.predictors.layerwise.features import model_key
+from latlab.predictors.layerwise.memo import Memo, structure_key
 from latlab.predictors.skops_io import SKLEARN_PREFIXES, load_trusted_skops
 
 if TYPE_CHECKING:
@@ -80,8 +81,19 @@ def kind_pair(graph: NetworkGraph, p: int, c: int) -> str:
     return f"{graph.layers[p].kind}>{graph.layers[c].kind}"
 
 
+#: Pair rows of every edge of the networks mapped lately (:mod:`.memo`).
+_ALL_PAIRS: Memo[list[dict]] = Memo(512)
+
+
 def pair_rows(graph: NetworkGraph, edges: Sequence[tuple[int, int]] | None = None) -> list[dict]:
-    """Feature rows of the data-flow edges of ``graph`` (all edges by default)."""
+    """Feature rows of the data-flow edges of ``graph`` (all edges by default: computed once
+    per structure and shared, so read-only)."""
+    if edges is None:
+        return _ALL_PAIRS.get(structure_key(graph), lambda: _pair_rows(graph, None))
+    return _pair_rows(graph, edges)
+
+
+def _pair_rows(graph: NetworkGraph, edges: Sequence[tuple[int, int]] | None) -> list[dict]:
     rows_cache: dict[int, dict[str, Any]] = {}
 
     def row(i: int) -> dict[str, Any]:
@@ -153,11 +165,14 @@ class MappingModel:
         self.trees: dict[str, Any] = {}  # pair type -> DecisionTreeClassifier
         self.constants: dict[str, int] = {}  # pair type -> constant label
         self.counts: dict[str, dict[str, int]] = {}
+        #: This model's groups of the networks it mapped lately (a fit or restore clears it).
+        self._groups: Memo[list[list[int]]] = Memo(512)
 
     def fit(self, pairs: pd.DataFrame) -> MappingModel:
         """Fit on :func:`labelled_pairs` output; types keyed by pair type and by kind pair."""
         from sklearn.tree import DecisionTreeClassifier
 
+        self._groups.clear()
         self.trees.clear()
         self.constants.clear()
         self.counts.clear()
@@ -235,7 +250,12 @@ class MappingModel:
         return (self._proba_rows(pairs.to_dict(orient="records")) >= 0.5).astype(int)
 
     def groups(self, graph: NetworkGraph) -> list[list[int]]:
-        """Mapped layers of ``graph``: connected components of the predicted-fused edges."""
+        """Mapped layers of ``graph``: connected components of the predicted-fused edges
+        (computed once per structure; a fresh list each call)."""
+        found = self._groups.get(structure_key(graph), lambda: self._components(graph))
+        return [list(g) for g in found]
+
+    def _components(self, graph: NetworkGraph) -> list[list[int]]:
         n = len(graph.layers)
         parent = list(range(n))
 
@@ -279,6 +299,7 @@ class MappingModel:
         }
 
     def restore(self, state: dict[str, Any], directory: Path) -> None:
+        self._groups.clear()
         self.constants = {k: int(v == "fused") for k, v in state.get("constants", {}).items()}
         self.counts = dict(state.get("counts", {}))
         self.trees = {}

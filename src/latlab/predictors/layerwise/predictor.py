@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,6 +48,7 @@ from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.layerwise.features import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
+from latlab.predictors.layerwise.memo import Memo, structure_key
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
 from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
@@ -57,6 +59,10 @@ log = logging.getLogger(__name__)
 
 SESSION_PROBE = "kernel:padding?c=1"  # = latlab.datasets.bench.suites.SESSION_PROBE
 _LABEL_CACHE: dict[str, dict[tuple[str, str], str]] = {}
+
+#: (head, feature record) of the mapped layers of the networks predicted lately, keyed by
+#: (structure, member layers): every layer-wise model predicts the same groups (:mod:`.memo`).
+_GROUP_RECORDS: Memo[tuple[int, dict[str, Any]]] = Memo(200_000)
 
 #: Columns of :meth:`LayerwisePredictor.predict_layers`.
 LAYER_COLUMNS: tuple[str, ...] = (
@@ -308,8 +314,12 @@ class LayerwisePredictor(LatencyPredictor):
 
         rows: list[dict[str, Any]] = []
         for ni, (g, groups) in enumerate(items):
+            structure = structure_key(g)
             for gi, members in enumerate(groups):
-                head, rec = group_record(g.layers, members)
+                head, shared = _GROUP_RECORDS.get(
+                    (structure, tuple(members)), partial(group_record, g.layers, members)
+                )
+                rec = dict(shared)  # the memo's record stays as computed
                 rec.update(
                     network_index=ni,
                     network=g.reference,
