@@ -108,7 +108,7 @@ def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_par
 
     train_part, val_part = nb201_parts
     seen: list[tuple[int, float]] = []
-    model = make_predictor("fcnn", max_epochs=6, patience=100, num_threads=1)
+    model = make_predictor("fcnn", max_epochs=6, patience=100, n_jobs=1)
     with epoch_callback(lambda e, loss: seen.append((e, loss))):
         model.fit(*train_part, eval_set=val_part)
     assert [e for e, _ in seen] == list(range(6))
@@ -122,9 +122,9 @@ def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_par
             raise Stop
 
     with pytest.raises(Stop), epoch_callback(stop):
-        make_predictor("fcnn", max_epochs=6, num_threads=1).fit(*train_part, eval_set=val_part)
+        make_predictor("fcnn", max_epochs=6, n_jobs=1).fit(*train_part, eval_set=val_part)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    fixed = {"max_epochs": 12, "patience": 100, "num_threads": 1}
+    fixed = {"max_epochs": 12, "patience": 100, "n_jobs": 1}
     res = tune("fcnn", fixed, train_part, val_part, 4, storage=storage, study_name="f")
     study = optuna.load_study(study_name="f", storage=storage)
     tuned = [t for t in study.trials if not t.user_attrs.get("defaults")]

@@ -22,9 +22,9 @@ Saved as ``fcnn.safetensors`` (weights) + JSON (architecture, scalers, encoder s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -79,6 +79,8 @@ class FcnnPredictor(LatencyPredictor):
     """Torch MLP on standardised vector features (see the module docstring for defaults)."""
 
     name = "fcnn"
+    #: ``n_jobs`` (sklearn's name, as gbm/rf take it) was ``num_threads`` before.
+    renamed_params: ClassVar[Mapping[str, str]] = {"num_threads": "n_jobs"}
     tuning = TuningSpace(
         {
             "hidden_layers": cat(
@@ -115,7 +117,7 @@ class FcnnPredictor(LatencyPredictor):
         lr_patience: int = 15,
         val_fraction: float = 0.1,
         target: str = "log",
-        num_threads: int | None = None,
+        n_jobs: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.features = features
@@ -130,7 +132,7 @@ class FcnnPredictor(LatencyPredictor):
         self.lr_patience = lr_patience
         self.val_fraction = val_fraction
         self.target = target
-        self.num_threads = num_threads
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ helpers
@@ -185,7 +187,7 @@ class FcnnPredictor(LatencyPredictor):
             tr, va = internal_split(len(y), self.val_fraction, self.random_state)
             x_tr, t_tr = x_all[tr], t_all[tr]
             x_va, t_va = x_all[va], t_all[va]
-        with seeded(self.random_state), torch_threads(self.num_threads):
+        with seeded(self.random_state), torch_threads(self.n_jobs):
             model = self._module()
             gen = torch.Generator().manual_seed(int(self.random_state))
             opt = torch.optim.Adam(
@@ -235,7 +237,7 @@ class FcnnPredictor(LatencyPredictor):
         if len(items) == 0:
             return np.zeros(0)
         x = torch.from_numpy(np.vstack(items))
-        with torch.inference_mode(), torch_threads(self.num_threads):
+        with torch.inference_mode(), torch_threads(self.n_jobs):
             out = self.model_(x).squeeze(-1).double().numpy()
         return np.asarray(decode_target(out * self.y_std_ + self.y_mean_, self.target))
 
