@@ -19,8 +19,8 @@ from latlab.datasets.spaces.fcnn import build_fcnn
 from latlab.encoders import NetBuilder
 from latlab.errors import BundleError, DataError, FeatureError, NotFittedError
 from latlab.predictors import PREDICTORS, load_predictor, make_predictor
-from latlab.predictors.features import auto_spec
 from latlab.predictors.forest import FOREST_FILE
+from latlab.predictors.vector_features import auto_spec
 from latlab.training.metrics import regression_metrics
 
 #: Small but real configurations (the defaults train for minutes).

@@ -100,7 +100,7 @@ def test_other_predictors_cache_graphs(fcnn_measured: dict):
 
 
 def test_nb201_fast_path_encodes_alike(nb201_small: Path):
-    from latlab.predictors.features import VectorFeatures
+    from latlab.predictors.vector_features import VectorFeatures
 
     refs = pd.read_csv(nb201_small)["network"].tolist()[:300]
     fast = [resolve_fast(r) for r in refs]

@@ -15,8 +15,9 @@ available to us; what it leaves open was chosen as follows and is a constructor 
   relative error is what is minimised, see :mod:`latlab.predictors.common`); ``target="raw"``
   is the paper's MSE on milliseconds.
 
-Inputs (``features``, :mod:`latlab.predictors.features`): the padded width vector for ``fcnn``
-networks, the nb201 one-hot + summary for NAS-Bench-201 cells, the network summary otherwise.
+Inputs (``features``, :mod:`latlab.predictors.vector_features`): the padded width vector for
+``fcnn`` networks, the nb201 one-hot + summary for NAS-Bench-201 cells, the network summary
+otherwise.
 Saved as ``fcnn.safetensors`` (weights) + JSON (architecture, scalers, encoder state).
 """
 
@@ -32,8 +33,8 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
-from latlab.predictors.features import AUTO, VectorFeatures
 from latlab.predictors.tuning_space import TuningSpace, cat, flt, widths
+from latlab.predictors.vector_features import AUTO, VectorFeatures
 
 if TYPE_CHECKING:
     import torch

@@ -405,7 +405,7 @@ class _Features:
 
     @classmethod
     def fit(cls, spec: str, population: Sequence[Any]) -> _Features:
-        from latlab.predictors.features import vector_encoder
+        from latlab.predictors.vector_features import vector_encoder
 
         encoder = vector_encoder(spec)
         x = np.asarray(encoder.fit_transform(list(population)), dtype=np.float64)
@@ -598,7 +598,7 @@ class TransferPredictor(LatencyPredictor):
         ``linear`` (space-independent features) when they are of another family."""
         if self.source_predictor != "auto":
             return self.source_predictor
-        from latlab.predictors.features import families
+        from latlab.predictors.vector_features import families
 
         pretrain = families(as_graphs(list(self.sources_.networks[:50])))
         if families(graphs) <= pretrain:
