@@ -105,7 +105,7 @@ def _train(csv, out, *extra):
         ("bad-split", "unknown --split 'diagonal'"),
         ("bad-conformal", "unknown conformal method 'magic'"),
         ("pretrain-not-transfer", "--pretrain applies to predictors that transfer"),
-        ("tune-untunable", "no tuning search space for predictor 'lxnorop'"),
+        ("tune-untunable", "no hyper-parameter space for predictor 'lxnorop'"),
         ("missing-table", "table file not found"),
     ],
 )

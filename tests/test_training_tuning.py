@@ -10,7 +10,7 @@ from latlab.predictors import PREDICTORS, make_predictor
 from latlab.training.data import load_training_data
 from latlab.training.pipeline import TrainConfig, train
 from latlab.training.splits import make_split
-from latlab.training.tuning import make_storage, search_spaces, tune, validation_mape
+from latlab.training.tuning import make_storage, param_spaces, tune, validation_mape
 
 #: Registered predictors that are not tuned (analytical models without free parameters).
 UNTUNED = {"lxnorop"}
@@ -24,9 +24,9 @@ def nb201_parts(nb201_small):
 
 
 def test_every_predictor_has_a_space_whose_defaults_are_the_constructors():
-    spaces = search_spaces()  # binding reads every default from the constructor
+    spaces = param_spaces()  # binding reads every default from the constructor
     missing = sorted(set(PREDICTORS) - set(spaces) - UNTUNED)
-    assert not missing, f"predictors without a tuning search space: {missing}"
+    assert not missing, f"predictors without a hyper-parameter space: {missing}"
     for name, space in spaces.items():
         if name not in PREDICTORS:
             continue
@@ -74,7 +74,7 @@ def test_journal_storage_and_errors(tmp_path, nb201_parts):
     res = tune("flops", {}, train_part, val_part, 1, storage=str(journal), study_name="j")
     assert journal.stat().st_size > 0 and res.n_trials == 1
     assert isinstance(make_storage(f"journal:{journal}"), optuna.storages.JournalStorage)
-    with pytest.raises(DataError, match="no tuning search space for predictor 'lxnorop'"):
+    with pytest.raises(DataError, match="no hyper-parameter space for predictor 'lxnorop'"):
         tune("lxnorop", {}, train_part, val_part, 1, storage=str(journal))
     with pytest.raises(DataError, match="validation split"):
         tune("flops", {}, train_part, ([], []), 1, storage=str(journal))

@@ -26,7 +26,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import atomic_write_text, inside
 from latlab.jsonio import jsonable
-from latlab.predictors.tuning_space import TuningSpace
+from latlab.predictors.hyperparameter_space import HyperparameterSpace
 from latlab.registry import Registry
 
 if TYPE_CHECKING:
@@ -189,8 +189,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     name: ClassVar[str] = "base"
     #: Minimum number of training rows the predictor can learn from.
     min_train_rows: ClassVar[int] = 2
-    #: What Optuna may search (:mod:`latlab.predictors.tuning_space`); ``None``: not tuned.
-    tuning: ClassVar[TuningSpace | None] = None
+    #: What Optuna may search (:mod:`latlab.predictors.hyperparameter_space`); ``None``: not tuned.
+    param_space: ClassVar[HyperparameterSpace | None] = None
     #: References training must keep in the training split (a device constant such as the
     #: layer-wise session probe, not a sample to hold out).
     train_only_references: ClassVar[tuple[str, ...]] = ()

@@ -33,7 +33,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, widths
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, widths
 from latlab.predictors.vector_features import AUTO, VectorFeatures
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class FcnnPredictor(LatencyPredictor):
     name = "fcnn"
     #: ``n_jobs`` (sklearn's name, as gbm/rf take it) was ``num_threads`` before.
     renamed_params: ClassVar[Mapping[str, str]] = {"num_threads": "n_jobs"}
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "hidden_layers": cat(
                 "64-32",

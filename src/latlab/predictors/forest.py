@@ -21,8 +21,8 @@ from latlab.predictors.base import (
     read_model_file,
 )
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, integer
 from latlab.predictors.skops_io import TREE_TYPES, load_trusted_skops
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 from latlab.predictors.vector_features import AUTO, VectorFeatures, VectorRowsPredictor
 
 FOREST_FILE = "forest.skops"
@@ -42,7 +42,7 @@ class ForestPredictor(VectorRowsPredictor, LatencyPredictor):
     """
 
     name = "rf"
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "n_estimators": integer(100, 800, step=100),
             "max_features": flt(0.1, 1.0),

@@ -28,7 +28,7 @@ from latlab.predictors.common import (
     internal_split,
     resolve_n_jobs,
 )
-from latlab.predictors.tuning_space import TuningSpace, flt, integer
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, flt, integer
 from latlab.predictors.vector_features import AUTO, VectorFeatures, VectorRowsPredictor
 
 BOOSTER_FILE = "booster.txt"
@@ -42,7 +42,7 @@ class GbmPredictor(VectorRowsPredictor, LatencyPredictor):
     """
 
     name = "gbm"
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "learning_rate": flt(0.005, 0.3, log=True),
             "num_leaves": integer(4, 127, log=True),

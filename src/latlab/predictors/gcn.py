@@ -56,7 +56,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import torch
@@ -185,7 +185,7 @@ class GcnPredictor(LatencyPredictor):
     name = "gcn"
     #: ``n_jobs`` (sklearn's name, as gbm/rf take it) was ``num_threads`` before.
     renamed_params: ClassVar[Mapping[str, str]] = {"num_threads": "n_jobs"}
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "num_layers": integer(2, 6),
             "hidden": cat(128, 256, 400, 600),

@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
-from latlab.predictors.tuning_space import TuningSpace, cat
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class LayerSumPredictor(LatencyPredictor):
 
     name = "layer-sum"
     #: Per-op table over every nb201 cell edge (auto on nb201) or per distinct IR layer.
-    tuning = TuningSpace({"layers": cat("auto", "ir")})
+    param_space = HyperparameterSpace({"layers": cat("auto", "ir")})
 
     def __init__(self, layers: str = "auto") -> None:
         self.layers = layers

@@ -76,7 +76,7 @@ from latlab.predictors.base import (
     load_predictor,
     make_predictor,
 )
-from latlab.predictors.tuning_space import TuningSpace, cat, flt
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ class TransferPredictor(LatencyPredictor):
     feature_state_keys = ("features",)
     #: How source devices are combined and what the architecture head learns (tuning needs a
     #: validation split of the target device's few networks).
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "method": cat("ensemble", "nearest", "ridge"),
             "head": cat("auto", "gp", "ridge", "none"),

@@ -197,9 +197,9 @@ def _check_config(config: TrainConfig) -> LatencyPredictor:
             f"(transfer), not to {config.predictor!r}"
         )
     if config.tune or config.study:
-        from latlab.training.tuning import get_search_space
+        from latlab.training.tuning import get_param_space
 
-        get_search_space(config.predictor)
+        get_param_space(config.predictor)
         if config.tune < 0:
             raise DataError(f"--tune must be >= 0 trials, got {config.tune}")
         if config.val_size == 0:

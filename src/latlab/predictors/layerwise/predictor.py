@@ -45,10 +45,10 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, integer
 from latlab.predictors.layerwise.layer_inputs import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -395,7 +395,7 @@ class RooflinePredictor(LayerwisePredictor):
 
     name = "roofline"
     layer_model = "roofline"
-    tuning = TuningSpace(dict(_PEAKS))
+    param_space = HyperparameterSpace(dict(_PEAKS))
 
 
 class RefinedRooflinePredictor(LayerwisePredictor):
@@ -403,7 +403,7 @@ class RefinedRooflinePredictor(LayerwisePredictor):
 
     name = "refined"
     layer_model = "refined"
-    tuning = TuningSpace(dict(_PEAKS))
+    param_space = HyperparameterSpace(dict(_PEAKS))
 
 
 class StatisticalPredictor(LayerwisePredictor):
@@ -411,7 +411,7 @@ class StatisticalPredictor(LayerwisePredictor):
 
     name = "statistical"
     layer_model = "statistical"
-    tuning = TuningSpace({**_PEAKS, **_FOREST})
+    param_space = HyperparameterSpace({**_PEAKS, **_FOREST})
 
 
 class MixedPredictor(LayerwisePredictor):
@@ -419,7 +419,7 @@ class MixedPredictor(LayerwisePredictor):
 
     name = "mixed"
     layer_model = "mixed"
-    tuning = TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)})
+    param_space = HyperparameterSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)})
 
 
 class LutPredictor(LayerwisePredictor):
@@ -427,4 +427,4 @@ class LutPredictor(LayerwisePredictor):
 
     name = "lut"
     layer_model = "lut"
-    tuning = TuningSpace({"lut_scale": cat(True, False), **_PEAKS})
+    param_space = HyperparameterSpace({"lut_scale": cat(True, False), **_PEAKS})
