@@ -423,7 +423,12 @@ class MixedPredictor(LayerwisePredictor):
 
 
 class LutPredictor(LayerwisePredictor):
-    """Layer-wise look-up table: nearest benchmarked configuration, scaled by work."""
+    """Layer-wise look-up table: nearest benchmarked configuration, scaled by work.
+
+    Not ``layer-sum`` (:mod:`latlab.predictors.layersum`), the BRP-NAS baseline: that table is
+    *fitted* from whole-network latencies (non-negative least squares, one exact entry per
+    layer signature, no fusion); this one holds *measured* per-layer benchmarks, answers an
+    unseen shape by its nearest entry, and sums the layers its mapping model groups."""
 
     name = "lut"
     layer_model = "lut"
