@@ -54,7 +54,7 @@ def make_bundle(table: Path, tmp: Path) -> tuple[Path, list[str], str]:
 
 def main() -> None:
     import latlab
-    from latlab.training.served import ModelServer, load_test
+    from latlab.training.mlflow_server import ModelServer, load_test
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 clients x 200 requests")

@@ -33,7 +33,7 @@ from latlab.encoders.builder import NetBuilder
 from latlab.encoders.onnx_export import to_onnx
 from latlab.errors import NetworkReferenceError
 from latlab.predictors import make_predictor
-from latlab.predictors.layerwise.features import group_record, layer_record, model_key
+from latlab.predictors.layerwise.layer_inputs import group_record, layer_record, model_key
 
 # (reference, IR ops, output shape)
 PARTS = [

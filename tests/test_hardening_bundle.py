@@ -157,10 +157,12 @@ def test_unlisted_file_is_refused(bundle):
 
 
 def test_mlflow_model_is_covered_and_verified_before_mlflow_loads_it(bundle):
-    from latlab.training.served import model_dir
+    from latlab.training.mlflow_server import model_dir
 
     listed = [k for k in _manifest(bundle)["files"] if k.startswith("mlflow_model/")]
-    assert "mlflow_model/MLmodel" in listed and any(k.endswith("pyfunc_model.py") for k in listed)
+    assert "mlflow_model/MLmodel" in listed and any(
+        k.endswith("mlflow_pyfunc_entry.py") for k in listed
+    )
     assert model_dir(bundle) == bundle / "mlflow_model"
     mlmodel = bundle / "mlflow_model" / "MLmodel"
     text = mlmodel.read_text()
@@ -241,8 +243,8 @@ def test_pyfunc_model_reads_no_server_file_by_default(bundle, onnx_folder, monke
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from latlab.training.pyfunc import ONNX_DIR_ENV
-    from latlab.training.served import model_dir
+    from latlab.training.mlflow_pyfunc import ONNX_DIR_ENV
+    from latlab.training.mlflow_server import model_dir
 
     monkeypatch.delenv(ONNX_DIR_ENV, raising=False)
     model = mlflow.pyfunc.load_model(str(model_dir(bundle)))

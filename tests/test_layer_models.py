@@ -20,7 +20,7 @@ from latlab.encoders.builder import NetBuilder
 from latlab.errors import DataError, NotFittedError
 from latlab.predictors import load_predictor, make_predictor
 from latlab.predictors.layerwise import LAYER_COLUMNS, LayerwisePredictor, MappingModel
-from latlab.predictors.layerwise.features import layer_record, model_key
+from latlab.predictors.layerwise.layer_inputs import layer_record, model_key
 from latlab.predictors.layerwise.mapping import labelled_pairs, mapping_scores
 from latlab.predictors.layerwise.models import Lut, Mixed, Refined, Roofline, Work, u_eff
 from latlab.predictors.layerwise.predictor import runtime_labels

@@ -19,14 +19,14 @@ from latlab.datasets.spaces.fcnn import build_fcnn
 from latlab.encoders import NetBuilder
 from latlab.errors import BundleError, DataError, FeatureError, NotFittedError
 from latlab.predictors import PREDICTORS, load_predictor, make_predictor
-from latlab.predictors.features import auto_spec
 from latlab.predictors.forest import FOREST_FILE
+from latlab.predictors.vector_features import auto_spec
 from latlab.training.metrics import regression_metrics
 
 #: Small but real configurations (the defaults train for minutes).
 FAST: dict[str, dict] = {
     "flops": {},
-    "fcnn": {"hidden_layers": (64, 32, 16), "max_epochs": 150, "patience": 20, "num_threads": 1},
+    "fcnn": {"hidden_layers": (64, 32, 16), "max_epochs": 150, "patience": 20, "n_jobs": 1},
     "gbm": {"n_estimators": 600, "early_stopping_rounds": 100, "n_jobs": 1},
     "rf": {"n_estimators": 60, "n_jobs": 1},
     "gcn": {
@@ -36,7 +36,7 @@ FAST: dict[str, dict] = {
         "warmup_epochs": 5,
         "patience": 15,
         "learning_rate": 2e-3,
-        "num_threads": 1,
+        "n_jobs": 1,
     },
 }
 LEARNED = ("fcnn", "gbm", "rf", "gcn")
@@ -176,7 +176,7 @@ def test_fit_leaves_torch_state_alone(nb201_data):
     expected = torch.rand(3)
     torch.manual_seed(123)
     threads = torch.get_num_threads()
-    fast("fcnn", num_threads=1).fit(graphs[:40], y[:40])
+    fast("fcnn", n_jobs=1).fit(graphs[:40], y[:40])
     assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
     assert torch.get_num_threads() == threads
     assert not torch.are_deterministic_algorithms_enabled()

@@ -169,7 +169,7 @@ def test_the_documented_predictor_example_trains_tunes_and_round_trips(tmp_path)
         from latlab.datasets.references import resolve
         from latlab.datasets.spaces import sample
         from latlab.predictors import load_predictor, make_predictor
-        from latlab.training.tuning import get_search_space
+        from latlab.training.tuning import get_param_space
         refs = sample("fcnn", 30, seed=0)
         y = np.array([0.01 + 1e-6 * resolve(r).totals.macs for r in refs])
         p = make_predictor("macs-fit").fit(refs, y)
@@ -177,7 +177,7 @@ def test_the_documented_predictor_example_trains_tunes_and_round_trips(tmp_path)
         again = load_predictor({str(tmp_path / "saved")!r}).predict(refs)
         mape = float(np.mean(np.abs(p.predict(refs) - y) / y))
         print(json.dumps({{"mape": mape, "same": bool(np.array_equal(again, p.predict(refs))),
-                          "offset": get_search_space("macs-fit").params["offset"].default}}))
+                          "offset": get_param_space("macs-fit").params["offset"].default}}))
         """,
         extra_path=tmp_path,
     )

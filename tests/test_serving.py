@@ -100,7 +100,7 @@ def test_other_predictors_cache_graphs(fcnn_measured: dict):
 
 
 def test_nb201_fast_path_encodes_alike(nb201_small: Path):
-    from latlab.predictors.features import VectorFeatures
+    from latlab.predictors.vector_features import VectorFeatures
 
     refs = pd.read_csv(nb201_small)["network"].tolist()[:300]
     fast = [resolve_fast(r) for r in refs]
@@ -144,3 +144,40 @@ def test_bundle_holds_a_loadable_pyfunc_model(fcnn_gbm_bundle: Path, fcnn_refs: 
     np.testing.assert_allclose(out["upper_ms"], expected["upper_ms"])
     # the model's copy of the bundle does not nest another model
     assert not (model_dir / "artifacts" / "bundle" / "mlflow_model").exists()
+
+
+def test_model_logged_before_the_rename_still_loads(
+    fcnn_gbm_bundle: Path, fcnn_refs: list[str], tmp_path: Path
+):
+    """A model logged before ``pyfunc.py`` became ``mlflow_pyfunc.py``: its entry file imports
+    ``latlab.training.pyfunc`` (the alias module), and it answers like the bundle."""
+    import shutil
+
+    import mlflow.pyfunc
+    import yaml
+
+    model_dir = tmp_path / "old_model"
+    shutil.copytree(fcnn_gbm_bundle / "mlflow_model", model_dir)
+    conf = yaml.safe_load((model_dir / "MLmodel").read_text())
+    entry = conf["flavors"]["python_function"]["model_code_path"]
+    new_entry = model_dir / Path(entry).name
+    assert new_entry.name == "mlflow_pyfunc_entry.py" and new_entry.is_file()
+    old_entry = model_dir / "pyfunc_model.py"
+    old_entry.write_text(
+        '"""MLflow "model from code" entry point of a latlab bundle."""\n\n'
+        "from mlflow.models import set_model\n\n"
+        "from latlab.training.pyfunc import BundleModel\n\n"
+        "set_model(BundleModel())\n"
+    )
+    new_entry.unlink()
+    text = (
+        (model_dir / "MLmodel")
+        .read_text()
+        .replace(str(entry), str(Path(entry).with_name("pyfunc_model.py")))
+    )
+    (model_dir / "MLmodel").write_text(text)
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    out = model.predict(pd.DataFrame({"network": fcnn_refs[:8]}), params={"confidence": 0.8})
+    expected = latlab.load_bundle(fcnn_gbm_bundle).predict_frame(fcnn_refs[:8], 0.8)
+    np.testing.assert_allclose(out["latency_ms"], expected["latency_ms"])
+    np.testing.assert_allclose(out["upper_ms"], expected["upper_ms"])

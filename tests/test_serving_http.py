@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import latlab
-from latlab.training.served import ModelServer, invoke, load_test, records
+from latlab.training.mlflow_server import ModelServer, invoke, load_test, records
 
 
 @pytest.fixture(scope="module")

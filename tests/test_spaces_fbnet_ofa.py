@@ -68,7 +68,7 @@ def test_the_spaces_load_lazily_on_their_prefix():
         "assert SPACES.is_lazy('fbnet') and SPACES.is_lazy('ofa')\n"
         f"parse_reference({OFA!r})\n"
         "assert not SPACES.is_lazy('ofa') and SPACES.is_lazy('fbnet')\n"
-        "from latlab.predictors.features import vector_encoder\n"
+        "from latlab.predictors.vector_features import vector_encoder\n"
         "from latlab.predictors.gcn import choose_graph\n"
         "vector_encoder('fbnet-onehot+summary')  # a name before any fbnet network\n"
         "assert choose_graph('fbnet-blocks', []) == 'fbnet-blocks'\n"

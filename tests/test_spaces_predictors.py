@@ -24,8 +24,8 @@ PARAMS = {
     "layer-sum": {},
     "gbm": {"n_estimators": 150, "learning_rate": 0.1, "n_jobs": 1},
     "rf": {"n_estimators": 30, "n_jobs": 1},
-    "fcnn": {"hidden_layers": (64, 32), "max_epochs": 100, "num_threads": 1},
-    "gcn": {"hidden": 48, "num_layers": 2, "max_epochs": 30, "warmup_epochs": 5, "num_threads": 1},
+    "fcnn": {"hidden_layers": (64, 32), "max_epochs": 100, "n_jobs": 1},
+    "gcn": {"hidden": 48, "num_layers": 2, "max_epochs": 30, "warmup_epochs": 5, "n_jobs": 1},
 }
 #: Held-out Spearman each predictor must reach on the synthetic devices (layer-sum on OFA
 #: tables each distinct layer of 25 resolutions: underdetermined by 70 networks, ~0.85).

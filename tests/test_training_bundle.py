@@ -138,8 +138,8 @@ def test_writes_are_atomic(tmp_path, fcnn_measured):
 LEARNED = {
     "gbm": {"n_estimators": 60, "n_jobs": 1},
     "rf": {"n_estimators": 20, "n_jobs": 1},
-    "fcnn": {"max_epochs": 5, "num_threads": 1},
-    "gcn": {"max_epochs": 3, "hidden": 32, "num_layers": 2, "num_threads": 1},
+    "fcnn": {"max_epochs": 5, "n_jobs": 1},
+    "gcn": {"max_epochs": 3, "hidden": 32, "num_layers": 2, "n_jobs": 1},
 }
 
 
@@ -183,3 +183,37 @@ def test_encoder_states_load_in_a_fresh_process():
         check=True,
     )
     assert out.stdout.strip() == "SummaryEncoder"
+
+
+def test_bundle_saved_with_num_threads_loads_as_n_jobs(tmp_path, fcnn_measured):
+    """fcnn/gcn's thread count was ``num_threads`` before it became ``n_jobs``: a bundle saved
+    then loads (the parameter migrated) and predicts exactly as before."""
+    import hashlib
+
+    from latlab.training.pipeline import build_predictor
+
+    td = load_training_data(fcnn_measured["csv"], "cpu")
+    model = make_predictor("fcnn", max_epochs=5, n_jobs=1).fit(td.networks, td.latency_ms)
+    out = save_bundle(tmp_path / "b", model)
+    expected = load_bundle(out).predict(td.networks)
+    # Rewrite it as a bundle of before the rename (checksums updated: not a tampering test).
+    path = out / "predictor" / "predictor.json"
+    doc = json.loads(path.read_text())
+    doc["params"]["num_threads"] = doc["params"].pop("n_jobs")
+    path.write_text(json.dumps(doc))
+    manifest = json.loads((out / MANIFEST).read_text())
+    params = manifest["predictor"]["params"]
+    params["num_threads"] = params.pop("n_jobs")
+    manifest["files"]["predictor/predictor.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    old = load_bundle(out)
+    assert (
+        old.predictor.get_params()["n_jobs"] == 1
+        and "num_threads" not in old.predictor.get_params()
+    )
+    np.testing.assert_array_equal(old.predict(td.networks), expected)
+    with pytest.raises(
+        DataError, match=r"'num_threads' of predictor 'fcnn' is now called 'n_jobs'"
+    ):
+        build_predictor("fcnn", {"num_threads": 2}, seed=0)
+    assert build_predictor("gcn", {"n_jobs": 2}, seed=0).get_params()["n_jobs"] == 2

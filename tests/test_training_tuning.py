@@ -10,7 +10,7 @@ from latlab.predictors import PREDICTORS, make_predictor
 from latlab.training.data import load_training_data
 from latlab.training.pipeline import TrainConfig, train
 from latlab.training.splits import make_split
-from latlab.training.tuning import make_storage, search_spaces, tune, validation_mape
+from latlab.training.tuning import make_storage, param_spaces, tune, validation_mape
 
 #: Registered predictors that are not tuned (analytical models without free parameters).
 UNTUNED = {"lxnorop"}
@@ -24,9 +24,9 @@ def nb201_parts(nb201_small):
 
 
 def test_every_predictor_has_a_space_whose_defaults_are_the_constructors():
-    spaces = search_spaces()  # binding reads every default from the constructor
+    spaces = param_spaces()  # binding reads every default from the constructor
     missing = sorted(set(PREDICTORS) - set(spaces) - UNTUNED)
-    assert not missing, f"predictors without a tuning search space: {missing}"
+    assert not missing, f"predictors without a hyper-parameter space: {missing}"
     for name, space in spaces.items():
         if name not in PREDICTORS:
             continue
@@ -74,7 +74,7 @@ def test_journal_storage_and_errors(tmp_path, nb201_parts):
     res = tune("flops", {}, train_part, val_part, 1, storage=str(journal), study_name="j")
     assert journal.stat().st_size > 0 and res.n_trials == 1
     assert isinstance(make_storage(f"journal:{journal}"), optuna.storages.JournalStorage)
-    with pytest.raises(DataError, match="no tuning search space for predictor 'lxnorop'"):
+    with pytest.raises(DataError, match="no hyper-parameter space for predictor 'lxnorop'"):
         tune("lxnorop", {}, train_part, val_part, 1, storage=str(journal))
     with pytest.raises(DataError, match="validation split"):
         tune("flops", {}, train_part, ([], []), 1, storage=str(journal))
@@ -108,7 +108,7 @@ def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_par
 
     train_part, val_part = nb201_parts
     seen: list[tuple[int, float]] = []
-    model = make_predictor("fcnn", max_epochs=6, patience=100, num_threads=1)
+    model = make_predictor("fcnn", max_epochs=6, patience=100, n_jobs=1)
     with epoch_callback(lambda e, loss: seen.append((e, loss))):
         model.fit(*train_part, eval_set=val_part)
     assert [e for e, _ in seen] == list(range(6))
@@ -122,9 +122,9 @@ def test_epoch_based_trials_report_every_epoch_for_hyperband(tmp_path, nb201_par
             raise Stop
 
     with pytest.raises(Stop), epoch_callback(stop):
-        make_predictor("fcnn", max_epochs=6, num_threads=1).fit(*train_part, eval_set=val_part)
+        make_predictor("fcnn", max_epochs=6, n_jobs=1).fit(*train_part, eval_set=val_part)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    fixed = {"max_epochs": 12, "patience": 100, "num_threads": 1}
+    fixed = {"max_epochs": 12, "patience": 100, "n_jobs": 1}
     res = tune("fcnn", fixed, train_part, val_part, 4, storage=storage, study_name="f")
     study = optuna.load_study(study_name="f", storage=storage)
     tuned = [t for t in study.trials if not t.user_attrs.get("defaults")]

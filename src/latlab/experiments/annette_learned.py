@@ -57,15 +57,13 @@ def predictor_params(name: str, threads: int, seed: int, gcn_epochs: int) -> dic
     and ``graph="auto"`` the generic layer graph, which also apply to the zoo.
     """
     params: dict[str, Any] = {}
-    if name in ("gbm", "rf"):
+    if name in ("gbm", "rf", "fcnn"):
         params = {"n_jobs": threads, "random_state": seed}
-    elif name == "fcnn":
-        params = {"num_threads": threads, "random_state": seed}
     elif name == "gcn":
         # 600 hidden units is BRP-NAS's size for 10k cells; a 150-network training set on a
         # 2-core machine gets a quarter of it and fewer epochs (timed, see docs/main_job.md).
         params = {
-            "num_threads": threads,
+            "n_jobs": threads,
             "random_state": seed,
             "hidden": 150,
             "max_epochs": gcn_epochs,

@@ -15,7 +15,7 @@ from latlab.datasets.store import Store
 from latlab.experiments.annette_settings import CONV_KINDS, MODELS
 from latlab.experiments.annette_steps import is_attention
 from latlab.predictors.layerwise import LayerwisePredictor, MappingModel
-from latlab.predictors.layerwise.features import group_record
+from latlab.predictors.layerwise.layer_inputs import group_record
 from latlab.predictors.layerwise.mapping import labelled_pairs, mapping_scores
 from latlab.training.metrics import regression_metrics
 

@@ -193,12 +193,19 @@ def predictor_params(
     p = {**params, **cfg.overrides.get(name, {})}
     if reg not in ("flops", "layer-sum"):  # the deterministic ones take no seed
         p["random_state"] = seed
-    if cfg.threads is not None:
-        if reg in ("fcnn", "gcn"):
-            p.setdefault("num_threads", cfg.threads)
-        elif reg in ("gbm", "rf"):
-            p.setdefault("n_jobs", cfg.threads)
+    if cfg.threads is not None and reg in ("fcnn", "gcn", "gbm", "rf"):
+        p.setdefault("n_jobs", cfg.threads)
     return reg, p
+
+
+def keyed_params(reg: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` under the names they had when the recorded runs were keyed: fcnn's and gcn's
+    ``n_jobs`` was ``num_threads`` (``renamed_params``), so the committed ``runs.jsonl`` keys
+    (a hash of the setting) still match and a re-run resumes instead of refitting."""
+    from latlab.predictors import PREDICTORS
+
+    old = {new: was for was, new in PREDICTORS[reg].renamed_params.items()}
+    return {old.get(k, k): v for k, v in params.items()}
 
 
 def _one_run(
@@ -310,7 +317,7 @@ def run(
                     "device": device,
                     "predictor": name,
                     "registry": reg,
-                    "params": params,
+                    "params": keyed_params(reg, params),
                     "seed": seed,
                     "n_train": cfg.n_train,
                     "n_val": cfg.n_val,

@@ -122,9 +122,8 @@ def predictor_params(name: str, seed: int, threads: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "random_state" in params:
         out["random_state"] = seed
-    for key in ("n_jobs", "num_threads"):
-        if key in params:
-            out[key] = threads
+    if "n_jobs" in params:
+        out["n_jobs"] = threads
     return out
 
 

@@ -179,9 +179,7 @@ def evaluate(
             p = dict(params)
             if reg != "flops":
                 p["random_state"] = seed
-            if cfg.fit_threads is not None and reg == "fcnn":
-                p["num_threads"] = cfg.fit_threads
-            elif cfg.fit_threads is not None and reg in ("gbm", "rf"):
+            if cfg.fit_threads is not None and reg in ("fcnn", "gbm", "rf"):
                 p["n_jobs"] = cfg.fit_threads
             model = make_predictor(reg, **p)
             t0 = time.perf_counter()

@@ -170,9 +170,8 @@ def _run_one(
 
     params: dict[str, Any] = dict(SCRATCH_OPTIONS.get(model, {}))
     defaults = make_predictor(model).get_params()
-    for key in ("n_jobs", "num_threads"):
-        if key in defaults:
-            params[key] = threads
+    if "n_jobs" in defaults:
+        params["n_jobs"] = threads
     if exclude and model == "transfer":
         params["target_exclude"] = list(exclude)
     config = TrainConfig(

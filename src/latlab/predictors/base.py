@@ -14,7 +14,7 @@ safetensors, skops), and :func:`load_predictor` rebuilds an identical predictor.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -26,7 +26,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import atomic_write_text, inside
 from latlab.jsonio import jsonable
-from latlab.predictors.tuning_space import TuningSpace
+from latlab.predictors.hyperparameter_space import HyperparameterSpace
 from latlab.registry import Registry
 
 if TYPE_CHECKING:
@@ -189,14 +189,18 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
     name: ClassVar[str] = "base"
     #: Minimum number of training rows the predictor can learn from.
     min_train_rows: ClassVar[int] = 2
-    #: What Optuna may search (:mod:`latlab.predictors.tuning_space`); ``None``: not tuned.
-    tuning: ClassVar[TuningSpace | None] = None
+    #: What Optuna may search (:mod:`latlab.predictors.hyperparameter_space`); ``None``: not tuned.
+    param_space: ClassVar[HyperparameterSpace | None] = None
     #: References training must keep in the training split (a device constant such as the
     #: layer-wise session probe, not a sample to hold out).
     train_only_references: ClassVar[tuple[str, ...]] = ()
     #: Keys of the saved state (``_state``) that describe the features and their scaling: a
     #: bundle's manifest shows them (``features``) without opening the predictor's files.
     feature_state_keys: ClassVar[tuple[str, ...]] = ()
+    #: Old constructor parameter name -> its current name: a saved predictor (a bundle's
+    #: ``predictor.json``) written under an old name loads (:func:`migrate_params`), and
+    #: ``--param OLD=...`` is refused naming the new one.
+    renamed_params: ClassVar[Mapping[str, str]] = {}
 
     # ------------------------------------------------------------------ public contract
 
@@ -300,6 +304,13 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):  # type: ignore[misc]
             )
 
 
+def migrate_params(cls: type[LatencyPredictor], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved constructor parameters under their current names (``cls.renamed_params``): fcnn's
+    and gcn's ``num_threads`` of bundles saved before it became ``n_jobs``, say."""
+    renamed = cls.renamed_params
+    return {renamed.get(k, k): v for k, v in params.items()}
+
+
 def load_predictor(directory: str | Path) -> LatencyPredictor:
     """Rebuild a saved predictor (no pickle); raises :class:`BundleError` naming the problem."""
     d = Path(directory)
@@ -313,7 +324,7 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     cls = PREDICTORS.get(doc.get("predictor", ""))
     if cls is None:
         raise BundleError(f"{path} names unknown predictor {doc.get('predictor')!r}")
-    model = cls(**doc.get("params", {}))
+    model = cls(**migrate_params(cls, doc.get("params", {})))
     try:
         model._restore(d, doc.get("state", {}))
     except BundleError:

@@ -15,16 +15,17 @@ available to us; what it leaves open was chosen as follows and is a constructor 
   relative error is what is minimised, see :mod:`latlab.predictors.common`); ``target="raw"``
   is the paper's MSE on milliseconds.
 
-Inputs (``features``, :mod:`latlab.predictors.features`): the padded width vector for ``fcnn``
-networks, the nb201 one-hot + summary for NAS-Bench-201 cells, the network summary otherwise.
+Inputs (``features``, :mod:`latlab.predictors.vector_features`): the padded width vector for
+``fcnn`` networks, the nb201 one-hot + summary for NAS-Bench-201 cells, the network summary
+otherwise.
 Saved as ``fcnn.safetensors`` (weights) + JSON (architecture, scalers, encoder state).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -32,8 +33,8 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
-from latlab.predictors.features import AUTO, VectorFeatures
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, widths
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, widths
+from latlab.predictors.vector_features import AUTO, VectorFeatures
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +80,9 @@ class FcnnPredictor(LatencyPredictor):
     """Torch MLP on standardised vector features (see the module docstring for defaults)."""
 
     name = "fcnn"
-    tuning = TuningSpace(
+    #: ``n_jobs`` (sklearn's name, as gbm/rf take it) was ``num_threads`` before.
+    renamed_params: ClassVar[Mapping[str, str]] = {"num_threads": "n_jobs"}
+    param_space = HyperparameterSpace(
         {
             "hidden_layers": cat(
                 "64-32",
@@ -115,7 +118,7 @@ class FcnnPredictor(LatencyPredictor):
         lr_patience: int = 15,
         val_fraction: float = 0.1,
         target: str = "log",
-        num_threads: int | None = None,
+        n_jobs: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.features = features
@@ -130,7 +133,7 @@ class FcnnPredictor(LatencyPredictor):
         self.lr_patience = lr_patience
         self.val_fraction = val_fraction
         self.target = target
-        self.num_threads = num_threads
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ helpers
@@ -185,7 +188,7 @@ class FcnnPredictor(LatencyPredictor):
             tr, va = internal_split(len(y), self.val_fraction, self.random_state)
             x_tr, t_tr = x_all[tr], t_all[tr]
             x_va, t_va = x_all[va], t_all[va]
-        with seeded(self.random_state), torch_threads(self.num_threads):
+        with seeded(self.random_state), torch_threads(self.n_jobs):
             model = self._module()
             gen = torch.Generator().manual_seed(int(self.random_state))
             opt = torch.optim.Adam(
@@ -235,7 +238,7 @@ class FcnnPredictor(LatencyPredictor):
         if len(items) == 0:
             return np.zeros(0)
         x = torch.from_numpy(np.vstack(items))
-        with torch.inference_mode(), torch_threads(self.num_threads):
+        with torch.inference_mode(), torch_threads(self.n_jobs):
             out = self.model_(x).squeeze(-1).double().numpy()
         return np.asarray(decode_target(out * self.y_std_ + self.y_mean_, self.target))
 

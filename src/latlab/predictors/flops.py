@@ -15,7 +15,7 @@ from sklearn.linear_model import LinearRegression
 
 from latlab.errors import FeatureError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
-from latlab.predictors.tuning_space import TuningSpace, cat
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat
 
 
 def macs_bytes(networks: list[Network]) -> np.ndarray:
@@ -36,7 +36,7 @@ class FlopsPredictor(LatencyPredictor):
     """Linear latency model on MACs (and, with ``use_bytes``, bytes moved)."""
 
     name = "flops"
-    tuning = TuningSpace({"use_bytes": cat(True, False)})
+    param_space = HyperparameterSpace({"use_bytes": cat(True, False)})
 
     def __init__(self, use_bytes: bool = True) -> None:
         self.use_bytes = use_bytes

@@ -21,9 +21,9 @@ from latlab.predictors.base import (
     read_model_file,
 )
 from latlab.predictors.common import check_target, decode_target, encode_target, resolve_n_jobs
-from latlab.predictors.features import AUTO, VectorFeatures, VectorRowsPredictor
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, integer
 from latlab.predictors.skops_io import TREE_TYPES, load_trusted_skops
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
+from latlab.predictors.vector_features import AUTO, VectorFeatures, VectorRowsPredictor
 
 FOREST_FILE = "forest.skops"
 
@@ -34,14 +34,15 @@ TRUSTED_TYPES: tuple[str, ...] = TREE_TYPES
 
 
 class ForestPredictor(VectorRowsPredictor, LatencyPredictor):
-    """scikit-learn ``RandomForestRegressor`` on vector features (``features``: :mod:`.features`).
+    """scikit-learn ``RandomForestRegressor`` on vector features (``features``:
+    :mod:`.vector_features`).
 
     ``max_features`` is the fraction (or count, or ``"sqrt"``) of features tried per split;
     ``n_jobs=None`` uses every usable CPU.
     """
 
     name = "rf"
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "n_estimators": integer(100, 800, step=100),
             "max_features": flt(0.1, 1.0),

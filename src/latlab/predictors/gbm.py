@@ -28,21 +28,21 @@ from latlab.predictors.common import (
     internal_split,
     resolve_n_jobs,
 )
-from latlab.predictors.features import AUTO, VectorFeatures, VectorRowsPredictor
-from latlab.predictors.tuning_space import TuningSpace, flt, integer
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, flt, integer
+from latlab.predictors.vector_features import AUTO, VectorFeatures, VectorRowsPredictor
 
 BOOSTER_FILE = "booster.txt"
 
 
 class GbmPredictor(VectorRowsPredictor, LatencyPredictor):
-    """LightGBM regression on vector features (``features``: see :mod:`.features`).
+    """LightGBM regression on vector features (``features``: see :mod:`.vector_features`).
 
     Parameters follow LightGBM's names; ``n_estimators`` is the maximum number of rounds
     (early stopping picks the number used), ``n_jobs=None`` uses every usable CPU.
     """
 
     name = "gbm"
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "learning_rate": flt(0.005, 0.3, log=True),
             "num_leaves": integer(4, 127, log=True),

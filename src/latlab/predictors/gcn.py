@@ -45,9 +45,9 @@ the global node's state at the readout; ``"auto"`` enables it for generic graphs
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -56,7 +56,7 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, decode_target, encode_target, internal_split
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import torch
@@ -183,7 +183,9 @@ class GcnPredictor(LatencyPredictor):
     """BRP-NAS-style GCN (see the module docstring for the defaults and the graphs)."""
 
     name = "gcn"
-    tuning = TuningSpace(
+    #: ``n_jobs`` (sklearn's name, as gbm/rf take it) was ``num_threads`` before.
+    renamed_params: ClassVar[Mapping[str, str]] = {"num_threads": "n_jobs"}
+    param_space = HyperparameterSpace(
         {
             "num_layers": integer(2, 6),
             "hidden": cat(128, 256, 400, 600),
@@ -213,7 +215,7 @@ class GcnPredictor(LatencyPredictor):
         val_fraction: float = 0.1,
         target: str = "log",
         predict_max_nodes: int = 1 << 20,
-        num_threads: int | None = None,
+        n_jobs: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.graph = graph
@@ -232,7 +234,7 @@ class GcnPredictor(LatencyPredictor):
         self.val_fraction = val_fraction
         self.target = target
         self.predict_max_nodes = predict_max_nodes
-        self.num_threads = num_threads
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ helpers
@@ -300,7 +302,7 @@ class GcnPredictor(LatencyPredictor):
             val = [datas[i] for i in va]
             t_val = t_all[va]
         loss_fn = torch.nn.L1Loss() if self.loss == "l1" else torch.nn.MSELoss()
-        with seeded(self.random_state), torch_threads(self.num_threads):
+        with seeded(self.random_state), torch_threads(self.n_jobs):
             self.model_ = model = self._module()
             opt = torch.optim.AdamW(
                 model.parameters(),
@@ -361,7 +363,7 @@ class GcnPredictor(LatencyPredictor):
         if len(items) == 0:
             return np.zeros(0)
         self.model_.eval()
-        with torch.inference_mode(), torch_threads(self.num_threads):
+        with torch.inference_mode(), torch_threads(self.n_jobs):
             out = predict_compressed(self.model_, list(items), max(1, int(self.predict_max_nodes)))
         return np.asarray(decode_target(out * self.y_std_ + self.y_mean_, self.target))
 

@@ -57,7 +57,7 @@ import numpy as np
 from latlab.errors import DataError, MeasurementError
 from latlab.fileio import atomic_write_bytes
 from latlab.predictors.base import LatencyPredictor, Network, read_model_file
-from latlab.predictors.tuning_space import TuningSpace, cat, integer
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -280,7 +280,7 @@ class KernelPredictor(LatencyPredictor):
 
     name = "kernel"
     #: The per-family model choice and how much data a family needs.
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "model": cat(*MODELS),
             "min_points": integer(4, 50),

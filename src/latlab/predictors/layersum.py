@@ -25,6 +25,12 @@ What the model cannot do is what the BRP-NAS comparison shows: a sum of independ
 times ignores fusion, caching and scheduling between layers. A layer type never seen in
 training has no entry; it is counted as zero time and logged as a warning (the prediction is
 then a lower bound), never silently hidden.
+
+Not the other look-up table, ``lut`` (:class:`latlab.predictors.layerwise.LutPredictor`): that
+one is trained on *per-layer benchmark measurements* (``latlab bench``), looks a layer up as the
+nearest benchmarked configuration in ANNETTE's feature space (scaled by its work, so unseen
+shapes get an estimate) and sums *mapped* layers after its fusion model. This one needs only
+whole-network latencies, has one exact entry per layer signature (or cell op), and no fusion.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
-from latlab.predictors.tuning_space import TuningSpace, cat
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ class LayerSumPredictor(LatencyPredictor):
 
     name = "layer-sum"
     #: Per-op table over every nb201 cell edge (auto on nb201) or per distinct IR layer.
-    tuning = TuningSpace({"layers": cat("auto", "ir")})
+    param_space = HyperparameterSpace({"layers": cat("auto", "ir")})
 
     def __init__(self, layers: str = "auto") -> None:
         self.layers = layers

@@ -22,8 +22,8 @@ import numpy as np
 
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
 from latlab.predictors.common import check_target, encode_target
-from latlab.predictors.features import VectorFeatures, VectorRowsPredictor
-from latlab.predictors.tuning_space import TuningSpace, cat
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat
+from latlab.predictors.vector_features import VectorFeatures, VectorRowsPredictor
 
 #: Penalties RidgeCV chooses from (features are standardised).
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 22))
@@ -34,7 +34,7 @@ class LinearPredictor(VectorRowsPredictor, LatencyPredictor):
     network has it, so the model applies across search spaces)."""
 
     name = "linear"
-    tuning = TuningSpace({"features": cat("summary", "auto")})
+    param_space = HyperparameterSpace({"features": cat("summary", "auto")})
 
     def __init__(self, features: str = "summary", target: str = "log") -> None:
         self.features = features

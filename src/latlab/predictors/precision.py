@@ -32,7 +32,7 @@ import numpy as np
 from latlab.errors import BundleError, DataError, NotFittedError
 from latlab.fileio import inside
 from latlab.predictors.base import LatencyPredictor, Network
-from latlab.predictors.tuning_space import TuningSpace, cat, integer
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, integer
 
 #: Folder of a saved cross-precision predictor holding its FP32 kernel predictor.
 FP32_DIR = "fp32"
@@ -137,7 +137,7 @@ class CrossPrecisionPredictor(LatencyPredictor):
 
     #: The FP32 kernel model's family choice and data need (the speed-up ratios are ratios of
     #: sums, with nothing to tune).
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {"model": cat("auto", "linear", "trees", "gbm"), "min_points": integer(4, 50)}
     )
 

@@ -64,7 +64,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if int(n) < 1:
         from latlab.errors import DataError
 
-        raise DataError(f"num_threads must be >= 1 or None, got {n!r}")
+        raise DataError(f"n_jobs must be >= 1 or None, got {n!r}")
     previous = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:

@@ -76,7 +76,7 @@ from latlab.predictors.base import (
     load_predictor,
     make_predictor,
 )
-from latlab.predictors.tuning_space import TuningSpace, cat, flt
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ class _Features:
 
     @classmethod
     def fit(cls, spec: str, population: Sequence[Any]) -> _Features:
-        from latlab.predictors.features import vector_encoder
+        from latlab.predictors.vector_features import vector_encoder
 
         encoder = vector_encoder(spec)
         x = np.asarray(encoder.fit_transform(list(population)), dtype=np.float64)
@@ -475,7 +475,7 @@ class TransferPredictor(LatencyPredictor):
     feature_state_keys = ("features",)
     #: How source devices are combined and what the architecture head learns (tuning needs a
     #: validation split of the target device's few networks).
-    tuning = TuningSpace(
+    param_space = HyperparameterSpace(
         {
             "method": cat("ensemble", "nearest", "ridge"),
             "head": cat("auto", "gp", "ridge", "none"),
@@ -598,7 +598,7 @@ class TransferPredictor(LatencyPredictor):
         ``linear`` (space-independent features) when they are of another family."""
         if self.source_predictor != "auto":
             return self.source_predictor
-        from latlab.predictors.features import families
+        from latlab.predictors.vector_features import families
 
         pretrain = families(as_graphs(list(self.sources_.networks[:50])))
         if families(graphs) <= pretrain:

@@ -414,7 +414,7 @@ def save_bundle(
             # own manifest when the model loads it). Then every file of the model, MLflow's
             # MLmodel and code included, joins this manifest's checksums, which latlab checks
             # before it hands the folder to MLflow (verify_mlflow_model).
-            from latlab.training.pyfunc import save_bundle_model
+            from latlab.training.mlflow_pyfunc import save_bundle_model
 
             save_bundle_model(stage, stage / MLFLOW_MODEL_DIR)
             doc["files"].update(_checksums(stage, stage / MLFLOW_MODEL_DIR))

@@ -128,6 +128,13 @@ def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> LatencyP
         return make_predictor(name)  # raises the DataError listing the known names
     known = cls._get_param_names()
     unknown = [k for k in params if k not in known]
+    renamed = [k for k in unknown if k in cls.renamed_params]
+    if renamed:
+        new = cls.renamed_params[renamed[0]]
+        raise DataError(
+            f"parameter {renamed[0]!r} of predictor {name!r} is now called {new!r} "
+            f"(--param {new}={params[renamed[0]]!r})"
+        )
     if unknown:
         raise DataError(
             f"unknown parameter {unknown[0]!r} for predictor {name!r} "
@@ -158,9 +165,7 @@ def build_predictor(name: str, params: Mapping[str, Any], seed: int) -> LatencyP
 
 
 #: Integer parameters where a negative value has a meaning (all cores, no limit, a seed).
-_SIGNED_PARAMS = frozenset(
-    {"n_jobs", "num_threads", "seed", "random_state", "verbose", "max_depth"}
-)
+_SIGNED_PARAMS = frozenset({"n_jobs", "seed", "random_state", "verbose", "max_depth"})
 
 
 def fit_predictor(
@@ -192,9 +197,9 @@ def _check_config(config: TrainConfig) -> LatencyPredictor:
             f"(transfer), not to {config.predictor!r}"
         )
     if config.tune or config.study:
-        from latlab.training.tuning import get_search_space
+        from latlab.training.tuning import get_param_space
 
-        get_search_space(config.predictor)
+        get_param_space(config.predictor)
         if config.tune < 0:
             raise DataError(f"--tune must be >= 0 trials, got {config.tune}")
         if config.val_size == 0:

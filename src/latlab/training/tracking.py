@@ -6,7 +6,7 @@ folder -- ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` -- shows the run
 records parameters, metrics, the dataset (hash, size, source) as an MLflow dataset input, the
 device column and fingerprint, the training environment, plots (predicted vs measured,
 relative-error histogram), Optuna trials as nested runs, and the bundle as an MLflow pyfunc
-model (:mod:`latlab.training.pyfunc`).
+model (:mod:`latlab.training.mlflow_pyfunc`).
 
 ``mlflow`` is imported only when a :class:`Tracker` is enabled (it costs about a second).
 A disabled tracker (``--no-mlflow``) accepts every call and does nothing.
@@ -327,7 +327,7 @@ class Tracker:
             return None
         with warnings.catch_warnings():  # "add type hints to predict": the signature is explicit
             warnings.simplefilter("ignore", UserWarning)
-            from latlab.training.pyfunc import bundle_copy, log_bundle_model
+            from latlab.training.mlflow_pyfunc import bundle_copy, log_bundle_model
 
         with scratch_dir() as tmp:  # the bundle's mlflow_model is logged as the model below
             self.mlflow.log_artifacts(str(bundle_copy(bundle_dir, tmp)), artifact_path="bundle")

@@ -1,9 +1,10 @@
 """Optuna tuning of a predictor's hyperparameters on the validation split.
 
-* **Tuning spaces** (:func:`search_spaces`): declared on each predictor class as data
-  (``tuning = TuningSpace({...})``, :mod:`latlab.predictors.tuning_space`): Optuna
-  distributions over constructor parameters whose defaults are read from the constructor (so
-  the defaults are a point of the space).
+* **Hyper-parameter spaces** (:func:`param_spaces`): declared on each predictor class as data
+  (``param_space = HyperparameterSpace({...})``,
+  :mod:`latlab.predictors.hyperparameter_space`): Optuna distributions over constructor
+  parameters whose defaults are read from the constructor (so the defaults are a point of the
+  space).
 * **Objective**: the validation MAPE (%) of a predictor fitted on the training split, with the
   validation split as its early-stopping set. Test rows never enter.
 * **Sampler and pruner**: TPE (seeded); Hyperband pruning for epoch-based predictors (FCNN,
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latlab.errors import DataError, LatlabError, TrackingError, first_line
-from latlab.predictors.tuning_space import TuningSpace
+from latlab.predictors.hyperparameter_space import HyperparameterSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -51,33 +52,33 @@ OBJECTIVE = "val_mape"
 # --------------------------------------------------------------------------- search spaces
 
 
-_REGISTERED: dict[str, TuningSpace] = {}
+_REGISTERED: dict[str, HyperparameterSpace] = {}
 
 
-def register_search_space(name: str, space: TuningSpace) -> None:
-    """A tuning space for predictor ``name`` from outside its class (a class attribute
-    ``tuning = TuningSpace(...)`` is the usual way)."""
+def register_param_space(name: str, space: HyperparameterSpace) -> None:
+    """A hyper-parameter space for predictor ``name`` from outside its class (a class attribute
+    ``param_space = HyperparameterSpace(...)`` is the usual way)."""
     _REGISTERED[name] = space
 
 
-def search_spaces() -> dict[str, TuningSpace]:
-    """predictor name -> its tuning space, defaults bound, for every tunable predictor."""
+def param_spaces() -> dict[str, HyperparameterSpace]:
+    """predictor name -> its hyper-parameter space, defaults bound, for every tunable predictor."""
     from latlab.predictors import PREDICTORS
 
-    out: dict[str, TuningSpace] = {}
+    out: dict[str, HyperparameterSpace] = {}
     for name, cls in sorted(PREDICTORS.items()):
-        space = _REGISTERED.get(name) or cls.tuning
+        space = _REGISTERED.get(name) or cls.param_space
         if space is not None:
             out[name] = space.bind(cls)
     return out
 
 
-def get_search_space(name: str) -> TuningSpace:
-    spaces = search_spaces()
+def get_param_space(name: str) -> HyperparameterSpace:
+    spaces = param_spaces()
     space = spaces.get(name)
     if space is None:
         known = ", ".join(sorted(spaces))
-        raise DataError(f"no tuning search space for predictor {name!r} (tunable: {known})")
+        raise DataError(f"no hyper-parameter space for predictor {name!r} (tunable: {known})")
     return space
 
 
@@ -232,7 +233,7 @@ def tune(
     from latlab.predictors.base import make_predictor
     from latlab.predictors.epochs import epoch_callback
 
-    space = get_search_space(predictor)
+    space = get_param_space(predictor)
     if len(val[0]) == 0:
         raise DataError("tuning needs a validation split: give --val-size of at least 1")
     if int(n_trials) < 0:
@@ -414,7 +415,7 @@ def _log_trial(
 
 def _result(
     study: Any,
-    space: TuningSpace,
+    space: HyperparameterSpace,
     keys: Sequence[str],
     defaults: Mapping[str, Any],
     default_value: float,

@@ -43,8 +43,8 @@ from latlab.predictors.conformal.base import (
     conformal_quantile,
     import_crepes,
 )
-from latlab.predictors.features import VectorFeatures
 from latlab.predictors.skops_io import load_trusted_skops
+from latlab.predictors.vector_features import VectorFeatures
 
 DIFFICULTY_FILE = "difficulty.skops"
 

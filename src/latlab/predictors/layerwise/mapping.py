@@ -1,7 +1,7 @@
 """ANNETTE's mapping model: which successive layers the runtime executes as one kernel.
 
 One decision tree per *layer-pair type* (``conv>bn``, ``bn>act:Relu``, ``conv>add``, ...;
-types from :func:`~.features.model_key`) predicts whether the producer and the consumer of a
+types from :func:`~.layer_inputs.model_key`) predicts whether the producer and the consumer of a
 data-flow edge are fused. Features: both layers' ANNETTE vectors, channel divisibility by 4 and
 by the SIMD block (whether onnxruntime moves a convolution into its blocked NCHWc layout, and so
 what it can absorb, depends on it), the producer's fan-out (a tensor read by two layers cannot be
@@ -37,7 +37,7 @@ import numpy as np
 from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES, layer_row
 from latlab.fileio import inside
-from latlab.predictors.layerwise.features import model_key
+from latlab.predictors.layerwise.layer_inputs import model_key
 from latlab.predictors.layerwise.memo import Memo, structure_key
 from latlab.predictors.skops_io import SKLEARN_PREFIXES, load_trusted_skops
 

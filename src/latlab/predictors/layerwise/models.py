@@ -1,7 +1,7 @@
 """ANNETTE's layer models, one instance per layer type, fitted on benchmark points.
 
 Notation per layer: ``f`` = operations (``num_ops``: 2·MACs for conv/fc, one per element for
-activations, ...; int8/bf16 layers in fp32-lane units, :func:`.features.lane_ops`), ``D`` =
+activations, ...; int8/bf16 layers in fp32-lane units, :func:`.layer_inputs.lane_ops`), ``D`` =
 bytes moved (activations read and written plus weights, at the IR's bit widths),
 ``t`` = the measured layer time. Layers of types without operations (concat) use ``D`` as
 their unit of work in place of ``f``.
@@ -52,7 +52,7 @@ import numpy as np
 
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.fileio import inside
-from latlab.predictors.layerwise.features import feature_matrix, lane_ops
+from latlab.predictors.layerwise.layer_inputs import feature_matrix, lane_ops
 from latlab.predictors.skops_io import SKLEARN_PREFIXES, load_trusted_skops
 
 #: Layer dimensions unrolled by the CPU kernels, per layer type (default: channels, width).

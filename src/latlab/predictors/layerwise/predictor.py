@@ -17,7 +17,7 @@ Prediction for any network: the mapping model groups its layers into mapped laye
 runtime fuses); each mapped layer is predicted by the model of its head layer's type (the first
 conv/dwconv/fc of the group, else the layer naming a fused transformer kernel -- the
 LayerNorm of a SkipLayerNormalization, the Erf of a GELU -- else its first layer; see
-:func:`~.features.group_head`; fused BN/activations/residual adds cost nothing extra),
+:func:`~.layer_inputs.group_head`; fused BN/activations/residual adds cost nothing extra),
 falling back to the roofline of the layer's kind and then to the roofline of
 all benchmarks, so every layer gets an estimate. The network estimate is the sum plus the
 overhead. :meth:`LayerwisePredictor.predict_layers` returns the per-layer table.
@@ -27,7 +27,7 @@ a device benched with ``--precision int8``): training and predicted networks are
 precision (:func:`latlab.encoders.quantize.at_precision`: weights and activations at 8/16 bits,
 bytes recounted), so every model's memory term ``D`` is the quantised network's, and the
 compute term counts int8/bf16 operations in fp32-lane units
-(:func:`~.features.lane_ops`: a quarter/half of an fp32 op), so a peak fitted at fp32
+(:func:`~.layer_inputs.lane_ops`: a quarter/half of an fp32 op), so a peak fitted at fp32
 predicts int8 compute four times faster and one fitted on int8 benchmarks is in the same units.
 """
 
@@ -46,11 +46,11 @@ from latlab.encoders.ir import NetworkGraph
 from latlab.encoders.layer_features import ANNETTE_FEATURES
 from latlab.errors import DataError
 from latlab.predictors.base import LatencyPredictor, Network, as_graphs
-from latlab.predictors.layerwise.features import group_head, group_record, key_chain
+from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, flt, integer
+from latlab.predictors.layerwise.layer_inputs import group_head, group_record, key_chain
 from latlab.predictors.layerwise.mapping import MappingModel, labelled_pairs
 from latlab.predictors.layerwise.memo import Memo, structure_key
 from latlab.predictors.layerwise.models import MODELS, UNROLLED, Roofline, Work
-from latlab.predictors.tuning_space import TuningSpace, cat, flt, integer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +97,7 @@ def benchmarked_layers(graph: NetworkGraph) -> list[int] | None:
 
 
 def benchmarked_layer(graph: NetworkGraph) -> int | None:
-    """Index of the head layer (:func:`~.features.group_head`) of a single-layer benchmark."""
+    """Index of the head layer (:func:`~.layer_inputs.group_head`) of a single-layer benchmark."""
     members = benchmarked_layers(graph)
     return None if members is None else group_head(graph.layers, members)
 
@@ -405,7 +405,7 @@ class RooflinePredictor(LayerwisePredictor):
 
     name = "roofline"
     layer_model = "roofline"
-    tuning = TuningSpace(dict(_PEAKS))
+    param_space = HyperparameterSpace(dict(_PEAKS))
 
 
 class RefinedRooflinePredictor(LayerwisePredictor):
@@ -413,7 +413,7 @@ class RefinedRooflinePredictor(LayerwisePredictor):
 
     name = "refined"
     layer_model = "refined"
-    tuning = TuningSpace(dict(_PEAKS))
+    param_space = HyperparameterSpace(dict(_PEAKS))
 
 
 class StatisticalPredictor(LayerwisePredictor):
@@ -421,7 +421,7 @@ class StatisticalPredictor(LayerwisePredictor):
 
     name = "statistical"
     layer_model = "statistical"
-    tuning = TuningSpace({**_PEAKS, **_FOREST})
+    param_space = HyperparameterSpace({**_PEAKS, **_FOREST})
 
 
 class MixedPredictor(LayerwisePredictor):
@@ -429,12 +429,17 @@ class MixedPredictor(LayerwisePredictor):
 
     name = "mixed"
     layer_model = "mixed"
-    tuning = TuningSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)})
+    param_space = HyperparameterSpace({**_PEAKS, **_FOREST, "min_points": integer(3, 50)})
 
 
 class LutPredictor(LayerwisePredictor):
-    """Layer-wise look-up table: nearest benchmarked configuration, scaled by work."""
+    """Layer-wise look-up table: nearest benchmarked configuration, scaled by work.
+
+    Not ``layer-sum`` (:mod:`latlab.predictors.layersum`), the BRP-NAS baseline: that table is
+    *fitted* from whole-network latencies (non-negative least squares, one exact entry per
+    layer signature, no fusion); this one holds *measured* per-layer benchmarks, answers an
+    unseen shape by its nearest entry, and sums the layers its mapping model groups."""
 
     name = "lut"
     layer_model = "lut"
-    tuning = TuningSpace({"lut_scale": cat(True, False), **_PEAKS})
+    param_space = HyperparameterSpace({"lut_scale": cat(True, False), **_PEAKS})

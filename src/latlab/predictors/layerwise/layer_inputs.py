@@ -1,4 +1,5 @@
-"""Per-layer inputs of the layer models: the ANNETTE vector, costs and the model key.
+"""Per-layer inputs of the layer models: the ANNETTE vector, costs and the model key (the
+network-level vector encodings are :mod:`latlab.predictors.vector_features`).
 
 A layer model is fitted per *layer type*. The type of a layer is its :func:`model_key`
 (``conv``, ``dwconv``, ``fc``, ``maxpool``, ``avgpool``, ``gpool``, ``add``, ``mul``,

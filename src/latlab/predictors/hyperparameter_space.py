@@ -1,13 +1,16 @@
-"""Hyper-parameter tuning spaces as data on the predictor classes.
+"""Hyper-parameter spaces (what Optuna may search) as data on the predictor classes.
 
 A predictor declares which constructor parameters Optuna may search, and over which range,
-as a class attribute ``tuning = TuningSpace({...})``; :mod:`latlab.training.tuning` reads it
-from the class, so adding a tunable predictor touches only its own module. A parameter's
-*default* is not written here: :meth:`TuningSpace.bind` reads it from the constructor's
+as a class attribute ``param_space = HyperparameterSpace({...})``;
+:mod:`latlab.training.tuning` reads it from the class, so adding a tunable predictor touches
+only its own module. A parameter's
+*default* is not written here: :meth:`HyperparameterSpace.bind` reads it from the constructor's
 signature (the untuned predictor is always a point of the space, and tuning starts from it),
 so the two cannot disagree.
 
-(Not to be confused with a *search space of networks*, :mod:`latlab.datasets.spaces`.)
+(Not to be confused with a *search space of networks*, :mod:`latlab.datasets.spaces`: latlab
+says "search space" only for those, and "hyper-parameter space" / ``param_space`` for this.
+Optuna's own name for it is a study's "search space".)
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def widths(text: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class TuningSpace:
+class HyperparameterSpace:
     """The searched parameters of one predictor, and whether it trains by epochs."""
 
     params: Mapping[str, Param]
@@ -104,7 +107,7 @@ class TuningSpace:
     def distributions(self, keys: Sequence[str]) -> dict[str, Any]:
         return {k: self.params[k].distribution() for k in keys}
 
-    def bind(self, cls: type) -> TuningSpace:
+    def bind(self, cls: type) -> HyperparameterSpace:
         """This space with every default read from ``cls``'s constructor signature.
 
         Raises :class:`ValueError` naming the parameter when it is no constructor argument

@@ -1,4 +1,6 @@
-"""Vector features for the learned predictors, chosen per network family.
+"""Vector features for the learned predictors, chosen per network family (the encoder choice
+and its fitted state; not the per-layer inputs of the layer-wise models,
+:mod:`latlab.predictors.layerwise.layer_inputs`).
 
 Every vector predictor (FCNN, LightGBM, random forest) takes ``features=``:
 
