@@ -61,8 +61,9 @@ SPLIT_FILE = "split.json"
 #: The bundle as an MLflow pyfunc model (``mlflow models serve -m BUNDLE/mlflow_model``).
 MLFLOW_MODEL_DIR = "mlflow_model"
 
-#: Packages whose versions are recorded as the training environment.
-ENV_PACKAGES = (
+#: latlab's runtime dependencies: pinned as a logged MLflow model's requirements
+#: (:mod:`latlab.training.mlflow_pyfunc`) and recorded in a bundle's training environment.
+RUNTIME_PACKAGES = (
     "numpy",
     "scipy",
     "pandas",
@@ -72,12 +73,19 @@ ENV_PACKAGES = (
     "torch-geometric",
     "onnx",
     "onnxruntime",
+    "networkx",
     "crepes",
-    "optuna",
-    "mlflow",
     "skops",
     "safetensors",
+    "sqlalchemy",
+    "pyarrow",
+    "psutil",
+    "threadpoolctl",
+    "mlflow",
 )
+#: Packages whose versions are recorded as the training environment: the runtime ones and
+#: the tuner.
+ENV_PACKAGES = (*RUNTIME_PACKAGES, "optuna")
 
 
 def _sha256(path: Path) -> str:

@@ -41,27 +41,6 @@ _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 ONNX_DIR_ENV = "LATLAB_SERVE_ONNX_DIR"
 #: Name of the bundle artifact inside the MLflow model.
 ARTIFACT = "bundle"
-#: latlab's runtime dependencies, pinned to the versions installed where the model is logged.
-RUNTIME_PACKAGES = (
-    "numpy",
-    "scipy",
-    "pandas",
-    "scikit-learn",
-    "lightgbm",
-    "torch",
-    "torch-geometric",
-    "onnx",
-    "onnxruntime",
-    "networkx",
-    "crepes",
-    "skops",
-    "safetensors",
-    "sqlalchemy",
-    "pyarrow",
-    "psutil",
-    "threadpoolctl",
-    "mlflow",
-)
 
 
 class BundleModel(PythonModel):  # type: ignore[misc]
@@ -130,6 +109,8 @@ def confine_references(refs: list[Any], onnx_dir: str | None) -> list[Any]:
 
 def pip_requirements() -> list[str]:
     """Pinned runtime requirements of the logged model (those installed here)."""
+    from latlab.training.bundle import RUNTIME_PACKAGES
+
     reqs = []
     for name in RUNTIME_PACKAGES:
         try:
