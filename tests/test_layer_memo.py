@@ -50,3 +50,15 @@ def test_the_memo_is_bounded_and_least_recently_used() -> None:
     memo.get("c", lambda: make("c"))  # evicts "b"
     assert memo.get("a", lambda: make("a")) == 1 and calls == ["a", "b", "c"]
     assert memo.get("b", lambda: make("b")) == 4
+
+
+def test_labelling_pairs_leaves_the_memoised_rows_as_computed() -> None:
+    from latlab.predictors.layerwise.mapping import labelled_pairs
+
+    g = resolve(A)
+    rows = pair_rows(g)
+    p, c = rows[0]["producer"], rows[0]["consumer"]
+    labels = {(g.layers[p].name, g.layers[c].name): "fused"}
+    frame = labelled_pairs([g], [labels])
+    assert len(frame) == 1 and frame["fused"].tolist() == [1]
+    assert all("fused" not in r and "network" not in r for r in pair_rows(g))

@@ -144,11 +144,12 @@ def labelled_pairs(
 
     recs = []
     for gi, (g, lab) in enumerate(zip(graphs, labels, strict=True)):
-        for rec in pair_rows(g):
-            name = (g.layers[rec["producer"]].name, g.layers[rec["consumer"]].name)
+        for shared in pair_rows(g):
+            name = (g.layers[shared["producer"]].name, g.layers[shared["consumer"]].name)
             value = lab.get(name)
             if value not in ("fused", "not_fused"):
                 continue
+            rec = dict(shared)  # pair_rows' rows are the memo's: labels go on a copy
             rec["network_index"] = gi
             rec["network"] = g.reference
             rec["fused"] = int(value == "fused")
