@@ -39,3 +39,27 @@ def write_result(stem: str, doc: dict[str, Any], lines: list[str]) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def fail(message: str) -> None:
+    """One line naming the culprit on stderr and exit status 2 (bad input, before any work)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def open_store(db: str, device: str | None) -> tuple[Any, str]:
+    """The bench store ``db`` (never created: it must exist) and the device to read from it
+    (``device``, or the store's only one); exits through :func:`fail` naming the culprit."""
+    from latlab.datasets.store import Store
+
+    if "://" not in db and not Path(db).is_file():
+        fail(f"--db {db}: no such store file")
+    store = Store(db)
+    devices = [str(n) for n in store.devices()["name"]]
+    if device is None:
+        if len(devices) != 1:
+            fail(f"--db {db} holds devices {devices}: name one with --device")
+        device = devices[0]
+    if device not in devices:
+        fail(f"--device {device!r} is not in {db} (devices: {', '.join(devices) or 'none'})")
+    return store, device

@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import bench_common
 import numpy as np
+from bench_common import fail, open_store
 
 log = logging.getLogger("held_out_networks")
 
@@ -45,35 +45,17 @@ QUICK = ("ghostnet_100", "regnet_x_400mf", "deit_tiny", "distilbert_base")
 ONNX_DIR = bench_common.ROOT / "latlab-cache" / "heldout"
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def check_inputs(db: str, device: str | None, bundle: str | None) -> str:
     """The device to use; exits with one line naming the culprit before any work."""
-    from latlab.datasets.store import Store
-
-    if "://" not in db and not Path(db).is_file():
-        _fail(f"--db {db}: no such store file")
-    store = Store(db)
-    try:
-        devices = [str(n) for n in store.devices()["name"]]
-    finally:
-        store.close()
-    if device is None:
-        if len(devices) != 1:
-            _fail(f"--db {db} holds devices {devices}: name one with --device")
-        device = devices[0]
-    if device not in devices:
-        _fail(f"--device {device!r} is not in {db} (devices: {', '.join(devices) or 'none'})")
+    store, device = open_store(db, device)
+    store.close()
     if bundle is not None:
         from latlab.training.bundle import read_manifest
 
         try:
             read_manifest(bundle)
         except Exception as exc:  # any unreadable bundle: one line
-            _fail(f"--bundle {bundle}: {exc}")
+            fail(f"--bundle {bundle}: {exc}")
     return device
 
 
@@ -87,7 +69,7 @@ def kernel_predictor(db: str, device: str, bundle: str | None, settings: Any) ->
 
         b = load_bundle(bundle)
         if b.predictor_name != "kernel":
-            _fail(f"--bundle {bundle} holds predictor {b.predictor_name!r}, not 'kernel'")
+            fail(f"--bundle {bundle} holds predictor {b.predictor_name!r}, not 'kernel'")
         return b.predictor, f"bundle {bundle}"
     store = Store(db)
     try:
@@ -95,7 +77,7 @@ def kernel_predictor(db: str, device: str, bundle: str | None, settings: Any) ->
     finally:
         store.close()
     if model is None:
-        _fail(f"--db {db} holds no kernel benchmarks of {device!r}: run latlab bench first")
+        fail(f"--db {db} holds no kernel benchmarks of {device!r}: run latlab bench first")
     return model, f"trained on {db} in {model.fit_seconds_:.0f} s (latlab compare's train_kernel)"
 
 
@@ -141,7 +123,7 @@ def main() -> None:
     ap.add_argument("--tag", default=None, help="suffix of the result files (a repeat run)")
     args = ap.parse_args()
     if args.tag is not None and not args.tag.replace("_", "").isalnum():
-        _fail(f"--tag {args.tag!r}: use letters, digits and underscores")
+        fail(f"--tag {args.tag!r}: use letters, digits and underscores")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = check_inputs(args.db, args.device, args.bundle)
 

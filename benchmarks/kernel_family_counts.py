@@ -14,10 +14,9 @@ below each threshold. Run it on the store of ``latlab compare`` (``--out DIR`` k
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import bench_common  # noqa: F401  (makes latlab importable from a checkout)
-from bench_common import write_result
+from bench_common import fail, open_store, write_result
 
 
 def main() -> None:
@@ -27,21 +26,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from latlab.datasets.bench.export import kernel_rows
-    from latlab.datasets.store import Store
     from latlab.predictors.kernel import MIN_LINEAR_POINTS, KernelPredictor
 
-    if "://" not in args.db and not Path(args.db).is_file():  # never create an empty store
-        raise SystemExit(f"error: no store {args.db!r}")
-    store = Store(args.db)
-    device = args.device
-    if device is None:
-        names = sorted(store.measurements()["device"].unique())
-        if len(names) != 1:
-            raise SystemExit(f"error: the store holds devices {names}: pick one with --device")
-        device = names[0]
+    store, device = open_store(args.db, args.device)
     rows = kernel_rows(store, device)
     if rows.empty:
-        raise SystemExit(f"error: no profiled kernels of {device!r} in {args.db}")
+        fail(f"--db {args.db}: no profiled kernels of {device!r}")
     counts = rows.groupby("family").size().sort_values(ascending=False)
     full = KernelPredictor().min_points
     own = counts[counts >= full]

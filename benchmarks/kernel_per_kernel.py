@@ -17,10 +17,9 @@ per-node cost of a few microseconds dominates the measured time). Writes
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import bench_common  # makes latlab importable from a checkout
-from bench_common import write_result
+from bench_common import fail, open_store, write_result
 
 THRESHOLD_MS = 0.1
 
@@ -30,30 +29,20 @@ def main() -> None:
     ap.add_argument("--db", required=True, help="a latlab compare store (SQLite file or URL)")
     ap.add_argument("--device", default=None, help="device name (default: the store's only one)")
     args = ap.parse_args()
-    if "://" not in args.db and not Path(args.db).is_file():  # never create an empty store
-        raise SystemExit(f"error: no store {args.db!r}")
-
     from latlab.datasets import zoo
     from latlab.datasets.bench.export import kernel_rows
-    from latlab.datasets.store import Store
     from latlab.experiments.annette_settings import Settings
     from latlab.experiments.annette_steps import train_kernel
 
-    store = Store(args.db)
-    device = args.device
-    if device is None:
-        names = sorted(store.measurements()["device"].unique())
-        if len(names) != 1:
-            raise SystemExit(f"error: the store holds devices {names}: pick one with --device")
-        device = names[0]
+    store, device = open_store(args.db, args.device)
     refs = [f"zoo:{n}" for n in zoo.names()]
     profiled = kernel_rows(store, device, set(refs), exclude_zoo=False)
     if profiled.empty:
-        raise SystemExit(f"error: no profiled zoo kernels of {device!r} in {args.db}")
+        fail(f"--db {args.db}: no profiled zoo kernels of {device!r}")
     refs = [r for r in refs if r in set(profiled["network"])]
     model = train_kernel(store, device, Settings.preset_named("main"))
     if model is None:
-        raise SystemExit(f"error: {args.db} holds no in-context benchmarks to train kernel on")
+        fail(f"--db {args.db}: no in-context benchmarks to train kernel on")
     predicted = model.predict_layers(refs)
     pred = predicted.rename(
         columns={"kernel": "node_index", "op": "predicted_op", "family": "predicted_family"}
