@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latlab.datasets.zoo import input_shape_of
+from latlab.datasets.zoo import model_graph
 from latlab.datasets.zoo.attention import mlp, self_attention
 from latlab.datasets.zoo.common import (
     ResolutionError,
@@ -397,25 +397,7 @@ def get_model(name: str) -> ZooModel:
 def build(name: str, batch: int = 1) -> NetworkGraph:
     """The IR of held-out network ``name`` at its default input (resolution or sequence)."""
     model = get_model(name)
-    res = model.resolution
-    meta = {
-        "family": model.family,
-        "model": name,
-        "resolution": res,
-        "paper": model.paper,
-        "inputs": model.inputs,
-        "attention": model.attention,
-        "held_out": True,
-    }
-    shape = input_shape_of(model, res, batch)
-    if model.inputs == "tokens":
-        b = NetBuilder(
-            f"heldout:{name}", shape, input_name="input_ids", input_dtype="int64", meta=meta
-        )
-    else:
-        b = NetBuilder(f"heldout:{name}", shape, meta=meta)
-    model.build(b)
-    return b.build()
+    return model_graph(model, f"heldout:{name}", model.resolution, batch, held_out=True)
 
 
 def export_onnx(name: str, folder: str | Path, seed: int = 0) -> Path:

@@ -40,6 +40,7 @@ frames, default 3000).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.datasets.zoo.common import ResolutionError, ZooModel
@@ -179,6 +180,32 @@ def input_shape_of(model: ZooModel, resolution: int, batch: int = 1) -> tuple[in
     return (batch, 3, resolution, resolution)
 
 
+def model_graph(
+    model: ZooModel, reference: str, resolution: int, batch: int = 1, **meta: Any
+) -> NetworkGraph:
+    """The IR of ``model`` at ``resolution`` under ``reference``: its builder fed the input its
+    kind takes (token ids, mel frames or images) and the model's metadata (plus ``meta``).
+    Shared by the zoo and by networks kept out of it (:mod:`latlab.datasets.heldout`)."""
+    info = {
+        "family": model.family,
+        "model": model.name,
+        "resolution": resolution,
+        "paper": model.paper,
+        "inputs": model.inputs,
+        "attention": model.attention,
+        **meta,
+    }
+    shape = input_shape_of(model, resolution, batch)
+    if model.inputs == "tokens":
+        b = NetBuilder(reference, shape, input_name="input_ids", input_dtype="int64", meta=info)
+    elif model.inputs == "mel":
+        b = NetBuilder(reference, shape, input_name="input_features", meta=info)
+    else:
+        b = NetBuilder(reference, shape, meta=info)
+    model.build(b)
+    return b.build()
+
+
 def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> NetworkGraph:
     """The IR of zoo model ``name`` at ``resolution`` (its default when None)."""
     model = get_model(name)
@@ -186,33 +213,10 @@ def build_zoo(name: str, resolution: int | None = None, batch: int = 1) -> Netwo
     body = name if resolution is None else f"{name}@{res}"
     parse_zoo(body)  # validates the resolution
     ref = f"zoo:{body}"
-    meta = {
-        "family": model.family,
-        "model": name,
-        "resolution": res,
-        "paper": model.paper,
-        "inputs": model.inputs,
-        "attention": model.attention,
-    }
-    if model.inputs == "tokens":
-        b = NetBuilder(
-            ref,
-            input_shape_of(model, res, batch),
-            input_name="input_ids",
-            input_dtype="int64",
-            meta=meta,
-        )
-    elif model.inputs == "mel":
-        b = NetBuilder(
-            ref, input_shape_of(model, res, batch), input_name="input_features", meta=meta
-        )
-    else:
-        b = NetBuilder(ref, input_shape_of(model, res, batch), meta=meta)
     try:
-        model.build(b)
+        graph = model_graph(model, ref, res, batch)
     except ResolutionError as exc:
         raise NetworkReferenceError(f"bad resolution in {ref!r}: {exc}") from None
-    graph = b.build()
     small = next((la for la in graph.layers if min(la.output_shape) < 1), None)
     if small is not None:
         raise NetworkReferenceError(
