@@ -62,7 +62,8 @@ _LABEL_CACHE: dict[str, dict[tuple[str, str], str]] = {}
 
 #: (head, feature record) of the mapped layers of the networks predicted lately, keyed by
 #: (structure, member layers): every layer-wise model predicts the same groups (:mod:`.memo`).
-_GROUP_RECORDS: Memo[tuple[int, dict[str, Any]]] = Memo(200_000)
+#: 50,000 records (a few kB each) hold the main job's 128 networks; a NAS loop stays bounded.
+_GROUP_RECORDS: Memo[tuple[int, dict[str, Any]]] = Memo(50_000)
 
 #: Columns of :meth:`LayerwisePredictor.predict_layers`.
 LAYER_COLUMNS: tuple[str, ...] = (
