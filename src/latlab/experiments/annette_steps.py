@@ -112,7 +112,8 @@ def profile_networks(
         if len(got):
             out[ref] = list(got["groups"].iloc[-1])
             continue
-        prof = profile_network(ref, runs=s.profile_runs, warmup=3, time_budget_s=3.0, timer=s.timer)
+        runs, warmup, budget = s.zoo_profile
+        prof = profile_network(ref, runs=runs, warmup=warmup, time_budget_s=budget, timer=s.timer)
         bench.add_profile(device, prof, fusion_labels(prof.mapping, set(prof.node_samples_us)))
         out[ref] = prof.group_table().to_dict(orient="records")
         log.info("profiled %s (%d/%d)", ref, i + 1, len(refs))
