@@ -17,32 +17,28 @@ per-node cost of a few microseconds dominates the measured time). Writes
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import bench_common  # makes latlab importable from a checkout
+import pandas as pd
 from bench_common import fail, open_store, write_result
 
 THRESHOLD_MS = 0.1
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", required=True, help="a latlab compare store (SQLite file or URL)")
-    ap.add_argument("--device", default=None, help="device name (default: the store's only one)")
-    args = ap.parse_args()
-    from latlab.datasets import zoo
-    from latlab.datasets.bench.export import kernel_rows
-    from latlab.experiments.annette_settings import Settings
-    from latlab.experiments.annette_steps import train_kernel
+def match_kernels(store: Any, device: str, model: Any, refs: list[str]) -> pd.DataFrame:
+    """Every profiled kernel of ``refs`` in ``store`` beside ``model``'s prediction of it.
 
-    store, device = open_store(args.db, args.device)
-    refs = [f"zoo:{n}" for n in zoo.names()]
+    Matched by kernel index and op (the op's last dotted part: a fused kernel's domain may be
+    written either way); columns of :func:`kernel_rows` plus ``predicted_ms``, ``measured_ms``
+    (the profile's statistic) and ``ape`` (%). Empty when nothing of ``refs`` was profiled.
+    """
+    from latlab.datasets.bench.export import kernel_rows
+
     profiled = kernel_rows(store, device, set(refs), exclude_zoo=False)
     if profiled.empty:
-        fail(f"--db {args.db}: no profiled zoo kernels of {device!r}")
+        return profiled
     refs = [r for r in refs if r in set(profiled["network"])]
-    model = train_kernel(store, device, Settings.preset_named("main"))
-    if model is None:
-        fail(f"--db {args.db}: no in-context benchmarks to train kernel on")
     predicted = model.predict_layers(refs)
     pred = predicted.rename(
         columns={"kernel": "node_index", "op": "predicted_op", "family": "predicted_family"}
@@ -54,6 +50,31 @@ def main() -> None:
     both = both[same].copy()
     both["measured_ms"] = both["time_us"] / 1e3
     both["ape"] = 100 * (both["predicted_ms"] - both["measured_ms"]).abs() / both["measured_ms"]
+    return both
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", required=True, help="a latlab compare store (SQLite file or URL)")
+    ap.add_argument("--device", default=None, help="device name (default: the store's only one)")
+    ap.add_argument("--tag", default=None, help="suffix of the result files (another store)")
+    args = ap.parse_args()
+    if args.tag is not None and not args.tag.replace("_", "").isalnum():
+        fail(f"--tag {args.tag!r}: use letters, digits and underscores")
+    from latlab.datasets import zoo
+    from latlab.datasets.bench.export import kernel_rows
+    from latlab.experiments.annette_settings import Settings
+    from latlab.experiments.annette_steps import train_kernel
+
+    store, device = open_store(args.db, args.device)
+    refs = [f"zoo:{n}" for n in zoo.names()]
+    if kernel_rows(store, device, set(refs), exclude_zoo=False).empty:  # before any training
+        fail(f"--db {args.db}: no profiled zoo kernels of {device!r}")
+    model = train_kernel(store, device, Settings.preset_named("main"))
+    if model is None:
+        fail(f"--db {args.db}: no in-context benchmarks to train kernel on")
+    both = match_kernels(store, device, model, refs)
+    refs = sorted(set(both["network"]))
     big = both[both["measured_ms"] >= THRESHOLD_MS]
     fam = (
         big.groupby("family")
@@ -65,7 +86,10 @@ def main() -> None:
     lines = [
         f"# Per-kernel accuracy of `kernel` on the zoo ({device})",
         "",
-        f"Command: `python benchmarks/kernel_per_kernel.py --db {args.db}`; `kernel` trained as "
+        f"Command: `python benchmarks/kernel_per_kernel.py --db {args.db}"
+        + (f" --tag {args.tag}" if args.tag else "")
+        + "`; "
+        f"`kernel` trained as "
         f"`latlab compare` trains it (in {model.fit_seconds_:.0f} s); {len(refs)} zoo networks, "
         f"{len(both)} kernels matched to their profiled times, {len(big)} of them >= "
         f"{THRESHOLD_MS} ms ({100 * share:.0f} % of the profiled time). Load average now "
@@ -96,7 +120,7 @@ def main() -> None:
         },
         "load_average": list(load),
     }
-    write_result("kernel_per_kernel", doc, lines)
+    write_result("kernel_per_kernel" + (f"_{args.tag}" if args.tag else ""), doc, lines)
 
 
 if __name__ == "__main__":
