@@ -47,6 +47,7 @@ def tiny_settings() -> Settings:
         timer="thread",
         network_protocol=proto,
         profile_runs=2,
+        zoo_profile=(3, 1, 3.0),  # apart from profile_runs: the zoo profiles follow their own
         cnn=16,
         nb201_train=6,
         learned=LEARNED,
@@ -260,3 +261,22 @@ def test_resume_keeps_the_campaign_figures(runs: dict[str, Any]) -> None:
         "load_avg_end": 2.0,
         "sessions": 2,
     }
+
+
+def test_zoo_profiles_follow_their_own_settings(runs: dict[str, Any]) -> None:
+    """The zoo's profiles take ``Settings.zoo_profile`` (3 runs after 1 warm-up here), the
+    training suites' profiles ``profile_runs`` after 3 warm-ups: cutting the test-side
+    profiles leaves the kernel predictor's training data as it was."""
+    from latlab.datasets.bench.tables import BenchStore
+    from latlab.datasets.store import Store
+
+    store = Store(str(runs["out"] / "bench.db"))
+    try:
+        prof = BenchStore(store).profiles()
+    finally:
+        store.close()
+    zoo = prof[prof["network"].str.startswith("zoo:")]
+    rest = prof[~prof["network"].str.startswith("zoo:")]
+    assert len(zoo) == 2 and len(rest) > 0
+    assert all(s["runs"] == 3 and s["warmup"] == 1 for s in zoo["settings"])
+    assert all(s["runs"] <= 2 and s["warmup"] == 3 for s in rest["settings"])
