@@ -72,6 +72,28 @@ def test_every_family_builds_and_samples_respect_the_cost_cap():
         assert resolve(r).totals.macs <= 2e8 * BIG_FAMILIES.get(family, 1.0)
 
 
+def test_block_sampling_bounds_parameters():
+    """The default context suite once drew a flattened 224x224 map into a 1024-wide layer
+    (3.3 G weights, 13 GB: the 24 GB machine ran out of memory). Draws above MAX_PARAMS are
+    dropped without moving the draws after them, so the main job's suite is unchanged."""
+    from latlab.datasets.bench.campaign import suite_references
+    from latlab.datasets.spaces.blocks import MAX_PARAMS
+
+    huge = "block:plain?c=32&f=64&fc=1024&gpool=flatten&h=224&head=10&n=1&pool=0"
+    assert resolve(huge).totals.params > 20 * MAX_PARAMS
+    wide = suite_references("context", 240, 0)  # the default bench's first 120
+    assert huge not in wide and len(wide) == 120
+    assert all(resolve(r).totals.params <= MAX_PARAMS for r in wide if r.startswith("block:"))
+    # a rejected draw drops out and the draws after it stay: a tighter cap keeps the order
+    loose = sample_blocks(40, seed=5, max_macs=1e12)
+    tight = sample_blocks(8, seed=5, max_macs=2e8)
+
+    def cap(r: str) -> float:
+        return 2e8 * BIG_FAMILIES.get(r.partition(":")[2].partition("?")[0], 1.0)
+
+    assert tight == [r for r in loose if resolve(r).totals.macs <= cap(r)][:8]
+
+
 def test_blocks_generate_the_kernel_families_real_networks_need():
     """Squeeze (timm's indexed qkv), Slice (Swin's patch merging), grouped FusedConv
     (RegNet's group width 24), ConvTranspose and Resize (U-Net) come from generated blocks."""

@@ -590,10 +590,12 @@ SCHEME = Scheme(
 # --------------------------------------------------------------------------- sampling
 
 
-def _macs(ref: str) -> float:
+def _affordable(ref: str, max_macs: float) -> bool:
+    """Whether a block stays within ``max_macs`` and :data:`MAX_PARAMS`."""
     from latlab.datasets.references import resolve
 
-    return float(resolve(ref).totals.macs)
+    totals = resolve(ref).totals
+    return float(totals.macs) <= max_macs and float(totals.params) <= MAX_PARAMS
 
 
 def _pick(rng: np.random.Generator, values: tuple[Any, ...]) -> Any:
@@ -685,6 +687,10 @@ BIG_FAMILIES = {"plain": 3.0}
 
 #: Default cap on a sampled block's multiply-accumulates (about 40 ms on one core here).
 MAX_MACS = 1.5e9
+#: Cap on a sampled block's parameters (VGG-16 has 138 M): a flattened 224x224 map into a wide
+#: classifier passes the MAC cap but carries billions of weights (3.3 G, 13 GB in fp32), which
+#: the default ``latlab bench`` once drew and which exhausted a 24 GB machine.
+MAX_PARAMS = 150e6
 
 
 def sample_blocks(
@@ -696,7 +702,9 @@ def sample_blocks(
 ) -> list[str]:
     """``count`` distinct block references (seeded), families by :data:`SHARES`.
 
-    Configurations above ``max_macs`` are redrawn, so a suite's cost per network is bounded.
+    Configurations above ``max_macs`` or :data:`MAX_PARAMS` are redrawn, so a suite's cost
+    and memory per network are bounded (a rejected draw only drops out: the draws after it
+    are the ones they were).
     """
     rng = np.random.default_rng(seed + 104729)
     fams = list(families or SHARES)
@@ -712,7 +720,7 @@ def sample_blocks(
             parse_block(ref.partition(":")[2])
         except NetworkReferenceError:
             continue
-        if ref in out or _macs(ref) > max_macs * BIG_FAMILIES.get(fam, 1.0):
+        if ref in out or not _affordable(ref, max_macs * BIG_FAMILIES.get(fam, 1.0)):
             continue
         out[ref] = None
     return list(out)
