@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -343,7 +343,7 @@ _E_INDEX = {e: i for i, e in enumerate(EXPANSIONS)}
 _BLOCK_TOKENS = {(k, e): (f"k{k}", f"e{e}", f"k{k}_e{e}") for k in KERNELS for e in EXPANSIONS}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _active(depths: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """The active positions of these depths, and per position whether it is active (3**5
     entries at most)."""
