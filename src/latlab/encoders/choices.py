@@ -78,16 +78,16 @@ class ChoiceOneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         gs = check_graphs(graphs, name)
         sizes = np.array([len(o) for o in self.options], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        rows = []
+        chosen = []
         for g in gs:
             ch = _meta(g, "choices", self.family, name)
             if len(ch) != len(sizes):
                 raise FeatureError(f"{name}: network {g.reference!r} has {len(ch)} choices")
-            rows.append(ch)
+            chosen.append(ch)
         # one conversion of all rows (row by row costs more than the rest of the encoding)
         idx = np.fromiter(
-            itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows) * len(sizes)
-        ).reshape(len(rows), len(sizes))
+            itertools.chain.from_iterable(chosen), dtype=np.int64, count=len(chosen) * len(sizes)
+        ).reshape(len(chosen), len(sizes))
         if np.any(idx >= sizes):
             bad = gs[int(np.argwhere(idx >= sizes)[0, 0])]
             raise FeatureError(f"{name}: network {bad.reference!r} has an unknown option")

@@ -307,7 +307,8 @@ def _stage_shapes(input_shape: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], 
     """Per stage the input shapes of its first and of its later blocks; then the head's."""
     n, _, h, w = input_shape
     h, w = _out_size(h, 2), _out_size(w, 2)
-    cin, out = STEM_WIDTH, []
+    cin = STEM_WIDTH
+    out: list[tuple[tuple[int, ...], ...]] = []
     for width, stride in zip(STAGE_WIDTHS, STAGE_STRIDES, strict=True):
         first = (n, cin, h, w)
         h, w = _out_size(h, stride), _out_size(w, stride)
