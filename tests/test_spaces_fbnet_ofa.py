@@ -277,3 +277,28 @@ def test_sampling_and_mutation(name):
         if name != "ofa":
             assert diff == 1
         parse_reference(space.format_genotype(child))
+
+
+@pytest.mark.parametrize("name", ["fbnet", "ofa"])
+def test_serving_fast_path_features_equal_the_built_graphs(name):
+    # the space's fast path (fast_resolve, summary rows summed from segments) against the
+    # encoders on the fully built IR of the same networks: identical features
+    space = get_space(name)
+    refs = sample(name, 40, seed=7)
+    fast = [space.fast_resolve(r) for r in refs]
+    built = [g.built for g in fast]
+    for g, b in zip(fast, built, strict=True):
+        b.meta.update(g.meta)
+    enc = make_vector_encoder(space.vector_features).fit(built)
+    assert np.array_equal(enc.transform(fast), enc.transform(built))
+    assert [g.totals for g in fast] == [b.totals for b in built]
+    assert [g.digest for g in fast] == [resolve(r).digest for r in refs]
+
+
+def test_two_ofa_references_of_one_network_serve_identical_features():
+    space = get_space("ofa")
+    other = OFA.replace("k7555", "k7533").replace("e6446", "e6433")
+    a, b = space.fast_resolve(OFA), space.fast_resolve(other)
+    enc = make_vector_encoder(space.vector_features).fit([a])
+    x = enc.transform([a, b])
+    assert np.array_equal(x[0], x[1]) and a.reference != b.reference

@@ -18,6 +18,7 @@ them under its own names (``fbnet-onehot``, ``ofa-counts``, ``fbnet-blocks``, ..
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -77,12 +78,16 @@ class ChoiceOneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         gs = check_graphs(graphs, name)
         sizes = np.array([len(o) for o in self.options], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        idx = np.full((len(gs), len(sizes)), -1, dtype=np.int64)
-        for i, g in enumerate(gs):
+        chosen = []
+        for g in gs:
             ch = _meta(g, "choices", self.family, name)
             if len(ch) != len(sizes):
                 raise FeatureError(f"{name}: network {g.reference!r} has {len(ch)} choices")
-            idx[i] = ch
+            chosen.append(ch)
+        # one conversion of all rows (row by row costs more than the rest of the encoding)
+        idx = np.fromiter(
+            itertools.chain.from_iterable(chosen), dtype=np.int64, count=len(chosen) * len(sizes)
+        ).reshape(len(chosen), len(sizes))
         if np.any(idx >= sizes):
             bad = gs[int(np.argwhere(idx >= sizes)[0, 0])]
             raise FeatureError(f"{name}: network {bad.reference!r} has an unknown option")
@@ -114,11 +119,12 @@ class TokenCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         col = {t: j for j, t in enumerate(self.vocab)}
         out = np.zeros((len(gs), len(col)), dtype=np.float64)
         for i, g in enumerate(gs):
-            for t in _meta(g, "tokens", self.family, name):
+            # counted first (in C), then placed: a network repeats few distinct tokens
+            for t, n in Counter(_meta(g, "tokens", self.family, name)).items():
                 j = col.get(t)
                 if j is None:
                     raise FeatureError(f"{name}: network {g.reference!r} has unknown token {t!r}")
-                out[i, j] += 1.0
+                out[i, j] = n
         return out
 
 

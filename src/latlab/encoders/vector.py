@@ -66,7 +66,15 @@ _MAC_POS = {k: i for i, k in enumerate(MAC_KINDS)}
 
 
 def summary_vector(graph: NetworkGraph) -> np.ndarray:
-    """The raw (unscaled) :data:`SUMMARY_FEATURES` of one network, from ``graph.totals``."""
+    """The raw (unscaled) :data:`SUMMARY_FEATURES` of one network, from ``graph.totals``.
+
+    A graph whose totals are a sum of parts may give its row itself (``summary_row()``: a
+    chain space's lazy graph, :class:`latlab.datasets.spaces.chain.ChainGraph`, sums this
+    function's rows of its segments, which it may since the row is linear in the totals), so
+    that serving does not build the totals of every network."""
+    own = getattr(graph, "summary_row", None)
+    if own is not None:
+        return np.asarray(own(), dtype=np.float64)
     t = graph.totals
     row = np.zeros(len(SUMMARY_FEATURES), dtype=np.float64)
     row[:8] = (
@@ -125,6 +133,9 @@ class SummaryEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         gs = check_graphs(graphs, type(self).__name__)
         out = np.zeros((len(gs), len(SUMMARY_FEATURES)), dtype=np.float64)
         for i, g in enumerate(gs):
+            if hasattr(g, "summary_row"):  # sums of segments, none with unknown ops
+                out[i] = summary_vector(g)
+                continue
             if not self.allow_unknown and g.totals.unknown_ops:
                 raise FeatureError(
                     f"SummaryEncoder: network {g.reference!r} has ops without cost rules "

@@ -7,17 +7,26 @@ networks then builds a few hundred small segment graphs instead of 5,000 network
 layers. Sums are exact for every count; depth (compute layers on the longest path) adds up
 along a chain because every segment has one input and one output. A test compares the fast
 totals with the fully built graph's.
+
+The serving fast path (:class:`ChainGraph`) goes one step further: a segment carries, beside
+its totals, its raw network-summary row (:func:`latlab.encoders.vector.summary_vector` of the
+segment: the summary encoder's own implementation, applied once per distinct segment). The
+summary is linear in the totals, so a network's raw row is the sum of its segments' rows (exact:
+integer-valued float64 well below 2**53), and encoding a network for serving never builds its
+:class:`~latlab.encoders.ir.NetworkTotals` at all.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from latlab.encoders.base import KINDS
-from latlab.encoders.ir import COUNT_FIELDS, NetworkTotals
+from latlab.encoders.ir import COUNT_FIELDS, LazyNetworkGraph, NetworkGraph, NetworkTotals
 
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 
@@ -58,3 +67,52 @@ def sum_totals(vectors: Sequence[np.ndarray]) -> NetworkTotals:
 def chain_digest(space: str, canonical: str, input_shape: tuple[int, ...]) -> str:
     """Digest of a chain network from its space, canonical reference and input shape."""
     return hashlib.sha1(f"{space}|{canonical}|{input_shape}".encode()).hexdigest()
+
+
+class Segment(NamedTuple):
+    """One segment built alone: its :func:`totals_vector` and its raw summary row."""
+
+    totals: np.ndarray
+    summary: np.ndarray
+
+
+def join_segments(parts: Sequence[Segment]) -> Segment:
+    """Consecutive segments as one (a block made of sub-segments)."""
+    return Segment(
+        np.add.reduce([p.totals for p in parts]), np.add.reduce([p.summary for p in parts])
+    )
+
+
+def segment_of(graph: NetworkGraph) -> Segment:
+    """The :class:`Segment` of a segment's built graph (one input, one output)."""
+    from latlab.encoders.vector import summary_vector
+
+    return Segment(totals_vector(graph.totals), summary_vector(graph))
+
+
+class ChainGraph(LazyNetworkGraph):
+    """The lazy graph of a chain network whose totals and raw summary row are the sums of its
+    segments' (``parts``: called once, on first need; the layers are still built only when
+    something walks them)."""
+
+    def __init__(
+        self,
+        name: str,
+        build: Callable[[], NetworkGraph],
+        meta: dict[str, Any],
+        parts: Callable[[], Sequence[Segment]],
+        digest_value: str,
+    ) -> None:
+        super().__init__(name, build, meta, self._sum_parts, digest_value)
+        self._parts = parts
+
+    @cached_property
+    def parts(self) -> Sequence[Segment]:
+        return self._parts()
+
+    def _sum_parts(self) -> NetworkTotals:
+        return sum_totals([p.totals for p in self.parts])
+
+    def summary_row(self) -> np.ndarray:
+        """The raw (unscaled) summary row, equal to ``summary_vector`` of the built graph."""
+        return np.add.reduce([p.summary for p in self.parts])

@@ -32,14 +32,20 @@ import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.datasets.spaces.base import Genotype, SearchSpace
-from latlab.datasets.spaces.chain import chain_digest, sum_totals, totals_vector
+from latlab.datasets.spaces.chain import (
+    ChainGraph,
+    Segment,
+    chain_digest,
+    segment_of,
+    sum_totals,
+)
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.choices import (
     BlockChainGraphEncoder,
     ChoiceOneHotEncoder,
     TokenCountEncoder,
 )
-from latlab.encoders.ir import LazyNetworkGraph, NetworkGraph, NetworkTotals
+from latlab.encoders.ir import NetworkGraph, NetworkTotals
 from latlab.errors import NetworkReferenceError
 
 PREFIX = "fbnet"
@@ -173,7 +179,7 @@ def _position_shapes(input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...
 
 @lru_cache(maxsize=4096)
 def _segment(kind: str, shape: tuple[int, ...], position: int = -1, choice: int = -1) -> Any:
-    """Totals of one segment built alone (``None`` for an identity block)."""
+    """One segment built alone (``None`` for an identity block)."""
     b = NetBuilder(kind, shape)
     if kind == "stem":
         _stem(b, b.input)
@@ -183,39 +189,47 @@ def _segment(kind: str, shape: tuple[int, ...], position: int = -1, choice: int 
         _stage, _cin, cout, stride = POSITIONS[position]
         if _block(b, b.input, CHOICES[choice], cout, stride) == b.input:
             return None
-    return totals_vector(b.build().totals)
+    return segment_of(b.build())
 
 
-def fast_totals(genotype: Sequence[int], input_shape: tuple[int, ...]) -> NetworkTotals:
-    """Totals of an FBNet network from its segments' (equal to the built graph's)."""
+def _parts(genotype: Sequence[int], input_shape: tuple[int, ...]) -> list[Segment]:
+    """The segments of an FBNet network, in order (identity blocks have none)."""
     shapes = _position_shapes(input_shape)
     parts = [_segment("stem", input_shape)]
     parts += [_segment("block", shapes[p], p, int(c)) for p, c in enumerate(genotype)]
     parts.append(_segment("head", shapes[-1]))
-    return sum_totals([t for t in parts if t is not None])
+    return [t for t in parts if t is not None]
+
+
+def fast_totals(genotype: Sequence[int], input_shape: tuple[int, ...]) -> NetworkTotals:
+    """Totals of an FBNet network from its segments' (equal to the built graph's)."""
+    return sum_totals([p.totals for p in _parts(genotype, input_shape)])
+
+
+#: Per position and choice the block's tokens, and its ``(token, stage)``.
+_TOKENS = tuple(
+    tuple((c, f"s{stage}={c}") for c in CHOICES) for stage, _cin, _cout, _s in POSITIONS
+)
+_BLOCKS = tuple(tuple((c, stage) for c in CHOICES) for stage, _cin, _cout, _s in POSITIONS)
 
 
 def fbnet_graph(genotype: Genotype, batch: int = 1, input_shape: Sequence[int] | None = None):
-    """The lazy graph of an FBNet network: fast totals and digest, layers on demand."""
+    """The lazy graph of an FBNet network: totals, summary and digest from its segments and
+    look-up tables, layers on demand."""
     shape = _input_shape(batch, input_shape)
     ref = format_fbnet(genotype)
-    stages = [p[0] for p in POSITIONS]
     meta = {
         "reference": ref,
         "family": PREFIX,
         "choices": tuple(genotype),
-        "tokens": tuple(
-            t
-            for c, s in zip(genotype, stages, strict=True)
-            for t in (CHOICES[c], f"s{s}={CHOICES[c]}")
-        ),
-        "blocks": tuple((CHOICES[c], s) for c, s in zip(genotype, stages, strict=True)),
+        "tokens": tuple(t for p, c in enumerate(genotype) for t in _TOKENS[p][c]),
+        "blocks": tuple(_BLOCKS[p][c] for p, c in enumerate(genotype)),
     }
-    return LazyNetworkGraph(
+    return ChainGraph(
         ref,
         build=lambda: build_fbnet(genotype, shape, ref, meta),
         meta=meta,
-        totals_fn=lambda: fast_totals(genotype, shape),
+        parts=lambda: _parts(genotype, shape),
         digest_value=chain_digest(PREFIX, ref, shape),
     )
 
@@ -286,6 +300,18 @@ class FbnetSpace(SearchSpace):
 
     def genotype(self, reference: str) -> Genotype:
         return _parse(reference.removeprefix(f"{PREFIX}:"))
+
+    def fast_resolve(self, reference: str) -> NetworkGraph | None:
+        # The scheme's own graph, without the general resolver's parsing and cache (most of
+        # its cost per network when serving a table); invalid references take the general
+        # path, which names them.
+        if not reference.startswith(f"{PREFIX}:"):
+            return None
+        try:
+            genotype = _parse(reference[len(PREFIX) + 1 :])
+        except NetworkReferenceError:
+            return None
+        return fbnet_graph(genotype)  # type: ignore[no-any-return]
 
 
 #: The ``fbnet:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).

@@ -33,18 +33,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
 
 from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.datasets.spaces.base import Genotype, SearchSpace
-from latlab.datasets.spaces.chain import chain_digest, sum_totals, totals_vector
+from latlab.datasets.spaces.chain import (
+    ChainGraph,
+    Segment,
+    chain_digest,
+    join_segments,
+    segment_of,
+    sum_totals,
+)
 from latlab.datasets.zoo.common import conv_bn_act, make_divisible, squeeze_excitation
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.choices import BlockChainGraphEncoder, ChoiceOneHotEncoder, TokenCountEncoder
-from latlab.encoders.ir import LazyNetworkGraph, NetworkGraph, NetworkTotals
+from latlab.encoders.ir import NetworkGraph, NetworkTotals
 from latlab.errors import NetworkReferenceError
 
 PREFIX = "ofa"
@@ -81,9 +88,12 @@ def parse_ofa(body: str) -> Arch:
             "e64466343363336346436"
         )
     res = int(m[1])
-    depths = tuple(int(c) for c in m[2])
-    kernels = tuple(int(c) for c in m[3])
-    expansions = tuple(int(c) for c in m[4])
+    depths = tuple(map(int, m[2]))
+    kernels = tuple(map(int, m[3]))
+    expansions = tuple(map(int, m[4]))
+    if res in _RES_INDEX and _valid_choices(depths, m[3], m[4]):
+        return res, depths, kernels, expansions
+    # something is wrong: find it, to name it
     if res not in RESOLUTIONS:
         raise NetworkReferenceError(
             f"malformed OFA reference {ref!r}: resolution {res} is not one of 128, 132, ..., 224"
@@ -106,6 +116,26 @@ def parse_ofa(body: str) -> Arch:
                     + ("" if active else " (or 0: the position is inactive)")
                 )
     return res, depths, kernels, expansions
+
+
+def _valid_choices(depths: tuple[int, ...], kernels: str, expansions: str) -> bool:
+    """Whether the depths and the kernel and expansion digits of a reference are valid: the
+    rule :func:`parse_ofa` checks in a few string operations (its loop only names what breaks
+    it): every digit an option or 0, and no 0 at an active position."""
+    if any(d not in DEPTHS for d in depths):
+        return False
+    if kernels.strip(_KERNEL_DIGITS) or expansions.strip(_EXPANSION_DIGITS):
+        return False
+    return not any(
+        "0" in kernels[s * MAX_DEPTH : s * MAX_DEPTH + d]
+        or "0" in expansions[s * MAX_DEPTH : s * MAX_DEPTH + d]
+        for s, d in enumerate(depths)
+    )
+
+
+_KERNEL_DIGITS = "0" + "".join(map(str, KERNELS))
+_EXPANSION_DIGITS = "0" + "".join(map(str, EXPANSIONS))
+_RES_INDEX = {r: i for i, r in enumerate(RESOLUTIONS)}
 
 
 def active_positions(depths: Sequence[int]) -> list[int]:
@@ -149,15 +179,32 @@ def _first(b: NetBuilder, x: str) -> str:
     return b.add(y, z)
 
 
+def _expand(b: NetBuilder, x: str, mid: int, act: str) -> str:
+    return conv_bn_act(b, x, mid, 1, activation=act)
+
+
+def _depthwise(b: NetBuilder, x: str, k: int, stride: int, act: str) -> str:
+    mid = b.shape(x)[1]
+    return conv_bn_act(b, x, mid, k, stride, act, groups=mid)
+
+
+def _project(b: NetBuilder, x: str, cout: int, se: bool) -> str:
+    if se:
+        x = squeeze_excitation(b, x, make_divisible(b.shape(x)[1] // 4, 8), "relu", "hardsigmoid")
+    return conv_bn_act(b, x, cout, 1, activation="none")
+
+
+def _residual(b: NetBuilder, x: str, y: str) -> str:
+    return b.add(x, y)
+
+
 def _block(b: NetBuilder, x: str, spec: BlockSpec) -> str:
+    """One inverted residual, in the parts the fast totals build separately (expand,
+    depthwise, SE + project, residual): only the depthwise part depends on the kernel."""
     k, mid, cout, stride, act, se = spec
     cin = b.shape(x)[1]
-    y = conv_bn_act(b, x, mid, 1, activation=act)
-    y = conv_bn_act(b, y, mid, k, stride, act, groups=mid)
-    if se:
-        y = squeeze_excitation(b, y, make_divisible(mid // 4, 8), "relu", "hardsigmoid")
-    y = conv_bn_act(b, y, cout, 1, activation="none")
-    return b.add(x, y) if stride == 1 and cin == cout else y
+    y = _project(b, _depthwise(b, _expand(b, x, mid, act), k, stride, act), cout, se)
+    return _residual(b, x, y) if stride == 1 and cin == cout else y
 
 
 def _head(b: NetBuilder, x: str) -> str:
@@ -182,17 +229,21 @@ def build_mbv3(
     return b.build()
 
 
+def _spec(stage: int, j: int, k: int, e: int) -> BlockSpec:
+    """Block ``j`` of ``stage`` with kernel ``k`` and expansion ``e``."""
+    cin = STAGE_WIDTHS[stage] if j else (STAGE_WIDTHS[stage - 1] if stage else STEM_WIDTH)
+    stride = 1 if j else STAGE_STRIDES[stage]
+    return k, cin * e, STAGE_WIDTHS[stage], stride, STAGE_ACTS[stage], STAGE_SE[stage]
+
+
 def block_specs(arch: Arch) -> list[BlockSpec]:
     """The active blocks of an OFA network."""
     _res, depths, ks, es = arch
-    out, cin = [], STEM_WIDTH
-    for s, d in enumerate(depths):
-        for j in range(d):
-            p = s * MAX_DEPTH + j
-            stride = STAGE_STRIDES[s] if j == 0 else 1
-            out.append((ks[p], cin * es[p], STAGE_WIDTHS[s], stride, STAGE_ACTS[s], STAGE_SE[s]))
-            cin = STAGE_WIDTHS[s]
-    return out
+    return [
+        _spec(s, j, ks[s * MAX_DEPTH + j], es[s * MAX_DEPTH + j])
+        for s, d in enumerate(depths)
+        for j in range(d)
+    ]
 
 
 def _input_shape(arch: Arch, batch: int, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -207,71 +258,139 @@ def _input_shape(arch: Arch, batch: int, input_shape: Sequence[int] | None) -> t
 # --------------------------------------------------------------------------- fast totals
 
 
+_PARTS: dict[str, Callable[..., str]] = {
+    "expand": _expand,
+    "depthwise": _depthwise,
+    "project": _project,
+}
+
+
 @lru_cache(maxsize=8192)
-def _segment(kind: str, shape: tuple[int, ...], spec: BlockSpec | None = None) -> np.ndarray:
+def _segment(kind: str, shape: tuple[int, ...], args: tuple[Any, ...] = ()) -> Segment:
+    """One segment built alone on its input shape: the first layers, the head or a part of a
+    block (``residual``: the Add of two tensors of ``shape``, as the block's skip adds)."""
     b = NetBuilder(kind, shape)
     if kind == "first":
         _first(b, b.input)
     elif kind == "head":
         _head(b, b.input)
+    elif kind == "residual":
+        _residual(b, b.input, b.input)
     else:
-        assert spec is not None
-        _block(b, b.input, spec)
-    return totals_vector(b.build().totals)
+        _PARTS[kind](b, b.input, *args)
+    return segment_of(b.build())
 
 
 def _out_size(h: int, stride: int) -> int:
     return (h - 1) // stride + 1  # odd kernels with (k - 1) / 2 padding
 
 
-def fast_totals(arch: Arch, input_shape: tuple[int, ...]) -> NetworkTotals:
-    """Totals of an OFA network from its segments' (equal to the built graph's)."""
+@lru_cache(maxsize=8192)
+def _block_segment(shape: tuple[int, ...], stage: int, j: int, k: int, e: int) -> Segment:
+    """A block from its parts: the expand and SE + project parts are shared by the three
+    kernels, so a table of 5,000 networks builds about half the layers whole blocks would."""
+    _k, mid, cout, stride, act, se = _spec(stage, j, k, e)
+    n, cin, h, w = shape
+    out = (n, mid, _out_size(h, stride), _out_size(w, stride))
+    parts = [
+        _segment("expand", shape, (mid, act)),
+        _segment("depthwise", (n, mid, h, w), (k, stride, act)),
+        _segment("project", out, (cout, se)),
+    ]
+    if stride == 1 and cin == cout:
+        parts.append(_segment("residual", (n, cout, *out[2:])))
+    return join_segments(parts)
+
+
+@lru_cache(maxsize=64)
+def _stage_shapes(input_shape: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """Per stage the input shapes of its first and of its later blocks; then the head's."""
     n, _, h, w = input_shape
-    parts = [_segment("first", input_shape)]
     h, w = _out_size(h, 2), _out_size(w, 2)
     cin = STEM_WIDTH
-    for spec in block_specs(arch):
-        parts.append(_segment("block", (n, cin, h, w), spec))
-        h, w = _out_size(h, spec[3]), _out_size(w, spec[3])
-        cin = spec[2]
-    parts.append(_segment("head", (n, cin, h, w)))
-    return sum_totals(parts)
+    out: list[tuple[tuple[int, ...], ...]] = []
+    for width, stride in zip(STAGE_WIDTHS, STAGE_STRIDES, strict=True):
+        first = (n, cin, h, w)
+        h, w = _out_size(h, stride), _out_size(w, stride)
+        out.append((first, (n, width, h, w)))
+        cin = width
+    out.append(((n, cin, h, w),))
+    return tuple(out)
+
+
+def _parts(arch: Arch, input_shape: tuple[int, ...]) -> list[Segment]:
+    """The segments of an OFA network, in order (inactive positions are never read)."""
+    _res, depths, ks, es = arch
+    shapes = _stage_shapes(input_shape)
+    parts = [_segment("first", input_shape)]
+    for s, d in enumerate(depths):
+        for j in range(d):
+            p = s * MAX_DEPTH + j
+            parts.append(_block_segment(shapes[s][j > 0], s, j, ks[p], es[p]))
+    parts.append(_segment("head", shapes[-1][0]))
+    return parts
+
+
+def fast_totals(arch: Arch, input_shape: tuple[int, ...]) -> NetworkTotals:
+    """Totals of an OFA network from its segments' (equal to the built graph's)."""
+    return sum_totals([p.totals for p in _parts(arch, input_shape)])
 
 
 _TOKENS = [f"k{k}_e{e}" for k in KERNELS for e in EXPANSIONS]
 
 
+_K_INDEX = {k: i for i, k in enumerate(KERNELS)}
+_E_INDEX = {e: i for i, e in enumerate(EXPANSIONS)}
+_BLOCK_TOKENS = {(k, e): (f"k{k}", f"e{e}", f"k{k}_e{e}") for k in KERNELS for e in EXPANSIONS}
+
+
+@cache
+def _active(depths: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """The active positions of these depths, and per position whether it is active (3**5
+    entries at most)."""
+    on = active_positions(depths)
+    return tuple(on), tuple(p in on for p in range(N_POS))
+
+
 def ofa_graph(arch: Arch, batch: int = 1, input_shape: Sequence[int] | None = None) -> Any:
     """The lazy graph of an OFA network (reference as given; digest and features from its
-    canonical form, so references naming one network agree)."""
+    canonical form, so references naming one network agree). Its meta comes from look-up
+    tables and its totals and summary from per-block segments, so that serving a table of
+    networks costs microseconds per network beyond the distinct blocks."""
     shape = _input_shape(arch, batch, input_shape)
     ref = format_ofa(arch)
-    canon = canonical_arch(arch)
-    res, depths, ks, es = canon
-    active = set(active_positions(depths))
-    choices = [RESOLUTIONS.index(res), *(DEPTHS.index(d) for d in depths)]
-    choices += [KERNELS.index(k) if p in active else -1 for p, k in enumerate(ks)]
-    choices += [EXPANSIONS.index(e) if p in active else -1 for p, e in enumerate(es)]
-    tokens = [t for p in sorted(active) for t in (f"k{ks[p]}", f"e{es[p]}", f"k{ks[p]}_e{es[p]}")]
-    blocks = tuple(
-        (f"k{ks[p]}_e{es[p]}", p // MAX_DEPTH) if p in active else None for p in range(N_POS)
+    res, depths, ks, es = arch
+    on, mask = _active(depths)
+    canon_ks = [k if a else 0 for k, a in zip(ks, mask, strict=True)]
+    canon_es = [e if a else 0 for e, a in zip(es, mask, strict=True)]
+    canon_ref = (
+        f"{PREFIX}:r{res}-d{''.join(map(str, depths))}-k{''.join(map(str, canon_ks))}"
+        f"-e{''.join(map(str, canon_es))}"
     )
-    canon_ref = format_ofa(canon)
+    pairs = [(ks[p], es[p]) for p in on]
     meta = {
         "reference": ref,
         "family": PREFIX,
         "canonical": canon_ref,
         "resolution": res,
-        "choices": tuple(choices),
-        "tokens": tuple(tokens),
-        "blocks": blocks,
+        "choices": (
+            _RES_INDEX[res],
+            *(DEPTHS.index(d) for d in depths),
+            *(_K_INDEX[k] if k else -1 for k in canon_ks),
+            *(_E_INDEX[e] if e else -1 for e in canon_es),
+        ),
+        "tokens": tuple(t for pair in pairs for t in _BLOCK_TOKENS[pair]),
+        "blocks": tuple(
+            (_BLOCK_TOKENS[ks[p], es[p]][2], p // MAX_DEPTH) if a else None
+            for p, a in enumerate(mask)
+        ),
         "scalars": (res / 224.0,),
     }
-    return LazyNetworkGraph(
+    return ChainGraph(
         ref,
-        build=lambda: build_mbv3(block_specs(canon), shape, ref, meta),
+        build=lambda: build_mbv3(block_specs(arch), shape, ref, meta),
         meta=meta,
-        totals_fn=lambda: fast_totals(canon, shape),
+        parts=lambda: _parts(arch, shape),
         digest_value=chain_digest(PREFIX, canon_ref, shape),
     )
 
@@ -340,6 +459,18 @@ class OfaSpace(SearchSpace):
 
     def canonical(self, reference: str) -> str:
         return canonical(reference)
+
+    def fast_resolve(self, reference: str) -> NetworkGraph | None:
+        # The scheme's own graph, without the general resolver's parsing and cache (most of
+        # its cost per network when serving a table); invalid references take the general
+        # path, which names them.
+        if not reference.startswith(f"{PREFIX}:"):
+            return None
+        try:
+            arch = _parse(reference[len(PREFIX) + 1 :])
+        except NetworkReferenceError:
+            return None
+        return ofa_graph(arch)  # type: ignore[no-any-return]
 
     def random_genotype(self, rng: np.random.Generator) -> Genotype:
         res = int(rng.integers(len(RESOLUTIONS)))
