@@ -36,6 +36,7 @@ from latlab.datasets.spaces.chain import (
     ChainGraph,
     Segment,
     chain_digest,
+    own_graph,
     segment_of,
     sum_totals,
 )
@@ -302,16 +303,7 @@ class FbnetSpace(SearchSpace):
         return _parse(reference.removeprefix(f"{PREFIX}:"))
 
     def fast_resolve(self, reference: str) -> NetworkGraph | None:
-        # The scheme's own graph, without the general resolver's parsing and cache (most of
-        # its cost per network when serving a table); invalid references take the general
-        # path, which names them.
-        if not reference.startswith(f"{PREFIX}:"):
-            return None
-        try:
-            genotype = _parse(reference[len(PREFIX) + 1 :])
-        except NetworkReferenceError:
-            return None
-        return fbnet_graph(genotype)  # type: ignore[no-any-return]
+        return own_graph(reference, PREFIX, _parse, fbnet_graph)
 
 
 #: The ``fbnet:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).

@@ -45,6 +45,7 @@ from latlab.datasets.spaces.chain import (
     Segment,
     chain_digest,
     join_segments,
+    own_graph,
     segment_of,
     sum_totals,
 )
@@ -461,16 +462,7 @@ class OfaSpace(SearchSpace):
         return canonical(reference)
 
     def fast_resolve(self, reference: str) -> NetworkGraph | None:
-        # The scheme's own graph, without the general resolver's parsing and cache (most of
-        # its cost per network when serving a table); invalid references take the general
-        # path, which names them.
-        if not reference.startswith(f"{PREFIX}:"):
-            return None
-        try:
-            arch = _parse(reference[len(PREFIX) + 1 :])
-        except NetworkReferenceError:
-            return None
-        return ofa_graph(arch)  # type: ignore[no-any-return]
+        return own_graph(reference, PREFIX, _parse, ofa_graph)
 
     def random_genotype(self, rng: np.random.Generator) -> Genotype:
         res = int(rng.integers(len(RESOLUTIONS)))
