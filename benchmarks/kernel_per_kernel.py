@@ -26,19 +26,16 @@ from bench_common import fail, open_store, write_result
 THRESHOLD_MS = 0.1
 
 
-def match_kernels(store: Any, device: str, model: Any, refs: list[str]) -> pd.DataFrame:
-    """Every profiled kernel of ``refs`` in ``store`` beside ``model``'s prediction of it.
+def match_kernels(profiled: pd.DataFrame, model: Any) -> pd.DataFrame:
+    """Every profiled kernel (rows of :func:`kernel_rows`) beside ``model``'s prediction of it.
 
     Matched by kernel index and op (the op's last dotted part: a fused kernel's domain may be
     written either way); columns of :func:`kernel_rows` plus ``predicted_ms``, ``measured_ms``
-    (the profile's statistic) and ``ape`` (%). Empty when nothing of ``refs`` was profiled.
+    (the profile's statistic) and ``ape`` (%); empty when ``profiled`` is.
     """
-    from latlab.datasets.bench.export import kernel_rows
-
-    profiled = kernel_rows(store, device, set(refs), exclude_zoo=False)
     if profiled.empty:
         return profiled
-    refs = [r for r in refs if r in set(profiled["network"])]
+    refs = list(dict.fromkeys(profiled["network"]))
     predicted = model.predict_layers(refs)
     pred = predicted.rename(
         columns={"kernel": "node_index", "op": "predicted_op", "family": "predicted_family"}
@@ -68,12 +65,13 @@ def main() -> None:
 
     store, device = open_store(args.db, args.device)
     refs = [f"zoo:{n}" for n in zoo.names()]
-    if kernel_rows(store, device, set(refs), exclude_zoo=False).empty:  # before any training
+    profiled = kernel_rows(store, device, set(refs), exclude_zoo=False)
+    if profiled.empty:  # before any training
         fail(f"--db {args.db}: no profiled zoo kernels of {device!r}")
     model = train_kernel(store, device, Settings.preset_named("main"))
     if model is None:
         fail(f"--db {args.db}: no in-context benchmarks to train kernel on")
-    both = match_kernels(store, device, model, refs)
+    both = match_kernels(profiled, model)
     refs = sorted(set(both["network"]))
     big = both[both["measured_ms"] >= THRESHOLD_MS]
     fam = (
