@@ -280,3 +280,26 @@ def test_zoo_profiles_follow_their_own_settings(runs: dict[str, Any]) -> None:
     assert len(zoo) == 2 and len(rest) > 0
     assert all(s["runs"] == 3 and s["warmup"] == 1 for s in zoo["settings"])
     assert all(s["runs"] <= 2 and s["warmup"] == 3 for s in rest["settings"])
+
+
+def test_zoo_profiles_carry_their_measurements_reference_scale(runs: dict[str, Any]) -> None:
+    """Each zoo profile is stored with the reference scale of the network's paired
+    measurement (corrected / raw median), as the bench stores its benchmarks' profiles: the
+    profiled zoo kernels and the kernels the predictor trained on then share one scale."""
+    from latlab.datasets.bench.tables import BenchStore
+    from latlab.datasets.store import Store
+
+    store = Store(str(runs["out"] / "bench.db"))
+    try:
+        prof = BenchStore(store).profiles()
+        meas = store.measurements(protocol=tiny_settings().network_protocol)
+    finally:
+        store.close()
+    meas = meas.drop_duplicates("network", keep="last").set_index("network")
+    zoo = prof[prof["network"].str.startswith("zoo:")]
+    assert len(zoo) == 2
+    for r in zoo.itertuples():
+        m = meas.loc[r.network]
+        expected = m["corrected_ms"] / m["median_ms"]
+        assert 0.2 < expected < 5 and expected != 1.0
+        assert (r.extra or {}).get("scale") == pytest.approx(expected, rel=1e-9)

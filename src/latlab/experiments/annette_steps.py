@@ -86,7 +86,14 @@ def measure_networks(
 def profile_networks(
     store: Store, device: str, refs: list[str], s: Settings, notify: Progress | None = None
 ) -> dict[str, list[dict[str, Any]]]:
-    """Runtime groups with profiled times per network (profiled once, then read back)."""
+    """Runtime groups with profiled times per network (profiled once, then read back).
+
+    Where the network has a paired measurement under ``s.network_protocol`` (measure it
+    first), its profile is stored with that measurement's reference scale (corrected / raw
+    median), as ``latlab bench`` stores the profiles of its benchmarks: the kernel times the
+    predictor trained on and the zoo's profiled kernels then share the device's reference
+    scale, so a per-kernel comparison is not shifted by the machine's drift in between.
+    """
     import onnxruntime as ort
 
     from latlab.datasets.bench.profile import profile_network
@@ -105,6 +112,7 @@ def profile_networks(
     )
     stored = bench.profiles(device)
     stored = stored[stored["settings_key"] == key]
+    scales = _reference_scales(store, device, s.network_protocol)
     for i, ref in enumerate(refs):
         if notify is not None:
             notify("profiling zoo", i, len(refs))
@@ -114,12 +122,22 @@ def profile_networks(
             continue
         runs, warmup, budget = s.zoo_profile
         prof = profile_network(ref, runs=runs, warmup=warmup, time_budget_s=budget, timer=s.timer)
-        bench.add_profile(device, prof, fusion_labels(prof.mapping, set(prof.node_samples_us)))
+        labels = fusion_labels(prof.mapping, set(prof.node_samples_us))
+        bench.add_profile(device, prof, labels, scale=scales.get(ref, 1.0))
         out[ref] = prof.group_table().to_dict(orient="records")
         log.info("profiled %s (%d/%d)", ref, i + 1, len(refs))
     if notify is not None:
         notify("profiling zoo", len(refs), len(refs))
     return out
+
+
+def _reference_scales(store: Store, device: str, protocol: Any) -> dict[str, float]:
+    """``{network: corrected / raw median}`` of the latest paired measurement of each network
+    under ``protocol`` (networks measured unpaired are absent: their scale is 1)."""
+    df = store.measurements([device], protocol)
+    df = df[df["corrected_ms"].notna() & (df["median_ms"] > 0)]
+    df = df.drop_duplicates("network", keep="last")
+    return dict(zip(df["network"], df["corrected_ms"] / df["median_ms"], strict=True))
 
 
 def train_models(
