@@ -168,3 +168,13 @@ def test_pinned_rows_always_train(seed, pinned):
     assert set(pinned) <= set(split.train.tolist())
     joined = np.concatenate([split.train, split.val, split.cal, split.test])
     assert sorted(joined.tolist()) == list(range(100))  # still a partition
+
+
+def test_split_error_names_the_pinned_rows():
+    """A table whose rows are almost all training-only for the predictor (a bench store of
+    single-kernel benchmarks, for ``kernel``) fails naming why its many rows do not count."""
+    with pytest.raises(DataError) as err:
+        make_split(901, cal_size=90, seed=0, pinned=list(range(900)), what="column 'd' of s")
+    msg = str(err.value)
+    assert "901 valid rows, 900 of them training-only" in msg and "1 others" in msg
+    assert "\n" not in msg

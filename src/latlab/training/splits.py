@@ -176,6 +176,12 @@ def make_split(
                 f"{what} has {n_pool} valid rows outside the held-out families "
                 f"({', '.join(held)}) but the split needs {need} ({parts})"
             )
+        if len(pinned):  # say why the rows that are there do not count
+            raise DataError(
+                f"{what} has {n} valid rows, {n - n_pool} of them training-only for this "
+                f"predictor (e.g. single-kernel benchmarks: run the bench's context suite), "
+                f"and {n_pool} others, but the split needs {need} of those ({parts})"
+            )
         raise DataError(f"{what} has {n} valid rows but the split needs {need} ({parts})")
     val_idx = pool[:val]
     cal_idx = pool[val : val + cal]
