@@ -1,35 +1,48 @@
 """Kernel-level prediction of real networks: bench a device, train ``kernel``, test on the zoo.
 
     python benchmarks/kernel_real_networks.py [--quick] [--db STORE] [--device NAME]
+                                              [--bundle B]
 
-1. ``latlab bench`` (every suite, or the quick sizes) into ``--db`` (resumable: a store that
-   already holds the benchmarks is reused; the wall time of what ran now is reported);
-2. trains ``kernel`` on every generated network of the store (the predictor reads the
-   profiled kernels itself) and the layer-wise ``mixed`` on the smart-padding table, for
-   comparison -- no real network is used in training;
-3. measures every ``zoo:`` network present (:func:`latlab.datasets.zoo.names`) with the
-   measurement protocol into a separate store, profiles it, and reports per network measured vs
-   predicted, network MAPE, ±10 % accuracy, Spearman ρ, the attention models' MAPE (networks
-   running a MatMul of two activations or a LayerNormalization), and per-kernel MAPE of the
-   kernels ≥ 0.1 ms (profiled in-network times vs predicted);
-4. writes ``benchmarks/results/kernel_real_networks{,_quick}.json`` + ``.md``.
+The path a user takes, paired end to end:
 
-Timings use the ``thread`` clock (this machine is shared); the load average is recorded.
+1. ``latlab bench`` (every suite at its default size, the CLI's default protocol: paired with
+   the default reference network, drift-corrected) into ``--db`` -- resumable: a store that
+   ``latlab bench --device-name NAME --db STORE`` already filled is reused as it is; the bench
+   cost reported is the store's own (first to last benchmark timestamp, kernels profiled);
+2. ``latlab train --data STORE --target NAME --predictor kernel --out B`` (run as a command;
+   or ``--bundle B`` written by it), and the layer-wise ``mixed`` on the smart-padding table
+   for comparison -- no real network is used in training;
+3. every ``zoo:`` network (:func:`latlab.datasets.zoo.names`) measured INTO A COPY of the
+   store (``STORE-zoo.db``: the bench store is never changed) under the network protocol of
+   ``latlab compare`` (paired with the store's reference network, groups of 4), so measured
+   and training figures share the device's reference scale; then profiled, each profile
+   stored with its measurement's reference scale
+   (:func:`latlab.experiments.annette_steps.profile_networks`). Resumable in the copy;
+4. per network measured (corrected median) vs predicted, network MAPE, ±10 % accuracy,
+   Spearman ρ, the attention models' MAPE (networks running a MatMul of two activations or a
+   LayerNormalization) and the per-kernel MAPE of the kernels ≥ 0.1 ms (profiled in-network
+   times vs predicted, :func:`kernel_per_kernel.match_kernels`), with the load average;
+   written to ``benchmarks/results/kernel_real_networks{,_quick}.json`` + ``.md``.
+
+``--quick``: the suites at :data:`QUICK` sizes and the compare quick preset's zoo networks.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import bench_common
 import numpy as np
+from bench_common import fail
+from kernel_per_kernel import THRESHOLD_MS, match_kernels
 
 log = logging.getLogger("kernel_real_networks")
 
@@ -58,17 +71,17 @@ def attention_model(kernels: list[Any]) -> bool:
 
 
 def run_bench_suites(db: str, device: str, quick: bool) -> dict[str, Any]:
-    from latlab.datasets.bench.campaign import ALL_SUITES, BENCH_CONFIG, default_count, run_bench
+    """``latlab bench`` with its defaults (every suite, paired): resumes what is missing."""
+    from latlab.datasets.bench.campaign import ALL_SUITES, BENCH_PAIRED, default_count, run_bench
     from latlab.datasets.store import Store
 
-    cfg = replace(BENCH_CONFIG, timer="thread")
     store = Store(db)
     out: dict[str, Any] = {}
     try:
         for suite in ALL_SUITES:
             n = QUICK[suite] if quick else default_count(suite)
             t0 = time.perf_counter()
-            res = run_bench(suite, store, device, count=n, config=cfg)
+            res = run_bench(suite, store, device, count=n, config=BENCH_PAIRED)
             out[suite] = {
                 "benchmarks": len(res.references),
                 "measured_now": len(res.measured),
@@ -81,7 +94,12 @@ def run_bench_suites(db: str, device: str, quick: bool) -> dict[str, Any]:
     return out
 
 
-def kernels_measured(db: str, device: str) -> dict[str, int]:
+def bench_cost(db: str, device: str) -> dict[str, Any]:
+    """What profiling the device cost, from the store itself: the span from its first to its
+    last benchmark timestamp (a bench interrupted and resumed later counts the pause too),
+    benchmark networks and profiled kernels."""
+    import pandas as pd
+
     from latlab.datasets.bench.tables import BenchStore
     from latlab.datasets.store import Store
 
@@ -90,56 +108,81 @@ def kernels_measured(db: str, device: str) -> dict[str, int]:
         bench = BenchStore(store)
         nodes = bench.profile_nodes(device)
         lb = bench.layer_benchmarks(device)
+        stamps = []
+        with store.engine.connect() as conn:
+            for sql in (
+                "select min(started_at) as a, max(finished_at) as b from measurements",
+                "select min(created_at) as a, max(created_at) as b from profiles",
+                "select min(created_at) as a, max(created_at) as b from layer_benchmarks",
+            ):
+                row = pd.read_sql(sql, conn).iloc[0]
+                stamps += [pd.to_datetime(v) for v in row if v is not None]
     finally:
         store.close()
+    span = (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
     return {
+        "span_s": round(span, 1),
         "benchmark_networks": int(lb["network"].nunique()) if len(lb) else 0,
         "profiled_kernels": len(nodes),
     }
 
 
-def train(db: str, device: str) -> tuple[Any, Any, dict[str, float]]:
+def train_bundle(db: str, device: str, out: Path) -> tuple[Any, float]:
+    """``latlab train --predictor kernel`` on the store, as a user runs it; the bundle's model."""
+    from latlab.training.bundle import load_bundle
+
+    cmd = [sys.executable, "-m", "latlab", "train", "--data", db, "--target", device,
+           "--predictor", "kernel", "--out", str(out), "--no-mlflow"]  # fmt: skip
+    if out.exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    if done.returncode != 0:
+        fail(f"latlab train failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return load_bundle(out).predictor, time.perf_counter() - t0
+
+
+def _env() -> dict[str, str]:
+    """This process's environment with the checkout's ``src`` first on PYTHONPATH (the
+    ``latlab`` the subprocess runs is the one this script imports)."""
+    import latlab
+
+    src = str(Path(latlab.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def train_mixed(db: str, device: str) -> Any:
+    """The layer-wise ``mixed`` model on the store's smart-padding table (the baseline)."""
     from latlab.datasets.bench.export import training_table
     from latlab.datasets.store import Store
     from latlab.predictors import make_predictor
 
     store = Store(db)
     try:
-        frame = store.export_table()
         table = training_table(store, device, method="padded")
     finally:
         store.close()
-    frame = frame[frame[device].notna() & ~frame["network"].str.startswith("zoo:")]
-    t0 = time.perf_counter()
-    kernel = make_predictor("kernel", store=db, device=device)
-    kernel.fit(list(frame["network"]), frame[device].to_numpy(dtype=float))
-    t_kernel = time.perf_counter() - t0
-    t0 = time.perf_counter()
     rows = table[table[device].notna()]
-    mixed = make_predictor("mixed").fit(list(rows["network"]), rows[device].to_numpy(dtype=float))
-    return (
-        kernel,
-        mixed,
-        {"kernel_s": round(t_kernel, 1), "mixed_s": round(time.perf_counter() - t0, 1)},
-    )
+    return make_predictor("mixed").fit(list(rows["network"]), rows[device].to_numpy(dtype=float))
 
 
-def measure_zoo(refs: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
-    """End-to-end medians (protocol, thread clock) and profiles of the real networks.
+def measure_zoo(db: str, device: str, refs: list[str], quick: bool) -> tuple[Any, Any]:
+    """Corrected medians (ms, a Series) and profiled kernels (:func:`kernel_rows`) of ``refs``,
+    measured and profiled into the test copy ``db`` as ``latlab compare`` does."""
+    from latlab.datasets.bench.export import kernel_rows
+    from latlab.datasets.store import Store
+    from latlab.experiments.annette_settings import Settings
+    from latlab.experiments.annette_steps import measure_networks, profile_networks
 
-    Kept out of the bench store: the real networks are the test set.
-    """
-    from latlab.datasets.bench.profile import profile_network
-    from latlab.datasets.measure.protocol import MeasureConfig, measure
-
-    cfg = MeasureConfig(time_budget_s=0.5, max_warmup_s=0.5, repeats=50, timer="thread")
-    medians: dict[str, float] = {}
-    profiles: dict[str, Any] = {}
-    for ref in refs:
-        medians[ref] = measure(ref, cfg).median_ms
-        profiles[ref] = profile_network(ref, runs=10, warmup=3, time_budget_s=2.0, timer="thread")
-        log.info("zoo %s: %.3f ms", ref, medians[ref])
-    return medians, profiles
+    s = Settings.preset_named("quick" if quick else "main", timer="wall")
+    store = Store(db)
+    try:
+        medians = measure_networks(store, device, refs, s)
+        profile_networks(store, device, refs, s)
+        profiled = kernel_rows(store, device, set(refs), exclude_zoo=False)
+    finally:
+        store.close()
+    return medians, profiled
 
 
 def _metrics(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -157,55 +200,61 @@ def _metrics(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller suites (see QUICK)")
-    ap.add_argument("--db", default=None, help="bench store (default: a file under .kernel_bench/)")
-    ap.add_argument("--device", default="cpu-t1-thread", help="device name in the store")
+    ap.add_argument("--db", default=None, help="bench store (SQLite file)")
+    ap.add_argument("--device", default=None, help="device name in the store")
+    ap.add_argument("--bundle", default=None, help="kernel bundle to test")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from latlab.datasets import zoo
     from latlab.datasets.bench.kernels_runtime import runtime_kernels
+    from latlab.experiments.annette_settings import QUICK_ZOO
 
     work = bench_common.ROOT / ".kernel_bench"
     work.mkdir(exist_ok=True)
-    db = args.db or str(work / ("bench_quick.db" if args.quick else "bench.db"))
+    db = Path(args.db or work / ("bench_quick.db" if args.quick else "bench.db"))
+    if "://" in str(db):
+        fail(f"--db {db}: give an SQLite file (the zoo is measured into a copy of it)")
+    device = args.device
+    if device is None and db.is_file():
+        store, device = bench_common.open_store(str(db), None)
+        store.close()
+    device = device or "cpu-t1"
+    bundle_dir = Path(args.bundle) if args.bundle else None
+    if bundle_dir is not None and not (bundle_dir / "manifest.json").is_file():
+        fail(f"--bundle {bundle_dir}: not a bundle (no manifest.json)")
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    bench = run_bench_suites(db, args.device, args.quick)
+    bench = run_bench_suites(str(db), device, args.quick)
     bench_s = time.perf_counter() - t0
-    # the wall time of a fresh bench is kept next to the store, so a rerun that only resumes
-    # (nothing left to measure) still reports what profiling the device cost
-    timing = Path(db + ".timing.json")
-    if any(v["measured_now"] for v in bench.values()) or not timing.exists():
-        timing.write_text(json.dumps({"bench": bench, "wall_s": round(bench_s, 1),
-                                      "load_start": load0}))  # fmt: skip
-    first = json.loads(timing.read_text())
-    counts = kernels_measured(db, args.device)
-    kernel, mixed, fit_s = train(db, args.device)
+    cost = bench_cost(str(db), device)
+    if bundle_dir is None:
+        kernel, train_s = train_bundle(str(db), device, work / f"{db.stem}-kernel-bundle")
+    else:
+        from latlab.training.bundle import load_bundle
 
-    refs = [f"zoo:{n}" for n in zoo.names()]
-    medians, profiles = measure_zoo(refs)
+        kernel, train_s = load_bundle(bundle_dir).predictor, 0.0
+    mixed = train_mixed(str(db), device)
+
+    names = [n for n in QUICK_ZOO if n in zoo.names()] if args.quick else zoo.names()
+    refs = [f"zoo:{n}" for n in names]
+    test_db = db.with_name(f"{db.stem}-zoo.db")
+    if not test_db.exists():
+        shutil.copyfile(db, test_db)
+    medians, profiled = measure_zoo(str(test_db), device, refs, args.quick)
+    pairs = match_kernels(profiled, kernel)
+    big = pairs[pairs["measured_ms"] >= THRESHOLD_MS] if len(pairs) else pairs
     rows = []
-    kernel_pairs: list[tuple[float, float]] = []
     for ref in refs:
         ks = runtime_kernels(ref)
         table = kernel.predict_layers([ref])
-        pred_k = float(kernel.predict([ref])[0])
-        pred_m = float(mixed.predict([ref])[0])
-        prof = profiles[ref]
-        for k, p in zip(ks, table["predicted_ms"], strict=True):
-            node = prof.mapping.nodes[k.index] if k.index < len(prof.mapping.nodes) else None
-            if node is None or node.op != k.op.rsplit(".", 1)[-1]:
-                continue
-            t_ms = prof.node_us(k.index) / 1e3
-            if t_ms == t_ms and t_ms >= 0.1:
-                kernel_pairs.append((t_ms, float(p)))
         rows.append(
             {
                 "network": ref,
                 "held_out": ref.removeprefix("zoo:") not in DEVELOPMENT_ZOO,
                 "attention": attention_model(ks),
-                "measured_ms": medians[ref],
-                "kernel_ms": pred_k,
-                "mixed_ms": pred_m,
+                "measured_ms": float(medians[ref]),
+                "kernel_ms": float(kernel.predict([ref])[0]),
+                "mixed_ms": float(mixed.predict([ref])[0]),
                 "kernels": len(ks),
                 "uncovered": sorted({str(r.op) for r in table[~table["covered"]].itertuples()}),
             }
@@ -223,43 +272,42 @@ def main() -> None:
             float(100 * np.mean(np.abs(p[att] - t[att]) / t[att])) if att.any() else None
         )
         result[name]["attention_networks"] = int(att.sum())
-    if kernel_pairs:
-        kt, kp = np.array(kernel_pairs).T
-        result["kernel"]["per_kernel_mape_ge_0.1ms"] = float(100 * np.mean(np.abs(kp - kt) / kt))
-        result["kernel"]["kernels_ge_0.1ms"] = len(kt)
+    if len(big):
+        result["kernel"]["per_kernel_mape_ge_0.1ms"] = float(big["ape"].mean())
+        result["kernel"]["kernels_ge_0.1ms"] = len(big)
     load1 = os.getloadavg()
+    cmd = "python benchmarks/kernel_real_networks.py" + (" --quick" if args.quick else "")
+    cmd += f" --db {db} --device {device}" + (f" --bundle {bundle_dir}" if bundle_dir else "")
     result.update(
         quick=args.quick,
+        command=cmd,
+        device=device,
         bench=bench,
-        bench_wall_s=round(bench_s, 1),
-        bench_first_run=first,
-        measured=counts,
-        fit_s=fit_s,
+        bench_now_s=round(bench_s, 1),
+        bench_cost=cost,
+        train_s=round(train_s, 1),
         machine=bench_common.machine(),
         load_start=load0,
         load_end=load1,
-        training_networks=kernel.training_["networks"],
-        training_kernels=kernel.training_["kernels"],
-        overhead={"per_kernel_ms": kernel.per_kernel_ms_, "session_ms": kernel.overhead_ms_},
+        kernels_profiled_zoo=len(pairs),
+        training=getattr(kernel, "training_", None),
     )
     k, m = result["kernel"], result["mixed"]
+    how = f"`latlab train --predictor kernel` in {train_s:.0f} s" if train_s else f"{bundle_dir}"
     lines = [
         f"# Kernel-level prediction of real networks{' (quick)' if args.quick else ''}",
         "",
-        f"Command: `python benchmarks/kernel_real_networks.py{' --quick' if args.quick else ''}`"
-        f"; onnxruntime CPU, 1 thread, thread clock. Load average {load0[0]:.1f} -> "
+        f"Command: `{cmd}`; onnxruntime CPU, 1 thread, wall clock, every figure paired with "
+        f"the store's reference network (drift-corrected). Load average {load0[0]:.1f} -> "
         f"{load1[0]:.1f} on {result['machine']['cores']} cores "
         f"{bench_common.load_note(max(load0[0], load1[0]))}.",
         "",
-        f"Bench: {first['wall_s']:.0f} s wall when the store was built (load average "
-        f"{first['load_start'][0]:.1f} then; {bench_s:.0f} s now), "
-        f"{counts['benchmark_networks']} benchmark networks, {counts['profiled_kernels']} "
-        "profiled kernels in the store; per suite (s): "
-        + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in first["bench"].items())
-        + f". `kernel` trained "
-        f"on {kernel.training_['kernels']} kernels of {kernel.training_['networks']} generated "
-        f"networks in {fit_s['kernel_s']} s. Test: {len(rows)} zoo networks, none used in "
-        "training.",
+        f"Bench store: {cost['benchmark_networks']} benchmark networks, "
+        f"{cost['profiled_kernels']} profiled kernels, {cost['span_s']:.0f} s from its first to "
+        f"its last benchmark ({bench_s:.0f} s resuming now). `kernel` from {how}. Test: "
+        f"{len(rows)} zoo networks measured into a copy of the store, none used in training; "
+        f"{len(pairs)} of their kernels matched to profiled times, {len(big)} >= "
+        f"{THRESHOLD_MS} ms.",
         "",
         "| predictor | MAPE % | ±10 % | Spearman ρ | attention MAPE % "
         "| per-kernel MAPE % (≥ 0.1 ms) |",
