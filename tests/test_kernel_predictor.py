@@ -96,14 +96,16 @@ def test_block_sampling_bounds_parameters():
 
 def test_blocks_generate_the_kernel_families_real_networks_need():
     """Squeeze (timm's indexed qkv), Slice (Swin's patch merging), grouped FusedConv
-    (RegNet's group width 24), ConvTranspose and Resize (U-Net) come from generated blocks."""
+    (RegNet-like group widths), ConvTranspose and Resize (U-Net) come from generated blocks."""
 
     def fams(ref: str) -> set[str]:
         return {k.family for k in runtime_kernels(ref)}
 
     assert "Squeeze" in fams("block:transformer?d=64&h=2&s=16&qkv=2")
     assert "Slice" in fams("block:vit?img=64&p=8&d=64&h=2&pm=1")
-    assert "com.microsoft.FusedConv/grouped" in fams("block:bottleneck?h=14&c=128&m=48&g=2")
+    # group width 20: a multiple of neither SIMD block (8 with AVX2, 16 with AVX-512), so
+    # onnxruntime keeps the grouped convolution out of its blocked layout on any x86 CPU
+    assert "com.microsoft.FusedConv/grouped" in fams("block:bottleneck?h=14&c=128&m=40&g=2")
     assert "ConvTranspose" in fams("block:unet?h=32&c=16&levels=1&up=convt")
     assert "Resize" in fams("block:unet?h=32&c=16&levels=1")
     refs = sample_blocks(240, seed=0)
@@ -152,7 +154,8 @@ def test_ir_kernels_with_mapping_groups_are_the_runtime_kernels():
     cnn = resolve("block:basic?h=14&c=16")
     ks = ir_kernels(cnn, mapping.groups(cnn))
     convs = [k for k in ks if k.op == "Conv"]
-    assert len(convs) == sum(la.op == "Conv" for la in cnn.layers) < len(ks) < len(cnn.layers)
+    # (whether the residual Add is fused too depends on the CPU's blocked layout)
+    assert len(convs) == sum(la.op == "Conv" for la in cnn.layers) <= len(ks) < len(cnn.layers)
     assert sum(k.features["macs"] for k in convs) == sum(la.macs for la in cnn.layers)
 
 
