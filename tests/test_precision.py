@@ -125,6 +125,38 @@ def test_precision_in_device_names_and_protocol():
         MeasureConfig(precision="int4")
 
 
+def test_device_name_precision_suffix_is_parsed_by_one_helper():
+    from latlab.datasets.measure import split_precision, with_precision
+
+    fp = {"cpu_model": "AMD EPYC 9454", "physical_cores": 2}
+    base = default_device_name("onnxruntime", 1, fp)
+    for precision in quantize.PRECISIONS:  # the inverse of what default_device_name appends
+        name = default_device_name("onnxruntime", 4, fp, batch=8, precision=precision)
+        assert split_precision(name) == (default_device_name("onnxruntime", 4, fp, batch=8),
+                                         precision)  # fmt: skip
+        assert with_precision(split_precision(name)[0], precision) == name
+    assert split_precision(base) == (base, "fp32")
+    assert split_precision("-int8") == ("-int8", "fp32")  # a suffix alone names no sibling
+    with pytest.raises(PrecisionError, match="int4"):
+        with_precision(base, "int4")
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_cross_precision_finds_the_fp32_device_of_any_precision_suffix(tmp_path, precision):
+    from latlab.datasets.store import Store
+    from latlab.predictors import make_predictor
+
+    db = str(tmp_path / "empty.db")
+    Store(db).close()
+    cross = make_predictor("cross-precision", store=db, device=f"cpu-{precision}")
+    # the source is the FP32 sibling "cpu": the error is about its missing data, not the name
+    with pytest.raises(DataError, match="'cpu'") as err:
+        cross.fit(INT8_NETS, [1.0] * len(INT8_NETS))
+    assert "source_device" not in str(err.value)
+    with pytest.raises(DataError, match="source_device"):
+        make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)
+
+
 def test_ir_at_precision_counts_bytes_not_macs():
     g = resolve(NET)
     q = at_precision(g, "int8")
