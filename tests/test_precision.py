@@ -427,3 +427,18 @@ def test_precision_experiment_kernel_benchmarks_cover_every_type_within_the_cap(
     assert types == dict.fromkeys(KERNEL_TYPES, 3)
     assert all(resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS for r in refs)
     assert kernel_networks(0, 0) == []
+
+
+def test_paired_samples_run_at_the_configured_precision():
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, padded_references, paired_samples
+
+    pad_x = padded_references(INT8_KERNELS[0])[1]
+    cfg = replace(BENCH_CONFIG, precision="int8", repeats=6, min_repeats=3, time_budget_s=0.05,
+                  max_warmup_s=0.05)  # fmt: skip
+    samples = paired_samples([pad_x], cfg)
+    assert len(samples) == 1 and len(samples[0]) >= 3 and np.all(samples[0] > 0)
+    # the model of the rounds is the quantised one (what the configuration is stored under)
+    key = quantize.content_key(onnx_model(pad_x).SerializeToString())
+    assert [f.stem for f in quantize.cache_dir().glob("*.onnx")] == [key]
