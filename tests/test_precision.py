@@ -248,6 +248,20 @@ def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message)
     assert not db.exists()
 
 
+@pytest.mark.parametrize("method", [[], ["--method", "padded"]])
+def test_cli_int8_export_refuses_the_padded_method_before_work(tmp_path, capsys, method):
+    db, table = tmp_path / "x.db", tmp_path / "t.csv"
+    code, _, err = run_cli(["bench", "--precision", "int8", "--export", str(table), *method,
+                            "--db", str(db)], capsys)  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--method padded has no int8 table" in err and "--method single" in err
+    assert not db.exists() and not table.exists()
+    # an export of the int8 tables alone (no suite) is a valid command
+    code, _, err = run_cli(["bench", "--precision", "int8", "--export", str(table), "--method",
+                            "single", "--db", str(db)], capsys)  # fmt: skip
+    assert "benchmarks the suites" not in err
+
+
 def test_cli_quantize_writes_the_model_and_reports_mixed(tmp_path, capsys):
     import json
 

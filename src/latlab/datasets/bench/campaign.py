@@ -32,8 +32,14 @@ depthwise ``QLinearConv/dw``, ``QGemm`` of every Gemm and 2-D/token weight MatMu
 float ops left between QDQ pairs -- LayerNormalization, Erf, Div, ... -- and the
 ``QuantizeLinear``/``DequantizeLinear`` conversions around them) is stored with its features,
 so the kernel predictor of the ``-int8`` device trains on single kernels of every family as
-well as on the context networks. The ``padding`` suite subtracts float padding layers and has
-no INT8 meaning: it is refused (:data:`PRECISION_SUITES` are what runs at int8).
+well as on the context networks. The ``padding`` suite has no INT8 meaning and is refused
+(:data:`PRECISION_SUITES` are what runs at int8): onnxruntime's quantiser quantises a MaxPool
+only after a quantised tensor, so a padding-only model (two MaxPool 1x1) stays float when
+"quantised" (it runs ``ReorderInput, MaxPool, MaxPool, ReorderOutput``) while the padded
+model's padding runs on the int8 tensor (``QuantizeLinear, MaxPool, ..., NhwcMaxPool,
+DequantizeLinear``): the difference would subtract float padding from int8 padding. ``latlab
+bench --precision int8 --export`` therefore refuses ``--method padded`` (``single`` and
+``profile`` are the INT8 layer tables).
 
 Drift correction: with a reference network in the protocol (``BENCH_PAIRED``, what
 ``latlab bench`` uses, as ``latlab measure`` does) every time is stored on the device
