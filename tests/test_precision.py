@@ -188,6 +188,18 @@ def test_qdq_ir_counts_data_movement_and_int8_kernels_at_one_byte():
     moves = [la for la in f.layers if la.op in ("Transpose", "Reshape")]
     assert moves and all(la.bytes_read == 4 * math.prod(la.input_shapes[0]) for la in moves)
     assert all(la.act_bits == 32 for la in f.layers)  # the float model is unchanged
+    # the widths are the file's own: at_precision keeps them (LayerNormalization/Erf stay
+    # float) and refuses a precision the file does not have
+    assert q.meta["quantized"] is True and q.meta["precision"] == "int8"
+    assert "quantized" not in f.meta and "precision" not in f.meta
+    again = at_precision(q, "int8")
+    assert [(la.weight_bits, la.act_bits, la.bytes_read) for la in again.layers] == [
+        (la.weight_bits, la.act_bits, la.bytes_read) for la in q.layers
+    ]
+    assert {la.act_bits for la in again.layers if la.op in ("LayerNormalization", "Erf")} == {32}
+    with pytest.raises(PrecisionError, match=r"quantised .*at int8.* bf16"):
+        at_precision(q, "bf16")
+    assert at_precision(f, "int8").meta["precision"] == "int8"  # a float graph is converted
 
 
 def test_bf16_on_torch_and_int8_refused_there():
