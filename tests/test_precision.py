@@ -468,3 +468,27 @@ def test_paired_samples_run_at_the_configured_precision():
     # the model of the rounds is the quantised one (what the configuration is stored under)
     key = quantize.content_key(onnx_model(pad_x).SerializeToString())
     assert [f.stem for f in quantize.cache_dir().glob("*.onnx")] == [key]
+
+
+def test_train_takes_the_layerwise_precision_from_the_target_column(tmp_path, capsys):
+    from latlab.datasets.bench.kernels import canonical
+    from latlab.training.bundle import load_bundle
+
+    db = str(tmp_path / "m.db")
+    refs = [f"kernel:conv?c={c}&h={h}&f=16&k=3" for c in (8, 16, 32) for h in (8, 14)] + [
+        f"kernel:fc?c={c}&f=10" for c in (64, 128, 256, 512)
+    ]  # single-layer benchmarks measured at int8: what the layer-wise predictors train on
+    refs = [canonical(r) for r in refs]
+    code, _, err = run_cli(["measure", *refs, "--precision", "int8", "--device-name", "cpu-int8",
+                            "--db", db, *QUICK], capsys)  # fmt: skip
+    assert code == 0, err
+    common = ["--target", "cpu-int8", "--predictor", "roofline", "--val-size", "3",
+              "--conformal", "none", "--no-mlflow", "--param", 'mapping="none"']  # fmt: skip
+    code, _, err = run_cli(["train", "--data", db, *common, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert load_bundle(tmp_path / "a").manifest["predictor"]["params"]["precision"] == "int8"
+    # --param precision wins over the column's name
+    code, _, err = run_cli(["train", "--data", db, *common, "--param", 'precision="fp32"',
+                            "--out", str(tmp_path / "b")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert load_bundle(tmp_path / "b").manifest["predictor"]["params"]["precision"] == "fp32"
