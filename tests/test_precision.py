@@ -125,6 +125,38 @@ def test_precision_in_device_names_and_protocol():
         MeasureConfig(precision="int4")
 
 
+def test_device_name_precision_suffix_is_parsed_by_one_helper():
+    from latlab.datasets.measure import split_precision, with_precision
+
+    fp = {"cpu_model": "AMD EPYC 9454", "physical_cores": 2}
+    base = default_device_name("onnxruntime", 1, fp)
+    for precision in quantize.PRECISIONS:  # the inverse of what default_device_name appends
+        name = default_device_name("onnxruntime", 4, fp, batch=8, precision=precision)
+        assert split_precision(name) == (default_device_name("onnxruntime", 4, fp, batch=8),
+                                         precision)  # fmt: skip
+        assert with_precision(split_precision(name)[0], precision) == name
+    assert split_precision(base) == (base, "fp32")
+    assert split_precision("-int8") == ("-int8", "fp32")  # a suffix alone names no sibling
+    with pytest.raises(PrecisionError, match="int4"):
+        with_precision(base, "int4")
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_cross_precision_finds_the_fp32_device_of_any_precision_suffix(tmp_path, precision):
+    from latlab.datasets.store import Store
+    from latlab.predictors import make_predictor
+
+    db = str(tmp_path / "empty.db")
+    Store(db).close()
+    cross = make_predictor("cross-precision", store=db, device=f"cpu-{precision}")
+    # the source is the FP32 sibling "cpu": the error is about its missing data, not the name
+    with pytest.raises(DataError, match="'cpu'") as err:
+        cross.fit(INT8_NETS, [1.0] * len(INT8_NETS))
+    assert "source_device" not in str(err.value)
+    with pytest.raises(DataError, match="source_device"):
+        make_predictor("cross-precision", store=db, device="cpu").fit(INT8_NETS, [1.0] * 4)
+
+
 def test_ir_at_precision_counts_bytes_not_macs():
     g = resolve(NET)
     q = at_precision(g, "int8")
@@ -156,6 +188,18 @@ def test_qdq_ir_counts_data_movement_and_int8_kernels_at_one_byte():
     moves = [la for la in f.layers if la.op in ("Transpose", "Reshape")]
     assert moves and all(la.bytes_read == 4 * math.prod(la.input_shapes[0]) for la in moves)
     assert all(la.act_bits == 32 for la in f.layers)  # the float model is unchanged
+    # the widths are the file's own: at_precision keeps them (LayerNormalization/Erf stay
+    # float) and refuses a precision the file does not have
+    assert q.meta["quantized"] is True and q.meta["precision"] == "int8"
+    assert "quantized" not in f.meta and "precision" not in f.meta
+    again = at_precision(q, "int8")
+    assert [(la.weight_bits, la.act_bits, la.bytes_read) for la in again.layers] == [
+        (la.weight_bits, la.act_bits, la.bytes_read) for la in q.layers
+    ]
+    assert {la.act_bits for la in again.layers if la.op in ("LayerNormalization", "Erf")} == {32}
+    with pytest.raises(PrecisionError, match=r"quantised .*at int8.* bf16"):
+        at_precision(q, "bf16")
+    assert at_precision(f, "int8").meta["precision"] == "int8"  # a float graph is converted
 
 
 def test_bf16_on_torch_and_int8_refused_there():
@@ -216,6 +260,20 @@ def test_cli_bad_precision_one_line_before_work(tmp_path, capsys, argv, message)
     assert not db.exists()
 
 
+@pytest.mark.parametrize("method", [[], ["--method", "padded"]])
+def test_cli_int8_export_refuses_the_padded_method_before_work(tmp_path, capsys, method):
+    db, table = tmp_path / "x.db", tmp_path / "t.csv"
+    code, _, err = run_cli(["bench", "--precision", "int8", "--export", str(table), *method,
+                            "--db", str(db)], capsys)  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--method padded has no int8 table" in err and "--method single" in err
+    assert not db.exists() and not table.exists()
+    # an export of the int8 tables alone (no suite) is a valid command
+    code, _, err = run_cli(["bench", "--precision", "int8", "--export", str(table), "--method",
+                            "single", "--db", str(db)], capsys)  # fmt: skip
+    assert "benchmarks the suites" not in err
+
+
 def test_cli_quantize_writes_the_model_and_reports_mixed(tmp_path, capsys):
     import json
 
@@ -265,6 +323,15 @@ def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path)
                            n_estimators=20, model="linear")  # fmt: skip
     model.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
     assert model.precision_ == "int8"
+    # an explicit precision may confirm the store's, never contradict it
+    nets, lat = list(table["network"]), table["cpu-int8"].to_numpy(dtype=float)
+    same = make_predictor("kernel", store=db, device="cpu-int8", precision="int8", min_points=3,
+                          n_estimators=20, model="linear", mapping_networks=0)  # fmt: skip
+    assert same.fit(nets, lat).precision_ == "int8"
+    wrong = make_predictor("kernel", store=db, device="cpu-int8", precision="fp32", min_points=3,
+                           n_estimators=20, model="linear", mapping_networks=0)  # fmt: skip
+    with pytest.raises(DataError, match=r"precision='fp32' contradicts .*'cpu-int8'.* 'int8'"):
+        wrong.fit(nets, lat)
     per = model.predict_layers(["block:basic?c=16&f=32&h=14"])  # never profiled
     assert "com.microsoft.QLinearConv" in set(per["family"])
     assert per.loc[per["family"] == "com.microsoft.QLinearConv", "covered"].all()
@@ -386,3 +453,42 @@ def test_precision_experiment_kernel_benchmarks_cover_every_type_within_the_cap(
     assert types == dict.fromkeys(KERNEL_TYPES, 3)
     assert all(resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS for r in refs)
     assert kernel_networks(0, 0) == []
+
+
+def test_paired_samples_run_at_the_configured_precision():
+    from dataclasses import replace
+
+    from latlab.datasets.bench.campaign import BENCH_CONFIG, padded_references, paired_samples
+
+    pad_x = padded_references(INT8_KERNELS[0])[1]
+    cfg = replace(BENCH_CONFIG, precision="int8", repeats=6, min_repeats=3, time_budget_s=0.05,
+                  max_warmup_s=0.05)  # fmt: skip
+    samples = paired_samples([pad_x], cfg)
+    assert len(samples) == 1 and len(samples[0]) >= 3 and np.all(samples[0] > 0)
+    # the model of the rounds is the quantised one (what the configuration is stored under)
+    key = quantize.content_key(onnx_model(pad_x).SerializeToString())
+    assert [f.stem for f in quantize.cache_dir().glob("*.onnx")] == [key]
+
+
+def test_train_takes_the_layerwise_precision_from_the_target_column(tmp_path, capsys):
+    from latlab.datasets.bench.kernels import canonical
+    from latlab.training.bundle import load_bundle
+
+    db = str(tmp_path / "m.db")
+    refs = [f"kernel:conv?c={c}&h={h}&f=16&k=3" for c in (8, 16, 32) for h in (8, 14)] + [
+        f"kernel:fc?c={c}&f=10" for c in (64, 128, 256, 512)
+    ]  # single-layer benchmarks measured at int8: what the layer-wise predictors train on
+    refs = [canonical(r) for r in refs]
+    code, _, err = run_cli(["measure", *refs, "--precision", "int8", "--device-name", "cpu-int8",
+                            "--db", db, *QUICK], capsys)  # fmt: skip
+    assert code == 0, err
+    common = ["--target", "cpu-int8", "--predictor", "roofline", "--val-size", "3",
+              "--conformal", "none", "--no-mlflow", "--param", 'mapping="none"']  # fmt: skip
+    code, _, err = run_cli(["train", "--data", db, *common, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert load_bundle(tmp_path / "a").manifest["predictor"]["params"]["precision"] == "int8"
+    # --param precision wins over the column's name
+    code, _, err = run_cli(["train", "--data", db, *common, "--param", 'precision="fp32"',
+                            "--out", str(tmp_path / "b")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert load_bundle(tmp_path / "b").manifest["predictor"]["params"]["precision"] == "fp32"

@@ -435,7 +435,9 @@ def bench(
         None, "--export", help="write the layer-model training table (.csv/.parquet)"
     ),
     method: str = typer.Option(
-        "padded", "--method", help="layer time in the DEVICE column: padded, single or profile"
+        "padded",
+        "--method",
+        help="layer time in the DEVICE column: padded (fp32 only), single or profile",
     ),
     export_fusion: Path | None = typer.Option(
         None, "--export-fusion", help="write the fusion labels (.csv/.parquet)"
@@ -494,7 +496,13 @@ def bench(
     if no_reference and group > 1:
         fail("--group needs a reference (drop --no-reference)")
     _check_precision(precision, "onnxruntime")
-    if precision != "fp32" and not (suite in PRECISION_SUITES or run_all):
+    if precision != "fp32" and export is not None and method == "padded":
+        fail(
+            f"--method padded has no {precision} table (the padding suite runs at fp32 only: "
+            "its padding-only models stay float when quantised); export with --method single "
+            "or --method profile"
+        )
+    if precision != "fp32" and suite is not None and not (suite in PRECISION_SUITES or run_all):
         fail(f"--precision {precision} benchmarks the suites {', '.join(PRECISION_SUITES)}")
     ref_net = None if no_reference else (reference or BENCH_PAIRED.reference)
     config = replace(

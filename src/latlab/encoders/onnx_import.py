@@ -94,7 +94,7 @@ from latlab.encoders.onnx_load import (
 )
 from latlab.encoders.onnx_shapes import infer_model, opset_of, shape_model
 from latlab.encoders.ops import apply_cost, conv_output_size
-from latlab.encoders.quantize import INT8_KERNEL_OPS, MOVE_OPS
+from latlab.encoders.quantize import INT8_KERNEL_OPS, MOVE_OPS, QDQ_OPS, own_precision
 from latlab.errors import OnnxImportError
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,11 @@ def from_onnx(
     symbolic batch dimension alone defaults to ``batch``. The model is not modified. Raises
     :class:`OnnxImportError` naming the file, input or tensor when the file is missing or
     corrupt, a dynamic dimension has no value, or a tensor's shape cannot be inferred.
+
+    A model with QuantizeLinear/DequantizeLinear nodes (an already quantised QDQ file) gets
+    ``meta["quantized"] = True`` and ``meta["precision"]`` (its narrowest width, ``int8``):
+    its layers' bit widths are the file's own, which
+    :func:`~latlab.encoders.quantize.at_precision` keeps.
     """
     path = None if isinstance(model_or_path, onnx.ModelProto | bytes | bytearray) else model_or_path
     label = f"ONNX file {os.fspath(path)}" if path is not None else "ONNX model"
@@ -135,6 +140,10 @@ def from_onnx(
     }
     if model.producer_name:
         info["producer"] = model.producer_name
+    if any(n.op_type in QDQ_OPS for n in model.graph.node):
+        # the layers' bit widths are the file's own (see _qdq_bits): at_precision keeps them
+        info["quantized"] = True
+        info["precision"] = own_precision(layers)
     dtypes = {
         vi.name: np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
         for vi in activation_inputs(model)

@@ -310,6 +310,21 @@ class _QuietRoot(logging.Filter):
 BITS: dict[str, int] = {p: 8 * b for p, b in BYTES.items()}
 
 
+#: The ops of a QDQ model: an IR imported from a file holding them has the file's own bit widths.
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def own_precision(layers: Iterable[Any]) -> str:
+    """The precision of an imported QDQ model, from the widths its layers were imported at
+    (``onnx_import``: int8 between the QDQ pairs of onnxruntime's fused kernels): the
+    narrowest width below 32 bits names it, ``int8`` for the U8S8 models :func:`quantize_model`
+    writes (an int16 QDQ model is ``int16``, no device precision); ``fp32`` when none is."""
+    widths = {b for la in layers for b in (la.weight_bits, la.act_bits) if b < 32}
+    if not widths:
+        return "fp32"
+    return f"int{min(widths)}"
+
+
 def at_precision(graph: Any, precision: str, report: PrecisionReport | None = None) -> Any:
     """The IR of ``graph`` run at ``precision``: every layer's weight and activation bit
     widths set (int8: 8, bf16: 16) and its bytes recounted, so that bytes read/written,
@@ -317,6 +332,12 @@ def at_precision(graph: Any, precision: str, report: PrecisionReport | None = No
     network's; MACs are unchanged (an int8 MAC is still one MAC; what it costs is the device
     configuration's, which every predictor trains per). Layers a quantisation ``report``
     lists as left in float keep 32 bits. ``meta["precision"]`` records the precision.
+
+    A graph imported from an already quantised (QDQ) file (``meta["quantized"]``, set by
+    :func:`latlab.encoders.onnx_import.from_onnx`) keeps the widths the file gives each layer
+    (float between its QDQ pairs where onnxruntime runs float): at its own precision it is
+    returned unchanged (fp32 changes no graph), and another precision than its own is a
+    :class:`PrecisionError` naming both, rather than widths the file does not have.
     """
     from dataclasses import replace
 
@@ -326,6 +347,14 @@ def at_precision(graph: Any, precision: str, report: PrecisionReport | None = No
     check_precision(precision)
     if precision == "fp32":
         return graph
+    if graph.meta.get("quantized"):
+        own = str(graph.meta.get("precision", own_precision(graph.layers)))
+        if own == precision:
+            return graph
+        raise PrecisionError(
+            f"{graph.name!r} is an already quantised (QDQ) model at {own}: its bit widths are "
+            f"the file's own and cannot be taken at {precision}"
+        )
     bits = BITS[precision]
     floats = {name for name, _, _ in report.float_compute} if report is not None else set()
     layers = []

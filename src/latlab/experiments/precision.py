@@ -173,7 +173,7 @@ def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def experiment(ctx: Any) -> dict[str, Any]:
     """Run the precision experiment (see the module docstring)."""
     from latlab.datasets.bench.campaign import BENCH_CONFIG, run_bench
-    from latlab.datasets.measure import default_device_name
+    from latlab.datasets.measure import default_device_name, with_precision
     from latlab.datasets.measure.protocol import measure_many
     from latlab.datasets.store import Store
     from latlab.predictors.base import make_predictor
@@ -187,7 +187,7 @@ def experiment(ctx: Any) -> dict[str, Any]:
     refs = training_networks(s.context, ctx.seed)
     krefs = kernel_networks(s.kernels, ctx.seed)
     base = default_device_name("onnxruntime", ctx.threads)
-    devices = {p: base + ("" if p == "fp32" else f"-{p}") for p in ("fp32", "int8")}
+    devices = {p: with_precision(base, p) for p in ("fp32", "int8")}
     # one thread: the thread clock, so that other processes on a shared machine are not timed
     timer = "thread" if ctx.threads == 1 else "wall"
     configs = {

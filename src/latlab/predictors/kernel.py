@@ -348,7 +348,7 @@ class KernelPredictor(LatencyPredictor):
                 f"no profiled kernels of device {self.device!r} for the training networks in "
                 f"{self.store}: run latlab bench --device-name {self.device} first"
             )
-        self.precision_ = self.precision or self._store_precision()
+        self.precision_ = self._checked_precision()
         feats = list(rows["features"])
         t_us = np.maximum(rows["time_us"].to_numpy(dtype=float), 0.05)
         nets = rows["network"].to_numpy()
@@ -413,6 +413,19 @@ class KernelPredictor(LatencyPredictor):
             "modelled_families": len(self.families_),
             "overhead_networks": len(e),
         }
+
+    def _checked_precision(self) -> str:
+        """The precision predictions run at: the store's, which an explicit ``precision=``
+        may only confirm (the families were fitted on kernels of that precision; predicting
+        the float kernels of a network with an int8 kernel model, or the reverse, is wrong)."""
+        found = self._store_precision()
+        if self.precision is not None and self.precision != found:
+            raise DataError(
+                f"precision={self.precision!r} contradicts the kernels of device "
+                f"{self.device!r}, profiled at {found!r} in {self.store}: omit precision= or "
+                f"train on a device benched with --precision {self.precision}"
+            )
+        return found
 
     def _store_precision(self) -> str:
         """The precision the device's kernels were profiled at (``latlab bench --precision``):

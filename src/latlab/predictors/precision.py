@@ -127,7 +127,8 @@ class CrossPrecisionPredictor(LatencyPredictor):
     """``cross-precision``: INT8 latency from a device's FP32 kernel data and k INT8 networks.
 
     ``device`` is the INT8 configuration (the target column), ``source_device`` its FP32
-    sibling in the same bench store (default: ``device`` without its ``-int8`` suffix). ``fit``
+    sibling in the same bench store (default: ``device`` without its precision suffix,
+    ``-int8`` or ``-bf16``: :func:`latlab.datasets.measure.split_precision`). ``fit``
     trains the kernel predictor on every generated network of ``source_device`` and the
     speed-up model on the training networks (zoo networks are test networks: never used),
     at least 3 of which must have been benched at both precisions (``latlab bench`` and
@@ -163,13 +164,16 @@ class CrossPrecisionPredictor(LatencyPredictor):
     def _source(self) -> str:
         if self.source_device:
             return self.source_device
+        from latlab.datasets.measure import split_precision
+
         dev = str(self.device or "")
-        if not dev.endswith("-int8"):
+        source, precision = split_precision(dev)
+        if precision == "fp32":
             raise DataError(
                 f"cross-precision needs source_device= (the FP32 device) for {dev!r}: its name "
-                "does not end in -int8"
+                "has no precision suffix (-int8, -bf16)"
             )
-        return dev[: -len("-int8")]
+        return source
 
     def _fit(self, networks: list[Network], y: np.ndarray, eval_set: Any) -> None:
         from latlab.datasets.bench.export import kernel_rows
@@ -198,6 +202,8 @@ class CrossPrecisionPredictor(LatencyPredictor):
             raise DataError(f"no FP32 data of {source!r} in {self.store}: {exc}") from exc
         finally:
             st.close()
+        if source not in table:  # the store has no measurement of the FP32 device
+            table = table.assign(**{source: np.nan})
         rows = table[table[source].notna() & ~table["network"].str.startswith("zoo:")]
         if rows.empty:
             raise DataError(f"no FP32 networks of {source!r} in {self.store} to train on")

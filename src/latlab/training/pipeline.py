@@ -239,6 +239,26 @@ def store_params(params: Mapping[str, Any], data: Any, td: TrainingData) -> dict
     return out
 
 
+def precision_params(
+    params: Mapping[str, Any], td: TrainingData, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``precision`` for predictors that take one, from the data: the target column's
+    precision suffix (``epyc-2c-ort-int8`` -> int8, the name ``latlab measure/bench
+    --precision`` gives; :func:`latlab.datasets.measure.split_precision`).
+
+    The one place the default is taken from the data, so that a layer-wise predictor trained
+    on an ``-int8`` column takes its networks at int8 (it took them at fp32 unless ``--param
+    precision=int8`` was given) and the kernel predictor checks the column's precision against
+    its store's kernels. ``--param precision=...`` (``given``) wins; an fp32 column adds
+    nothing (the layer-wise default, and the kernel predictor reads its store's)."""
+    from latlab.datasets.measure import split_precision
+
+    if "precision" not in params or "precision" in given:
+        return {}
+    _, precision = split_precision(td.target)
+    return {} if precision == "fp32" else {"precision": precision}
+
+
 def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Split:
     n = len(data)
     if conformal is None or conformal in intervals.CROSS_METHODS:
@@ -621,6 +641,7 @@ def _model_params(
     pretrain_info = None
     params = predictor.get_params(deep=False)
     params.update(store_params(params, data, td))
+    params.update(precision_params(params, td, config.params))
     if config.pretrain is not None:
         updates, pretrain_info = _prepare_pretrain(config.pretrain, target, params, tmp)
         if "min_ms" in params and params["min_ms"] is None and config.min_ms is not None:
@@ -647,6 +668,8 @@ def _tune(
     fixed = {
         k: v for k, v in params.items() if k in config.params or k in ("pretrain", "target_exclude")
     }
+    if params.get("precision") not in (None, "fp32"):  # the data's (precision_params): trials
+        fixed["precision"] = params["precision"]  # run at it, it is never a tuned choice
     if "random_state" in params:
         fixed["random_state"] = params["random_state"]
     progress("tune", 0, config.tune)

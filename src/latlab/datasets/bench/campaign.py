@@ -32,8 +32,14 @@ depthwise ``QLinearConv/dw``, ``QGemm`` of every Gemm and 2-D/token weight MatMu
 float ops left between QDQ pairs -- LayerNormalization, Erf, Div, ... -- and the
 ``QuantizeLinear``/``DequantizeLinear`` conversions around them) is stored with its features,
 so the kernel predictor of the ``-int8`` device trains on single kernels of every family as
-well as on the context networks. The ``padding`` suite subtracts float padding layers and has
-no INT8 meaning: it is refused (:data:`PRECISION_SUITES` are what runs at int8).
+well as on the context networks. The ``padding`` suite has no INT8 meaning and is refused
+(:data:`PRECISION_SUITES` are what runs at int8): onnxruntime's quantiser quantises a MaxPool
+only after a quantised tensor, so a padding-only model (two MaxPool 1x1) stays float when
+"quantised" (it runs ``ReorderInput, MaxPool, MaxPool, ReorderOutput``) while the padded
+model's padding runs on the int8 tensor (``QuantizeLinear, MaxPool, ..., NhwcMaxPool,
+DequantizeLinear``): the difference would subtract float padding from int8 padding. ``latlab
+bench --precision int8 --export`` therefore refuses ``--method padded`` (``single`` and
+``profile`` are the INT8 layer tables).
 
 Drift correction: with a reference network in the protocol (``BENCH_PAIRED``, what
 ``latlab bench`` uses, as ``latlab measure`` does) every time is stored on the device
@@ -77,7 +83,7 @@ from latlab.datasets.bench.tables import BenchStore
 from latlab.datasets.measure.load import LoadMeter
 from latlab.datasets.measure.protocol import DEFAULT_REFERENCE, MeasureConfig, measure
 from latlab.datasets.store import Store
-from latlab.errors import DataError, LatlabError, MeasurementError, first_line
+from latlab.errors import DataError, MeasurementError
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +412,8 @@ class _Runner:
         refs = [padded_ref, pad_x] if pad_y == pad_x else [padded_ref, pad_x, pad_y]
         with_ref = self.value_ms is not None and self.config.reference is not None
         meter = LoadMeter()
-        samples = paired_samples(refs + [str(self.config.reference)] * with_ref, self.config)
+        reference = str(self.config.reference) if with_ref else None
+        samples = paired_samples(refs, self.config, reference=reference)
         load = meter.stop()
         # on the reference scale: each round's times / the reference's time in that round
         f = self.value_ms / samples.pop() if with_ref else 1.0  # type: ignore[operator]
@@ -450,7 +457,9 @@ def _kernel_kind(ref: str) -> str:
     return head_kind(graph, benchmarked_layers(spec, graph))
 
 
-def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
+def paired_samples(
+    refs: list[str], config: MeasureConfig, *, reference: str | None = None
+) -> list[np.ndarray]:
     """Time several networks in interleaved rounds (one run of each per round), in ms.
 
     Smart padding subtracts latencies of similar size; measured one after the other, a change
@@ -460,19 +469,23 @@ def paired_samples(refs: list[str], config: MeasureConfig) -> list[np.ndarray]:
     protocol's warm-up, repeat count, time budget (per model) and clock; the rounds are
     :func:`latlab.datasets.measure.rounds.time_rounds` (one run per block), the one
     implementation of interleaved timing that paired network measurements use too.
+
+    Every network is prepared as every measurement is
+    (:func:`~latlab.datasets.measure.protocol.prepare_network`): at the configuration's
+    precision, execution mode, batch, threads and input shape, so that at int8 the padded and
+    the padding-only models are all quantised. ``reference`` (the drift-correction network,
+    prepared with its own input) is timed last in each round; its samples are the last array.
     """
     from latlab.datasets.measure import get_backend
-    from latlab.datasets.measure.protocol import TIMERS
+    from latlab.datasets.measure.protocol import TIMERS, prepare_network
     from latlab.datasets.measure.rounds import time_rounds, warm_up_rounds
 
     be = get_backend(config.backend)
-    try:
-        runs = [be.prepare(r, config.batch, config.threads) for r in refs]
-    except LatlabError:
-        raise
-    except Exception as exc:  # the runtime's own errors: name the benchmark
-        first = first_line(exc)
-        raise MeasurementError(f"cannot prepare {refs[0]!r}: {first}") from exc
+    runs = [prepare_network(be, r, config) for r in refs]
+    if reference is not None:
+        runs.append(
+            prepare_network(be, reference, config, input_shape=False, role="reference network")
+        )
     # warm-up: at least min_warmup rounds and 0.1 s (allocations and caches settle)
     warm_up_rounds(runs, config.min_warmup, config.max_warmup, 0.1)
     rounds = time_rounds(

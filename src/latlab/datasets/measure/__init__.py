@@ -15,6 +15,8 @@ from latlab.datasets.measure.fingerprint import (
     default_device_name,
     fingerprint_digest,
     machine_fingerprint,
+    split_precision,
+    with_precision,
 )
 from latlab.datasets.measure.protocol import (
     DEFAULT_ANCHOR,
@@ -43,4 +45,6 @@ __all__ = [
     "measure",
     "measure_many",
     "register_backend",
+    "split_precision",
+    "with_precision",
 ]

@@ -238,6 +238,26 @@ def default_device_name(
         name += f"-{mode[:3]}{inter_op_threads}"
     elif inter_op_threads != 1:
         name += f"-i{inter_op_threads}"
-    if precision != "fp32":
-        name += f"-{precision}"
-    return name
+    return with_precision(name, precision)
+
+
+def with_precision(device: str, precision: str) -> str:
+    """``device`` named at ``precision``: the precision suffix :func:`default_device_name`
+    appends (``xeon-2c-ort`` -> ``xeon-2c-ort-int8``; fp32 adds nothing)."""
+    from latlab.encoders.quantize import check_precision
+
+    check_precision(precision)
+    return device if precision == "fp32" else f"{device}-{precision}"
+
+
+def split_precision(device: str) -> tuple[str, str]:
+    """(the FP32 sibling's name, the precision) of a device name: the inverse of
+    :func:`with_precision` (``xeon-2c-ort-bf16`` -> ``("xeon-2c-ort", "bf16")``; a name with
+    no precision suffix is fp32). The one parser of device-name precision suffixes."""
+    from latlab.encoders.quantize import PRECISIONS
+
+    for precision in PRECISIONS:
+        suffix = f"-{precision}"
+        if precision != "fp32" and device.endswith(suffix) and len(device) > len(suffix):
+            return device[: -len(suffix)], precision
+    return device, "fp32"

@@ -341,7 +341,7 @@ def _repeat(run: Callable[[], None], cfg: MeasureConfig) -> list[int]:
     return samples
 
 
-def _prepare(
+def prepare_network(
     backend: Backend,
     network: str | NetworkGraph,
     cfg: MeasureConfig,
@@ -351,7 +351,12 @@ def _prepare(
 ) -> Callable[[], None]:
     """Prepare ``network`` with the settings of ``cfg`` (``role`` names it in errors, e.g.
     "reference network"); ``input_shape=False`` ignores ``cfg.input_shape`` (the reference
-    has its own input)."""
+    has its own input).
+
+    The one place a configuration's batch, threads, input shape, execution mode and precision
+    reach a backend: every measurement (single, paired, grouped, the campaign's anchor and the
+    bench's interleaved padding rounds) prepares its networks here, so that all of them run at
+    the configuration they are stored under."""
     kwargs: dict[str, Any] = {}
     params = inspect.signature(backend.prepare).parameters
     if input_shape and cfg.input_shape is not None:
@@ -397,7 +402,7 @@ def prepare_reference(
     ref = reference or config.reference
     if ref is None:
         raise MeasurementError("no reference network configured (MeasureConfig.reference)")
-    run = _prepare(backend, ref, config, input_shape=False, role="reference network")
+    run = prepare_network(backend, ref, config, input_shape=False, role="reference network")
     named = _named(run, f"reference network {ref!r}")
     named()
     return named
@@ -444,7 +449,7 @@ def measure(
     started = datetime.now(UTC)
     if cfg.reference is not None and reference_run is None:
         reference_run = prepare_reference(be, cfg)
-    run = _prepare(be, network, cfg)
+    run = prepare_network(be, network, cfg)
     return measure_prepared(
         run,
         _ref(network),
@@ -736,7 +741,7 @@ def measure_together(
     error: Exception | None = None
     for network in networks:
         try:
-            prepared.append((_ref(network), _prepare(be, network, config)))
+            prepared.append((_ref(network), prepare_network(be, network, config)))
         except Exception as exc:
             error = exc
             break
@@ -940,7 +945,7 @@ def measure_many(
         nonlocal anchor_run
         assert anchor is not None
         if anchor_run is None:
-            anchor_run = _prepare(be, anchor, config)
+            anchor_run = prepare_network(be, anchor, config)
         m = measure_prepared(anchor_run, anchor, config, be)
         first = result.anchors[0].median_ms if result.anchors else m.median_ms
         drift = (m.median_ms - first) / first if first > 0 else 0.0

@@ -22,10 +22,12 @@ falling back to the roofline of the layer's kind and then to the roofline of
 all benchmarks, so every layer gets an estimate. The network estimate is the sum plus the
 overhead. :meth:`LayerwisePredictor.predict_layers` returns the per-layer table.
 
-**Precision** (``precision="int8"`` or ``"bf16"``; ``latlab train --param precision=int8`` for
-a device benched with ``--precision int8``): training and predicted networks are taken at that
-precision (:func:`latlab.encoders.quantize.at_precision`: weights and activations at 8/16 bits,
-bytes recounted), so every model's memory term ``D`` is the quantised network's, and the
+**Precision** (``precision="int8"`` or ``"bf16"``; ``latlab train`` takes it from the target
+column's precision suffix, ``-int8`` for a device benched with ``--precision int8``, unless
+``--param precision=...`` is given: :func:`latlab.training.pipeline.precision_params`):
+training and predicted networks are taken at that precision
+(:func:`latlab.encoders.quantize.at_precision`: weights and activations at 8/16 bits, bytes
+recounted), so every model's memory term ``D`` is the quantised network's, and the
 compute term counts int8/bf16 operations in fp32-lane units
 (:func:`~.layer_inputs.lane_ops`: a quarter/half of an fp32 op), so a peak fitted at fp32
 predicts int8 compute four times faster and one fitted on int8 benchmarks is in the same units.
