@@ -258,3 +258,20 @@ def test_onnx_files_measure_and_fail_in_one_line(tmp_path, capsys, monkeypatch):
     table = load_table(tmp_path / "o.csv")
     assert table.networks == ["onnx:static.onnx", "onnx:dyn.onnx"]
     assert (table.data["d"] > 0).all()
+
+
+def test_measure_takes_any_spelling_of_a_kernel_benchmark(tmp_path, capsys):
+    """``kernel:`` bodies may list their keys in any order: measured under the canonical
+    reference the store keys the benchmark by, and a second spelling is recognised as the
+    same benchmark (nothing measured again)."""
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    out = tmp_path / "k.csv"
+    args = ["measure", "--db", db, "--no-reference", "--out", str(out), *QUICK]
+    code, _, err = run_cli([*args[:1], "kernel:conv?c=8&h=8&f=16&k=3", *args[1:]], capsys)
+    assert code == 0, err
+    assert load_table(out).networks == ["kernel:conv?h=8&c=8&f=16&k=3"]
+    code, stdout, err = run_cli([*args[:1], "kernel:conv?k=3&f=16&h=8&c=8", *args[1:]], capsys)
+    assert code == 0, err
+    assert "already in store" in stdout and "│ 1 " in stdout.split("already in store")[1][:40]
+    con = sqlite3.connect(tmp_path / "s.db")
+    assert con.execute("select count(*) from measurements").fetchone()[0] == 1

@@ -218,6 +218,7 @@ def measure(
     """
     from latlab.datasets.measure import MeasureConfig, default_device_name, get_backend
     from latlab.datasets.measure.protocol import measure_many
+    from latlab.datasets.references import canonical_reference
     from latlab.datasets.spaces import sample
     from latlab.datasets.store import Store
     from latlab.datasets.tables import save_table
@@ -249,6 +250,8 @@ def measure(
     shape = parse_input_shape(input_shape)
     references = list(refs) if refs else sample(str(space), int(count or 0), seed)
     _check_references(references, batch, shape)
+    # the spelling the store keys each network by (the table lists what was measured)
+    references = list(dict.fromkeys(canonical_reference(r) for r in references))
     if ref_net is not None:
         _check_references([ref_net], batch, None)
     config = MeasureConfig(

@@ -52,6 +52,10 @@ class Scheme:
     #: accepts such references from clients only inside an allowed folder
     #: (:func:`confine_reference`).
     reads_files: bool = False
+    #: For parametric schemes whose bodies can spell one network several ways (``kernel:``,
+    #: ``block:``: keys in any order, defaults written out): the canonical reference of a
+    #: body, under which the store registers, and a resumed campaign recognises, the network.
+    canonical: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,18 @@ def parse_reference(ref: str) -> Reference:
     if entry.validate is not None:
         entry.validate(body)
     return Reference(scheme, body)
+
+
+def canonical_reference(ref: str) -> str:
+    """The one spelling of the network ``ref`` names that the store keys it by: the scheme's
+    canonical form where it has one (``kernel:conv?c=8&h=8`` and ``kernel:conv?h=8&c=8`` are
+    one benchmark), else the normalised reference. Validates ``ref`` (raises
+    :class:`NetworkReferenceError` naming it)."""
+    parsed = parse_reference(ref)
+    entry = SCHEMES.get(parsed.scheme) or _space_scheme(parsed.scheme)
+    if entry is not None and entry.canonical is not None:
+        return entry.canonical(parsed.body)
+    return f"{parsed.scheme}:{parsed.body}"
 
 
 class _LRU:

@@ -66,7 +66,6 @@ import numpy as np
 from latlab.datasets.bench.kernels import (
     KernelSpec,
     Part,
-    canonical,
     format_kernel,
     part_layers,
     resolve_kernel,
@@ -82,6 +81,7 @@ from latlab.datasets.bench.suites import (
 from latlab.datasets.bench.tables import BenchStore
 from latlab.datasets.measure.load import LoadMeter
 from latlab.datasets.measure.protocol import DEFAULT_REFERENCE, MeasureConfig, measure
+from latlab.datasets.references import canonical_reference
 from latlab.datasets.store import Store
 from latlab.errors import DataError, MeasurementError
 
@@ -498,15 +498,6 @@ def paired_samples(
     return rounds.blocks_ms
 
 
-def _canonical(ref: str) -> str:
-    """``kernel:`` and ``block:`` references in canonical form (others pass through)."""
-    if ref.startswith("block:"):
-        from latlab.datasets.spaces.blocks import format_block, parse_block
-
-        return format_block(*parse_block(ref[len("block:") :]))
-    return canonical(ref)
-
-
 def _probe_only(ref: str) -> bool:
     spec, graph = resolve_kernel(ref)
     return not benchmarked_layers(spec, graph)
@@ -538,7 +529,7 @@ def run_bench(
 
         cfg = replace(cfg, threads=threads)
     if references is not None:  # canonical references, so that the store recognises them
-        refs = list(dict.fromkeys(_canonical(r) for r in references))
+        refs = list(dict.fromkeys(canonical_reference(r) for r in references))
     else:
         refs = suite_references(suite, count, seed)
     if suite not in SUITES:

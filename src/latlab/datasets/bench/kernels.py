@@ -521,6 +521,7 @@ KERNEL_SCHEME = Scheme(
     SCHEME,
     _resolve,
     validate=parse_kernel,
+    canonical=lambda body: format_kernel(parse_kernel(body)),
     help="micro-kernel benchmark, e.g. kernel:conv?c=64&h=56&f=64&k=3 or "
     "kernel:conv+bn+relu?c=32&h=28&k=3",
 )

@@ -865,16 +865,16 @@ def measure_many(
     ``pause_on_load`` the campaign waits before each network until they leave its cores free
     (at most ``pause_max_s`` seconds per network; None: as long as it takes).
     """
-    from latlab.datasets.references import parse_reference, resolve
+    from latlab.datasets.references import canonical_reference, parse_reference, resolve
 
     if anchor_every < 1:
         raise MeasurementError(f"anchor_every must be at least 1, got {anchor_every}")
     if max_drift is not None and not max_drift > 0:
         raise MeasurementError(f"max_drift must be positive, got {max_drift}")
     paired = config.reference is not None
-    refs = list(dict.fromkeys(str(r) for r in references))
-    for ref in refs:  # validate every reference before measuring anything
-        parse_reference(ref)
+    # validate every reference before measuring anything; measured and resumed under the
+    # spelling the store keys the network by
+    refs = list(dict.fromkeys(canonical_reference(str(r)) for r in references))
     if paired:
         assert config.reference is not None
         parse_reference(config.reference)

@@ -582,6 +582,7 @@ SCHEME = Scheme(
     "block",
     _resolve,
     validate=_validate,
+    canonical=lambda body: format_block(*parse_block(body)),
     help="a generated CNN or transformer block: block:FAMILY?key=value&...",
     model=_model,
 )
