@@ -181,25 +181,33 @@ def _position_shapes(input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...
 
 
 @lru_cache(maxsize=4096)
-def _segment(kind: str, shape: tuple[int, ...], position: int = -1, choice: int = -1) -> Any:
-    """One segment built alone (``None`` for an identity block)."""
+def _segment(kind: str, shape: tuple[int, ...], block: tuple[int, int, int] = (-1, -1, -1)) -> Any:
+    """One segment built alone (``None`` for an identity block); a block by ``(C_out, stride,
+    choice)`` on its input shape, so that the positions of a stage after its first share
+    their blocks' builds."""
     b = NetBuilder(kind, shape)
     if kind == "stem":
         _stem(b, b.input)
     elif kind == "head":
         _head(b, b.input)
     else:
-        _stage, _cin, cout, stride = POSITIONS[position]
+        cout, stride, choice = block
         if _block(b, b.input, CHOICES[choice], cout, stride) == b.input:
             return None
     return segment_of(b.build())
+
+
+def _block_segment(shape: tuple[int, ...], position: int, choice: int) -> Any:
+    """The segment of ``choice`` at block ``position`` (input ``shape``)."""
+    _stage, _cin, cout, stride = POSITIONS[position]
+    return _segment("block", shape, (cout, stride, choice))
 
 
 def _parts(genotype: Sequence[int], input_shape: tuple[int, ...]) -> list[Segment]:
     """The segments of an FBNet network, in order (identity blocks have none)."""
     shapes = _position_shapes(input_shape)
     parts = [_segment("stem", input_shape)]
-    parts += [_segment("block", shapes[p], p, int(c)) for p, c in enumerate(genotype)]
+    parts += [_block_segment(shapes[p], p, int(c)) for p, c in enumerate(genotype)]
     parts.append(_segment("head", shapes[-1]))
     return [t for t in parts if t is not None]
 
@@ -248,12 +256,13 @@ _STAGE_OF = np.array([stage for stage, _cin, _cout, _s in POSITIONS])
 @lru_cache(maxsize=4)
 def _summary_tables(input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Raw summary rows of every (position, choice) block (zero for an identity block), and
-    of the stem plus the head: the per-network path's segments, each built once."""
+    of the stem plus the head: the per-network path's segments, each distinct one built once
+    (108 blocks: a stage's blocks after its first are alike)."""
     shapes = _position_shapes(input_shape)
     blocks = np.zeros((N_BLOCKS, len(CHOICES), len(SUMMARY_FEATURES)))
     for p in range(N_BLOCKS):
         for c in range(len(CHOICES)):
-            seg = _segment("block", shapes[p], p, c)
+            seg = _block_segment(shapes[p], p, c)
             if seg is not None:
                 blocks[p, c] = seg.summary
     ends = _segment("stem", input_shape).summary + _segment("head", shapes[-1]).summary
