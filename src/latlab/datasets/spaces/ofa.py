@@ -302,8 +302,8 @@ def _stride(kind: str, args: tuple[Any, ...]) -> int:
 @lru_cache(maxsize=1024)
 def _fit(kind: str, n: int, channels: int, args: tuple[Any, ...]) -> SpatialFit:
     """A segment's rows as functions of its square input's side, from two or three builds:
-    the 25 resolutions then share every part's builds (about 350 in all, whatever the
-    networks) instead of building each part once per distinct input shape."""
+    the 25 resolutions then share every part's builds (131 parts, about 300 builds, whatever
+    the networks) instead of building each part once per distinct input shape."""
     return fit_spatial(
         lambda h: _build_segment(kind, (n, channels, h, h), args), _stride(kind, args)
     )
@@ -319,21 +319,36 @@ def _segment(kind: str, shape: tuple[int, ...], args: tuple[Any, ...] = ()) -> S
     return spatial_segment(_fit(kind, n, c, args), h)
 
 
-@lru_cache(maxsize=8192)
-def _block_segment(shape: tuple[int, ...], stage: int, j: int, k: int, e: int) -> Segment:
-    """A block from its parts: the expand and SE + project parts are shared by the three
-    kernels, so a table of 5,000 networks builds about half the layers whole blocks would."""
+def _block_parts(
+    stage: int, j: int, k: int, e: int
+) -> list[tuple[str, int, tuple[Any, ...], bool]]:
+    """The parts of block ``j`` of ``stage``, in order: ``(kind, input channels, args, whether
+    it takes the block's output side)``; the expand and SE + project parts are shared by the
+    three kernels, so a table builds about half the layers whole blocks would."""
     _k, mid, cout, stride, act, se = _spec(stage, j, k, e)
-    n, cin, h, w = shape
-    out = (n, mid, _out_size(h, stride), _out_size(w, stride))
+    cin = STAGE_WIDTHS[stage] if j else (STAGE_WIDTHS[stage - 1] if stage else STEM_WIDTH)
     parts = [
-        _segment("expand", shape, (mid, act)),
-        _segment("depthwise", (n, mid, h, w), (k, stride, act)),
-        _segment("project", out, (cout, se)),
+        ("expand", cin, (mid, act), False),
+        ("depthwise", mid, (k, stride, act), False),
+        ("project", mid, (cout, se), True),
     ]
     if stride == 1 and cin == cout:
-        parts.append(_segment("residual", (n, cout, *out[2:])))
-    return join_segments(parts)
+        parts.append(("residual", cout, (), True))
+    return parts
+
+
+@lru_cache(maxsize=8192)
+def _block_segment(shape: tuple[int, ...], stage: int, j: int, k: int, e: int) -> Segment:
+    """A block on its input shape, from its parts (:func:`_block_parts`)."""
+    n, _cin, h, w = shape
+    stride = 1 if j else STAGE_STRIDES[stage]
+    out = (_out_size(h, stride), _out_size(w, stride))
+    return join_segments(
+        [
+            _segment(kind, (n, c, *(out if on_out else (h, w))), args)
+            for kind, c, args, on_out in _block_parts(stage, j, k, e)
+        ]
+    )
 
 
 @lru_cache(maxsize=64)
@@ -469,19 +484,15 @@ def _summary_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
     for s in range(N_STAGES):
         for later in (0, 1):
             sides = [sh[s][later][2] for sh in shapes]
+            outs = [_out_size(h, 1 if later else STAGE_STRIDES[s]) for h in sides]
             for ki, k in enumerate(KERNELS):
                 for ei, e in enumerate(EXPANSIONS):
-                    _k, mid, cout, stride, act, se = _spec(s, later, k, e)
-                    cin = shapes[0][s][later][1]
-                    outs = [_out_size(h, stride) for h in sides]
-                    rows = spatial_summaries(_fit("expand", n, cin, (mid, act)), sides)
-                    rows = rows + spatial_summaries(
-                        _fit("depthwise", n, mid, (k, stride, act)), sides
+                    blocks[:, s, later, ki, ei] = np.add.reduce(
+                        [
+                            spatial_summaries(_fit(kind, n, c, args), outs if on_out else sides)
+                            for kind, c, args, on_out in _block_parts(s, later, k, e)
+                        ]
                     )
-                    rows = rows + spatial_summaries(_fit("project", n, mid, (cout, se)), outs)
-                    if stride == 1 and cin == cout:
-                        rows = rows + spatial_summaries(_fit("residual", n, cout, ()), outs)
-                    blocks[:, s, later, ki, ei] = rows
     ends = spatial_summaries(_fit("first", n, 3, ()), list(RESOLUTIONS))
     ends = ends + spatial_summaries(
         _fit("head", n, STAGE_WIDTHS[-1], ()), [sh[-1][0][2] for sh in shapes]
