@@ -1,8 +1,9 @@
 """What the serving and NAS benchmark scripts share: where things are, the machine's state, and
 writing a result as ``benchmarks/results/STEM.json`` + ``STEM.md``.
 
-Importing this module first also makes ``latlab`` importable from a checkout that was not
-installed (``python benchmarks/SCRIPT.py`` puts this folder on ``sys.path``).
+Importing this module first makes ``latlab`` the checkout's own (``ROOT/src`` first on
+``sys.path``, as ``PYTHONPATH=src`` does), whether or not some latlab is installed: a
+benchmark run from a worktree measures that worktree's code, not an installed copy's.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT.parent / "shared" / "data" / "nb201_latency.csv"
 RESULTS = ROOT / "benchmarks" / "results"
 
-try:
-    import latlab  # noqa: F401
-except ImportError:  # running from a checkout without installing
+if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 

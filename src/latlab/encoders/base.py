@@ -108,6 +108,32 @@ def check_graphs(graphs: Any, encoder: str) -> list[NetworkGraph]:
     return out
 
 
+def batch_rows(graphs: Sequence[NetworkGraph], key: str) -> tuple[np.ndarray, Any] | None:
+    """Rows of array ``key`` of the batch ``graphs`` were resolved in together, and the batch.
+
+    A search space may resolve many references at once
+    (:meth:`~latlab.datasets.spaces.base.SearchSpace.fast_resolve_many`) into graphs that carry
+    ``batch`` (with ``array(key)``, ``family`` and ``columns``) and ``batch_row``; an encoder
+    then gathers its rows for all networks by one array index instead of reading each graph
+    (what makes encoding thousands of networks cheap). ``None`` unless every graph comes from
+    one such batch that has ``key``: the encoder then reads the graphs one by one.
+    """
+    if not graphs:
+        return None
+    batch = getattr(graphs[0], "batch", None)
+    if batch is None:
+        return None
+    array = batch.array(key)
+    if array is None:
+        return None
+    rows = []
+    for g in graphs:
+        if getattr(g, "batch", None) is not batch:
+            return None
+        rows.append(g.batch_row)  # type: ignore[attr-defined]
+    return array[np.asarray(rows, dtype=np.int64)], batch
+
+
 class EncoderStateMixin:
     """Export/import of an encoder's full state as a JSON-able dict.
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from latlab.encoders.base import EncoderStateMixin, check_graphs, feature_names
+from latlab.encoders.base import EncoderStateMixin, batch_rows, check_graphs, feature_names
 from latlab.encoders.graph import (
     GLOBAL_EDGES,
     EncodedGraph,
@@ -78,16 +78,15 @@ class ChoiceOneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         gs = check_graphs(graphs, name)
         sizes = np.array([len(o) for o in self.options], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        chosen = []
-        for g in gs:
-            ch = _meta(g, "choices", self.family, name)
-            if len(ch) != len(sizes):
-                raise FeatureError(f"{name}: network {g.reference!r} has {len(ch)} choices")
-            chosen.append(ch)
-        # one conversion of all rows (row by row costs more than the rest of the encoding)
-        idx = np.fromiter(
-            itertools.chain.from_iterable(chosen), dtype=np.int64, count=len(chosen) * len(sizes)
-        ).reshape(len(chosen), len(sizes))
+        given = batch_rows(gs, "choices")
+        if (
+            given is not None
+            and given[1].family == self.family
+            and given[0].shape[1:] == (len(sizes),)
+        ):
+            idx = np.asarray(given[0], dtype=np.int64)
+        else:
+            idx = self._choices(gs, len(sizes))
         if np.any(idx >= sizes):
             bad = gs[int(np.argwhere(idx >= sizes)[0, 0])]
             raise FeatureError(f"{name}: network {bad.reference!r} has an unknown option")
@@ -95,6 +94,19 @@ class ChoiceOneHotEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         rows, cols = np.nonzero(idx >= 0)
         out[rows, offsets[cols] + idx[rows, cols]] = 1.0
         return out
+
+    def _choices(self, gs: list[NetworkGraph], n_positions: int) -> np.ndarray:
+        name = type(self).__name__
+        chosen = []
+        for g in gs:
+            ch = _meta(g, "choices", self.family, name)
+            if len(ch) != n_positions:
+                raise FeatureError(f"{name}: network {g.reference!r} has {len(ch)} choices")
+            chosen.append(ch)
+        # one conversion of all rows (row by row costs more than the rest of the encoding)
+        return np.fromiter(
+            itertools.chain.from_iterable(chosen), dtype=np.int64, count=len(chosen) * n_positions
+        ).reshape(len(chosen), n_positions)
 
 
 class TokenCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
@@ -118,6 +130,17 @@ class TokenCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
         gs = check_graphs(graphs, name)
         col = {t: j for j, t in enumerate(self.vocab)}
         out = np.zeros((len(gs), len(col)), dtype=np.float64)
+        given = batch_rows(gs, "tokens")
+        if given is not None and given[1].family == self.family:
+            counts, batch = given
+            for k, t in enumerate(batch.columns["tokens"]):
+                j = col.get(t)
+                if j is not None:
+                    out[:, j] = counts[:, k]
+                elif np.any(counts[:, k]):
+                    bad = gs[int(np.flatnonzero(counts[:, k])[0])]
+                    raise FeatureError(f"{name}: network {bad.reference!r} has unknown token {t!r}")
+            return out
         for i, g in enumerate(gs):
             # counted first (in C), then placed: a network repeats few distinct tokens
             for t, n in Counter(_meta(g, "tokens", self.family, name)).items():

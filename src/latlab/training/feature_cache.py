@@ -103,6 +103,37 @@ def resolve_fast(network: str | NetworkGraph) -> NetworkGraph:
     return resolve(network)
 
 
+def resolve_fast_many(
+    networks: Sequence[str | NetworkGraph], rows: Sequence[int] | None = None
+) -> list[NetworkGraph]:
+    """:func:`resolve_fast` of each network, the references of a space with a batch fast path
+    resolved together (:meth:`SearchSpace.fast_resolve_many`); a network the batch does not
+    take goes through :func:`resolve_fast`, whose errors name it, prefixed by its row
+    (``rows[i]``, else its index)."""
+    out: list[NetworkGraph | None] = [n if isinstance(n, NetworkGraph) else None for n in networks]
+    by_prefix: dict[str, list[int]] = {}
+    for i, n in enumerate(networks):
+        if isinstance(n, str):
+            by_prefix.setdefault(n.partition(":")[0], []).append(i)
+    for prefix, idx in by_prefix.items():
+        if prefix not in SPACES.fast_many and SPACES.is_lazy(prefix):
+            SPACES[prefix]  # a lazily registered space: loading it indexes its fast path
+        many = SPACES.fast_many.get(prefix)
+        if many is not None and len(idx) > 1:
+            refs = [str(networks[i]) for i in idx]
+            for i, g in zip(idx, many(refs), strict=True):
+                out[i] = g
+    graphs = []
+    for i, g in enumerate(out):
+        if g is None:
+            try:
+                g = resolve_fast(networks[i])
+            except LatlabError as exc:
+                raise with_row(exc, rows[i] if rows is not None else i, networks[i]) from None
+        graphs.append(g)
+    return graphs
+
+
 # --------------------------------------------------------------------------- the cache
 
 
@@ -217,12 +248,7 @@ class CachedPredictor:
                 missing[keys[i]] = i
         if missing:
             rows = list(missing.values())
-            graphs = []
-            for i in rows:
-                try:
-                    graphs.append(resolve_fast(networks[i]))
-                except LatlabError as exc:
-                    raise with_row(exc, i, networks[i]) from None
+            graphs = resolve_fast_many([networks[i] for i in rows], rows)
             try:
                 new = self.stage.encode(graphs)
             except LatlabError as exc:

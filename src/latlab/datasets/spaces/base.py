@@ -24,8 +24,9 @@ what the :class:`SearchSpace` offers:
   :attr:`~SearchSpace.counts` (op counts: the ``layer-sum`` predictor's table entries),
   :attr:`~SearchSpace.graph` (the GCN's ``graph="auto"``);
 * serving -- :attr:`~SearchSpace.bare_prefix` (bare bodies served without the prefix: nb201's
-  ``|...|`` arch strings) and :meth:`~SearchSpace.fast_resolve` (a cheaper graph for
-  canonical references than the general resolver).
+  ``|...|`` arch strings), :meth:`~SearchSpace.fast_resolve` (a cheaper graph for
+  canonical references than the general resolver) and :meth:`~SearchSpace.fast_resolve_many`
+  (the same for a whole table at once).
 
 The registry (:data:`SPACES`) maps a name to a space object or to a lazy ``"module:attr"``
 string (the idiom of :mod:`latlab.experiments.registry`), imported on first use; by convention
@@ -166,6 +167,12 @@ class SearchSpace:
         general path, with its error messages, is taken)."""
         return None
 
+    def fast_resolve_many(self, references: Sequence[str]) -> list[NetworkGraph | None]:
+        """:meth:`fast_resolve` of many references at once (``None`` where it has none): a
+        space overrides it to parse and encode a whole table by array operations rather than
+        network by network (FBNet, OFA: :class:`~latlab.datasets.spaces.chain.ChainBatch`)."""
+        return [self.fast_resolve(r) for r in references]
+
 
 # --------------------------------------------------------------------------- the registry
 
@@ -184,6 +191,8 @@ class _Registry(Registry[SearchSpace]):
         self.bare: tuple[tuple[str, str], ...] = ()
         #: prefix -> fast resolver of the loaded spaces that have one.
         self.fast: dict[str, Callable[[str], NetworkGraph | None]] = {}
+        #: prefix -> the batch fast resolver of those spaces (:meth:`fast_resolve_many`).
+        self.fast_many: dict[str, Callable[[Sequence[str]], list[NetworkGraph | None]]] = {}
         self._indexed: set[int] = set()
 
     def register(  # type: ignore[override]
@@ -206,6 +215,7 @@ class _Registry(Registry[SearchSpace]):
             self.bare = (*self.bare, (space.bare_prefix, space.prefix))
         if type(space).fast_resolve is not SearchSpace.fast_resolve:
             self.fast[space.prefix] = space.fast_resolve
+            self.fast_many[space.prefix] = space.fast_resolve_many
         if space.vector_encoders:
             from latlab.encoders.vector import VECTOR_ENCODERS
 

@@ -134,3 +134,137 @@ def own_graph(
     except NetworkReferenceError:
         return None
     return graph(choice)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- spatial scaling
+
+
+class SpatialFit(NamedTuple):
+    """A segment's totals and summary as linear functions of its square input's spatial size:
+    coefficients of ``(1, h**2)``, and of ``o**2`` (``o = (h - 1) // stride + 1``, the output
+    side of a "same"-padded layer) when the segment is strided."""
+
+    totals: np.ndarray
+    summary: np.ndarray
+    stride: int
+
+
+#: Input sides a :class:`SpatialFit` builds its segment at (three distinct ``(1, h², o²)``
+#: rows for stride 2).
+_FIT_SIDES = (8, 9, 16)
+
+
+def _spatial_basis(sides: np.ndarray, stride: int) -> np.ndarray:
+    h = np.asarray(sides, dtype=np.float64)
+    cols = [np.ones_like(h), h * h]
+    if stride != 1:
+        o = (np.asarray(sides, dtype=np.int64) - 1) // stride + 1
+        cols.append(o.astype(np.float64) ** 2)
+    return np.stack(cols, axis=1)
+
+
+def fit_spatial(build_at: Callable[[int], Segment], stride: int = 1) -> SpatialFit:
+    """Fit a segment whose every count is linear in its input's and output's element counts
+    (convolutions, norms, activations, element-wise ops and global pooling are) from two or
+    three builds at small sides: the segment's rows at any side then cost a dot product
+    instead of a build. Exact after rounding (every count is an integer); a test compares the
+    fitted rows with built ones at every side a space uses."""
+    sides = _FIT_SIDES if stride != 1 else _FIT_SIDES[:2]
+    basis = _spatial_basis(np.array(sides), stride)
+    segs = [build_at(h) for h in sides]
+    t = np.linalg.solve(basis, np.array([s.totals for s in segs], dtype=np.float64))
+    s = np.linalg.solve(basis, np.array([s.summary for s in segs], dtype=np.float64))
+    return SpatialFit(t, s, stride)
+
+
+def spatial_summaries(fit: SpatialFit, sides: Sequence[int]) -> np.ndarray:
+    """The raw summary rows of a fitted segment at each input side (one row per side)."""
+    return np.rint(_spatial_basis(np.asarray(sides), fit.stride) @ fit.summary)
+
+
+def spatial_segment(fit: SpatialFit, side: int) -> Segment:
+    """The :class:`Segment` of a fitted segment at input side ``side``."""
+    basis = _spatial_basis(np.array([side]), fit.stride)
+    totals = np.rint(basis @ fit.totals)[0].astype(np.int64)
+    return Segment(totals, np.rint(basis @ fit.summary)[0])
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class ChainBatch:
+    """Networks of one chain space resolved together (the space's
+    :meth:`~latlab.datasets.spaces.base.SearchSpace.fast_resolve_many`).
+
+    The space fills ``arrays`` with one row per network, computed for the whole batch at once
+    by array indexing (``choices``: the option index per position; ``tokens``: the token
+    counts, columns named by ``columns["tokens"]``; ``summary``: the raw summary row); the
+    encoders gather these rows (:func:`latlab.encoders.base.batch_rows`) instead of reading
+    each graph. Anything else about a network (meta, totals, layers, digest) comes from the
+    space's per-network graph, ``graph_of(row)``, made on first need.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        references: Sequence[str],
+        arrays: dict[str, np.ndarray],
+        columns: dict[str, tuple[str, ...]],
+        graph_of: Callable[[int], NetworkGraph],
+    ) -> None:
+        self.family = family
+        self.references = references
+        self.arrays = arrays
+        self.columns = columns
+        self.graph_of = graph_of
+
+    def array(self, key: str) -> np.ndarray | None:
+        return self.arrays.get(key)
+
+    def graphs(self, rows: Sequence[int]) -> list[BatchGraph]:
+        """The graphs of ``rows`` (indices into :attr:`references`)."""
+        return [BatchGraph(self, int(i)) for i in rows]
+
+
+class BatchGraph(LazyNetworkGraph):
+    """One network of a :class:`ChainBatch`: its reference, family and summary row from the
+    batch; its meta, totals, digest and layers from the space's own graph of it
+    (:attr:`own`, made on first access), so that they are exactly the per-network path's."""
+
+    def __init__(self, batch: ChainBatch, row: int) -> None:  # no super(): all is lazy
+        self.batch = batch
+        self.batch_row = row
+        self.name = batch.references[row]
+
+    @property
+    def reference(self) -> str:
+        return self.name
+
+    @property
+    def family(self) -> str:
+        return self.batch.family
+
+    @cached_property
+    def own(self) -> NetworkGraph:
+        """The space's per-network graph of this network."""
+        return self.batch.graph_of(self.batch_row)
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.own.meta
+
+    @cached_property
+    def built(self) -> NetworkGraph:
+        return self.own.built if isinstance(self.own, LazyNetworkGraph) else self.own
+
+    @cached_property
+    def totals(self) -> NetworkTotals:
+        return self.own.totals
+
+    @cached_property
+    def digest(self) -> str:
+        return self.own.digest
+
+    def summary_row(self) -> np.ndarray:
+        """The raw summary row (the batch's, equal to ``summary_vector`` of the built graph)."""
+        return self.batch.arrays["summary"][self.batch_row]

@@ -33,6 +33,7 @@ import numpy as np
 from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.datasets.spaces.base import Genotype, SearchSpace
 from latlab.datasets.spaces.chain import (
+    ChainBatch,
     ChainGraph,
     Segment,
     chain_digest,
@@ -47,6 +48,7 @@ from latlab.encoders.choices import (
     TokenCountEncoder,
 )
 from latlab.encoders.ir import NetworkGraph, NetworkTotals
+from latlab.encoders.vector import SUMMARY_FEATURES
 from latlab.errors import NetworkReferenceError
 
 PREFIX = "fbnet"
@@ -179,25 +181,33 @@ def _position_shapes(input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...
 
 
 @lru_cache(maxsize=4096)
-def _segment(kind: str, shape: tuple[int, ...], position: int = -1, choice: int = -1) -> Any:
-    """One segment built alone (``None`` for an identity block)."""
+def _segment(kind: str, shape: tuple[int, ...], block: tuple[int, int, int] = (-1, -1, -1)) -> Any:
+    """One segment built alone (``None`` for an identity block); a block by ``(C_out, stride,
+    choice)`` on its input shape, so that the positions of a stage after its first share
+    their blocks' builds."""
     b = NetBuilder(kind, shape)
     if kind == "stem":
         _stem(b, b.input)
     elif kind == "head":
         _head(b, b.input)
     else:
-        _stage, _cin, cout, stride = POSITIONS[position]
+        cout, stride, choice = block
         if _block(b, b.input, CHOICES[choice], cout, stride) == b.input:
             return None
     return segment_of(b.build())
+
+
+def _block_segment(shape: tuple[int, ...], position: int, choice: int) -> Any:
+    """The segment of ``choice`` at block ``position`` (input ``shape``)."""
+    _stage, _cin, cout, stride = POSITIONS[position]
+    return _segment("block", shape, (cout, stride, choice))
 
 
 def _parts(genotype: Sequence[int], input_shape: tuple[int, ...]) -> list[Segment]:
     """The segments of an FBNet network, in order (identity blocks have none)."""
     shapes = _position_shapes(input_shape)
     parts = [_segment("stem", input_shape)]
-    parts += [_segment("block", shapes[p], p, int(c)) for p, c in enumerate(genotype)]
+    parts += [_block_segment(shapes[p], p, int(c)) for p, c in enumerate(genotype)]
     parts.append(_segment("head", shapes[-1]))
     return [t for t in parts if t is not None]
 
@@ -236,6 +246,77 @@ def fbnet_graph(genotype: Genotype, batch: int = 1, input_shape: Sequence[int] |
 
 
 _parse = lru_cache(maxsize=1 << 14)(parse_fbnet)
+
+
+# --------------------------------------------------------------------------- the batch path
+
+_STAGE_OF = np.array([stage for stage, _cin, _cout, _s in POSITIONS])
+
+
+@lru_cache(maxsize=4)
+def _summary_tables(input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw summary rows of every (position, choice) block (zero for an identity block), and
+    of the stem plus the head: the per-network path's segments, each distinct one built once
+    (108 blocks: a stage's blocks after its first are alike)."""
+    shapes = _position_shapes(input_shape)
+    blocks = np.zeros((N_BLOCKS, len(CHOICES), len(SUMMARY_FEATURES)))
+    for p in range(N_BLOCKS):
+        for c in range(len(CHOICES)):
+            seg = _block_segment(shapes[p], p, c)
+            if seg is not None:
+                blocks[p, c] = seg.summary
+    ends = _segment("stem", input_shape).summary + _segment("head", shapes[-1]).summary
+    return blocks, ends
+
+
+def fbnet_batch(references: Sequence[str]) -> list[NetworkGraph | None]:
+    """The serving graphs of many ``fbnet:`` references at once (:class:`ChainBatch`): every
+    block name mapped to its choice in one pass, the one-hot choices, block counts and
+    summary rows computed by array indexing into per-(position, choice) tables. ``None`` for
+    a reference this does not take (an invalid one): the per-network path names it."""
+    out: list[NetworkGraph | None] = [None] * len(references)
+    lead = f"{PREFIX}:"
+    take, names = [], []
+    for i, r in enumerate(references):
+        if r.startswith(lead):
+            parts = r[len(lead) :].split("-")
+            if len(parts) == N_BLOCKS:
+                take.append(i)
+                names += parts
+    if not take:
+        return out
+    index = _CHOICE_INDEX.get
+    idx = np.array([index(n, -1) for n in names], dtype=np.int64).reshape(len(take), N_BLOCKS)
+    good = np.flatnonzero(np.all(idx >= 0, axis=1))
+    if not len(good):
+        return out
+    idx = idx[good]
+    m, nc = len(good), len(CHOICES)
+    rows = np.repeat(np.arange(m), N_BLOCKS)
+    n_stages = len(STAGE_BLOCKS)
+    tokens = np.concatenate(
+        [
+            np.bincount(rows * nc + idx.ravel(), minlength=m * nc).reshape(m, nc),
+            np.bincount(
+                rows * (n_stages * nc) + np.tile(_STAGE_OF * nc, m) + idx.ravel(),
+                minlength=m * n_stages * nc,
+            ).reshape(m, n_stages * nc),
+        ],
+        axis=1,
+    )
+    blocks, ends = _summary_tables(_input_shape(1, None))
+    summary = ends + blocks[np.arange(N_BLOCKS)[None, :], idx].sum(axis=1)
+    refs = [references[take[int(i)]] for i in good]
+    batch = ChainBatch(
+        PREFIX,
+        refs,
+        {"choices": idx, "tokens": tokens, "summary": summary},
+        {"tokens": tuple(_VOCAB)},
+        lambda row: fbnet_graph(tuple(int(c) for c in idx[row])),
+    )
+    for j, g in zip(good, batch.graphs(range(m)), strict=True):
+        out[take[int(j)]] = g
+    return out
 
 
 def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
@@ -304,6 +385,9 @@ class FbnetSpace(SearchSpace):
 
     def fast_resolve(self, reference: str) -> NetworkGraph | None:
         return own_graph(reference, PREFIX, _parse, fbnet_graph)
+
+    def fast_resolve_many(self, references: Sequence[str]) -> list[NetworkGraph | None]:
+        return fbnet_batch(references)
 
 
 #: The ``fbnet:`` reference scheme (registered in ``references.BUILTIN_SCHEMES``).

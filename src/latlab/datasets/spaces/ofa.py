@@ -41,18 +41,24 @@ import numpy as np
 from latlab.datasets.references import ResolveOptions, Scheme
 from latlab.datasets.spaces.base import Genotype, SearchSpace
 from latlab.datasets.spaces.chain import (
+    ChainBatch,
     ChainGraph,
     Segment,
+    SpatialFit,
     chain_digest,
+    fit_spatial,
     join_segments,
     own_graph,
     segment_of,
+    spatial_segment,
+    spatial_summaries,
     sum_totals,
 )
 from latlab.datasets.zoo.common import conv_bn_act, make_divisible, squeeze_excitation
 from latlab.encoders.builder import NetBuilder
 from latlab.encoders.choices import BlockChainGraphEncoder, ChoiceOneHotEncoder, TokenCountEncoder
 from latlab.encoders.ir import NetworkGraph, NetworkTotals
+from latlab.encoders.vector import SUMMARY_FEATURES
 from latlab.errors import NetworkReferenceError
 
 PREFIX = "ofa"
@@ -259,6 +265,8 @@ def _input_shape(arch: Arch, batch: int, input_shape: Sequence[int] | None) -> t
 # --------------------------------------------------------------------------- fast totals
 
 
+_SUMMARY_N = len(SUMMARY_FEATURES)
+
 _PARTS: dict[str, Callable[..., str]] = {
     "expand": _expand,
     "depthwise": _depthwise,
@@ -266,8 +274,7 @@ _PARTS: dict[str, Callable[..., str]] = {
 }
 
 
-@lru_cache(maxsize=8192)
-def _segment(kind: str, shape: tuple[int, ...], args: tuple[Any, ...] = ()) -> Segment:
+def _build_segment(kind: str, shape: tuple[int, ...], args: tuple[Any, ...] = ()) -> Segment:
     """One segment built alone on its input shape: the first layers, the head or a part of a
     block (``residual``: the Add of two tensors of ``shape``, as the block's skip adds)."""
     b = NetBuilder(kind, shape)
@@ -286,21 +293,62 @@ def _out_size(h: int, stride: int) -> int:
     return (h - 1) // stride + 1  # odd kernels with (k - 1) / 2 padding
 
 
+def _stride(kind: str, args: tuple[Any, ...]) -> int:
+    """How much a segment shrinks its input's side (the first conv: 2; a depthwise part: its
+    stride)."""
+    return 2 if kind == "first" else int(args[1]) if kind == "depthwise" else 1
+
+
+@lru_cache(maxsize=1024)
+def _fit(kind: str, n: int, channels: int, args: tuple[Any, ...]) -> SpatialFit:
+    """A segment's rows as functions of its square input's side, from two or three builds:
+    the 25 resolutions then share every part's builds (131 parts, about 300 builds, whatever
+    the networks) instead of building each part once per distinct input shape."""
+    return fit_spatial(
+        lambda h: _build_segment(kind, (n, channels, h, h), args), _stride(kind, args)
+    )
+
+
 @lru_cache(maxsize=8192)
-def _block_segment(shape: tuple[int, ...], stage: int, j: int, k: int, e: int) -> Segment:
-    """A block from its parts: the expand and SE + project parts are shared by the three
-    kernels, so a table of 5,000 networks builds about half the layers whole blocks would."""
+def _segment(kind: str, shape: tuple[int, ...], args: tuple[Any, ...] = ()) -> Segment:
+    """A segment on its input shape (:func:`_build_segment`), from its :func:`_fit` when the
+    input is square (every OFA network's), built otherwise."""
+    n, c, h, w = shape
+    if h != w:
+        return _build_segment(kind, shape, args)
+    return spatial_segment(_fit(kind, n, c, args), h)
+
+
+def _block_parts(
+    stage: int, j: int, k: int, e: int
+) -> list[tuple[str, int, tuple[Any, ...], bool]]:
+    """The parts of block ``j`` of ``stage``, in order: ``(kind, input channels, args, whether
+    it takes the block's output side)``; the expand and SE + project parts are shared by the
+    three kernels, so a table builds about half the layers whole blocks would."""
     _k, mid, cout, stride, act, se = _spec(stage, j, k, e)
-    n, cin, h, w = shape
-    out = (n, mid, _out_size(h, stride), _out_size(w, stride))
+    cin = STAGE_WIDTHS[stage] if j else (STAGE_WIDTHS[stage - 1] if stage else STEM_WIDTH)
     parts = [
-        _segment("expand", shape, (mid, act)),
-        _segment("depthwise", (n, mid, h, w), (k, stride, act)),
-        _segment("project", out, (cout, se)),
+        ("expand", cin, (mid, act), False),
+        ("depthwise", mid, (k, stride, act), False),
+        ("project", mid, (cout, se), True),
     ]
     if stride == 1 and cin == cout:
-        parts.append(_segment("residual", (n, cout, *out[2:])))
-    return join_segments(parts)
+        parts.append(("residual", cout, (), True))
+    return parts
+
+
+@lru_cache(maxsize=8192)
+def _block_segment(shape: tuple[int, ...], stage: int, j: int, k: int, e: int) -> Segment:
+    """A block on its input shape, from its parts (:func:`_block_parts`)."""
+    n, _cin, h, w = shape
+    stride = 1 if j else STAGE_STRIDES[stage]
+    out = (_out_size(h, stride), _out_size(w, stride))
+    return join_segments(
+        [
+            _segment(kind, (n, c, *(out if on_out else (h, w))), args)
+            for kind, c, args, on_out in _block_parts(stage, j, k, e)
+        ]
+    )
 
 
 @lru_cache(maxsize=64)
@@ -399,6 +447,118 @@ def ofa_graph(arch: Arch, batch: int = 1, input_shape: Sequence[int] | None = No
 _parse = lru_cache(maxsize=1 << 14)(parse_ofa)
 
 
+# --------------------------------------------------------------------------- the batch path
+
+#: The layout of every OFA reference of the default resolutions (``0``: a digit).
+_LAYOUT = f"{PREFIX}:r000-d00000-k{'0' * N_POS}-e{'0' * N_POS}"
+_IS_DIGIT = np.array([c == "0" for c in _LAYOUT])
+_TEMPLATE = np.frombuffer(_LAYOUT.encode(), dtype=np.uint8).astype(np.int16)
+#: Where the resolution, the depths, the kernels and the expansions start in it.
+_R, _D, _K, _E = 5, 10, 17, 17 + N_POS + 2
+
+
+def _lookup(values: Sequence[int], zero: int = -1) -> np.ndarray:
+    """Digit (or resolution) -> option index; ``zero`` for 0, -1 for anything else."""
+    out = np.full(max(values) + 1 if max(values) > 9 else 10, -1, dtype=np.int64)
+    out[0] = zero
+    out[list(values)] = np.arange(len(values))
+    return out
+
+
+_RES_LOOKUP = np.full(1000, -1, dtype=np.int64)
+_RES_LOOKUP[list(RESOLUTIONS)] = np.arange(len(RESOLUTIONS))
+_DEPTH_LOOKUP = _lookup(DEPTHS)
+_K_LOOKUP = _lookup(KERNELS, zero=-2)  # -2: 0, allowed at an inactive position
+_E_LOOKUP = _lookup(EXPANSIONS, zero=-2)
+_STAGE_OF = np.arange(N_POS) // MAX_DEPTH
+_LATER = (np.arange(N_POS) % MAX_DEPTH > 0).astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def _summary_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw summary rows at batch ``n`` of every block, by (resolution, stage, later block,
+    kernel, expansion), and of the first layers plus the head, by resolution: every part's
+    :func:`_fit` evaluated at the sides of the 25 resolutions at once."""
+    shapes = [_stage_shapes((n, 3, r, r)) for r in RESOLUTIONS]
+    blocks = np.zeros((len(RESOLUTIONS), N_STAGES, 2, len(KERNELS), len(EXPANSIONS), _SUMMARY_N))
+    for s in range(N_STAGES):
+        for later in (0, 1):
+            sides = [sh[s][later][2] for sh in shapes]
+            outs = [_out_size(h, 1 if later else STAGE_STRIDES[s]) for h in sides]
+            for ki, k in enumerate(KERNELS):
+                for ei, e in enumerate(EXPANSIONS):
+                    blocks[:, s, later, ki, ei] = np.add.reduce(
+                        [
+                            spatial_summaries(_fit(kind, n, c, args), outs if on_out else sides)
+                            for kind, c, args, on_out in _block_parts(s, later, k, e)
+                        ]
+                    )
+    ends = spatial_summaries(_fit("first", n, 3, ()), list(RESOLUTIONS))
+    ends = ends + spatial_summaries(
+        _fit("head", n, STAGE_WIDTHS[-1], ()), [sh[-1][0][2] for sh in shapes]
+    )
+    return blocks, ends
+
+
+def ofa_batch(references: Sequence[str]) -> list[NetworkGraph | None]:
+    """The serving graphs of many ``ofa:`` references at once (:class:`ChainBatch`): all
+    parsed as one array of characters (every reference of the space has one layout), their
+    one-hot choices, token counts and summary rows computed by array indexing into
+    per-(resolution, stage, position, kernel, expansion) tables. ``None`` for a reference
+    this does not take (another layout, an invalid one): the per-network path names it."""
+    out: list[NetworkGraph | None] = [None] * len(references)
+    take = [i for i, r in enumerate(references) if len(r) == len(_LAYOUT) and r.isascii()]
+    if not take:
+        return out
+    text = "".join(references[i] for i in take).encode("ascii")
+    chars = np.frombuffer(text, dtype=np.uint8).reshape(len(take), len(_LAYOUT)).astype(np.int16)
+    digits = chars - ord("0")
+    ok = np.all(np.where(_IS_DIGIT, (digits >= 0) & (digits <= 9), chars == _TEMPLATE), axis=1)
+    digits = np.where(_IS_DIGIT, digits, 0)
+    res = _RES_LOOKUP[digits[:, _R] * 100 + digits[:, _R + 1] * 10 + digits[:, _R + 2]]
+    depth = _DEPTH_LOOKUP[digits[:, _D : _D + N_STAGES]]
+    k = _K_LOOKUP[digits[:, _K : _K + N_POS]]
+    e = _E_LOOKUP[digits[:, _E : _E + N_POS]]
+    n_active = np.array(DEPTHS)[np.maximum(depth, 0)]  # (any depth where it is invalid)
+    active = (np.arange(N_POS) % MAX_DEPTH)[None, :] < np.repeat(n_active, MAX_DEPTH, axis=1)
+    ok &= (res >= 0) & np.all(depth >= 0, axis=1)
+    ok &= np.all(np.where(active, (k >= 0) & (e >= 0), (k != -1) & (e != -1)), axis=1)
+    good = np.flatnonzero(ok)
+    if not len(good):
+        return out
+    res, depth, active = res[good], depth[good], active[good]
+    k, e = np.where(active, k[good], -1), np.where(active, e[good], -1)
+    m = len(good)
+    rows = np.repeat(np.arange(m), N_POS)[active.ravel()]
+    pair = (k * len(EXPANSIONS) + e)[active]
+    tokens = np.concatenate(
+        [
+            np.bincount(rows * 3 + k[active], minlength=m * 3).reshape(m, 3),
+            np.bincount(rows * 3 + e[active], minlength=m * 3).reshape(m, 3),
+            np.bincount(rows * 9 + pair, minlength=m * 9).reshape(m, 9),
+        ],
+        axis=1,
+    )
+    blocks, ends = _summary_tables(1)
+    per_block = blocks[res[:, None], _STAGE_OF[None, :], _LATER[None, :], k, e]
+    summary = ends[res] + np.where(active[:, :, None], per_block, 0.0).sum(axis=1)
+    refs = [references[take[int(i)]] for i in good]
+    batch = ChainBatch(
+        PREFIX,
+        refs,
+        {
+            "choices": np.concatenate([res[:, None], depth, k, e], axis=1),
+            "tokens": tokens,
+            "summary": summary,
+        },
+        {"tokens": tuple(_VOCAB)},
+        lambda row: ofa_graph(_parse(refs[row][len(PREFIX) + 1 :])),
+    )
+    for i, g in zip(good, batch.graphs(range(m)), strict=True):
+        out[take[int(i)]] = g
+    return out
+
+
 def _resolve(body: str, opts: ResolveOptions) -> NetworkGraph:
     arch = _parse(body)
     return ofa_graph(arch, opts.batch, opts.input_shape)  # type: ignore[no-any-return]
@@ -463,6 +623,9 @@ class OfaSpace(SearchSpace):
 
     def fast_resolve(self, reference: str) -> NetworkGraph | None:
         return own_graph(reference, PREFIX, _parse, ofa_graph)
+
+    def fast_resolve_many(self, references: Sequence[str]) -> list[NetworkGraph | None]:
+        return ofa_batch(references)
 
     def random_genotype(self, rng: np.random.Generator) -> Genotype:
         res = int(rng.integers(len(RESOLUTIONS)))
