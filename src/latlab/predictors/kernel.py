@@ -288,6 +288,8 @@ class KernelPredictor(LatencyPredictor):
         }
     )
     min_train_rows = 2
+    #: What the rows :meth:`train_only` pins are, for a split that lacks the others.
+    train_only_note = "single-kernel benchmarks: bench the context suite for whole networks"
 
     @staticmethod
     def train_only(reference: str) -> bool:

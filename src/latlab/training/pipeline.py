@@ -273,7 +273,8 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
 
     # a predictor may also pin whole kinds of rows (the kernel predictor: its single-layer
     # benchmarks, which are kernel data rather than networks to validate or calibrate on)
-    rule = getattr(PREDICTORS.get(config.predictor), "train_only", None)
+    cls = PREDICTORS.get(config.predictor)
+    rule = getattr(cls, "train_only", None)
     pinned = [i for i, n in enumerate(data.networks) if n in wanted or (rule and rule(n))]
     return make_split(
         n,
@@ -286,6 +287,7 @@ def _split(data: TrainingData, config: TrainConfig, conformal: str | None) -> Sp
         families=families,
         test_families=config.test_families,
         pinned=pinned,
+        pinned_note=str(getattr(cls, "train_only_note", "")),
         what=f"column {data.target!r} of {data.source}",
     )
 

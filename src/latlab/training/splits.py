@@ -122,6 +122,7 @@ def make_split(
     families: Sequence[str] | None = None,
     test_families: Sequence[str] | None = None,
     pinned: Sequence[int] = (),
+    pinned_note: str = "",
     what: str = "the data",
 ) -> Split:
     """Split ``n`` rows (see the module docstring).
@@ -129,7 +130,8 @@ def make_split(
     ``test_size`` is a row count, or a fraction in (0, 1) of the rows; ``families`` (one per
     row) and optionally ``test_families`` are needed for ``kind="family"``. ``pinned`` rows
     always go to training (constants a predictor needs, such as a layer-wise model's session
-    probe); validation, calibration and test rows are drawn from the other rows. Raises
+    probe); validation, calibration and test rows are drawn from the other rows
+    (``pinned_note`` says in an error what the pinned rows are and what to add). Raises
     :class:`DataError` (naming ``what``) when the rows cannot hold the requested parts.
     """
     if kind not in SPLIT_KINDS:
@@ -179,8 +181,8 @@ def make_split(
         if len(pinned):  # say why the rows that are there do not count
             raise DataError(
                 f"{what} has {n} valid rows, {n - n_pool} of them training-only for this "
-                f"predictor (e.g. single-kernel benchmarks: run the bench's context suite), "
-                f"and {n_pool} others, but the split needs {need} of those ({parts})"
+                f"predictor{f' ({pinned_note})' if pinned_note else ''}, and {n_pool} others, "
+                f"but the split needs {need} of those ({parts})"
             )
         raise DataError(f"{what} has {n} valid rows but the split needs {need} ({parts})")
     val_idx = pool[:val]

@@ -472,9 +472,10 @@ def paired_samples(
 
     Every network is prepared as every measurement is
     (:func:`~latlab.datasets.measure.protocol.prepare_network`): at the configuration's
-    precision, execution mode, batch, threads and input shape, so that at int8 the padded and
-    the padding-only models are all quantised. ``reference`` (the drift-correction network,
-    prepared with its own input) is timed last in each round; its samples are the last array.
+    execution mode, inter-op threads, batch, threads and input shape (and precision, though
+    the padding suite that calls this runs at fp32 only: :data:`PRECISION_SUITES`).
+    ``reference`` (the drift-correction network, prepared with its own input) is timed last in
+    each round; its samples are the last array.
     """
     from latlab.datasets.measure import get_backend
     from latlab.datasets.measure.protocol import TIMERS, prepare_network
