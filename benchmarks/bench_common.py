@@ -62,3 +62,21 @@ def open_store(db: str, device: str | None) -> tuple[Any, str]:
     if device not in devices:
         fail(f"--device {device!r} is not in {db} (devices: {', '.join(devices) or 'none'})")
     return store, device
+
+
+def network_metrics(t: Any, p: Any) -> dict[str, float | int | None]:
+    """Network MAPE, ±10 % share and Spearman's rho of predictions ``p`` of times ``t``."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    t, p = np.asarray(t, dtype=float), np.asarray(p, dtype=float)
+    if len(t) == 0:
+        return {"networks": 0, "mape": None, "within_10": None, "spearman": None}
+    err = np.abs(p - t) / t
+    rho = float(spearmanr(t, p).statistic) if len(t) > 2 else None
+    return {
+        "networks": len(t),
+        "mape": float(100 * err.mean()),
+        "within_10": float(100 * (err <= 0.10).mean()),
+        "spearman": rho,
+    }

@@ -36,7 +36,7 @@ from typing import Any
 
 import bench_common
 import numpy as np
-from bench_common import fail, open_store
+from bench_common import fail, network_metrics, open_store
 
 log = logging.getLogger("held_out_networks")
 
@@ -93,22 +93,6 @@ def measure(db: str, device: str, refs: list[str], settings: Any) -> Any:
         store.close()
 
 
-def metrics(t: np.ndarray, p: np.ndarray) -> dict[str, float | int | None]:
-    """Network MAPE, ±10 % share and Spearman's rho of predictions ``p`` of times ``t``."""
-    from scipy.stats import spearmanr
-
-    if len(t) == 0:
-        return {"networks": 0, "mape": None, "within_10": None, "spearman": None}
-    err = np.abs(p - t) / t
-    rho = float(spearmanr(t, p).statistic) if len(t) > 2 else None
-    return {
-        "networks": len(t),
-        "mape": float(100 * err.mean()),
-        "within_10": float(100 * (err <= 0.10).mean()),
-        "spearman": rho,
-    }
-
-
 def _fmt(v: float | int | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -163,9 +147,9 @@ def main() -> None:
     p_all = np.array([r["kernel_ms"] for r in rows])
     att = np.array([r["attention"] for r in rows])
     summary = {
-        "all": metrics(t_all, p_all),
-        "attention": metrics(t_all[att], p_all[att]),
-        "cnn": metrics(t_all[~att], p_all[~att]),
+        "all": network_metrics(t_all, p_all),
+        "attention": network_metrics(t_all[att], p_all[att]),
+        "cnn": network_metrics(t_all[~att], p_all[~att]),
     }
     machine1 = bench_common.machine()
     result = {

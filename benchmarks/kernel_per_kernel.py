@@ -26,17 +26,20 @@ from bench_common import fail, open_store, write_result
 THRESHOLD_MS = 0.1
 
 
-def match_kernels(profiled: pd.DataFrame, model: Any) -> pd.DataFrame:
+def match_kernels(
+    profiled: pd.DataFrame, model: Any, predicted: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Every profiled kernel (rows of :func:`kernel_rows`) beside ``model``'s prediction of it.
 
     Matched by kernel index and op (the op's last dotted part: a fused kernel's domain may be
     written either way); columns of :func:`kernel_rows` plus ``predicted_ms``, ``measured_ms``
-    (the profile's statistic) and ``ape`` (%); empty when ``profiled`` is.
+    (the profile's statistic) and ``ape`` (%); empty when ``profiled`` is. ``predicted``: the
+    model's ``predict_layers`` of those networks, when the caller has it already.
     """
     if profiled.empty:
         return profiled
-    refs = list(dict.fromkeys(profiled["network"]))
-    predicted = model.predict_layers(refs)
+    if predicted is None:
+        predicted = model.predict_layers(list(dict.fromkeys(profiled["network"])))
     pred = predicted.rename(
         columns={"kernel": "node_index", "op": "predicted_op", "family": "predicted_family"}
     )

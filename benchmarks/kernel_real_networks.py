@@ -41,7 +41,7 @@ from typing import Any
 
 import bench_common
 import numpy as np
-from bench_common import fail
+from bench_common import fail, network_metrics
 from kernel_per_kernel import THRESHOLD_MS, match_kernels
 
 log = logging.getLogger("kernel_real_networks")
@@ -94,37 +94,96 @@ def run_bench_suites(db: str, device: str, quick: bool) -> dict[str, Any]:
     return out
 
 
+#: Per table of a bench store: its start and end timestamps of the device's rows.
+_SPANS = {
+    "measurements": ("started_at", "finished_at"),
+    "profiles": ("created_at", "created_at"),
+    "layer_benchmarks": ("created_at", "created_at"),
+}
+
+
 def bench_cost(db: str, device: str) -> dict[str, Any]:
     """What profiling the device cost, from the store itself: the span from its first to its
-    last benchmark timestamp (a bench interrupted and resumed later counts the pause too),
-    benchmark networks and profiled kernels."""
+    last benchmark timestamp (a bench interrupted and resumed later counts the pause too), the
+    span of each suite's layer benchmarks, benchmark networks, profiled kernels, and the load
+    its measurements recorded (1-minute load average; cores other processes used)."""
     import pandas as pd
+    from sqlalchemy import text
 
     from latlab.datasets.bench.tables import BenchStore
     from latlab.datasets.store import Store
 
+    join = "x join devices d on d.id = x.device_id where d.name = :device"
     store = Store(db)
     try:
         bench = BenchStore(store)
-        nodes = bench.profile_nodes(device)
+        kernels = len(bench.profile_nodes(device))
         lb = bench.layer_benchmarks(device)
-        stamps = []
         with store.engine.connect() as conn:
-            for sql in (
-                "select min(started_at) as a, max(finished_at) as b from measurements",
-                "select min(created_at) as a, max(created_at) as b from profiles",
-                "select min(created_at) as a, max(created_at) as b from layer_benchmarks",
-            ):
-                row = pd.read_sql(sql, conn).iloc[0]
-                stamps += [pd.to_datetime(v) for v in row if v is not None]
+            stamps = [
+                pd.to_datetime(v)
+                for table, (a, b) in _SPANS.items()
+                for v in conn.execute(
+                    text(f"select min(x.{a}), max(x.{b}) from {table} {join}"), {"device": device}
+                ).one()
+                if v is not None
+            ]
+            suites = pd.read_sql(
+                text(
+                    f"select suite, min(x.created_at) as a, max(x.created_at) as b from "
+                    f"layer_benchmarks {join} group by suite"
+                ),
+                conn,
+                params={"device": device},
+            )
     finally:
         store.close()
     span = (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
+    per_suite = {
+        str(r.suite): round((pd.to_datetime(r.b) - pd.to_datetime(r.a)).total_seconds(), 1)
+        for r in suites.sort_values("a").itertuples()
+    }
     return {
         "span_s": round(span, 1),
+        "suite_spans_s": per_suite,
         "benchmark_networks": int(lb["network"].nunique()) if len(lb) else 0,
-        "profiled_kernels": len(nodes),
+        "profiled_kernels": kernels,
+        "load": recorded_load(db, device),
     }
+
+
+def recorded_load(db: str, device: str, networks: set[str] | None = None) -> dict[str, Any]:
+    """The load the store's measurements of ``device`` (of ``networks``) recorded when they
+    were taken: 1-minute load average at the 10th percentile / median / 90th, and the median
+    of the cores other processes used -- the conditions of the figures, not of the moment a
+    resumed run reads them back."""
+    from latlab.datasets.store import Store
+
+    store = Store(db)
+    try:
+        meas = store.measurements([device], extra=True)
+    finally:
+        store.close()
+    if networks is not None:
+        meas = meas[meas["network"].isin(networks)]
+    loads = [(e or {}).get("load") or {} for e in meas["extra"]]
+    avg = np.array([ld["loadavg"][0] for ld in loads if ld.get("loadavg")], dtype=float)
+    other = np.array([ld["other_cores"] for ld in loads if "other_cores" in ld], dtype=float)
+    q = [round(float(v), 2) for v in np.percentile(avg, [10, 50, 90])] if len(avg) else None
+    return {
+        "loadavg_1min_p10_median_p90": q,
+        "other_cores_median": round(float(np.median(other)), 2) if len(other) else None,
+    }
+
+
+def _load_text(load: dict[str, Any]) -> str:
+    q = load["loadavg_1min_p10_median_p90"]
+    if q is None:
+        return "not recorded"
+    return (
+        f"1-minute load average {q[0]:.1f} / {q[1]:.1f} / {q[2]:.1f} (10th percentile / median / "
+        f"90th), other processes using {load['other_cores_median']:.2f} cores (median)"
+    )
 
 
 def train_bundle(db: str, device: str, out: Path) -> tuple[Any, float]:
@@ -143,11 +202,9 @@ def train_bundle(db: str, device: str, out: Path) -> tuple[Any, float]:
 
 
 def _env() -> dict[str, str]:
-    """This process's environment with the checkout's ``src`` first on PYTHONPATH (the
-    ``latlab`` the subprocess runs is the one this script imports)."""
-    import latlab
-
-    src = str(Path(latlab.__file__).resolve().parents[1])
+    """This process's environment with the checkout's ``src`` first on PYTHONPATH: the
+    ``latlab`` the subprocess runs is the one :mod:`bench_common` made this script import."""
+    src = str(bench_common.ROOT / "src")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
 
 
@@ -183,18 +240,6 @@ def measure_zoo(db: str, device: str, refs: list[str], quick: bool) -> tuple[Any
     finally:
         store.close()
     return medians, profiled
-
-
-def _metrics(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from scipy.stats import spearmanr
-
-    err = np.abs(p - t) / t
-    return {
-        "mape": float(100 * err.mean()),
-        "within_10": float(100 * (err <= 0.10).mean()),
-        "spearman": float(spearmanr(t, p).statistic) if len(t) > 2 else float("nan"),
-        "networks": len(t),
-    }
 
 
 def main() -> None:
@@ -241,22 +286,24 @@ def main() -> None:
     if not test_db.exists():
         shutil.copyfile(db, test_db)
     medians, profiled = measure_zoo(str(test_db), device, refs, args.quick)
-    pairs = match_kernels(profiled, kernel)
+    layers = kernel.predict_layers(refs)  # once: per-kernel pairs and uncovered kernels
+    pairs = match_kernels(profiled, kernel, layers)
     big = pairs[pairs["measured_ms"] >= THRESHOLD_MS] if len(pairs) else pairs
+    kernel_ms, mixed_ms = kernel.predict(refs), mixed.predict(refs)
+    uncovered = layers[~layers["covered"]].groupby("network")["op"].agg(lambda o: sorted(set(o)))
     rows = []
-    for ref in refs:
+    for i, ref in enumerate(refs):
         ks = runtime_kernels(ref)
-        table = kernel.predict_layers([ref])
         rows.append(
             {
                 "network": ref,
                 "held_out": ref.removeprefix("zoo:") not in DEVELOPMENT_ZOO,
                 "attention": attention_model(ks),
                 "measured_ms": float(medians[ref]),
-                "kernel_ms": float(kernel.predict([ref])[0]),
-                "mixed_ms": float(mixed.predict([ref])[0]),
+                "kernel_ms": float(kernel_ms[i]),
+                "mixed_ms": float(mixed_ms[i]),
                 "kernels": len(ks),
-                "uncovered": sorted({str(r.op) for r in table[~table["covered"]].itertuples()}),
+                "uncovered": [str(o) for o in uncovered.get(ref, [])],
             }
         )
     t = np.array([r["measured_ms"] for r in rows])
@@ -264,9 +311,11 @@ def main() -> None:
     held = np.array([r["held_out"] for r in rows])
     for name in ("kernel", "mixed"):
         p = np.array([r[f"{name}_ms"] for r in rows])
-        result[name] = _metrics(t, p)
-        result[name]["held_out"] = _metrics(t[held], p[held]) if held.sum() > 2 else None
-        result[name]["development"] = _metrics(t[~held], p[~held]) if (~held).sum() > 2 else None
+        result[name] = network_metrics(t, p)
+        result[name]["held_out"] = network_metrics(t[held], p[held]) if held.sum() > 2 else None
+        result[name]["development"] = (
+            network_metrics(t[~held], p[~held]) if (~held).sum() > 2 else None
+        )
         att = np.array([r["attention"] for r in rows])
         result[name]["attention_mape"] = (
             float(100 * np.mean(np.abs(p[att] - t[att]) / t[att])) if att.any() else None
@@ -276,6 +325,7 @@ def main() -> None:
         result["kernel"]["per_kernel_mape_ge_0.1ms"] = float(big["ape"].mean())
         result["kernel"]["kernels_ge_0.1ms"] = len(big)
     load1 = os.getloadavg()
+    zoo_load = recorded_load(str(test_db), device, set(refs))
     cmd = "python benchmarks/kernel_real_networks.py" + (" --quick" if args.quick else "")
     cmd += f" --db {db} --device {device}" + (f" --bundle {bundle_dir}" if bundle_dir else "")
     result.update(
@@ -289,6 +339,7 @@ def main() -> None:
         machine=bench_common.machine(),
         load_start=load0,
         load_end=load1,
+        zoo_measurement_load=zoo_load,
         kernels_profiled_zoo=len(pairs),
         training=getattr(kernel, "training_", None),
     )
@@ -298,13 +349,18 @@ def main() -> None:
         f"# Kernel-level prediction of real networks{' (quick)' if args.quick else ''}",
         "",
         f"Command: `{cmd}`; onnxruntime CPU, 1 thread, wall clock, every figure paired with "
-        f"the store's reference network (drift-corrected). Load average {load0[0]:.1f} -> "
-        f"{load1[0]:.1f} on {result['machine']['cores']} cores "
-        f"{bench_common.load_note(max(load0[0], load1[0]))}.",
+        f"the store's reference network (drift-corrected). The zoo's measurements recorded "
+        f"{_load_text(zoo_load)} on {result['machine']['cores']} cores "
+        f"{bench_common.load_note(zoo_load['loadavg_1min_p10_median_p90'][1])}; this run's "
+        f"load average {load0[0]:.1f} -> {load1[0]:.1f}.",
         "",
         f"Bench store: {cost['benchmark_networks']} benchmark networks, "
         f"{cost['profiled_kernels']} profiled kernels, {cost['span_s']:.0f} s from its first to "
-        f"its last benchmark ({bench_s:.0f} s resuming now). `kernel` from {how}. Test: "
+        f"its last benchmark (per suite, s: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cost["suite_spans_s"].items())
+        + f"; {bench_s:.0f} s resuming now); load its measurements recorded: "
+        f"{_load_text(cost['load'])}. "
+        f"`kernel` from {how}. Test: "
         f"{len(rows)} zoo networks measured into a copy of the store, none used in training; "
         f"{len(pairs)} of their kernels matched to profiled times, {len(big)} >= "
         f"{THRESHOLD_MS} ms.",
