@@ -192,9 +192,11 @@ def test_paired_context_kernels_are_on_the_end_to_end_scale(tmp_path: Path) -> N
     single = float(tab[tab["method"] == "single"]["latency_ms"].iloc[0])
     profile = float(tab[tab["method"] == "profile"]["latency_ms"].iloc[0])
     assert single == pytest.approx(m["corrected_ms"], rel=1e-9)
-    # the kernels' sum on the same scale as the corrected end-to-end time (profiler overhead
-    # and the session's own work apart, they agree within a factor)
-    assert 0.4 < profile / single < 1.5
+    # the kernels' sum on the same scale as the corrected end-to-end time: a unit slip (us for
+    # ms) or a missing scale is off by orders of magnitude. The band is wide because this block
+    # runs in ~0.05 ms, where the profiler's own per-node overhead is a large share, and a
+    # loaded CI machine (reference spread 52 %) put the ratio at 1.50
+    assert 0.25 < profile / single < 4.0
     st.close()
 
 
