@@ -27,7 +27,12 @@ from latlab.datasets.spaces.blocks import (
 from latlab.datasets.store import Store
 from latlab.errors import DataError, NetworkReferenceError
 from latlab.predictors import load_predictor, make_predictor
-from latlab.predictors.kernel import fit_family, ir_kernels_mapped
+from latlab.predictors.kernel import (
+    base_family,
+    fit_family,
+    ir_kernels_mapped,
+    model_family,
+)
 from latlab.predictors.layerwise.predictor import runtime_mapping_model
 
 TINY = [
@@ -278,6 +283,19 @@ def test_family_model_is_chosen_by_grouped_cross_validation():
     assert model.kind in ("trees", "gbm") and cv[model.kind] < 0.5 * cv["linear"]
     pred = model.predict_us(feats)
     assert float(np.median(np.abs(pred - skewed) / skewed)) < 0.05
+
+
+def test_one_row_products_of_a_weight_matrix_are_their_own_family():
+    """A batch-1 classifier streams its weights once (memory-bound); the token GEMMs of the
+    same op are compute-bound: modelled apart, and a fused epilogue finds the plain one."""
+    (fc,) = [k for k in runtime_kernels("kernel:fc?c=512&f=1000") if "Gemm" in k.op]
+    (tok,) = [k for k in runtime_kernels("kernel:linear?t=64&c=256&f=256") if "Gemm" in k.op]
+    assert model_family(fc.family, fc.features) == f"{fc.family}/gemv"
+    assert model_family(tok.family, tok.features) == tok.family
+    assert base_family("com.microsoft.FusedGemm/gemv") == "Gemm/gemv"
+    # activation-by-activation products and convolutions are never split
+    assert model_family("MatMul/act", {"m": 1, "batch": 1, "b_weight": 0}) == "MatMul/act"
+    assert model_family("Conv", {"m": 1, "batch": 1, "b_weight": 1}) == "Conv"
 
 
 def test_kernel_predictor_needs_a_store():

@@ -7,8 +7,9 @@ nodes, with shapes and costs), not over ONNX nodes::
 
     latency = a * sum_k t_family(k)(features_k) + c * n_kernels + overhead
 
-**Kernel models.** One model per kernel family (the runtime op, depthwise/grouped convolutions
-and activation-by-activation matmuls split out), fitted on profiled kernel times measured *in
+**Kernel models.** One model per kernel family (the runtime op, depthwise/grouped convolutions,
+activation-by-activation matmuls and one-row products of a weight matrix -- ``/gemv``,
+:func:`model_family` -- split out), fitted on profiled kernel times measured *in
 context* by ``latlab bench`` (the ``context`` suite of generated networks, plus every other
 profiled benchmark): a non-negative linear cost ``a + b * flops + c * bytes`` (fitted on
 relative error, so it extrapolates in size) times a learned correction ``exp(r(x))`` on the
@@ -93,12 +94,32 @@ def base_family(family: str) -> str:
     return op + sep + suffix
 
 
-def _x(features: Sequence[dict[str, float]]) -> np.ndarray:
+#: Ops whose one-row products (a batch-1 classifier, a last-token projection) form their own
+#: family: they stream the weights once, memory-bound, unlike the token GEMMs beside them.
+_GEMV_OPS = ("Gemm", "MatMul")
+
+
+def model_features() -> tuple[str, ...]:
+    """The feature columns of the learned corrections (recorded per family in a bundle, so a
+    later change of the columns leaves saved bundles predicting with theirs)."""
     from latlab.datasets.bench.kernels_runtime import FEATURES
 
+    return FEATURES
+
+
+def model_family(family: str, features: dict[str, float]) -> str:
+    """The family a kernel is modelled in: the runtime's (``kernel_features``), with one-row
+    products of a weight matrix split out as ``/gemv`` (see :data:`_GEMV_OPS`)."""
+    if "/" in family or base_family(family) not in _GEMV_OPS or not features.get("b_weight"):
+        return family
+    rows = float(features.get("m", 0.0)) * float(features.get("batch", 1.0))
+    return f"{family}/gemv" if rows == 1 else family
+
+
+def _x(features: Sequence[dict[str, float]], names: Sequence[str]) -> np.ndarray:
     return np.log1p(
-        np.array([[max(float(f.get(k, 0.0)), 0.0) for k in FEATURES] for f in features])
-    ).reshape(len(features), len(FEATURES))
+        np.array([[max(float(f.get(k, 0.0)), 0.0) for k in names] for f in features])
+    ).reshape(len(features), len(names))
 
 
 def _basis(features: Sequence[dict[str, float]]) -> np.ndarray:
@@ -131,16 +152,25 @@ def _linear(coef: np.ndarray, basis: np.ndarray) -> np.ndarray:
 class _Family:
     """The model of one kernel family: linear cost times an optional learned correction."""
 
-    def __init__(self, coef: np.ndarray, kind: str = "linear", model: Any = None) -> None:
+    def __init__(
+        self,
+        coef: np.ndarray,
+        kind: str = "linear",
+        model: Any = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         self.coef = coef
         self.kind = kind
         self.model = model
+        #: the correction's feature columns (a bundle saved before the context features
+        #: predicts with the kernel features it was fitted on)
+        self.names = tuple(names) if names is not None else model_features()
 
     def predict_us(self, features: Sequence[dict[str, float]]) -> np.ndarray:
         base = _linear(self.coef, _basis(features))
         if self.model is None:
             return base
-        return base * np.exp(self.model.predict(_x(features)))
+        return base * np.exp(self.model.predict(_x(features, self.names)))
 
 
 def _learner(kind: str, n: int, seed: int, n_estimators: int) -> Any:
@@ -194,7 +224,8 @@ def fit_family(
     if keep.sum() >= max(3, len(t_us) // 2) and not keep.all():
         features = [f for f, k in zip(features, keep, strict=True) if k]
         t_us, groups, basis = t_us[keep], groups[keep], basis[keep]
-    x = _x(features)
+    names = model_features()
+    x = _x(features, names)
     cands = ["linear", "trees", "gbm"] if model == "auto" else [model]
     cv: dict[str, float] = {}
     uniq = np.unique(groups)
@@ -227,7 +258,8 @@ def fit_family(
     if best == "linear":
         return _Family(coef), cv
     r = np.log(t_us) - np.log(_linear(coef, basis))
-    return _Family(coef, best, _learner(best, len(t_us), seed, n_estimators).fit(x, r)), cv
+    fitted = _learner(best, len(t_us), seed, n_estimators).fit(x, r)
+    return _Family(coef, best, fitted, names), cv
 
 
 def network_kernels(
@@ -351,16 +383,16 @@ class KernelPredictor(LatencyPredictor):
                 f"{self.store}: run latlab bench --device-name {self.device} first"
             )
         self.precision_ = self._checked_precision()
-        feats = list(rows["features"])
-        t_us = np.maximum(rows["time_us"].to_numpy(dtype=float), 0.05)
         nets = rows["network"].to_numpy()
+        feats: list[dict[str, float]] = list(rows["features"])
+        t_us = np.maximum(rows["time_us"].to_numpy(dtype=float), 0.05)
         self.fallback_ = fit_linear(_basis(feats), t_us)
         self.families_: dict[str, _Family] = {}
         self.cv_: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         by: dict[str, list[int]] = defaultdict(list)
         for i, fam in enumerate(rows["family"]):
-            by[str(fam)].append(i)
+            by[model_family(str(fam), feats[i])].append(i)
         for fam, idx in sorted(by.items()):
             counts[fam] = len(idx)
             if len(idx) < self.min_points:
@@ -450,13 +482,15 @@ class KernelPredictor(LatencyPredictor):
 
     # ------------------------------------------------------------------ prediction
 
-    def _kernel_ms(self, kernels: list[Any]) -> tuple[np.ndarray, list[bool], list[str]]:
+    def _kernel_ms(self, kernels: list[Any]) -> tuple[np.ndarray, list[bool], list[str], list[str]]:
+        """Per kernel of one network: predicted ms, covered, the model used, the family."""
         pred = np.zeros(len(kernels))
         covered = [False] * len(kernels)
         used = ["roofline"] * len(kernels)
+        families = [model_family(k.family, k.features) for k in kernels]
         by: dict[str, list[int]] = defaultdict(list)
-        for i, k in enumerate(kernels):
-            by[k.family].append(i)
+        for i, fam in enumerate(families):
+            by[fam].append(i)
         for fam, idx in by.items():
             feats = [kernels[i].features for i in idx]
             name = self._family_for(fam)
@@ -469,7 +503,7 @@ class KernelPredictor(LatencyPredictor):
             for i in idx:
                 covered[i] = True
                 used[i] = label
-        return pred, covered, used
+        return pred, covered, used, families
 
     def _family_for(self, family: str) -> str | None:
         """The fitted family that models ``family``: itself, else the modelled family of the
@@ -482,10 +516,19 @@ class KernelPredictor(LatencyPredictor):
         base = base_family(family)
         sibs = [f for f in full if base_family(f) == base]
         if sibs:
-            return max(sibs, key=lambda f: self.counts_.get(f, 0))
+            # the sibling in the same layout first: a plain (unblocked) grouped convolution
+            # runs 2-4x slower than an NCHWc one of the same shape on this CPU
+            def rank(f: str) -> tuple[bool, int]:
+                return ("nchwc" in f) == ("nchwc" in family), self.counts_.get(f, 0)
+
+            return max(sibs, key=rank)
         # a family with a few kernels: its own linear cost (better than the pooled fallback,
         # which conv FLOPs dominate: QLinearSoftmax, Erf, LayerNorm were 10x under)
-        return family if family in self.families_ else None
+        if family in self.families_:
+            return family
+        if family.endswith("/gemv"):  # a bundle fitted before the split: the unsplit family
+            return self._family_for(family.removesuffix("/gemv"))
+        return None
 
     def predict_layers(self, networks: Sequence[Network]) -> pd.DataFrame:
         """One row per executed kernel (:data:`KERNEL_COLUMNS`); ``covered`` False marks a
@@ -505,8 +548,8 @@ class KernelPredictor(LatencyPredictor):
                 getattr(self, "mapping_", None),
                 getattr(self, "precision_", "fp32"),
             )
-            pred, covered, used = self._kernel_ms(kernels)
-            for k, p, c, u in zip(kernels, pred, covered, used, strict=True):
+            pred, covered, used, families = self._kernel_ms(kernels)
+            for k, p, c, u, fam in zip(kernels, pred, covered, used, families, strict=True):
                 rows.append(
                     {
                         "network_index": ni,
@@ -514,7 +557,7 @@ class KernelPredictor(LatencyPredictor):
                         "kernel": k.index,
                         "name": k.name,
                         "op": k.op,
-                        "family": k.family,
+                        "family": fam,
                         "input_shapes": [list(s) for s in k.input_shapes],
                         "output_shapes": [list(s) for s in k.output_shapes],
                         "macs": float(k.features.get("macs", 0.0)),
@@ -557,6 +600,8 @@ class KernelPredictor(LatencyPredictor):
         fams = {}
         for i, (fam, m) in enumerate(sorted(self.families_.items())):
             entry: dict[str, Any] = {"coef": m.coef.tolist(), "kind": m.kind}
+            if m.model is not None:
+                entry["features"] = list(m.names)
             if m.kind == "gbm":
                 name = f"kernel_{i}.lgb.txt"
                 atomic_write_bytes(directory / name, m.model.booster_.model_to_string().encode())
@@ -608,4 +653,6 @@ class KernelPredictor(LatencyPredictor):
             elif entry["kind"] == "trees":
                 data = read_model_file(directory, entry["file"])
                 model = load_trusted_skops(data, directory / entry["file"])
-            self.families_[fam] = _Family(coef, entry["kind"], model)
+            # a bundle written before the columns were recorded: today's (the same then)
+            names = entry.get("features", model_features())
+            self.families_[fam] = _Family(coef, entry["kind"], model, names)
