@@ -60,6 +60,8 @@ _C = (
     256, 320, 384, 480, 512, 640, 768, 1024, 1536, 2048,
 )  # fmt: skip
 _K = (1, 3, 5, 7)
+#: Channels per group of grouped convolutions (ResNeXt's 4 and 8, RegNet's 8-112).
+_GROUP_WIDTHS = (4, 8, 8, 16, 24, 24, 32, 48, 56, 64, 112)
 _S = (1, 2)
 
 # Layer type -> (ops chain, base points, swept keys, share of the random configurations).
@@ -84,6 +86,20 @@ _TYPES: dict[str, tuple[str, list[dict[str, int]], tuple[str, ...], float]] = {
         ],
         ("h", "c", "k", "s"),
         0.12,
+    ),
+    # grouped 3x3 convolutions with their fused ReLU, at the group widths of ResNeXt (4-8) and
+    # RegNet (8-112, 24 and 48 among them): whether onnxruntime runs one in its blocked NCHWc
+    # layout or as a plain FusedConv depends on the group width, and the plain one is several
+    # times slower per FLOP; the in-context blocks alone held a dozen such kernels
+    "gconv": (
+        "conv+relu",
+        [
+            {"h": 56, "c": 128, "f": 128, "k": 3, "s": 1, "g": 32},
+            {"h": 14, "c": 336, "f": 336, "k": 3, "s": 1, "g": 14},
+            {"h": 28, "c": 192, "f": 192, "k": 3, "s": 1, "g": 8},
+        ],
+        ("h", "g", "s"),
+        0.15,
     ),
     "fc": (
         "fc",
@@ -140,7 +156,9 @@ _TYPES: dict[str, tuple[str, list[dict[str, int]], tuple[str, ...], float]] = {
     "reshape": ("reshape", [{"t": 128, "c": 768, "e": 12}], ("t", "c"), 0.01),
 }  # fmt: skip
 
-_SWEEP_VALUES = {"h": _H, "c": _C, "f": _C, "c2": _C, "k": _K, "s": _S}
+_SWEEP_VALUES = {
+    "h": _H, "c": _C, "f": _C, "c2": _C, "k": _K, "s": _S, "g": (2, 4, 7, 8, 14, 16, 32, 64),
+}  # fmt: skip
 #: Transformer shapes: tokens 16-1024, widths 64-4096, heads 1-32, head dimensions 16-128.
 _T = (16, 32, 49, 50, 64, 77, 96, 128, 196, 197, 256, 384, 512, 768, 1024)
 _D = (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048, 3072, 4096)
@@ -272,6 +290,11 @@ def _random_params(name: str, rng: np.random.Generator) -> dict[str, int]:
         p.update(f=_channels_random(rng), k=int(rng.choice(_K)), s=int(rng.choice(_S)))
     elif name == "dwconv":
         p.update(k=int(rng.choice(_K)), s=int(rng.choice(_S)))
+    elif name == "gconv":  # a group width of real networks, the groups to match
+        width = int(rng.choice(_GROUP_WIDTHS))
+        groups = max(2, round(_channels_random(rng, 2048) / width))
+        c = width * groups
+        p.update(c=c, f=c, g=groups, k=int(rng.choice((3, 3, 3, 5))), s=int(rng.choice(_S)))
     elif name == "fc":
         p = {"c": _channels_random(rng, 4096), "f": _channels_random(rng, 4096)}
     elif name in ("maxpool", "avgpool"):
