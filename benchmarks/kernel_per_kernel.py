@@ -8,7 +8,8 @@ kernel's time inside its network) but reports network-level figures only. This t
 main preset: the store's generated ``kernel:``/``block:`` networks; no zoo network), predicts
 every zoo network kernel by kernel (:meth:`KernelPredictor.predict_layers`) and compares each
 kernel with its profiled time (:func:`latlab.datasets.bench.export.kernel_rows`: the profile's
-statistic, the 10th percentile under the thread timer), matched by kernel index and op. The
+statistic, the 10th percentile under the thread timer), matched by node name and op (by kernel
+index where a name is missing or repeated). The
 issue-16 figure is the MAPE over kernels of at least 0.1 ms (below, the profiler's own
 per-node cost of a few microseconds dominates the measured time). Writes
 ``benchmarks/results/kernel_per_kernel.{md,json}``; reads the store only.
@@ -26,28 +27,50 @@ from bench_common import fail, open_store, write_result
 THRESHOLD_MS = 0.1
 
 
+def _op_tail(ops: pd.Series) -> pd.Series:
+    """The op's last dotted part: a fused kernel's domain may be written either way."""
+    return ops.astype(str).str.rsplit(".", n=1).str[-1]
+
+
 def match_kernels(
     profiled: pd.DataFrame, model: Any, predicted: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Every profiled kernel (rows of :func:`kernel_rows`) beside ``model``'s prediction of it.
 
-    Matched by kernel index and op (the op's last dotted part: a fused kernel's domain may be
-    written either way); columns of :func:`kernel_rows` plus ``predicted_ms``, ``measured_ms``
-    (the profile's statistic) and ``ape`` (%); empty when ``profiled`` is. ``predicted``: the
-    model's ``predict_layers`` of those networks, when the caller has it already.
+    Matched by node name and op within a network, where the optimised graph names the node
+    once (onnxruntime's graph optimisations may order the nodes of one model differently
+    between two sessions, so an index can point at another kernel); by kernel index and op for
+    unnamed or repeated names. Columns of :func:`kernel_rows` plus ``predicted_ms``,
+    ``measured_ms`` (the profile's statistic) and ``ape`` (%); empty when ``profiled`` is.
+    ``predicted``: the model's ``predict_layers`` of those networks, when the caller has it.
     """
     if profiled.empty:
         return profiled
     if predicted is None:
         predicted = model.predict_layers(list(dict.fromkeys(profiled["network"])))
     pred = predicted.rename(
-        columns={"kernel": "node_index", "op": "predicted_op", "family": "predicted_family"}
+        columns={"kernel": "pred_index", "op": "predicted_op", "family": "predicted_family"}
     )
-    both = profiled.merge(pred, on=["network", "node_index"], how="inner")
-    same = (
-        both["op"].str.rsplit(".", n=1).str[-1] == both["predicted_op"].str.rsplit(".", n=1).str[-1]
-    )
-    both = both[same].copy()
+    pred = pred.assign(tail=_op_tail(pred["predicted_op"]))
+    prof = profiled.assign(tail=_op_tail(profiled["op"]))
+    names = prof["node"] if "node" in prof.columns else pd.Series("", index=prof.index)
+
+    def unique_names(frame: pd.DataFrame, col: pd.Series) -> pd.Series:
+        counts = col.groupby([frame["network"], col]).transform("size")
+        return (col != "") & (counts == 1)
+
+    by_name = unique_names(prof, names)
+    pred_names = pred["name"].fillna("").astype(str)
+    pred_unique = unique_names(pred, pred_names)
+    named = prof[by_name].merge(
+        pred[pred_unique], left_on=["network", "node", "tail"],
+        right_on=["network", "name", "tail"], how="inner",
+    )  # fmt: skip
+    rest = prof[~by_name].merge(
+        pred, left_on=["network", "node_index", "tail"],
+        right_on=["network", "pred_index", "tail"], how="inner",
+    )  # fmt: skip
+    both = pd.concat([named, rest], ignore_index=True).drop(columns=["tail"])
     both["measured_ms"] = both["time_us"] / 1e3
     both["ape"] = 100 * (both["predicted_ms"] - both["measured_ms"]).abs() / both["measured_ms"]
     return both

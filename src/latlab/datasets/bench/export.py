@@ -114,7 +114,8 @@ def kernel_rows(
     """Every stored profiled kernel of ``device`` with its features: the kernel models' data.
 
     One row per executed node of every profile that carries kernel features (profiles taken
-    by this version of the bench suites): ``network``, ``node_index``, ``op``, ``family``,
+    by this version of the bench suites): ``network``, ``node_index``, ``node`` (the node's name
+    in the optimised graph, "" when unnamed), ``op``, ``family``,
     ``features`` (dict), ``time_us`` (the profile's statistic: the median, or the 10th
     percentile under the ``thread`` timer, times the profile's reference scale) and ``runs``.
     ``networks`` restricts the rows to those references (a training split); real networks
@@ -123,7 +124,7 @@ def kernel_rows(
     """
     bench = BenchStore(store)
     nodes = bench.profile_nodes(device)
-    cols = ["network", "node_index", "op", "family", "features", "time_us", "runs"]
+    cols = ["network", "node_index", "node", "op", "family", "features", "time_us", "runs"]
     if nodes.empty:
         return pd.DataFrame(columns=cols)
     profs = bench.profiles(device)
@@ -152,6 +153,7 @@ def kernel_rows(
             {
                 "network": r.network,
                 "node_index": int(r.node_index),
+                "node": str(r.node or ""),
                 "op": kern["op"],
                 "family": kern["family"],
                 "features": kern["features"],
