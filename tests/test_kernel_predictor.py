@@ -198,6 +198,13 @@ def test_context_suite_stores_kernels_with_features(kernel_store):
     assert set(rows["network"]) == set(TINY)
     assert (rows["time_us"] > 0).all()
     assert {"Gemm", "com.microsoft.nchwc.Conv"} <= set(rows["family"])
+    # each kernel names its node in the optimised graph, as the predictor's per-kernel table
+    # does (what per-kernel comparisons match on), unique within a network
+    named = rows[rows["node"] != ""]
+    assert len(named) > 0.5 * len(rows)
+    assert not named.duplicated(["network", "node"]).any()
+    profiled = set(named[named["network"] == TINY[0]]["node"])
+    assert profiled and profiled <= {k.name for k in runtime_kernels(TINY[0])}
     assert again.skipped == TINY[:2] and not again.measured  # resumable
 
 
