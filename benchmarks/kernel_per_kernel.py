@@ -32,6 +32,12 @@ def _op_tail(ops: pd.Series) -> pd.Series:
     return ops.astype(str).str.rsplit(".", n=1).str[-1]
 
 
+def _named_once(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Rows whose node name is set and unique within its network."""
+    counts = frame.groupby(["network", column])[column].transform("size")
+    return (frame[column] != "") & (counts == 1)
+
+
 def match_kernels(
     profiled: pd.DataFrame, model: Any, predicted: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -53,17 +59,9 @@ def match_kernels(
     )
     pred = pred.assign(tail=_op_tail(pred["predicted_op"]))
     prof = profiled.assign(tail=_op_tail(profiled["op"]))
-    names = prof["node"] if "node" in prof.columns else pd.Series("", index=prof.index)
-
-    def unique_names(frame: pd.DataFrame, col: pd.Series) -> pd.Series:
-        counts = col.groupby([frame["network"], col]).transform("size")
-        return (col != "") & (counts == 1)
-
-    by_name = unique_names(prof, names)
-    pred_names = pred["name"].fillna("").astype(str)
-    pred_unique = unique_names(pred, pred_names)
+    by_name = _named_once(prof, "node")
     named = prof[by_name].merge(
-        pred[pred_unique], left_on=["network", "node", "tail"],
+        pred[_named_once(pred, "name")], left_on=["network", "node", "tail"],
         right_on=["network", "name", "tail"], how="inner",
     )  # fmt: skip
     rest = prof[~by_name].merge(
