@@ -252,6 +252,10 @@ def test_kernel_predictor_fits_from_the_store(kernel_store, tmp_path):
     p_ir = again._kernel_ms(ir)[0].sum()
     p_rt = again._kernel_ms(rt)[0].sum()
     assert p_ir == pytest.approx(p_rt, rel=0.1)
+    # one-row products never profiled (no classifier here): the unsplit family's model, as a
+    # bundle fitted before the /gemv split predicts them
+    assert "Gemm/gemv" not in model.counts_
+    assert model._family_for("Gemm/gemv") == model._family_for("Gemm") == "Gemm"
     # a network with a kernel family never profiled: costed by the roofline, reported
     odd = "block:dense?h=7&c=16&gr=8&n=2"
     missing = model.uncovered([odd])[0]
