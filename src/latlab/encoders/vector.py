@@ -371,19 +371,36 @@ class Nb201OpCountEncoder(EncoderStateMixin, TransformerMixin, BaseEstimator):
     (every cell runs its ops whether or not they reach the output, unless a graph optimiser
     removes dead ones), which tree models cannot add up from one-hot columns on their own.
     Reads ``meta["ops"]``/``meta["arch"]`` only. Stateless; usable without fit.
+
+    ``part`` keeps one half: ``"edges"`` (``count=``: what a runtime that executes every op
+    runs) or ``"live"`` (``live_count=``: what one that prunes dead ops runs); few-shot
+    transfer fits an additive cost model on each (:mod:`latlab.predictors.additive`), where
+    ten networks cannot support all ten columns at once.
     """
 
-    def __init__(self) -> None:
-        pass
+    def __init__(self, part: str = "all") -> None:
+        self.part = part
 
     def fit(self, graphs: Sequence[NetworkGraph], y: Any = None) -> Nb201OpCountEncoder:
         check_graphs(graphs, type(self).__name__)
         return self
 
+    def _columns(self) -> slice:
+        parts = {"all": slice(0, 2 * len(OPS)), "edges": slice(0, len(OPS)),
+                 "live": slice(len(OPS), 2 * len(OPS))}  # fmt: skip
+        if self.part not in parts:
+            raise FeatureError(
+                f"unknown nb201 count part {self.part!r} (known: {', '.join(parts)})"
+            )
+        return parts[self.part]
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return feature_names(NB201_COUNT_FEATURES)
+        return feature_names(NB201_COUNT_FEATURES[self._columns()])
 
     def transform(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
+        return self._all_counts(graphs)[:, self._columns()]
+
+    def _all_counts(self, graphs: Sequence[NetworkGraph]) -> np.ndarray:
         gs = check_graphs(graphs, type(self).__name__)
         idx = nb201_op_indices(gs)  # (n, 6)
         onehot = np.zeros((len(gs), len(EDGES), len(OPS)), dtype=np.float64)
@@ -419,6 +436,10 @@ VECTOR_ENCODERS: Registry[Any] = Registry(
         "widths": LayerWidthEncoder,
         "nb201-onehot": Nb201OneHotEncoder,
         "nb201-counts": Nb201OpCountEncoder,
+        # Raw (not log) totals and per-kind counts and MACs: columns a latency adds up over.
+        "summary-linear": lambda: SummaryEncoder(log1p=False),
+        "nb201-edge-counts": lambda: Nb201OpCountEncoder(part="edges"),
+        "nb201-live-counts": lambda: Nb201OpCountEncoder(part="live"),
     },
 )
 

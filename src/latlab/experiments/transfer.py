@@ -190,11 +190,12 @@ def _run_one(
     with tempfile.TemporaryDirectory(prefix="latlab-transfer-") as tmp:
         result = train(source, device, config, Path(tmp) / "bundle")
         if "target_exclude" in params:  # record what the predictor pretrained on
+            from latlab.predictors.transfer import PSEUDO_SOURCES
             from latlab.training.bundle import load_bundle
 
             predictor: Any = load_bundle(Path(tmp) / "bundle").predictor  # a TransferPredictor
             weights = predictor.source_weights()
-            sources = [n for n in weights if not n.startswith("proxy:")]
+            sources = [n for n in weights if not n.startswith(PSEUDO_SOURCES)]
     test = result.metrics["test"]
     out: dict[str, Any] = {
         "spearman": float(test["spearman"]),

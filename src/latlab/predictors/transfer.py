@@ -12,7 +12,11 @@ format). The method, chosen by measurement on the leave-one-device-out protocol 
    ``(1 / mse_j) ** weight_power`` (in-sample log MSE), so the source devices that behave like
    the target dominate. ``method="nearest"`` keeps the best single source, ``method="ridge"``
    regresses on all standardised source columns at once (RidgeCV); both were measured worse
-   than the weighted ensemble at k = 10..50.
+   than the weighted ensemble at k = 10..50. Beside the measured devices, pseudo-sources
+   compete for the weights: analytical proxies (``proxies``: MACs, bytes) and, in a space
+   whose op counts add up to latency (nb201), non-negative op-cost models fitted on the k
+   networks themselves (``additive``, :mod:`latlab.predictors.additive`, entered by their
+   leave-one-out values) -- what a new *kind* of device, unlike every source, is ranked by.
 2. **Architecture head.** What no source device shows (a runtime that prunes dead code, an
    op that is unusually slow on this device) is learned from the residuals of stage 1 on the
    network's vector features (``features="auto"``: NAS-Bench-201 one-hot + summary for nb201
@@ -69,6 +73,12 @@ from latlab.datasets.references import reference_of
 from latlab.datasets.tables import NETWORK, load_table
 from latlab.errors import BundleError, DataError, FeatureError
 from latlab.fileio import atomic_write_bytes, inside
+from latlab.predictors.additive import (
+    additive_specs,
+    fit_additive,
+    loo_additive,
+    predict_additive,
+)
 from latlab.predictors.base import (
     LatencyPredictor,
     Network,
@@ -86,6 +96,9 @@ SOURCES_FILE = "transfer_sources.parquet"
 SOURCE_MODELS_DIR = "source_models"
 #: Floor on a source fit's log MSE in the ensemble weights (a 0.1 % error squared).
 _MSE_FLOOR = 1e-6
+#: Name prefixes of the stage-1 columns that are no source device: the analytical proxies and
+#: the additive op-cost models fitted on the k networks (``source_weights`` keys).
+PSEUDO_SOURCES = ("proxy:", "additive:")
 #: Penalties the ridge head chooses from by leave-one-out CV (features are standardised).
 _RIDGE_ALPHAS = np.logspace(0.5, 5, 25)
 
@@ -468,7 +481,10 @@ class TransferPredictor(LatencyPredictor):
     (stage 1: ``ensemble``, ``nearest``, ``ridge``), ``head`` (stage 2: ``auto``, ``gp``,
     ``ridge``, ``none``), ``features`` (``auto`` or an encoder spec), ``weight_power`` (ensemble
     sharpness), ``source_predictor`` (registered predictor for networks outside the table, ``auto``
-    or ``none``), ``proxies`` (analytical pseudo-sources: ``macs``, ``bytes``), ``random_state``.
+    or ``none``), ``proxies`` (analytical pseudo-sources: ``macs``, ``bytes``), ``additive``
+    (the op-cost pseudo-source fitted on the k networks, :mod:`latlab.predictors.additive`:
+    ``auto`` -- where the space's op counts are additive, nb201 --, ``none``, or an encoder
+    spec of count columns), ``random_state``.
     """
 
     name = "transfer"
@@ -480,6 +496,7 @@ class TransferPredictor(LatencyPredictor):
             "method": cat("ensemble", "nearest", "ridge"),
             "head": cat("auto", "gp", "ridge", "none"),
             "weight_power": flt(0.0, 8.0),
+            "additive": cat("auto", "none"),
         }
     )
     min_train_rows = 3
@@ -496,6 +513,7 @@ class TransferPredictor(LatencyPredictor):
         proxies: tuple[str, ...] | list[str] = ("macs", "bytes"),
         random_state: int = 0,
         min_ms: float | None = None,
+        additive: str = "auto",
     ) -> None:
         self.pretrain = pretrain
         #: Floor (ms) below which source latencies are dropped (``load_table(min_ms=)``).
@@ -507,6 +525,7 @@ class TransferPredictor(LatencyPredictor):
         self.weight_power = weight_power
         self.source_predictor = source_predictor
         self.proxies = proxies
+        self.additive = additive
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
@@ -552,6 +571,10 @@ class TransferPredictor(LatencyPredictor):
         graphs = as_graphs(networks)
         self.source_predictor_ = self._resolve_source_predictor(graphs)
         s = self._source_matrix(refs, graphs)
+        self.additive_ = self._fit_additive(graphs, y)
+        for add in self.additive_:  # their leave-one-out values: weighted by unseen error
+            x = np.asarray(add["encoder"].transform(graphs), dtype=np.float64)
+            s = np.hstack([s, np.log(loo_additive(x, y))[:, None]])
         logy = np.log(y)
         self.stage1_ = fit_source_ensemble(s, logy, self.method, self.weight_power)
         r = logy - predict_source_ensemble(self.stage1_, s)
@@ -592,6 +615,32 @@ class TransferPredictor(LatencyPredictor):
         if self.proxies:
             out = np.hstack([out, proxy_matrix(graphs, self.proxies)])
         return out
+
+    def _fit_additive(self, graphs: list[Any], y: np.ndarray) -> list[dict[str, Any]]:
+        """The additive op-cost pseudo-sources on the k networks, one per count encoder
+        (``auto``: the space's :attr:`additive_counts`; ``none``; or comma-separated specs)."""
+        from latlab.predictors.vector_features import vector_encoder
+
+        if self.additive == "none":
+            return []
+        if self.additive == "auto":
+            specs = additive_specs(graphs)
+        else:
+            specs = tuple(p.strip() for p in str(self.additive).split(",") if p.strip())
+        out = []
+        for spec in specs:
+            encoder = vector_encoder(spec).fit(graphs)
+            x = np.asarray(encoder.transform(graphs), dtype=np.float64)
+            out.append({"spec": spec, "encoder": encoder, "fit": fit_additive(x, y)})
+        return out
+
+    def _with_additive(self, s: np.ndarray, graphs: list[Any]) -> np.ndarray:
+        """``s`` with the additive pseudo-sources' log predictions appended."""
+        cols = [s]
+        for add in getattr(self, "additive_", []):  # bundles from before them have none
+            x = np.asarray(add["encoder"].transform(graphs), dtype=np.float64)
+            cols.append(np.log(predict_additive(add["fit"], x))[:, None])
+        return np.hstack(cols)
 
     def _resolve_source_predictor(self, graphs: list[Any]) -> str:
         """``auto``: ``gbm`` when the target networks are of the pretrain table's search space,
@@ -660,7 +709,7 @@ class TransferPredictor(LatencyPredictor):
     def _predict(self, networks: list[Network]) -> np.ndarray:
         refs = [reference_of(n).strip() for n in networks]
         graphs = as_graphs(networks)
-        s = self._source_matrix(refs, graphs)
+        s = self._with_additive(self._source_matrix(refs, graphs), graphs)
         z = predict_source_ensemble(self.stage1_, s)
         if self.features_ is not None:
             z = z + self._head.predict(self.features_.transform(graphs))
@@ -722,6 +771,7 @@ class TransferPredictor(LatencyPredictor):
         """Stage-1 weight of each source device (what the target was found to resemble)."""
         self._check_fitted()
         names = [*self.sources_.columns, *(f"proxy:{p}" for p in self.proxies)]
+        names += [f"additive:{a['spec']}" for a in getattr(self, "additive_", [])]
         key = "coef" if self.stage1_["method"] == "ridge" else "w"
         return dict(zip(names, map(float, self.stage1_[key]), strict=True))
 
@@ -743,6 +793,7 @@ class TransferPredictor(LatencyPredictor):
             "features": None if self.features_ is None else self.features_.to_state(),
             "source_models": models,
             "source_predictor": self._source_predictor(),
+            "additive": [_additive_state(a) for a in getattr(self, "additive_", [])],
         }
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
@@ -763,10 +814,23 @@ class TransferPredictor(LatencyPredictor):
         self.features_ = None if feats is None else _Features.from_state(feats)
         if "source_predictor" in state:
             self.source_predictor_ = str(state["source_predictor"])
+        self.additive_ = [_additive_from_state(a) for a in state.get("additive", [])]
         self.source_models_ = {
             col: load_predictor(inside(directory, sub, "source model folder"))
             for col, sub in state.get("source_models", {}).items()
         }
+
+
+def _additive_state(add: dict[str, Any]) -> dict[str, Any]:
+    from latlab.encoders.base import encoder_to_state
+
+    return {"spec": add["spec"], "encoder": encoder_to_state(add["encoder"]), "fit": add["fit"]}
+
+
+def _additive_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    from latlab.encoders.base import encoder_from_state
+
+    return {**state, "encoder": encoder_from_state(state["encoder"])}
 
 
 def _leaking_columns(sources: SourceLatencies, refs: list[str], y: np.ndarray) -> list[str]:

@@ -65,6 +65,11 @@ class SearchSpace:
     #: ops: the same shapes in every cell of a stage), so that ``layer-sum``'s ``auto`` tables
     #: :attr:`counts`; otherwise it tables the IR's distinct layers (FBNet, OFA).
     counts_additive: bool = False
+    #: Encoder specs of count columns whose latency is (close to) a non-negative sum of per-op
+    #: costs: few-shot transfer fits one such model on the k target networks per spec, as a
+    #: pseudo-source (:mod:`latlab.predictors.additive`). Default: the raw network summary
+    #: (per-kind layer counts and MACs, bytes: a layer-sum over kinds), which any IR has.
+    additive_counts: tuple[str, ...] = ("summary-linear",)
     #: Leading text of a bare body that serving reads as ``<prefix>:<body>`` (nb201: ``"|"``).
     bare_prefix: str | None = None
     #: The reference scheme of a plug-in space (:class:`~latlab.datasets.references.Scheme`),

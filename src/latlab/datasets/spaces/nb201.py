@@ -380,6 +380,10 @@ class Nb201Space(SearchSpace):
     counts = "nb201-counts"
     graph = "nb201-cell"
     counts_additive = True
+    #: A runtime that executes every edge's op (edge counts), or one that prunes the ops whose
+    #: result reaches no output (live counts): two hypotheses, each a transfer pseudo-source,
+    #: beside the summary every space offers.
+    additive_counts = ("nb201-edge-counts", "nb201-live-counts", "summary-linear")
     bare_prefix = "|"
 
     def __init__(self) -> None:
