@@ -130,7 +130,9 @@ def test_sources_intervals_replay_k_shot_transfer_on_the_source_devices(nb201_sm
     w = make_conformal("sources", model).calibrate(refs[:10], y[:10])
     assert w.n_calibration == 2 * 2 * 200
     low, high = w.predict_interval(refs[10:], 0.9)
-    point = model.predict(refs[10:])
+    # Around the wrapper's point: the model's, raised to half the fastest calibration latency
+    # (pixel3 prunes dead ops, and the additive pseudo-source predicts some cells below it).
+    point = w.clamp(model.predict(refs[10:]))
     assert np.all(np.isfinite(high)) and np.all((low < point) & (point < high))
     coverage = float(np.mean((y[10:] >= low) & (y[10:] <= high)))
     assert 0.5 <= coverage <= 1.0, coverage
