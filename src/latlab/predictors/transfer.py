@@ -13,10 +13,11 @@ format). The method, chosen by measurement on the leave-one-device-out protocol 
    the target dominate. ``method="nearest"`` keeps the best single source, ``method="ridge"``
    regresses on all standardised source columns at once (RidgeCV); both were measured worse
    than the weighted ensemble at k = 10..50. Beside the measured devices, pseudo-sources
-   compete for the weights: analytical proxies (``proxies``: MACs, bytes) and, in a space
-   whose op counts add up to latency (nb201), non-negative op-cost models fitted on the k
-   networks themselves (``additive``, :mod:`latlab.predictors.additive`, entered by their
-   leave-one-out values) -- what a new *kind* of device, unlike every source, is ranked by.
+   compete for the weights: analytical proxies (``proxies``: MACs, bytes) and non-negative
+   op-cost models fitted on the k networks themselves (``additive``, on nb201's op counts and
+   on the raw summary of any space's networks, :mod:`latlab.predictors.additive`, entered by
+   their leave-one-out values) -- what a new *kind* of device, unlike every source, is
+   ranked by.
 2. **Architecture head.** What no source device shows (a runtime that prunes dead code, an
    op that is unusually slow on this device) is learned from the residuals of stage 1 on the
    network's vector features (``features="auto"``: NAS-Bench-201 one-hot + summary for nb201
@@ -482,9 +483,10 @@ class TransferPredictor(LatencyPredictor):
     ``ridge``, ``none``), ``features`` (``auto`` or an encoder spec), ``weight_power`` (ensemble
     sharpness), ``source_predictor`` (registered predictor for networks outside the table, ``auto``
     or ``none``), ``proxies`` (analytical pseudo-sources: ``macs``, ``bytes``), ``additive``
-    (the op-cost pseudo-source fitted on the k networks, :mod:`latlab.predictors.additive`:
-    ``auto`` -- where the space's op counts are additive, nb201 --, ``none``, or an encoder
-    spec of count columns), ``random_state``.
+    (the op-cost pseudo-sources fitted on the k networks, :mod:`latlab.predictors.additive`:
+    ``auto`` -- the space's ``additive_counts``: nb201's edge and live op counts and every
+    space's raw summary; none for networks of no single space --, ``none``, or comma-separated
+    encoder specs), ``random_state``.
     """
 
     name = "transfer"
