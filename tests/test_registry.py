@@ -217,7 +217,10 @@ def test_listing_schemes_spaces_backends_and_encoders_imports_none_of_their_modu
     assert got["spaces"] == sorted(BUILTIN_SPACES) and len(got["spaces"]) == 9
     assert got["backends"] == sorted(BUILTIN_BACKENDS) and len(got["backends"]) == 5
     # The spaces' own encoders are not known before their space loads.
-    assert got["vector"] == ["nb201-counts", "nb201-onehot", "summary", "widths"]
+    assert got["vector"] == [
+        "nb201-counts", "nb201-edge-counts", "nb201-live-counts", "nb201-onehot", "summary",
+        "summary-linear", "widths",
+    ]  # fmt: skip
     assert got["graph"] == ["generic", "nb201-brp", "nb201-cell"]
 
 
