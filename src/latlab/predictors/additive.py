@@ -38,8 +38,8 @@ _FLOOR = 0.05
 
 def additive_specs(graphs: Sequence[Any]) -> tuple[str, ...]:
     """The count encoders of the networks' search space whose latency is a sum of op costs
-    (:attr:`~latlab.datasets.spaces.base.SearchSpace.additive_counts`; nb201: edge and live op
-    counts); none for FBNet/OFA, whose per-position choices are no additive op counts."""
+    (:attr:`~latlab.datasets.spaces.base.SearchSpace.additive_counts`: nb201's edge and live op
+    counts and, in every space, the raw summary); none for networks of no single space."""
     from latlab.datasets.spaces import space_of
 
     space = space_of(graphs)

@@ -573,10 +573,8 @@ class TransferPredictor(LatencyPredictor):
         graphs = as_graphs(networks)
         self.source_predictor_ = self._resolve_source_predictor(graphs)
         s = self._source_matrix(refs, graphs)
-        self.additive_ = self._fit_additive(graphs, y)
-        for add in self.additive_:  # their leave-one-out values: weighted by unseen error
-            x = np.asarray(add["encoder"].transform(graphs), dtype=np.float64)
-            s = np.hstack([s, np.log(loo_additive(x, y))[:, None]])
+        self.additive_, loo = self._fit_additive(graphs, y)
+        s = np.hstack([s, *loo])  # leave-one-out values: weighted by unseen error
         logy = np.log(y)
         self.stage1_ = fit_source_ensemble(s, logy, self.method, self.weight_power)
         r = logy - predict_source_ensemble(self.stage1_, s)
@@ -618,23 +616,27 @@ class TransferPredictor(LatencyPredictor):
             out = np.hstack([out, proxy_matrix(graphs, self.proxies)])
         return out
 
-    def _fit_additive(self, graphs: list[Any], y: np.ndarray) -> list[dict[str, Any]]:
+    def _fit_additive(
+        self, graphs: list[Any], y: np.ndarray
+    ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
         """The additive op-cost pseudo-sources on the k networks, one per count encoder
-        (``auto``: the space's :attr:`additive_counts`; ``none``; or comma-separated specs)."""
+        (``auto``: the space's :attr:`additive_counts`; ``none``; or comma-separated specs),
+        and each one's leave-one-out log predictions as a ``(k, 1)`` stage-1 column."""
         from latlab.predictors.vector_features import vector_encoder
 
         if self.additive == "none":
-            return []
+            return [], []
         if self.additive == "auto":
             specs = additive_specs(graphs)
         else:
             specs = tuple(p.strip() for p in str(self.additive).split(",") if p.strip())
-        out = []
+        fits, loo = [], []
         for spec in specs:
             encoder = vector_encoder(spec).fit(graphs)
             x = np.asarray(encoder.transform(graphs), dtype=np.float64)
-            out.append({"spec": spec, "encoder": encoder, "fit": fit_additive(x, y)})
-        return out
+            fits.append({"spec": spec, "encoder": encoder, "fit": fit_additive(x, y)})
+            loo.append(np.log(loo_additive(x, y))[:, None])
+        return fits, loo
 
     def _with_additive(self, s: np.ndarray, graphs: list[Any]) -> np.ndarray:
         """``s`` with the additive pseudo-sources' log predictions appended."""
