@@ -169,3 +169,23 @@ def test_auto_head_keeps_the_head_with_the_smaller_leave_one_out_error():
         assert state["head"] == min(loo, key=loo.get) and state["loo_mse"] == min(loo.values())
         alone = fit_head(state["head"], x, r)
         np.testing.assert_allclose(_Head(state).predict(x), _Head(alone).predict(x))
+
+
+def test_a_source_ranking_the_k_networks_inversely_cannot_invert_the_prediction():
+    """Stage 1 keeps slopes >= 0: a column anti-correlated with the target on the k networks
+    (noise, or a leave-one-out column's bias) predicts only the mean, with a constant's weight."""
+    from latlab.predictors.transfer import fit_source_ensemble, predict_source_ensemble
+
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=10)
+    y = truth + 0.05 * rng.normal(size=10)
+    # column 0: the target inverted, fitted almost exactly; column 1: the target plus noise
+    s = np.column_stack([-truth + 0.01 * rng.normal(size=10), truth + 0.3 * rng.normal(size=10)])
+    for method in ("ensemble", "nearest"):
+        coef = fit_source_ensemble(s, y, method)
+        assert coef["b"][0] == 0.0 and coef["a"][0] == pytest.approx(y.mean())
+        assert coef["mse"][0] == pytest.approx(y.var())
+        assert coef["b"][1] > 0.5 and coef["w"][1] > coef["w"][0]
+        fresh = rng.normal(size=200)
+        pred = predict_source_ensemble(coef, np.column_stack([-fresh, fresh]))
+        assert np.corrcoef(pred, fresh)[0, 1] > 0.99  # ranks like the target, not inverted

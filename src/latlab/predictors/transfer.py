@@ -8,11 +8,12 @@ format). The method, chosen by measurement on the leave-one-device-out protocol 
 1. **Source ensemble (the hardware embedding).** A network's log latencies on the source
    devices are its embedding. For each source device j, fit ``log t = a_j + b_j · log s_j`` on
    the k target networks (two parameters: a strong prior that the new device ranks networks
-   like some known device, up to scale); predict with the average of these fits weighted by
-   ``(1 / mse_j) ** weight_power`` (in-sample log MSE), so the source devices that behave like
-   the target dominate. ``method="nearest"`` keeps the best single source, ``method="ridge"``
-   regresses on all standardised source columns at once (RidgeCV); both were measured worse
-   than the weighted ensemble at k = 10..50. Beside the measured devices, pseudo-sources
+   like some known device, up to scale; ``b_j >= 0``, a negative slope is set to 0); predict
+   with the average of these fits weighted by ``(1 / mse_j) ** weight_power`` (in-sample log
+   MSE), so the source devices that behave like the target dominate. ``method="nearest"``
+   keeps the best single source, ``method="ridge"`` regresses on all standardised source
+   columns at once (RidgeCV); both were measured worse than the weighted ensemble at
+   k = 10..50. Beside the measured devices, pseudo-sources
    compete for the weights: analytical proxies (``proxies``: MACs, bytes) and non-negative
    op-cost models fitted on the k networks themselves (``additive``, on nb201's op counts and
    on the raw summary of any space's networks, :mod:`latlab.predictors.additive`, entered by
@@ -286,7 +287,13 @@ def fit_source_ensemble(
         x = s[:, j]
         if np.ptp(x) > 0:
             b[j], a[j] = np.polyfit(x, y, 1)
-        else:
+        if np.ptp(x) == 0 or b[j] < 0:
+            # A slope below 0 says the target is slower where the source is faster: noise on
+            # k networks (no two devices rank networks inversely), or the negative bias that
+            # leave-one-out predictions (the additive columns) have where they explain little.
+            # Extrapolated to the other networks it inverts the ranking (an OFA batch-1 column
+            # at Spearman -0.7 with one draw of 10 networks), so such a source only predicts
+            # the mean and, by its error, gets the weight of a constant.
             b[j], a[j] = 0.0, float(np.mean(y))
         mse[j] = float(np.mean((y - (a[j] + b[j] * x)) ** 2))
     if method == "nearest":
