@@ -1,4 +1,6 @@
-"""benchmarks/rank_ceiling.py: the ρ a column allows, on columns whose answer is known."""
+"""The benchmarks that say what limits a target: ``rank_ceiling.py`` (the ρ a column allows, on
+columns whose answer is known) and ``conformal_band_odds.py`` (how often a coverage band can be
+met with n calibration points)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import pytest
 
 from latlab.datasets.spaces.nb201 import sample_nb201
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rank_ceiling.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("rank_ceiling", SCRIPT)
+def _module(name: str = "rank_ceiling"):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -71,3 +73,17 @@ def test_bad_column_fails_before_any_work(table, tmp_path, capsys):
     assert exc.value.code == 2
     assert "'nope' is not a device column" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_band_odds_follow_the_beta_law_of_conformal_coverage():
+    odds = _module("conformal_band_odds").band_odds
+    one = odds(10, 0.9, seeds=1, low=0.87, high=0.95, draws=100_000)
+    assert one["rank"] == 10
+    assert one["mean"] == pytest.approx(10 / 11, abs=0.002)  # Beta(10, 1)
+    assert one["sd"] == pytest.approx((10 / (11**2 * 12)) ** 0.5, rel=0.03)
+    five = odds(10, 0.9, seeds=5, low=0.87, high=0.95, draws=100_000)
+    assert five["sd"] == pytest.approx(one["sd"] / 5**0.5, rel=0.05)
+    many = odds(900, 0.9, seeds=5, low=0.87, high=0.95, draws=20_000)
+    assert five["p_device"] < 0.8 < 0.999 < many["p_device"]
+    with pytest.raises(ValueError, match="cannot give a finite"):
+        odds(5, 0.9, seeds=5, low=0.87, high=0.95, draws=10)
