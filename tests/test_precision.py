@@ -440,7 +440,8 @@ def test_cli_measure_says_which_networks_run_mixed(tmp_path, capsys):
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if "mixed precision:" in ln]
     assert len(lines) == 1 and "mixed.onnx" in lines[0]  # the all-int8 network is not named
-    assert f"{100 * frac:.1f} % of MACs in int8 kernels" in lines[0]
+    assert f"{100 * frac:.1f} % of counted MACs in int8 kernels" in lines[0]
+    assert "float kernels: ConvTranspose x1" in lines[0]  # the culprit is named
 
 
 def test_precision_experiment_kernel_benchmarks_cover_every_type_within_the_cap():

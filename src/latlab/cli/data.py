@@ -340,9 +340,15 @@ def _print_precision(result: CampaignResult) -> None:
             ex = prec.get("executed", {})
             frac = ex.get("int8_mac_fraction", prec.get("graph", {}).get("int8_mac_fraction"))
             where = "in int8 kernels" if "int8_mac_fraction" in ex else "quantised in the graph"
+            # Name the float kernels: a float kernel whose MACs the profile does not count
+            # (ConvTranspose) makes a network mixed at "100 % of MACs in int8 kernels".
+            float_kernels = sorted(ex.get("float_kernels", {}).items())
+            floats = ", ".join(f"{op.rsplit('.', 1)[-1]} x{n}" for op, n in float_kernels)
             err_console.print(
                 f"[yellow]mixed precision:[/] {m.network} runs {prec['label']} "
-                f"({100 * float(frac or 0.0):.1f} % of MACs {where})",
+                f"({100 * float(frac or 0.0):.1f} % of counted MACs {where}"
+                + (f"; float kernels: {floats}" if floats else "")
+                + ")",
                 highlight=False,
             )
 
