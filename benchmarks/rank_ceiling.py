@@ -38,6 +38,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from latlab.datasets.tables import load_table
+from latlab.errors import DataError
 from latlab.fileio import atomic_write_text
 from latlab.predictors.base import make_predictor
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in predictors:
         try:
             make_predictor(p)
-        except Exception as exc:  # the registry's own message names the known predictors
+        except DataError as exc:  # the registry's own message names the known predictors
             ap.error(f"--predictors: {exc}")
     table = load_table(args.data)
     frame = table.data

@@ -287,7 +287,7 @@ def fit_source_ensemble(
         x = s[:, j]
         if np.ptp(x) > 0:
             b[j], a[j] = np.polyfit(x, y, 1)
-        if np.ptp(x) == 0 or b[j] < 0:
+        if b[j] <= 0:  # also a constant column, whose slope stays the initial 0
             # A slope below 0 says the target is slower where the source is faster: noise on
             # k networks (no two devices rank networks inversely), or the negative bias that
             # leave-one-out predictions (the additive columns) have where they explain little.
