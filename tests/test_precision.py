@@ -4,6 +4,7 @@ networks), mixed precision reported, precision in device names and the protocol,
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,7 +20,7 @@ from latlab.datasets.references import onnx_model, resolve
 from latlab.encoders import quantize
 from latlab.encoders.quantize import PrecisionError, at_precision, qdq_report
 from latlab.errors import DataError, MeasurementError
-from latlab.predictors.precision import kernel_class
+from latlab.predictors.precision import GROUPS, float_family, kernel_class, kernel_group
 
 NET = "cnn:r32-c8s2-rb8-c16s2-fc10"
 QUICK = ["--repeats", "5", "--time-budget", "0.05", "--no-reference"]
@@ -57,6 +58,27 @@ def test_int8_model_is_qdq_runs_and_executes_quantised_kernels(tmp_path):
     assert sum(k.features["macs"] for k in k32 if "Conv" in k.op) >= conv_macs
     assert executed_precision(NET)["label"] == "int8"
     assert kernel_class("com.microsoft.QLinearConv/dw") == "dwconv"
+
+
+@pytest.mark.parametrize(
+    ("int8", "fp32", "group"),
+    [
+        ("com.microsoft.QLinearConv/dw", "com.microsoft.nchwc.Conv/dw", "dwconv"),
+        ("com.microsoft.QGemm", "Gemm", "matmul"),
+        ("QLinearMatMul/act", "com.microsoft.FusedMatMul/act", "matmul/act"),
+        ("com.microsoft.QLinearSoftmax", "Softmax", "softmax"),
+        ("LayerNormalization", "com.microsoft.SkipLayerNormalization", "norm"),
+        ("com.microsoft.NhwcMaxPool", "com.microsoft.nchwc.MaxPool", "pool"),
+        ("com.microsoft.QLinearConcat", "Concat", "layout"),
+        ("com.microsoft.QLinearAdd", "Add", "elementwise"),
+    ],
+)
+def test_an_int8_kernel_and_its_float_op_fall_in_one_group(int8, fp32, group):
+    assert kernel_group(int8) == kernel_group(fp32) == kernel_group(float_family(int8)) == group
+    assert (
+        kernel_group("QuantizeLinear") == "qdq"
+        and float_family("QuantizeLinear") == "QuantizeLinear"
+    )
 
 
 def test_quantised_models_are_cached_by_content(tmp_path):
@@ -350,8 +372,15 @@ def test_int8_bench_and_kernel_predictor_predict_the_quantised_network(tmp_path)
                            model="linear")  # fmt: skip
     cross.fit(list(table["network"]), table["cpu-int8"].to_numpy(dtype=float))
     sp = cross.speedups()
-    assert set(sp) == {"conv", "dwconv", "matmul", "other"} and sp["conv"] > 0.5
+    assert {"all", "conv", "matmul", "qdq"} <= set(sp) <= {"all", *GROUPS} and sp["conv"] > 0.5
     pred = cross.predict(INT8_NETS)
+    # kernels no INT8 family model covers are the FP32 model's float op times the group ratio
+    per = cross.predict_layers(["block:mbconv?c=16&h=14&k=5"])  # never profiled
+    prior = per[per["model"] == "prior"]
+    assert len(prior) and not prior["covered"].any() and (prior["predicted_ms"] > 0).all()
+    ks = [k for k in runtime_kernels("block:mbconv?c=16&h=14&k=5", precision="int8")
+          if k.index in set(prior["kernel"])]  # fmt: skip
+    np.testing.assert_allclose(sorted(cross.prior_(ks)), sorted(prior["predicted_ms"]), rtol=1e-9)
     assert np.all(pred > 0) and np.all(cross.predict_fp32(INT8_NETS) > 0)
     cross.save(tmp_path / "x8")
     np.testing.assert_allclose(load_predictor(tmp_path / "x8").predict(INT8_NETS), pred,
@@ -448,12 +477,14 @@ def test_precision_experiment_kernel_benchmarks_cover_every_type_within_the_cap(
     from latlab.datasets.bench.kernels import resolve_kernel
     from latlab.experiments.precision import KERNEL_MAX_FLOPS, KERNEL_TYPES, kernel_networks
 
-    refs = kernel_networks(33, 0)
-    assert refs == kernel_networks(33, 0) and len(set(refs)) == 33
-    types = Counter(r.split("?")[0][len("kernel:") :] for r in refs)
-    assert types == dict.fromkeys(KERNEL_TYPES, 3)
+    by_type = kernel_networks(36, 0)
+    assert by_type == kernel_networks(36, 0) and list(by_type) == list(KERNEL_TYPES)
+    refs = [r for t in KERNEL_TYPES for r in by_type[t]]
+    assert len(set(refs)) == 36 and all(len(v) == 3 for v in by_type.values())
     assert all(resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS for r in refs)
-    assert kernel_networks(0, 0) == []
+    # grouped convolutions (named after their chain, conv+relu) are grouped
+    assert all("g=" in r and not r.endswith("g=1") for r in by_type["gconv"])
+    assert kernel_networks(0, 0) == {}
 
 
 def test_paired_samples_run_at_the_configured_precision():
@@ -493,3 +524,21 @@ def test_train_takes_the_layerwise_precision_from_the_target_column(tmp_path, ca
                             "--out", str(tmp_path / "b")], capsys)  # fmt: skip
     assert code == 0, err
     assert load_bundle(tmp_path / "b").manifest["predictor"]["params"]["precision"] == "fp32"
+
+
+def test_cross_precision_variants_benchmark_refuses_a_store_it_cannot_use(tmp_path, capsys):
+    import importlib.util
+
+    from latlab.datasets.store import Store
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_precision_variants.py"
+    spec = importlib.util.spec_from_file_location("cross_precision_variants", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as err:
+        mod.main(["--store", str(tmp_path / "none.db")])
+    assert err.value.code == 2 and "none.db: no such file" in capsys.readouterr().err
+    Store(str(tmp_path / "empty.db")).close()
+    with pytest.raises(SystemExit) as err:
+        mod.main(["--store", str(tmp_path / "empty.db")])
+    assert err.value.code == 2 and "no column 'epyc-2c-ort-int8'" in capsys.readouterr().err

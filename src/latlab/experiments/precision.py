@@ -9,10 +9,11 @@ onnxruntime, one thread), and predicted three ways:
 * **int8** -- the same predictor trained on the INT8 kernels onnxruntime executes for the
   quantised versions of the same generated networks and of single-layer benchmarks of the
   kernel types real networks run (:func:`kernel_networks`; ``latlab bench --precision
-  int8``, see :data:`KERNEL_PRECISIONS`);
-* **int8 from fp32** -- cross-precision: the FP32 kernel model plus a per-kernel-class speed-up
-  model (``cross-precision``, :mod:`latlab.predictors.precision`) fitted on only ``k`` INT8
-  networks (their end-to-end latencies and profiles).
+  int8``; at FP32 the grouped convolutions among them, see :data:`KERNEL_TYPES_AT`);
+* **int8 from fp32** -- cross-precision (``cross-precision``, :mod:`latlab.predictors.precision`):
+  INT8 kernel models fitted on only ``k`` INT8 networks (their end-to-end latencies and
+  profiles), the kernels they do not cover costed by the FP32 kernel model times their kernel
+  group's INT8/FP32 ratio; also scored on the generated INT8 networks outside the ``k``.
 
 The report gives per network the measured and predicted latencies, the measured and predicted
 INT8/FP32 speed-up, and which kernel classes gain least (from profiles of both versions of
@@ -54,28 +55,31 @@ class Settings:
 
 
 #: Single-layer benchmark types whose kernels real CNNs and transformers execute (at int8:
-#: QLinearConv dense and depthwise, QGemm, QLinearMatMul, QLinearSoftmax, the float Erf and
-#: LayerNormalization between QDQ pairs, QLinearAdd, pools).
+#: QLinearConv dense, depthwise and grouped, QGemm, QLinearMatMul, QLinearSoftmax, the float
+#: Erf and LayerNormalization between QDQ pairs, QLinearAdd, pools).
 KERNEL_TYPES = ("conv", "dwconv", "fc", "linear", "bmm", "softmax", "gelu", "ln", "add",
-                "gpool", "maxpool")  # fmt: skip
-#: Precisions whose predictor also trains on the kernel benchmarks. INT8 only: at FP32 the
-#: context networks cover every family the held-out networks run, and isolated single-layer
+                "gpool", "maxpool", "gconv")  # fmt: skip
+#: Precision -> the kernel benchmark types its predictor also trains on. At INT8 all: they give
+#: QLinearSoftmax, Erf and QLinearMatMul the points a model needs (-91/-85/-62 % -> +9/+3/0 %).
+#: At FP32 grouped convolutions only: the context networks cover every other family the
+#: held-out networks run (1 grouped convolution in the first 20, so RegNet's were costed by a
+#: model of a handful of points: -44 % on the Xeon), and isolated single-layer dense
 #: convolutions (warm caches, no NCHWc neighbours) pulled the FP32 conv model low (ResNet-18's
-#: profiled convolutions predicted -17 % instead of -4 %, quick run, load ~4.5); at INT8 they
-#: give QLinearSoftmax, Erf and QLinearMatMul the points a model needs (-91/-85/-62 % -> +9/+3/0 %).
-KERNEL_PRECISIONS = ("int8",)
+#: profiled convolutions predicted -17 % instead of -4 %, quick run, load ~4.5); grouped ones
+#: are a family of their own (``Conv/grouped``), so they cannot.
+KERNEL_TYPES_AT: dict[str, tuple[str, ...]] = {"int8": KERNEL_TYPES, "fp32": ("gconv",)}
 #: Cap on a kernel benchmark's FLOPs here (the suite's own cap, 4e9, is 25 ms a run).
 KERNEL_MAX_FLOPS = 4e8
 
 QUICK = Settings(
     context=10,
-    kernels=33,
+    kernels=36,
     few_shot=10,
     zoo=("zoo:resnet18@112", "zoo:mobilenet_v2@112", "zoo:vit_s16@112"),
 )
 FULL = Settings(
     context=120,
-    kernels=330,
+    kernels=360,
     few_shot=20,
     zoo=(
         "zoo:resnet18", "zoo:resnet50@160", "zoo:mobilenet_v2", "zoo:mobilenet_v3_large",
@@ -145,23 +149,24 @@ def training_networks(count: int, seed: int) -> list[str]:
     return refs[: count - 2] + sorted(rest, key=lambda r: -dw[r])[:2]
 
 
-def kernel_networks(count: int, seed: int) -> list[str]:
-    """``count`` single-layer benchmarks, the same number of each of :data:`KERNEL_TYPES`
-    (the kernel suite's sweeps and random configurations, up to :data:`KERNEL_MAX_FLOPS`):
-    every kernel family of the held-out networks seen alone, at both precisions."""
+def kernel_networks(count: int, seed: int) -> dict[str, list[str]]:
+    """Type -> single-layer benchmarks, ``count`` split evenly over :data:`KERNEL_TYPES` (the
+    kernel suite's sweeps and random configurations, up to :data:`KERNEL_MAX_FLOPS`): every
+    kernel family of the held-out networks seen alone (at the precisions of
+    :data:`KERNEL_TYPES_AT`)."""
     from latlab.datasets.bench.kernels import resolve_kernel
-    from latlab.datasets.bench.suites import kernel_suite
+    from latlab.datasets.bench.suites import SESSION_PROBE, kernel_suite
 
     if count <= 0:
-        return []
+        return {}
     per = -(-count // len(KERNEL_TYPES))
-    out: list[str] = []
-    for t in KERNEL_TYPES:
-        refs = [r for r in kernel_suite(8 * per, seed, types=[t]) if r.startswith(f"kernel:{t}?")
+    out: dict[str, list[str]] = {}
+    for t in KERNEL_TYPES:  # a type's references may name its chain (gconv: conv+relu?...&g=)
+        refs = [r for r in kernel_suite(8 * per, seed, types=[t]) if r != SESSION_PROBE
                 and resolve_kernel(r)[1].totals.flops <= KERNEL_MAX_FLOPS]  # fmt: skip
         step = max(1, len(refs) // per)
-        out += refs[::step][:per]
-    return out[:count]
+        out[t] = refs[::step][:per]
+    return out
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -193,7 +198,9 @@ def experiment(ctx: Any) -> dict[str, Any]:
     configs = {
         p: replace(BENCH_CONFIG, threads=ctx.threads, precision=p, timer=timer) for p in devices
     }
-    steps = 2 * (len(refs) + len(s.zoo)) + len(KERNEL_PRECISIONS) * len(krefs)
+    kernel_refs = {p: [r for t in types for r in krefs.get(t, [])]
+                   for p, types in KERNEL_TYPES_AT.items()}  # fmt: skip
+    steps = 2 * (len(refs) + len(s.zoo)) + sum(len(k) for k in kernel_refs.values())
     done = 0
     predictors: dict[str, Any] = {}
     train_y: dict[str, np.ndarray] = {}
@@ -205,11 +212,11 @@ def experiment(ctx: Any) -> dict[str, Any]:
         res = run_bench("context", store, dev, threads=ctx.threads, config=cfg, references=refs)
         done += len(refs)
         ok = [r for r in refs if r not in res.failed]
-        if krefs and p in KERNEL_PRECISIONS:  # single kernels, each quantised and profiled
+        if kernel_refs.get(p):  # single kernels, each profiled (at int8 quantised)
             ctx.progress(f"kernel benchmarks at {p}", done, steps)
             kres = run_bench("kernels", store, dev, threads=ctx.threads, config=cfg,
-                             references=krefs)  # fmt: skip
-            done += len(krefs)
+                             references=kernel_refs[p])  # fmt: skip
+            done += len(kernel_refs[p])
             ok += [r for r in kres.references if r not in kres.failed]
         frame = store.export_table(devices=[dev], protocol=cfg).set_index("network")
         ok = [r for r in ok if r in frame.index and frame.loc[r, dev] == frame.loc[r, dev]]
@@ -233,6 +240,11 @@ def experiment(ctx: Any) -> dict[str, Any]:
                            source_device=devices["fp32"], random_state=ctx.seed)  # fmt: skip
     cross.fit(few, train_y["int8"][: len(few)])
     pred8x = cross.predict(zoo)
+    # the generated INT8 networks the cross-precision model did not see (whole networks, not
+    # single-kernel benchmarks): a second held-out set, of the kind the model was designed on
+    rest = [i for i, r in enumerate(refs8) if i >= len(few) and not r.startswith("kernel:")]
+    rest_y = train_y["int8"][rest]
+    rest_p = cross.predict([refs8[i] for i in rest]) if rest else np.zeros(0)
     m32, m8 = measured["fp32"], measured["int8"]
     speed = m32 / m8
     speed_direct = pred32 / pred8
@@ -247,10 +259,11 @@ def experiment(ctx: Any) -> dict[str, Any]:
 
     prec = {ref: executed_precision(ref, ctx.threads) for ref in zoo}
     load_end = os.getloadavg()
-    metrics = {
+    metrics: dict[str, Any] = {
         "fp32": _metrics(m32, pred32),
         "int8": _metrics(m8, pred8),
         "int8_from_fp32": _metrics(m8, pred8x),
+        "int8_from_fp32_generated": _metrics(rest_y, rest_p) if len(rest) >= 3 else None,
         "speedup_rel_err_pct": {
             "int8": float(100 * np.mean(np.abs(speed_direct - speed) / speed)),
             "int8_from_fp32": float(100 * np.mean(np.abs(speed_cross - speed) / speed)),
@@ -276,8 +289,9 @@ def experiment(ctx: Any) -> dict[str, Any]:
         "devices": devices,
         "training_networks": {p: len(r) for p, (_, r) in predictors.items()},
         "few_shot": len(few),
-        "kernel_benchmarks": len(krefs),
-        "speedup_model": {"speedups": cross.speedups(), "scale": cross.speedup_.scale_},
+        "kernel_benchmarks": {p: len(k) for p, k in kernel_refs.items()},
+        "speedup_model": {"speedups": cross.speedups(), "training": cross.training_},
+        "generated_held_out": len(rest),
         "networks": rows,
         "class_gain": class_gain,
         "metrics": metrics,
@@ -357,8 +371,13 @@ def _report(doc: dict[str, Any], command: str) -> str:
         f"thread, devices `{doc['devices']['fp32']}` and `{doc['devices']['int8']}`; "
         f"predictors trained on {doc['training_networks']['fp32']} (FP32) / "
         f"{doc['training_networks']['int8']} (INT8) generated networks: the context suite's "
-        f"and (at {', '.join(KERNEL_PRECISIONS)}) {doc.get('kernel_benchmarks', 0)} "
-        f"single-layer kernel benchmarks ({', '.join(KERNEL_TYPES)}). "
+        f"and single-layer kernel benchmarks: "
+        + "; ".join(
+            f"{n} at {p} ({', '.join(KERNEL_TYPES_AT[p])})"
+            for p, n in doc["kernel_benchmarks"].items()
+            if n
+        )
+        + ". "
         f"{doc['seconds']:.0f} s." + (" **Quick run.**" if doc["quick"] else ""),
         "",
         f"Load average (1 min) at start {load['loadavg_start'][0]:.2f}, at end "
@@ -397,11 +416,27 @@ def _report(doc: dict[str, Any], command: str) -> str:
         "",
         "![predicted vs measured](predicted_vs_measured.png)",
         "",
-        "## Cross-precision speed-up model (FP32 / INT8 time per kernel class)",
+        "## Cross-precision model",
         "",
-        ", ".join(f"{k}: {_f(v)}" for k, v in sp.items())
-        + f"; end-to-end scale {_f(doc['speedup_model']['scale'], 3)}.",
+        f"INT8 kernel models fitted on the {doc['few_shot']} INT8 networks' "
+        f"{doc['speedup_model']['training'].get('int8_kernels', '?')} profiled kernels; the "
+        "kernels no INT8 family model covers costed by the FP32 kernel model times their "
+        "group's INT8/FP32 ratio. FP32/INT8 time per kernel group on those networks (the FP32 "
+        "model's prediction of each kernel's float op over its measured INT8 time): "
+        + ", ".join(f"{k}: {_f(v)}" for k, v in sp.items())
+        + ".",
         "",
+        *(
+            [
+                f"On the {doc['generated_held_out']} generated networks of the INT8 training "
+                "set the cross-precision model did not see: MAPE "
+                f"{_f(m['int8_from_fp32_generated']['mape'], 1)} %, ρ "
+                f"{_f(m['int8_from_fp32_generated']['spearman'], 3)}.",
+                "",
+            ]
+            if m.get("int8_from_fp32_generated")
+            else []
+        ),
         "## Which layers gain least (measured, profiled kernels per class)",
         "",
         markdown_table(["network", "kernel class", "fp32 ms", "int8 ms", "speed-up"], gain_rows),

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+#: Costs (ms) kernels no family model covers, instead of the roofline fallback: executed
+#: kernels (``family``, ``features``) in, one time each out.
+UncoveredCost = Callable[[list[Any]], np.ndarray]
 
 MODELS = ("auto", "linear", "trees", "gbm")
 #: Columns of :meth:`KernelPredictor.predict_layers`.
@@ -482,8 +486,11 @@ class KernelPredictor(LatencyPredictor):
 
     # ------------------------------------------------------------------ prediction
 
-    def _kernel_ms(self, kernels: list[Any]) -> tuple[np.ndarray, list[bool], list[str], list[str]]:
-        """Per kernel of one network: predicted ms, covered, the model used, the family."""
+    def _kernel_ms(
+        self, kernels: list[Any], uncovered: UncoveredCost | None = None
+    ) -> tuple[np.ndarray, list[bool], list[str], list[str]]:
+        """Per kernel of one network: predicted ms, covered, the model used, the family.
+        ``uncovered`` (see :meth:`predict_layers`) costs the kernels no family model covers."""
         pred = np.zeros(len(kernels))
         covered = [False] * len(kernels)
         used = ["roofline"] * len(kernels)
@@ -495,7 +502,12 @@ class KernelPredictor(LatencyPredictor):
             feats = [kernels[i].features for i in idx]
             name = self._family_for(fam)
             if name is None:
-                pred[idx] = _linear(self.fallback_, _basis(feats)) / 1e3
+                if uncovered is None:
+                    pred[idx] = _linear(self.fallback_, _basis(feats)) / 1e3
+                else:
+                    pred[idx] = uncovered([kernels[i] for i in idx])
+                    for i in idx:
+                        used[i] = "prior"
                 continue
             model = self.families_[name]
             pred[idx] = model.predict_us(feats) / 1e3
@@ -504,6 +516,19 @@ class KernelPredictor(LatencyPredictor):
                 covered[i] = True
                 used[i] = label
         return pred, covered, used, families
+
+    def kernel_ms(
+        self, families: Sequence[str], features: Sequence[dict[str, float]]
+    ) -> np.ndarray:
+        """Predicted ms of kernels given by runtime family and features, as
+        :meth:`predict_layers` costs them (a sibling family's model, else the roofline
+        fallback): the FP32 prior of :mod:`latlab.predictors.precision`."""
+        from types import SimpleNamespace
+
+        self._check_fitted()
+        kernels = [SimpleNamespace(family=f, features=x)
+                   for f, x in zip(families, features, strict=True)]  # fmt: skip
+        return self._kernel_ms(kernels)[0]
 
     def _family_for(self, family: str) -> str | None:
         """The fitted family that models ``family``: itself, else the modelled family of the
@@ -530,11 +555,14 @@ class KernelPredictor(LatencyPredictor):
             return self._family_for(family.removesuffix("/gemv"))
         return None
 
-    def predict_layers(self, networks: Sequence[Network]) -> pd.DataFrame:
+    def predict_layers(
+        self, networks: Sequence[Network], uncovered: UncoveredCost | None = None
+    ) -> pd.DataFrame:
         """One row per executed kernel (:data:`KERNEL_COLUMNS`); ``covered`` False marks a
-        kernel costed by the roofline fallback. ``predict(networks)[i]`` equals the sum of
-        ``predicted_ms`` of network ``i`` times ``scale`` plus ``per_kernel_ms * kernels +
-        overhead_ms`` (all three in ``df.attrs``)."""
+        kernel no family model covers, costed by the roofline fallback or, when given, by
+        ``uncovered`` (kernels -> ms; model ``prior``). ``predict(networks)[i]`` equals
+        :meth:`network_ms` of this table: the sum of ``predicted_ms`` of network ``i`` times
+        ``scale`` plus ``per_kernel_ms * kernels + overhead_ms`` (all three in ``df.attrs``)."""
         import pandas as pd
 
         from latlab.datasets.references import reference_of
@@ -548,7 +576,7 @@ class KernelPredictor(LatencyPredictor):
                 getattr(self, "mapping_", None),
                 getattr(self, "precision_", "fp32"),
             )
-            pred, covered, used, families = self._kernel_ms(kernels)
+            pred, covered, used, families = self._kernel_ms(kernels, uncovered)
             for k, p, c, u, fam in zip(kernels, pred, covered, used, families, strict=True):
                 rows.append(
                     {
@@ -582,9 +610,13 @@ class KernelPredictor(LatencyPredictor):
         return out
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
-        table = self.predict_layers(networks)
-        out = np.zeros(len(networks))
-        counts = np.zeros(len(networks))
+        return self.network_ms(self.predict_layers(networks), len(networks))
+
+    def network_ms(self, table: pd.DataFrame, n: int) -> np.ndarray:
+        """End-to-end ms of the ``n`` networks of a :meth:`predict_layers` table: the kernel
+        sum through the fitted overhead (never below half the kernel sum)."""
+        out = np.zeros(n)
+        counts = np.zeros(n)
         if len(table):
             idx = table["network_index"].to_numpy(dtype=int)
             np.add.at(out, idx, table["predicted_ms"].to_numpy(dtype=float))

@@ -1,24 +1,38 @@
-"""Cross-precision prediction: INT8 latency from an FP32 kernel model and a few INT8 networks.
+"""Cross-precision prediction: INT8 latency from a device's FP32 kernel model and k INT8 networks.
 
-A device measured at FP32 on many networks but at INT8 on only k (k = 10, 20) borrows the FP32
-kernel-level predictor (:mod:`latlab.predictors.kernel`): the FP32 model predicts every kernel
-a network executes in float, and a *per-kernel-class speed-up model* turns them into INT8::
+A device measured at FP32 on many networks but at INT8 on only k (k = 10, 20) is predicted at
+INT8 over the kernels onnxruntime executes for each network's quantised model, as the
+kernel-level predictor does (:mod:`latlab.predictors.kernel`):
 
-    t_int8 = a * sum_g r_g * T_g
+* **INT8 kernel families the k networks cover** (``QLinearConv``, ``QGemm``, ``QuantizeLinear``,
+  ``Transpose``, ...; 20 generated networks profile ~700 kernels in ~30 families) get their own
+  models, fitted on those networks' profiled INT8 kernels (``kernel`` predictor on the INT8
+  device, restricted to the k networks), with its end-to-end overhead fit;
+* **the kernels no INT8 family model covers** take an *FP32 prior*: the FP32 kernel model
+  (trained on every FP32 network of the device) predicts the same kernel as its float op
+  (:func:`float_family`: ``QLinearConv/dw`` is costed as ``Conv/dw``, with 4-byte elements),
+  times its kernel group's INT8/FP32 ratio (:func:`kernel_group`: dense / depthwise
+  convolutions, weight and activation-by-activation matmuls, softmax, normalisation, pooling,
+  layout, Q/DQ conversions, other elementwise ops). The ratio is a ratio of sums over the k
+  networks' profiled INT8 kernels of the group and their FP32 priors; a group they lack takes
+  the ratio over all their kernels.
 
-where ``T_g`` is the FP32 predicted time of the network's kernels of class ``g``
-(:func:`kernel_class`: dense convolutions, depthwise/grouped convolutions, matmuls/Gemms,
-everything else) and ``r_g`` the class's INT8/FP32 time ratio. The ratios come from the k INT8
-networks' profiles beside their FP32 profiles (the ``context`` bench suite at both
-precisions): ``r_g`` = the class's total profiled INT8 time over its total FP32 time, a ratio of
-sums that 10 networks already pin down. The INT8 kernels classed ``other`` include what
-quantisation adds (``QuantizeLinear``/``DequantizeLinear`` at the boundaries of float ops, the
-NHWC transposes around quantised kernels), so its ratio may exceed 1. ``a`` (the median of
-measured over raw predicted INT8 latency on the k networks) absorbs the session and profiler
-overheads the end-to-end INT8 time has beyond the kernels. A fit from the k end-to-end times
-alone (least squares on the four ratios) was tried first and was unstable at k = 10 (ratios
-of 0 or 5 for classes few networks exercise). ``speedups()`` reports ``1 / r_g``; the
-predicted speed-up of a network is ``predict_fp32 / predict``.
+:meth:`CrossPrecisionPredictor.speedups` reports the groups' FP32/INT8 time ratios (1 / the
+ratio): what precision buys each kind of kernel on this device. The predicted speed-up of a
+network is ``predict_fp32 / predict``.
+
+Why not scale FP32 predictions by per-class ratios (the first version: ``t_int8 = a * sum_g
+r_g * T_g`` over four classes of FP32 kernels)? The kernels differ, not only their speed:
+a quantised graph adds Q/DQ pairs and NHWC transposes around ops left in float, cannot fuse
+h-swish into its convolutions, and runs softmax 9x slower than float (QLinearSoftmax) while
+weight GEMMs gain 3x and attention matmuls almost nothing.
+``benchmarks/cross_precision_variants.py`` compares the designs on the generated INT8 networks
+of a precision experiment's store that the k = 20 did not contain (not its real test
+networks): MAPE 40.0 % (class ratios), 20.2 % (INT8 kernel models alone), 21.1 % (with the FP32
+prior; 20.7 against 21.3 % on the networks above 1 ms) in the development store of
+2026-12-04. There the prior is about even with the roofline fallback it replaces; it is kept
+because it prices a family the k networks miss as that op costs in float on the device, where
+the roofline fallback (one linear cost fitted on every kernel) is dominated by convolutions.
 """
 
 from __future__ import annotations
@@ -29,23 +43,31 @@ from typing import Any
 
 import numpy as np
 
-from latlab.errors import BundleError, DataError, NotFittedError
+from latlab.errors import BundleError, DataError
 from latlab.fileio import inside
 from latlab.predictors.base import LatencyPredictor, Network
 from latlab.predictors.hyperparameter_space import HyperparameterSpace, cat, integer
 
-#: Folder of a saved cross-precision predictor holding its FP32 kernel predictor.
+#: Folders of a saved cross-precision predictor holding its FP32 and INT8 kernel predictors.
 FP32_DIR = "fp32"
+INT8_DIR = "int8"
 
-#: Kernel classes of the speed-up model, in column order.
+#: Kernel classes (:func:`kernel_class`), the coarse view of the report's tables.
 CLASSES: tuple[str, ...] = ("conv", "dwconv", "matmul", "other")
+#: Kernel groups of the FP32 prior's ratios (:func:`kernel_group`), in report order.
+GROUPS: tuple[str, ...] = ("conv", "dwconv", "matmul", "matmul/act", "softmax", "norm", "pool",
+                           "layout", "qdq", "elementwise")  # fmt: skip
 _CONV = ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "ConvTranspose")
 _MATMUL = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "QGemm", "QLinearMatMul",
            "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")  # fmt: skip
+_QDQ = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+_LAYOUT = ("Transpose", "Reshape", "ReorderInput", "ReorderOutput", "Split", "Concat", "Gather",
+           "Slice", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Identity", "Shape", "Tile",
+           "Pad")  # fmt: skip
 
 
 def kernel_class(family: str) -> str:
-    """The speed-up class of a kernel family (``com.microsoft.nchwc.Conv/dw`` -> ``dwconv``)."""
+    """The class of a kernel family (``com.microsoft.nchwc.Conv/dw`` -> ``dwconv``)."""
     name, _, suffix = family.partition("/")
     op = name.rsplit(".", 1)[-1]
     if op in _CONV:
@@ -55,72 +77,89 @@ def kernel_class(family: str) -> str:
     return "other"
 
 
-def class_times(table: Any, n: int) -> np.ndarray:
-    """(n, len(CLASSES)) FP32 predicted ms per class from a ``predict_layers`` table."""
-    out = np.zeros((n, len(CLASSES)))
-    col = {c: i for i, c in enumerate(CLASSES)}
-    for r in table.itertuples():
-        out[int(r.network_index), col[kernel_class(str(r.family))]] += float(r.predicted_ms)
+def kernel_group(family: str) -> str:
+    """The group of a kernel family, at either precision (``com.microsoft.QLinearSoftmax``
+    and ``Softmax`` -> ``softmax``; ``QLinearMatMul/act`` -> ``matmul/act``)."""
+    cls = kernel_class(family)
+    name, _, suffix = family.partition("/")
+    if cls == "matmul":
+        return "matmul/act" if suffix == "act" else "matmul"
+    if cls != "other":
+        return cls
+    op = name.rsplit(".", 1)[-1]
+    if op in _QDQ:
+        return "qdq"
+    for prefix in ("QLinear", "Nhwc", "Fused", "Skip"):
+        op = op.removeprefix(prefix)
+    if "Softmax" in op:
+        return "softmax"
+    if "Norm" in op:
+        return "norm"
+    if "Pool" in op:
+        return "pool"
+    return "layout" if op in _LAYOUT else "elementwise"
+
+
+def float_family(family: str) -> str:
+    """The float op a quantised kernel family computes (``com.microsoft.QLinearConv/dw`` ->
+    ``Conv/dw``, :data:`~latlab.datasets.bench.kernels_quant.QUANT_KERNELS`); any other family
+    unchanged. The FP32 kernel model finds its own family for it (``Conv/dw`` -> the NCHWc
+    one: :meth:`~latlab.predictors.kernel.KernelPredictor.kernel_ms`)."""
+    from latlab.datasets.bench.kernels_quant import QUANT_KERNELS
+
+    name, sep, suffix = family.partition("/")
+    spec = QUANT_KERNELS.get(name.rsplit(".", 1)[-1])
+    if spec is None or spec.like in _QDQ:
+        return family
+    return spec.like + sep + suffix
+
+
+def float_features(features: dict[str, float]) -> dict[str, float]:
+    """A quantised kernel's features as its float op's: 4 bytes an element."""
+    out = dict(features)
+    for b, e in (("bytes_in", "in_elems"), ("bytes_out", "out_elems"), ("bytes_w", "w_elems")):
+        out[b] = 4.0 * float(features.get(e, 0.0))
     return out
 
 
-def profiled_class_ms(rows: Any) -> dict[str, np.ndarray]:
-    """Network -> profiled kernel time (ms) per class, from :func:`kernel_rows`-style rows."""
-    out: dict[str, np.ndarray] = {}
-    col = {c: i for i, c in enumerate(CLASSES)}
-    for r in rows.itertuples():
-        v = out.setdefault(str(r.network), np.zeros(len(CLASSES)))
-        v[col[kernel_class(str(r.family))]] += float(r.time_us) / 1e3
-    return out
+class Fp32Prior:
+    """INT8 kernel times from an FP32 kernel model: its prediction of each kernel's float op
+    times the kernel group's INT8/FP32 ratio (see the module docstring)."""
 
-
-class SpeedupModel:
-    """INT8 latency from an FP32 kernel predictor (see the module docstring)."""
-
-    def __init__(self, fp32: Any) -> None:
+    def __init__(self, fp32: Any, ratios: dict[str, float] | None = None) -> None:
         self.fp32 = fp32
-        self.ratios_: np.ndarray | None = None
-        self.scale_ = 1.0
+        self.ratios = dict(ratios or {})
 
-    def _class_times(self, networks: Sequence[Any]) -> np.ndarray:
-        table = self.fp32.predict_layers(list(networks))
-        return class_times(table, len(networks)) * float(table.attrs.get("scale", 1.0))
+    def float_ms(self, families: Sequence[str], features: Sequence[dict[str, float]]) -> np.ndarray:
+        """The FP32 model's ms for each kernel's float op."""
+        fams = [float_family(f) for f in families]
+        feats = [float_features(x) for x in features]
+        return np.asarray(self.fp32.kernel_ms(fams, feats), dtype=float)
 
-    def fit(
-        self,
-        fp32_profiles: dict[str, np.ndarray],
-        int8_profiles: dict[str, np.ndarray],
-        networks: Sequence[str],
-        int8_ms: Sequence[float] | np.ndarray,
-    ) -> SpeedupModel:
-        """Fit the class ratios on the profiles of ``networks`` at both precisions (network
-        -> per-class ms, :func:`profiled_class_ms`) and the scale on their INT8 latencies."""
-        y = np.asarray(int8_ms, dtype=float)
-        both = [n for n in networks if n in fp32_profiles and n in int8_profiles]
-        if len(y) != len(networks) or len(both) < 3 or not np.all(y > 0):
-            raise DataError(
-                "the speed-up model needs at least 3 networks profiled at both precisions with "
-                f"positive INT8 latencies, got {len(both)}"
-            )
-        a = np.sum([fp32_profiles[n] for n in both], axis=0)
-        b = np.sum([int8_profiles[n] for n in both], axis=0)
-        overall = float(b.sum() / a.sum())
-        self.ratios_ = np.where(a > 0, b / np.maximum(a, 1e-12), overall)
-        raw = self._class_times(list(networks)) @ self.ratios_
-        self.scale_ = float(np.median(y / np.maximum(raw, 1e-9)))
+    def fit(self, rows: Any) -> Fp32Prior:
+        """Group ratios from profiled INT8 kernels (``family``, ``features``, ``time_us``
+        rows of :func:`latlab.datasets.bench.export.kernel_rows`)."""
+        prior = self.float_ms(list(rows["family"]), list(rows["features"]))
+        t = rows["time_us"].to_numpy(dtype=float) / 1e3
+        groups = np.array([kernel_group(str(f)) for f in rows["family"]])
+        if prior.sum() <= 0 or t.sum() <= 0:
+            raise DataError("the FP32 prior needs profiled INT8 kernels with positive times")
+        self.ratios = {"all": float(t.sum() / prior.sum())}
+        for g in GROUPS:
+            m = groups == g
+            if m.any() and prior[m].sum() > 0:
+                self.ratios[g] = float(t[m].sum() / prior[m].sum())
         return self
 
-    def predict(self, networks: Sequence[Any]) -> np.ndarray:
-        """Predicted INT8 latency (ms) of each network."""
-        if self.ratios_ is None:
-            raise NotFittedError("SpeedupModel.predict before fit")
-        return self.scale_ * (self._class_times(networks) @ self.ratios_)
+    def __call__(self, kernels: list[Any]) -> np.ndarray:
+        """Predicted INT8 ms of executed kernels (the kernel predictor's ``uncovered`` cost)."""
+        fams = [str(k.family) for k in kernels]
+        r = np.array([self.ratios.get(kernel_group(f), self.ratios["all"]) for f in fams])
+        return self.float_ms(fams, [k.features for k in kernels]) * r
 
     def speedups(self) -> dict[str, float]:
-        """FP32/INT8 time ratio per kernel class."""
-        if self.ratios_ is None:
-            raise NotFittedError("SpeedupModel.speedups before fit")
-        return {c: float(1 / r) for c, r in zip(CLASSES, self.ratios_, strict=True)}
+        """FP32/INT8 time ratio per kernel group (and ``all``) of the fitted kernels."""
+        return {g: float(1 / r) for g, r in self.ratios.items() if r > 0}
 
 
 class CrossPrecisionPredictor(LatencyPredictor):
@@ -128,12 +167,12 @@ class CrossPrecisionPredictor(LatencyPredictor):
 
     ``device`` is the INT8 configuration (the target column), ``source_device`` its FP32
     sibling in the same bench store (default: ``device`` without its precision suffix,
-    ``-int8`` or ``-bf16``: :func:`latlab.datasets.measure.split_precision`). ``fit``
-    trains the kernel predictor on every generated network of ``source_device`` and the
-    speed-up model on the training networks (zoo networks are test networks: never used),
-    at least 3 of which must have been benched at both precisions (``latlab bench`` and
-    ``latlab bench --precision int8`` on the same references). ``latlab train --data STORE
-    --target D-int8 --predictor cross-precision`` fills ``store`` and ``device``.
+    ``-int8`` or ``-bf16``: :func:`latlab.datasets.measure.split_precision`). ``fit`` trains
+    the FP32 kernel predictor on every generated network of ``source_device``, and the INT8
+    kernel predictor and the FP32 prior's group ratios on the training networks' INT8 kernels
+    (at least 3 networks profiled at INT8: ``latlab bench --precision int8``; zoo networks are
+    test networks, never used). ``latlab train --data STORE --target D-int8 --predictor
+    cross-precision`` fills ``store`` and ``device``.
     """
 
     #: The FP32 kernel model's family choice and data need (the speed-up ratios are ratios of
@@ -194,8 +233,7 @@ class CrossPrecisionPredictor(LatencyPredictor):
         st = Store(self.store)
         try:
             table = st.export_table(devices=[source])
-            p32 = profiled_class_ms(kernel_rows(st, source, set(refs)))
-            p8 = profiled_class_ms(kernel_rows(st, str(self.device), set(refs)))
+            rows8 = kernel_rows(st, str(self.device), set(refs))
         except DataError:
             raise
         except Exception as exc:
@@ -207,43 +245,59 @@ class CrossPrecisionPredictor(LatencyPredictor):
         rows = table[table[source].notna() & ~table["network"].str.startswith("zoo:")]
         if rows.empty:
             raise DataError(f"no FP32 networks of {source!r} in {self.store} to train on")
-        fp32 = make_predictor("kernel", store=self.store, device=source,
-                              min_points=self.min_points, model=self.model,
-                              random_state=self.random_state)  # fmt: skip
+        profiled = set(rows8["network"]) if len(rows8) else set()
+        if len(profiled) < 3:
+            raise DataError(
+                f"cross-precision needs at least 3 training networks with profiled INT8 kernels "
+                f"of {self.device!r} in {self.store}, got {len(profiled)}: run latlab bench "
+                f"--precision int8 --device-name {self.device} on them"
+            )
+        common = {"store": self.store, "min_points": self.min_points, "model": self.model,
+                  "random_state": self.random_state}  # fmt: skip
+        fp32 = make_predictor("kernel", device=source, **common)
         fp32.fit(list(rows["network"]), rows[source].to_numpy(dtype=float))
-        self.speedup_ = SpeedupModel(fp32).fit(p32, p8, refs, y)
-        self.training_ = {"fp32_networks": len(rows), "int8_networks": len(refs)}
+        int8 = make_predictor("kernel", device=str(self.device), **common)
+        int8.fit(refs, y)
+        self.prior_ = Fp32Prior(fp32).fit(rows8)
+        self.int8_ = int8
+        self.training_ = {"fp32_networks": len(rows), "int8_networks": len(profiled),
+                          "int8_kernels": len(rows8)}  # fmt: skip
+
+    def predict_layers(self, networks: Sequence[Network]) -> Any:
+        """Per executed INT8 kernel (the kernel predictor's table): kernels no INT8 family
+        model covers have model ``prior`` (the FP32 model times the group's ratio)."""
+        self._check_fitted()
+        return self.int8_.predict_layers(list(networks), uncovered=self.prior_)
 
     def _predict(self, networks: list[Network]) -> np.ndarray:
-        return self.speedup_.predict(networks)
+        return self.int8_.network_ms(self.predict_layers(networks), len(networks))
 
     def predict_fp32(self, networks: Sequence[Network]) -> np.ndarray:
         """The FP32 kernel predictor's latencies (ms): speed-up = this / :meth:`predict`."""
         self._check_fitted()
-        return np.asarray(self.speedup_.fp32.predict(list(networks)), dtype=float)
+        return np.asarray(self.prior_.fp32.predict(list(networks)), dtype=float)
 
     def speedups(self) -> dict[str, float]:
-        """FP32/INT8 time ratio per kernel class."""
+        """FP32/INT8 time ratio per kernel group of the training networks' INT8 kernels
+        against the FP32 model's prediction of their float ops (``all``: every kernel)."""
         self._check_fitted()
-        return self.speedup_.speedups()
+        return self.prior_.speedups()
 
     def _state(self, directory: Path) -> dict[str, Any]:
-        self.speedup_.fp32.save(directory / FP32_DIR)
-        assert self.speedup_.ratios_ is not None
-        return {
-            "ratios": self.speedup_.ratios_.tolist(),
-            "scale": self.speedup_.scale_,
-            "classes": list(CLASSES),
-            "training": self.training_,
-        }
+        self.prior_.fp32.save(directory / FP32_DIR)
+        self.int8_.save(directory / INT8_DIR)
+        return {"ratios": self.prior_.ratios, "groups": list(GROUPS), "training": self.training_}
 
     def _restore(self, directory: Path, state: dict[str, Any]) -> None:
         from latlab.predictors.base import load_predictor
 
-        if list(state["classes"]) != list(CLASSES):
-            raise BundleError(f"{directory}: kernel classes {state['classes']} are not {CLASSES}")
-        model = SpeedupModel(load_predictor(inside(directory, FP32_DIR, "folder")))
-        model.ratios_ = np.asarray(state["ratios"], dtype=float)
-        model.scale_ = float(state["scale"])
-        self.speedup_ = model
+        if list(state.get("groups", [])) != list(GROUPS):
+            raise BundleError(
+                f"{directory}: a cross-precision bundle of another version (kernel groups "
+                f"{state.get('groups', state.get('classes'))}, expected {list(GROUPS)}): "
+                "train it again"
+            )
+        fp32 = load_predictor(inside(directory, FP32_DIR, "folder"))
+        self.prior_ = Fp32Prior(fp32, {str(k): float(v) for k, v in state["ratios"].items()})
+        self.int8_ = load_predictor(inside(directory, INT8_DIR, "folder"))
         self.training_ = dict(state.get("training", {}))
