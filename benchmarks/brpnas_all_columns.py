@@ -8,7 +8,7 @@ other valid network as the test set, resumable ``runs.jsonl``) on every column w
 predictors named, and writes the experiment's own ``report.md`` and ``metrics.json``:
 
     python benchmarks/brpnas_all_columns.py --data ../shared/data/fbnet_latency.csv \\
-        --out reports/brp-nas-fbnet-nogcn --seeds 3 --skip gcn
+        --out reports/brp-nas-fbnet --seeds 1 --skip ""
 """
 
 from __future__ import annotations
